@@ -1,0 +1,48 @@
+//! Liveness and readiness probes.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::CACHE_CONTROL;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+
+/// How long readiness waits for the database before calling it unavailable.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /healthz`: the process is alive and serving HTTP.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the database answers. 503 (never a crash) while it does not;
+/// the pool reconnects by itself, so readiness returns when the database does.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let database = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database check failed");
+            "unavailable"
+        }
+        Err(_) => {
+            tracing::warn!("readiness: database check timed out");
+            "unavailable"
+        }
+    };
+    let ready = database == "ok";
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status)
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "checks": { "database": database },
+        }))
+}

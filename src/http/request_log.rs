@@ -1,0 +1,80 @@
+//! Request ids and one log line per request.
+//!
+//! Only the method, the path (never the query string, which could carry a
+//! token), the status and the latency are logged.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Instrument;
+
+/// Header carrying the request id, accepted from a proxy or generated.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Middleware: assigns a request id, echoes it, and logs the outcome.
+pub async fn request_log(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_safe_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let probe = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.path(),
+    );
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _entered = span.enter();
+    match result {
+        Ok(mut res) => {
+            let status = res.status().as_u16();
+            if status >= 500 {
+                tracing::error!(status, latency_ms, "request failed");
+            } else if probe {
+                tracing::debug!(status, latency_ms, "request completed");
+            } else {
+                tracing::info!(status, latency_ms, "request completed");
+            }
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                res.headers_mut().insert(REQUEST_ID, value);
+            }
+            Ok(res)
+        }
+        Err(e) => {
+            let status = e.as_response_error().status_code().as_u16();
+            tracing::info!(status, latency_ms, "request refused");
+            Err(e)
+        }
+    }
+}
+
+/// A caller-supplied id is kept only if it cannot smuggle anything into logs.
+fn is_safe_id(v: &str) -> bool {
+    (1..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_ids_are_trusted() {
+        assert!(super::is_safe_id("3f2a-b_c.d"));
+        assert!(!super::is_safe_id(""));
+        assert!(!super::is_safe_id("a b"));
+        assert!(!super::is_safe_id("a\u{1b}[31m"));
+        assert!(!super::is_safe_id(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,318 @@
+//! The master key and AES-256-GCM envelope encryption of secrets at rest.
+//!
+//! Each secret gets its own random data key (DEK); the DEK is encrypted
+//! ("wrapped") under the master key and stored beside the ciphertext. Only
+//! the master key ever lives outside the database, and a leaked database
+//! dump alone reveals nothing. Every sealed value is bound to a caller-chosen
+//! context (for example `signing_key:<kid>`) as AES-GCM associated data, so a
+//! ciphertext copied into another row fails to open instead of being used.
+//!
+//! Sealed layout (version 1):
+//! `0x01 | key_id[8] | dek_nonce[12] | wrapped_dek[32+16] | nonce[12] | ciphertext+tag`
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use zeroize::Zeroizing;
+
+const VERSION: u8 = 1;
+const KEY_LEN: usize = 32;
+const TAG_LEN: usize = 16;
+const KEY_ID_LEN: usize = 8;
+const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN + KEY_LEN + TAG_LEN + NONCE_LEN;
+const DEK_AAD: &[u8] = b"tessera/dek/v1";
+
+/// The key-encryption key. Cloning shares nothing mutable; `Debug` never
+/// prints key material.
+#[derive(Clone)]
+pub struct MasterKey {
+    kek: std::sync::Arc<LessSafeKey>,
+    id: [u8; KEY_ID_LEN],
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MasterKey(id={})", self.id_hex())
+    }
+}
+
+/// Why a master key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The text is not standard base64 of exactly 32 bytes.
+    #[error(
+        "not a master key: expected 32 random bytes in standard base64 (generate one with `openssl rand -base64 32`)"
+    )]
+    Malformed,
+    /// The key file could not be read or written.
+    #[error("cannot use key file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Why a sealed value could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The value was sealed under another master key.
+    #[error("sealed under a different master key (id {found}, this instance has {expected})")]
+    WrongKey {
+        /// Key id in the sealed value.
+        found: String,
+        /// Key id of the configured master key.
+        expected: String,
+    },
+    /// Truncated, tampered with, or bound to another context.
+    #[error("sealed value is corrupt, was tampered with, or belongs to another record")]
+    Corrupt,
+}
+
+impl MasterKey {
+    /// A master key from its 32 raw bytes.
+    pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
+        let kek = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"));
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            &[b"tessera/master-key-id/v1".as_slice(), bytes].concat(),
+        );
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest.as_ref()[..KEY_ID_LEN]);
+        MasterKey {
+            kek: std::sync::Arc::new(kek),
+            id,
+        }
+    }
+
+    /// A master key from standard base64 (surrounding whitespace ignored).
+    pub fn from_base64(text: &str) -> Result<MasterKey, MasterKeyError> {
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| MasterKeyError::Malformed)?,
+        );
+        let bytes: &[u8; KEY_LEN] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| MasterKeyError::Malformed)?;
+        Ok(MasterKey::from_bytes(bytes))
+    }
+
+    /// Reads a key file holding the base64 key.
+    pub fn from_file(path: &Path) -> Result<MasterKey, MasterKeyError> {
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| MasterKeyError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
+        MasterKey::from_base64(&text)
+    }
+
+    /// Loads the development key file, generating it (mode 0600) on first use.
+    /// Returns the key and whether it was newly created.
+    pub fn load_or_create_dev_file(path: &Path) -> Result<(MasterKey, bool), MasterKeyError> {
+        let io = |source| MasterKeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match MasterKey::from_file(path) {
+            Ok(key) => return Ok((key, false)),
+            Err(MasterKeyError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        SystemRandom::new()
+            .fill(bytes.as_mut())
+            .expect("the system CSPRNG is available");
+        let text = Zeroizing::new(STANDARD.encode(bytes.as_ref()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(mut file) => {
+                file.write_all(text.as_bytes()).map_err(io)?;
+                file.write_all(b"\n").map_err(io)?;
+                file.sync_all().map_err(io)?;
+                Ok((MasterKey::from_bytes(&bytes), true))
+            }
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Ok((MasterKey::from_file(path)?, false))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// A short public identifier of this key (not secret), for diagnostics.
+    pub fn id_hex(&self) -> String {
+        self.id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Encrypts `plaintext` under a fresh data key, bound to `context`.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let rng = SystemRandom::new();
+        let mut dek = Zeroizing::new([0u8; KEY_LEN]);
+        let mut dek_nonce = [0u8; NONCE_LEN];
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill(dek.as_mut()).expect("CSPRNG");
+        rng.fill(&mut dek_nonce).expect("CSPRNG");
+        rng.fill(&mut nonce).expect("CSPRNG");
+
+        let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+        out.push(VERSION);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&dek_nonce);
+
+        let mut wrapped = dek.to_vec();
+        self.kek
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(dek_nonce),
+                Aad::from(self.dek_aad()),
+                &mut wrapped,
+            )
+            .expect("sealing a 32-byte key cannot fail");
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&nonce);
+
+        let data_key = data_key(&dek);
+        let mut body = plaintext.to_vec();
+        data_key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context),
+                &mut body,
+            )
+            .expect("AES-GCM sealing only fails on absurd lengths");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decrypts a value made by [`MasterKey::seal`] with the same `context`.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != VERSION {
+            return Err(OpenError::Corrupt);
+        }
+        let (key_id, rest) = sealed[1..].split_at(KEY_ID_LEN);
+        if key_id != self.id {
+            return Err(OpenError::WrongKey {
+                found: key_id.iter().map(|b| format!("{b:02x}")).collect(),
+                expected: self.id_hex(),
+            });
+        }
+        let (dek_nonce, rest) = rest.split_at(NONCE_LEN);
+        let (wrapped, rest) = rest.split_at(KEY_LEN + TAG_LEN);
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+
+        let mut dek = Zeroizing::new(wrapped.to_vec());
+        let dek = self
+            .kek
+            .open_in_place(nonce_of(dek_nonce), Aad::from(self.dek_aad()), &mut dek)
+            .map_err(|_| OpenError::Corrupt)?;
+        let dek: &[u8; KEY_LEN] = (&*dek).try_into().map_err(|_| OpenError::Corrupt)?;
+
+        let mut plain = Zeroizing::new(body.to_vec());
+        let len = data_key(dek)
+            .open_in_place(nonce_of(nonce), Aad::from(context), &mut plain)
+            .map_err(|_| OpenError::Corrupt)?
+            .len();
+        plain.truncate(len);
+        Ok(plain)
+    }
+
+    fn dek_aad(&self) -> [u8; DEK_AAD.len() + KEY_ID_LEN] {
+        let mut aad = [0u8; DEK_AAD.len() + KEY_ID_LEN];
+        aad[..DEK_AAD.len()].copy_from_slice(DEK_AAD);
+        aad[DEK_AAD.len()..].copy_from_slice(&self.id);
+        aad
+    }
+}
+
+fn data_key(dek: &[u8; KEY_LEN]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, dek).expect("32-byte key"))
+}
+
+fn nonce_of(bytes: &[u8]) -> Nonce {
+    Nonce::try_assume_unique_for_key(bytes).expect("slice has nonce length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> MasterKey {
+        MasterKey::from_bytes(&[byte; KEY_LEN])
+    }
+
+    #[test]
+    fn round_trips_and_hides_the_plaintext() {
+        let k = key(7);
+        let sealed = k.seal(b"private key bytes", b"signing_key:abc");
+        assert!(!sealed.windows(7).any(|w| w == b"private"));
+        assert_eq!(
+            &*k.open(&sealed, b"signing_key:abc").unwrap(),
+            b"private key bytes"
+        );
+        // Fresh data key and nonces every time.
+        assert_ne!(sealed, k.seal(b"private key bytes", b"signing_key:abc"));
+    }
+
+    #[test]
+    fn refuses_other_contexts_keys_and_tampering() {
+        let k = key(7);
+        let sealed = k.seal(b"secret", b"ctx-a");
+        assert!(matches!(k.open(&sealed, b"ctx-b"), Err(OpenError::Corrupt)));
+        assert!(matches!(
+            key(8).open(&sealed, b"ctx-a"),
+            Err(OpenError::WrongKey { .. })
+        ));
+        for i in 0..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 1;
+            assert!(
+                k.open(&bad, b"ctx-a").is_err(),
+                "flipping byte {i} went unnoticed"
+            );
+        }
+        assert!(k.open(&sealed[..sealed.len() - 1], b"ctx-a").is_err());
+        assert!(k.open(&[], b"ctx-a").is_err());
+    }
+
+    #[test]
+    fn parses_base64_of_exactly_32_bytes() {
+        assert!(MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").is_ok());
+        assert!(MasterKey::from_base64("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg==").is_err());
+        assert!(MasterKey::from_base64("not base64!").is_err());
+        assert!(!format!("{:?}", key(1)).contains("0101"));
+    }
+
+    #[test]
+    fn dev_key_file_is_created_once_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/master.key");
+        let (a, created) = MasterKey::load_or_create_dev_file(&path).unwrap();
+        assert!(created);
+        let (b, created) = MasterKey::load_or_create_dev_file(&path).unwrap();
+        assert!(!created);
+        assert_eq!(a.id_hex(), b.id_hex());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "key file readable by others: {mode:o}");
+        }
+    }
+}

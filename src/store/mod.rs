@@ -1,0 +1,151 @@
+//! Persistence behind one trait, [`Store`], with a PostgreSQL and a SQLite
+//! implementation chosen by the database URL.
+//!
+//! Timestamps are stored as Unix seconds (`BIGINT`) in both engines and are
+//! always supplied by the caller, never taken from the database clock: the
+//! same comparison works identically on both engines, and tests can move time.
+//!
+//! SQL that both engines accept verbatim lives once, in `portable.rs`; only
+//! what genuinely differs (connection set-up, migrations, and later the
+//! engine-specific fast paths) is written per engine.
+
+mod models;
+#[macro_use]
+mod portable;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use models::{Audience, Client, NewClient, NewSigningKey, NewUser, SigningKey, User};
+
+use crate::config::{Config, Engine, redact_url};
+
+/// Errors of the storage layer. Messages never include secrets or row data
+/// beyond identifiers the caller supplied.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the connection failed mid-way;
+    /// retrying later may succeed.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was violated (the thing already exists).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// A stored value could not be decoded, or the schema is not the one
+    /// this build expects.
+    #[error("database content is not what this version of tessera expects: {0}")]
+    Corrupt(String),
+    /// Migrations failed or are missing.
+    #[error("database schema: {0}")]
+    Schema(String),
+}
+
+impl StoreError {
+    /// Maps a driver error, naming `what` on a uniqueness violation.
+    pub(crate) fn from_sqlx(e: sqlx::Error, what: &'static str) -> StoreError {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+            sqlx::Error::Database(db) => StoreError::Corrupt(db.message().to_owned()),
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            sqlx::Error::RowNotFound => StoreError::Corrupt("expected row is missing".into()),
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::from_sqlx(e, "record")
+    }
+}
+
+/// Result alias of the storage layer.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connection, health and schema management: written per engine.
+#[async_trait]
+pub trait Lifecycle: Send + Sync {
+    /// Which engine this is.
+    fn engine(&self) -> Engine;
+    /// One cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Applies pending migrations (safe to run from many instances at once).
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Number of this build's migrations not yet applied to the database.
+    async fn pending_migrations(&self) -> StoreResult<usize>;
+    /// Closes every connection; used at shutdown.
+    async fn close(&self);
+}
+
+/// Users, clients, audiences, signing keys and instance settings: plain
+/// records whose SQL is identical on both engines.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Reads an instance-wide setting.
+    async fn setting(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
+    /// Stores a setting unless it exists; returns the value now stored.
+    async fn init_setting(&self, name: &str, value: &[u8]) -> StoreResult<Vec<u8>>;
+
+    /// Creates a user; `Conflict` if the username is taken.
+    async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<User>;
+    /// Finds a user by exact username.
+    async fn user_by_username(&self, username: &str) -> StoreResult<Option<User>>;
+    /// Finds a user by id (the token `sub`).
+    async fn user_by_id(&self, id: uuid::Uuid) -> StoreResult<Option<User>>;
+    /// Enables or disables a user; returns false if there is no such user.
+    async fn set_user_disabled(
+        &self,
+        username: &str,
+        disabled: bool,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    /// Registers a client; `Conflict` if the id is taken.
+    async fn create_client(&self, client: &NewClient, now: i64) -> StoreResult<Client>;
+    /// Finds a client by its `client_id`.
+    async fn client_by_id(&self, id: &str) -> StoreResult<Option<Client>>;
+
+    /// Registers an audience or replaces its encryption key.
+    async fn put_audience(&self, audience: &Audience) -> StoreResult<()>;
+    /// Finds an audience by name.
+    async fn audience(&self, name: &str) -> StoreResult<Option<Audience>>;
+
+    /// Stores a new signing key; `Conflict` if the kid exists.
+    async fn insert_signing_key(&self, key: &NewSigningKey) -> StoreResult<()>;
+    /// Every signing key not yet retired at `now`, newest first.
+    async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
+}
+
+/// Everything tessera persists. The application holds an `Arc<dyn Store>`.
+pub trait Store: Lifecycle + Directory {}
+impl<T: Lifecycle + Directory> Store for T {}
+
+/// Connects to the database named by the configuration.
+pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {
+    let url = &config.database_url;
+    let max = config.database_max_connections;
+    let store: Arc<dyn Store> = match config.engine() {
+        Engine::Postgres => Arc::new(postgres::PgStore::connect(url, max).await?),
+        Engine::Sqlite => Arc::new(sqlite::SqliteStore::connect(url, max).await?),
+    };
+    Ok(store)
+}
+
+/// A message for a failed connection that names the database without its password.
+pub(crate) fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+}
+
+/// How many of `migrator`'s migrations are not in `applied`.
+fn count_pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> usize {
+    migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count()
+}

@@ -1,0 +1,177 @@
+//! Records as stored. Field types are chosen to decode identically from
+//! PostgreSQL and SQLite (`i64`, `String`, `Vec<u8>`, `bool`, `Uuid`).
+
+use uuid::Uuid;
+
+/// A person who logs in with a password (and optionally TOTP).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    /// Stable opaque id; the `sub` of the user's tokens.
+    pub id: Uuid,
+    /// Unique login name.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// TOTP secret sealed under the master key, if enrolled.
+    pub totp_secret: Option<Vec<u8>>,
+    /// A disabled user can neither log in nor refresh.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+}
+
+/// Input for [`super::Directory::create_user`].
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The id to assign (a UUID v4 chosen by the caller).
+    pub id: Uuid,
+    /// Unique login name.
+    pub username: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Sealed TOTP secret.
+    pub totp_secret: Option<Vec<u8>>,
+}
+
+/// An OAuth client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    /// The `client_id`.
+    pub id: String,
+    /// Confidential clients authenticate with a secret; public ones cannot.
+    pub confidential: bool,
+    /// Keyed digest of the secret (confidential clients only).
+    pub secret_digest: Option<Vec<u8>>,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Scopes the client may request.
+    pub scopes: Vec<String>,
+    /// Audiences the client may request tokens for.
+    pub audiences: Vec<String>,
+    /// Browser origins allowed for cookie mode and CORS.
+    pub origins: Vec<String>,
+    /// SPA cookie mode: the refresh token travels only in a cookie.
+    pub cookie: bool,
+    /// May obtain the `tessera:admin` scope.
+    pub admin: bool,
+    /// `audit` or `revoke`: what a User-Agent/network change on refresh does.
+    pub on_binding_change: String,
+    /// A disabled client can obtain no tokens.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Input for [`super::Directory::create_client`].
+#[derive(Clone, Debug)]
+pub struct NewClient {
+    /// The `client_id`.
+    pub id: String,
+    /// Keyed digest of the secret; `Some` exactly for confidential clients.
+    pub secret_digest: Option<Vec<u8>>,
+    /// Allowed grant types.
+    pub grant_types: Vec<String>,
+    /// Scopes the client may request.
+    pub scopes: Vec<String>,
+    /// Audiences the client may request tokens for.
+    pub audiences: Vec<String>,
+    /// Allowed browser origins.
+    pub origins: Vec<String>,
+    /// SPA cookie mode.
+    pub cookie: bool,
+    /// Admin client.
+    pub admin: bool,
+    /// `audit` or `revoke`.
+    pub on_binding_change: String,
+}
+
+/// Row shape of `clients`; lists are stored space-separated (none of their
+/// items may contain a space: scopes by RFC 6749, the others are URIs/names).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClientRow {
+    pub id: String,
+    pub confidential: bool,
+    pub secret_digest: Option<Vec<u8>>,
+    pub grant_types: String,
+    pub scopes: String,
+    pub audiences: String,
+    pub origins: String,
+    pub cookie: bool,
+    pub admin: bool,
+    pub on_binding_change: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+fn split(list: &str) -> Vec<String> {
+    list.split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl From<ClientRow> for Client {
+    fn from(r: ClientRow) -> Client {
+        Client {
+            id: r.id,
+            confidential: r.confidential,
+            secret_digest: r.secret_digest,
+            grant_types: split(&r.grant_types),
+            scopes: split(&r.scopes),
+            audiences: split(&r.audiences),
+            origins: split(&r.origins),
+            cookie: r.cookie,
+            admin: r.admin,
+            on_binding_change: r.on_binding_change,
+            disabled: r.disabled,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A resource-server audience, optionally with a key its tokens are encrypted to.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Audience {
+    /// The `aud` value.
+    pub name: String,
+    /// Public JWK (JSON) that tokens for this audience are encrypted to.
+    pub encrypt_jwk: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// Input for [`super::Directory::insert_signing_key`].
+#[derive(Clone, Debug)]
+pub struct NewSigningKey {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// Public JWK (JSON).
+    pub public_jwk: String,
+    /// PKCS#8 private key sealed under the master key.
+    pub private_key: Vec<u8>,
+    /// Unix seconds; published in the JWKS from now on.
+    pub created_at: i64,
+    /// Unix seconds from which it may sign.
+    pub activate_at: i64,
+}
+
+/// A stored signing key and its life cycle.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct SigningKey {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// Public JWK (JSON).
+    pub public_jwk: String,
+    /// Sealed PKCS#8 private key.
+    pub private_key: Vec<u8>,
+    /// Unix seconds; published from then.
+    pub created_at: i64,
+    /// Unix seconds from which it may sign.
+    pub activate_at: i64,
+    /// Unix seconds at which it stopped signing, if it has.
+    pub deactivated_at: Option<i64>,
+    /// Unix seconds after which it leaves the JWKS.
+    pub retire_at: Option<i64>,
+}
