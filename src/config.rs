@@ -443,6 +443,15 @@ fn parse_issuer(v: &str) -> Result<String, String> {
 }
 
 /// Parses whole seconds (`900`) or a humantime duration (`15m`, `14d`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tessera::config::parse_duration;
+/// assert_eq!(parse_duration("900"), Ok(Duration::from_secs(900)));
+/// assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+/// assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
+/// assert!(parse_duration("soon").is_err());
+/// ```
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let v = v.trim();
     if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {

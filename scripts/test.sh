@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit, integration (both storage engines), doc tests.
+#
+# PostgreSQL is found in this order:
+#   1. $DATABASE_URL, if set (it must be reachable: a set but dead URL is an error);
+#   2. the local server on 127.0.0.1:5432 (user postgres, trust auth);
+#   3. a throwaway cluster made with initdb/pg_ctl in a temporary directory,
+#      stopped and deleted when this script exits.
+# Extra arguments go to the test runner (e.g. `scripts/test.sh store::` to filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+# Is a PostgreSQL server answering at this URL?
+reachable() {
+    if command -v psql >/dev/null 2>&1; then
+        psql "$1" -Atqc 'SELECT 1' >/dev/null 2>&1
+    else
+        # No client tools: settle for an open TCP port.
+        local hostport=${1#*@}; hostport=${hostport%%/*}
+        (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null
+    fi
+}
+
+find_pg_bin() {
+    local tool=$1
+    if command -v "$tool" >/dev/null 2>&1; then command -v "$tool"; return; fi
+    ls -d /usr/lib/postgresql/*/bin/"$tool" /usr/local/pgsql/bin/"$tool" 2>/dev/null | sort -V | tail -n 1
+}
+
+start_throwaway_cluster() {
+    local initdb pg_ctl
+    initdb=$(find_pg_bin initdb)
+    pg_ctl=$(find_pg_bin pg_ctl)
+    [ -n "$initdb" ] && [ -n "$pg_ctl" ] || die "no PostgreSQL found: set DATABASE_URL, run a server on \
+127.0.0.1:${LOCAL_PGPORT}, or install PostgreSQL (Debian: apt-get install postgresql) so a throwaway cluster can be started"
+
+    PG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tessera-pg.XXXXXX")
+    local port as=()
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 55432)
+    if [ "$(id -u)" = 0 ]; then
+        # initdb refuses to run as root: run the cluster as the postgres user.
+        id postgres >/dev/null 2>&1 || die "running as root and there is no 'postgres' user to own a throwaway cluster"
+        chown postgres "$PG_TMP"
+        as=(runuser -u postgres --)
+    fi
+    say "starting a throwaway PostgreSQL cluster on 127.0.0.1:$port ($PG_TMP)"
+    "${as[@]}" "$initdb" -D "$PG_TMP/data" -U postgres --auth=trust --no-sync >"$PG_TMP/initdb.log" 2>&1 \
+        || { cat "$PG_TMP/initdb.log" >&2; die "initdb failed"; }
+    PG_STOP=("${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -m fast -w stop)
+    trap 'say "stopping the throwaway cluster"; "${PG_STOP[@]}" >/dev/null 2>&1 || true; rm -rf "$PG_TMP"' EXIT
+    "${as[@]}" "$pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/server.log" -w -t 60 \
+        -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TMP -c fsync=off -c max_connections=300" start >/dev/null \
+        || { cat "$PG_TMP/server.log" >&2; die "the throwaway cluster did not start"; }
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
+
+LOCAL_PGPORT=${TESSERA_TEST_LOCAL_PGPORT:-5432}
+if [ -n "${DATABASE_URL:-}" ]; then
+    reachable "$DATABASE_URL" || die "DATABASE_URL is set but no PostgreSQL answers there"
+    say "using PostgreSQL from DATABASE_URL"
+elif reachable "postgres://postgres@127.0.0.1:$LOCAL_PGPORT/postgres"; then
+    export DATABASE_URL="postgres://postgres@127.0.0.1:$LOCAL_PGPORT/postgres"
+    say "using the local PostgreSQL on 127.0.0.1:$LOCAL_PGPORT"
+else
+    start_throwaway_cluster
+fi
+
+# Doc tests first, so the closing summary is the main suite's.
+cargo test --doc --all-features --quiet
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --all-features --no-fail-fast "$@"
+else
+    say "cargo-nextest not installed; using cargo test"
+    cargo test --all-features --no-fail-fast "$@"
+fi

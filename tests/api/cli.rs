@@ -1,0 +1,253 @@
+//! The `tessera` binary as an operator runs it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Engine, TestDb, random_master_key};
+
+/// The binary with a clean environment: no inherited `TESSERA_*` variables.
+fn tessera(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("tessera runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configuration_stops_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tessera(dir.path())
+        .arg("serve")
+        .env("TESSERA_ACCESS_TOKEN_TTL", "forever"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("tessera: configuration error: TESSERA_ACCESS_TOKEN_TTL: "),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing is created on a configuration error"
+    );
+}
+
+#[test]
+fn config_file_keys_are_checked_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tessera.toml"), "listen = \"nowhere\"\n").unwrap();
+    let out = run(tessera(dir.path()).args(["--config", "tessera.toml", "migrate"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("listen (in tessera.toml): 'nowhere' is not a socket address"));
+}
+
+#[test]
+fn unreachable_database_fails_with_a_redacted_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tessera(dir.path())
+        .arg("migrate")
+        .env(
+            "TESSERA_DATABASE_URL",
+            "postgres://tessera:hunter2@127.0.0.1:1/tessera",
+        )
+        .env("TESSERA_MASTER_KEY", random_master_key()));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("tessera: error: TESSERA_DATABASE_URL: "),
+        "{err}"
+    );
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(tessera(dir.path()).arg("frobnicate"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("unrecognized subcommand"));
+}
+
+/// A running `tessera serve` and its log lines.
+struct Serving {
+    child: Child,
+    port: u16,
+    seen: Vec<String>,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serving {
+    /// Every log line, once the process has exited (reads to end of stream).
+    fn logs_after_exit(&mut self) -> String {
+        self.seen.extend(self.rx.iter());
+        self.seen.join("\n")
+    }
+}
+
+/// Starts `tessera serve` and returns it once it listens.
+fn start_serving(cmd: &mut Command, serve_args: &[&str]) -> Serving {
+    let mut child = cmd
+        .arg("serve")
+        .args(serve_args)
+        .env("TESSERA_LISTEN", "127.0.0.1:0")
+        .env("TESSERA_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tessera starts");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+            seen.push(line);
+            if v["message"] == "tessera is listening" {
+                let port = v["port"].as_u64().expect("port logged") as u16;
+                return Serving {
+                    child,
+                    port,
+                    seen,
+                    rx,
+                };
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("tessera did not start listening");
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tessera did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The README's first command, on a fresh directory: embedded SQLite, a
+/// generated development master key, ready, and a clean exit on SIGTERM.
+#[tokio::test]
+async fn serve_on_a_fresh_directory_uses_sqlite_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serving = start_serving(&mut tessera(dir.path()), &[]);
+
+    let res = reqwest::get(format!("http://127.0.0.1:{}/readyz", serving.port))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(dir.path().join("data/tessera.db").exists());
+    let key_file = dir.path().join("data/master.key");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    assert_eq!(key.trim().len(), 44, "32 bytes of base64");
+
+    sigterm(&serving.child);
+    let status = wait_exit(&mut serving.child);
+    assert!(status.success(), "exit status {status}");
+    let all = serving.logs_after_exit();
+    assert!(
+        all.contains("DEVELOPMENT MODE"),
+        "no dev-key warning in {all}"
+    );
+    assert!(all.contains("server stopped"), "no shutdown line in {all}");
+    assert!(!all.contains(key.trim()), "the master key was logged");
+
+    // A second start reuses the same key and database.
+    let mut again = start_serving(&mut tessera(dir.path()), &[]);
+    sigterm(&again.child);
+    assert!(wait_exit(&mut again.child).success());
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key);
+}
+
+/// `migrate` prepares a PostgreSQL database; `serve --no-migrate` refuses a
+/// database that is behind and starts on one that is current; a different
+/// master key is refused at start.
+#[tokio::test]
+async fn migrate_then_serve_without_migrating_on_postgres() {
+    let db = TestDb::new(Engine::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = random_master_key();
+    let with_db = |cmd: &mut Command| {
+        cmd.env("TESSERA_DATABASE_URL", &db.url)
+            .env("TESSERA_MASTER_KEY", &key);
+    };
+
+    let mut cmd = tessera(dir.path());
+    with_db(&mut cmd);
+    let out = run(cmd.args(["serve", "--no-migrate"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("run `tessera migrate`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut cmd = tessera(dir.path());
+    with_db(&mut cmd);
+    let out = run(cmd.arg("migrate"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+
+    let mut cmd = tessera(dir.path());
+    with_db(&mut cmd);
+    let mut serving = start_serving(&mut cmd, &["--no-migrate"]);
+    let res = reqwest::get(format!("http://127.0.0.1:{}/readyz", serving.port))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    sigterm(&serving.child);
+    assert!(wait_exit(&mut serving.child).success());
+
+    let mut cmd = tessera(dir.path());
+    cmd.env("TESSERA_DATABASE_URL", &db.url)
+        .env("TESSERA_MASTER_KEY", random_master_key());
+    let out = run(cmd.arg("serve"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("sealed under master key"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "no dev key is made when a key is configured"
+    );
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real application on a random port, a fresh
+//! database per test, spoken to over HTTP; store behaviour on both engines.
+
+mod helpers;
+
+mod cli;
+mod health;
+mod store;

@@ -1,0 +1,266 @@
+//! Store behaviour, identical on SQLite and PostgreSQL.
+
+use tessera::config::Engine as StoreEngine;
+use tessera::store::{Audience, NewClient, NewSigningKey, NewUser, StoreError};
+use uuid::Uuid;
+
+use crate::helpers::{Engine, on_both_engines, test_store};
+
+fn new_user(name: &str) -> NewUser {
+    NewUser {
+        id: Uuid::new_v4(),
+        username: name.to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+        totp_secret: None,
+    }
+}
+
+fn new_client(id: &str, secret: Option<Vec<u8>>) -> NewClient {
+    NewClient {
+        id: id.to_string(),
+        secret_digest: secret,
+        grant_types: vec!["password".into(), "refresh_token".into()],
+        scopes: vec!["openid".into(), "read:things".into()],
+        audiences: vec!["https://api.example".into()],
+        origins: vec!["https://app.example".into()],
+        cookie: true,
+        admin: false,
+        on_binding_change: "audit".into(),
+    }
+}
+
+async fn reports_its_engine_and_is_fully_migrated(engine: Engine) {
+    let store = test_store(engine).await;
+    let expected = match engine {
+        Engine::Sqlite => StoreEngine::Sqlite,
+        Engine::Postgres => StoreEngine::Postgres,
+    };
+    assert_eq!(store.engine(), expected);
+    store.ping().await.unwrap();
+    assert_eq!(store.pending_migrations().await.unwrap(), 0);
+    // Running migrations again is a no-op.
+    store.migrate().await.unwrap();
+}
+
+async fn fresh_database_reports_pending_migrations(engine: Engine) {
+    let db = crate::helpers::TestDb::new(engine).await;
+    let (store, _) = crate::helpers::connect_store(&db).await;
+    assert!(store.pending_migrations().await.unwrap() >= 1);
+    store.migrate().await.unwrap();
+    assert_eq!(store.pending_migrations().await.unwrap(), 0);
+}
+
+async fn users_are_created_found_and_disabled(engine: Engine) {
+    let store = test_store(engine).await;
+    let input = new_user("alice");
+    let created = store.create_user(&input, 1_700_000_000).await.unwrap();
+    assert_eq!(created.id, input.id);
+    assert_eq!(created.username, "alice");
+    assert!(!created.disabled);
+    assert_eq!(created.created_at, 1_700_000_000);
+
+    let by_name = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(by_name, created);
+    assert_eq!(store.user_by_id(input.id).await.unwrap().unwrap(), created);
+    assert!(store.user_by_username("Alice").await.unwrap().is_none());
+    assert!(store.user_by_id(Uuid::new_v4()).await.unwrap().is_none());
+
+    assert!(
+        store
+            .set_user_disabled("alice", true, 1_700_000_100)
+            .await
+            .unwrap()
+    );
+    let disabled = store.user_by_username("alice").await.unwrap().unwrap();
+    assert!(disabled.disabled);
+    assert_eq!(disabled.updated_at, 1_700_000_100);
+    assert!(!store.set_user_disabled("nobody", true, 0).await.unwrap());
+}
+
+async fn duplicate_usernames_conflict_and_change_nothing(engine: Engine) {
+    let store = test_store(engine).await;
+    let first = store.create_user(&new_user("bob"), 1).await.unwrap();
+    let err = store.create_user(&new_user("bob"), 2).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("user")), "{err:?}");
+    assert_eq!(store.user_by_username("bob").await.unwrap().unwrap(), first);
+}
+
+async fn hostile_strings_are_data_not_sql(engine: Engine) {
+    let store = test_store(engine).await;
+    let name = "robert'); DROP TABLE users; --\u{202e}x";
+    store.create_user(&new_user(name), 1).await.unwrap();
+    assert_eq!(
+        store
+            .user_by_username(name)
+            .await
+            .unwrap()
+            .unwrap()
+            .username,
+        name
+    );
+    store.create_user(&new_user("carol"), 1).await.unwrap();
+    assert!(store.user_by_username("carol").await.unwrap().is_some());
+}
+
+async fn clients_round_trip_with_their_lists(engine: Engine) {
+    let store = test_store(engine).await;
+    let public = store
+        .create_client(&new_client("spa", None), 5)
+        .await
+        .unwrap();
+    assert!(!public.confidential);
+    assert_eq!(public.grant_types, vec!["password", "refresh_token"]);
+    assert_eq!(public.scopes, vec!["openid", "read:things"]);
+    assert_eq!(public.audiences, vec!["https://api.example"]);
+    assert_eq!(public.origins, vec!["https://app.example"]);
+    assert!(public.cookie && !public.admin && !public.disabled);
+    assert_eq!(store.client_by_id("spa").await.unwrap().unwrap(), public);
+
+    let mut backend = new_client("backend", Some(vec![7u8; 32]));
+    backend.origins.clear();
+    backend.cookie = false;
+    let confidential = store.create_client(&backend, 6).await.unwrap();
+    assert!(confidential.confidential);
+    assert_eq!(confidential.secret_digest, Some(vec![7u8; 32]));
+    assert!(confidential.origins.is_empty());
+
+    let err = store
+        .create_client(&new_client("spa", None), 7)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("client")), "{err:?}");
+    assert!(store.client_by_id("nope").await.unwrap().is_none());
+}
+
+async fn schema_refuses_invalid_client_policy(engine: Engine) {
+    let store = test_store(engine).await;
+    let mut bad = new_client("weird", None);
+    bad.on_binding_change = "shrug".into();
+    assert!(store.create_client(&bad, 1).await.is_err());
+    assert!(store.client_by_id("weird").await.unwrap().is_none());
+}
+
+async fn audiences_are_registered_and_rekeyed(engine: Engine) {
+    let store = test_store(engine).await;
+    let plain = Audience {
+        name: "https://api.example".into(),
+        encrypt_jwk: None,
+        created_at: 10,
+    };
+    store.put_audience(&plain).await.unwrap();
+    assert_eq!(
+        store
+            .audience("https://api.example")
+            .await
+            .unwrap()
+            .unwrap(),
+        plain
+    );
+
+    let jwk = r#"{"kty":"EC","crv":"P-256","x":"x","y":"y"}"#.to_string();
+    let rekeyed = Audience {
+        encrypt_jwk: Some(jwk.clone()),
+        created_at: 99,
+        ..plain.clone()
+    };
+    store.put_audience(&rekeyed).await.unwrap();
+    let stored = store
+        .audience("https://api.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.encrypt_jwk, Some(jwk));
+    assert_eq!(
+        stored.created_at, 10,
+        "re-keying keeps the registration time"
+    );
+    assert!(store.audience("other").await.unwrap().is_none());
+}
+
+async fn signing_keys_are_listed_newest_first_until_retired(engine: Engine) {
+    let store = test_store(engine).await;
+    for (kid, created) in [("old", 100), ("new", 200)] {
+        store
+            .insert_signing_key(&NewSigningKey {
+                kid: kid.into(),
+                public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+                private_key: vec![1, 2, 3],
+                created_at: created,
+                activate_at: created + 60,
+            })
+            .await
+            .unwrap();
+    }
+    let keys = store.signing_keys(300).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["new", "old"]
+    );
+    assert_eq!(keys[0].activate_at, 260);
+    assert_eq!(keys[0].private_key, vec![1, 2, 3]);
+    assert!(keys[0].deactivated_at.is_none() && keys[0].retire_at.is_none());
+
+    let dup = NewSigningKey {
+        kid: "old".into(),
+        public_jwk: "{}".into(),
+        private_key: vec![9],
+        created_at: 1,
+        activate_at: 1,
+    };
+    assert!(matches!(
+        store.insert_signing_key(&dup).await.unwrap_err(),
+        StoreError::Conflict("signing key")
+    ));
+}
+
+async fn settings_are_initialised_once(engine: Engine) {
+    let store = test_store(engine).await;
+    assert!(store.setting("check").await.unwrap().is_none());
+    assert_eq!(
+        store.init_setting("check", b"first").await.unwrap(),
+        b"first"
+    );
+    assert_eq!(
+        store.init_setting("check", b"second").await.unwrap(),
+        b"first"
+    );
+    assert_eq!(store.setting("check").await.unwrap().unwrap(), b"first");
+}
+
+/// The audit log refuses UPDATE and DELETE in the database itself.
+async fn audit_log_is_append_only(engine: Engine) {
+    let store = test_store(engine).await;
+    let insert = "INSERT INTO audit_log (at, actor, action, prev_hash, hash) \
+                  VALUES (1, 'admin', 'login', $1, $2)";
+    store
+        .raw
+        .execute(insert, &[&[0u8; 32], &[1u8; 32]])
+        .await
+        .unwrap();
+    let mut attacks = vec![
+        "UPDATE audit_log SET actor = 'mallory'",
+        "DELETE FROM audit_log",
+    ];
+    if engine == Engine::Postgres {
+        attacks.push("TRUNCATE audit_log");
+    }
+    for sql in attacks {
+        let err = store.raw.execute(sql, &[]).await.expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.raw.text("SELECT actor FROM audit_log").await, "admin");
+}
+
+on_both_engines!(
+    reports_its_engine_and_is_fully_migrated,
+    fresh_database_reports_pending_migrations,
+    users_are_created_found_and_disabled,
+    duplicate_usernames_conflict_and_change_nothing,
+    hostile_strings_are_data_not_sql,
+    clients_round_trip_with_their_lists,
+    schema_refuses_invalid_client_policy,
+    audiences_are_registered_and_rekeyed,
+    signing_keys_are_listed_newest_first_until_retired,
+    settings_are_initialised_once,
+    audit_log_is_append_only,
+);
