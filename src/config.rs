@@ -620,6 +620,13 @@ mod tests {
     }
 
     #[test]
+    fn the_example_master_key_file_is_loadable() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/keys.example/master.key");
+        let c = load(&[("TESSERA_MASTER_KEY_FILE", path)]).unwrap();
+        assert!(matches!(c.master_key, MasterKeySetting::Provided(_)));
+    }
+
+    #[test]
     fn postgres_requires_an_operator_master_key() {
         let e = err(&[("TESSERA_DATABASE_URL", "postgres://db/tessera")]);
         assert!(
