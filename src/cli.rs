@@ -4,8 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use anyhow::Context;
+
 use crate::config::Config;
-use crate::startup::{Application, Migrations, open_store};
+use crate::keys::signing::SigningKeyPair;
+use crate::startup::{Application, Migrations, load_master_key, open_key_ring, open_store};
+use crate::store::Audience;
+use crate::tokens::EncryptionKey;
 
 /// tessera: short-lived access tokens, rotating refresh tokens, revocation.
 #[derive(Debug, Parser)]
@@ -31,6 +36,39 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage audiences (resource servers).
+    #[command(subcommand)]
+    Audience(AudienceCommand),
+}
+
+/// `tessera keys …`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the published signing keys and their schedule.
+    List,
+    /// Add a new signing key: published now, signing after one JWKS cache lifetime.
+    Rotate,
+    /// Add an existing ES256 private key (PKCS#8 or SEC 1 PEM) as the next signing key.
+    Import {
+        /// The PEM file.
+        pem_file: PathBuf,
+    },
+}
+
+/// `tessera audience …`
+#[derive(Debug, Subcommand)]
+pub enum AudienceCommand {
+    /// Register an audience; with --encrypt-to its tokens become JWE encrypted to that key.
+    Add {
+        /// The `aud` value, e.g. https://api.example.com.
+        audience: String,
+        /// Public JWK (EC P-256 or RSA ≥ 2048 bits) to encrypt this audience's tokens to.
+        #[arg(long, value_name = "JWK_FILE")]
+        encrypt_to: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line with a validated configuration.
@@ -55,5 +93,107 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!("database schema is up to date");
             Ok(())
         }
+        Command::Keys(cmd) => keys(cmd, &config).await,
+        Command::Audience(AudienceCommand::Add {
+            audience,
+            encrypt_to,
+        }) => add_audience(&config, audience, encrypt_to).await,
     }
+}
+
+async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
+    // Read the key file before touching the database: a typo fails fast.
+    let imported = match &cmd {
+        KeysCommand::Import { pem_file } => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(pem_file)
+                    .with_context(|| format!("cannot read {}", pem_file.display()))?,
+            );
+            Some(SigningKeyPair::from_pem(&text).with_context(|| pem_file.display().to_string())?)
+        }
+        _ => None,
+    };
+    let store = open_store(config, Migrations::Apply).await?;
+    let master = load_master_key(config, store.as_ref()).await?;
+    let ring = open_key_ring(config, store.clone(), master).await?;
+    let now = chrono::Utc::now().timestamp();
+    match (cmd, imported) {
+        (KeysCommand::List, _) => {
+            println!(
+                "{:<44} {:<9} {:<20} {:<20} RETIRES",
+                "KID", "STATE", "PUBLISHED", "SIGNS FROM"
+            );
+            for k in ring.status(now) {
+                println!(
+                    "{:<44} {:<9} {:<20} {:<20} {}",
+                    k.kid,
+                    k.state,
+                    time(k.created_at),
+                    time(k.activate_at),
+                    k.retire_at.map(time).unwrap_or_else(|| "-".into()),
+                );
+            }
+        }
+        (KeysCommand::Rotate, _) => report_added(ring.rotate(now).await?, now),
+        (KeysCommand::Import { .. }, Some(pair)) => report_added(ring.add(pair, now).await?, now),
+        (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn report_added(k: crate::keys::keyring::KeyStatus, now: i64) {
+    if k.activate_at <= now {
+        println!("{} active now", k.kid);
+    } else {
+        println!(
+            "{} published now, signs from {}",
+            k.kid,
+            time(k.activate_at)
+        );
+    }
+}
+
+fn time(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+async fn add_audience(
+    config: &Config,
+    name: String,
+    encrypt_to: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if name.is_empty()
+        || name.len() > 512
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        anyhow::bail!("AUDIENCE must be 1 to 512 characters without spaces or control characters");
+    }
+    let encrypt_jwk = match &encrypt_to {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let key =
+                EncryptionKey::from_jwk_json(&text).with_context(|| path.display().to_string())?;
+            // Store the canonical JSON of what was validated.
+            let json: serde_json::Value = serde_json::from_str(&text)?;
+            Some((serde_json::to_string(&json)?, key.alg))
+        }
+    };
+    let store = open_store(config, Migrations::Apply).await?;
+    let audience = Audience {
+        name: name.clone(),
+        encrypt_jwk: encrypt_jwk.as_ref().map(|(j, _)| j.clone()),
+        created_at: chrono::Utc::now().timestamp(),
+    };
+    store.put_audience(&audience).await?;
+    store.close().await;
+    match encrypt_jwk {
+        Some((_, alg)) => println!("audience {name}: tokens are encrypted ({alg}, A256GCM)"),
+        None => println!("audience {name}: tokens are signed, not encrypted"),
+    }
+    Ok(())
 }

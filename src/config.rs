@@ -25,6 +25,8 @@ pub const KEYS: &[&str] = &[
     "refresh_idle_ttl",
     "refresh_absolute_ttl",
     "refresh_reuse_grace",
+    "jwks_max_age",
+    "signing_key_rotation",
     "master_key",
     "master_key_file",
     "data_dir",
@@ -56,6 +58,11 @@ pub struct Config {
     pub refresh_absolute_ttl: Duration,
     /// Window in which the previous refresh token of a session may be reused.
     pub refresh_reuse_grace: Duration,
+    /// `Cache-Control: max-age` of the JWKS; new keys are published this
+    /// long (plus a minute) before they sign.
+    pub jwks_max_age: Duration,
+    /// Automatic signing-key rotation period; `None` when set to 0.
+    pub signing_key_rotation: Option<Duration>,
     /// Where the key that encrypts secrets at rest comes from.
     pub master_key: MasterKeySetting,
     /// Directory for the embedded database and the generated dev master key.
@@ -80,6 +87,8 @@ impl fmt::Debug for Config {
             .field("refresh_idle_ttl", &self.refresh_idle_ttl)
             .field("refresh_absolute_ttl", &self.refresh_absolute_ttl)
             .field("refresh_reuse_grace", &self.refresh_reuse_grace)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("signing_key_rotation", &self.signing_key_rotation)
             .field("master_key", &self.master_key)
             .field("data_dir", &self.data_dir)
             .field("log_format", &self.log_format)
@@ -299,6 +308,27 @@ impl Config {
         let refresh_reuse_grace = src.parse("refresh_reuse_grace", "0", |v| {
             parse_duration_within(v, Duration::ZERO, Duration::from_secs(300))
         })?;
+        let jwks_max_age = src.parse("jwks_max_age", "300", |v| {
+            parse_duration_within(v, Duration::ZERO, Duration::from_secs(86_400))
+        })?;
+        let signing_key_rotation = src.parse("signing_key_rotation", "30d", |v| {
+            parse_duration_within(v, Duration::ZERO, Duration::from_secs(3660 * 86_400))
+        })?;
+        let signing_key_rotation =
+            (!signing_key_rotation.is_zero()).then_some(signing_key_rotation);
+        if let Some(period) = signing_key_rotation {
+            // A key must outlive its own publication lead time and the tokens it signs.
+            let minimum = jwks_max_age + access_token_ttl + Duration::from_secs(120);
+            if period < minimum {
+                return Err(src.error(
+                    "signing_key_rotation",
+                    format!(
+                        "must be 0 (off) or at least jwks_max_age + access_token_ttl + 2m ({})",
+                        fmt_duration(minimum)
+                    ),
+                ));
+            }
+        }
         let shutdown_timeout = src.parse("shutdown_timeout", "30", |v| {
             parse_duration_within(v, Duration::ZERO, Duration::from_secs(3600))
         })?;
@@ -329,6 +359,8 @@ impl Config {
             refresh_idle_ttl,
             refresh_absolute_ttl,
             refresh_reuse_grace,
+            jwks_max_age,
+            signing_key_rotation,
             master_key,
             data_dir,
             log_format,
@@ -534,6 +566,11 @@ mod tests {
         assert_eq!(c.refresh_idle_ttl, Duration::from_secs(14 * 86_400));
         assert_eq!(c.refresh_absolute_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(c.refresh_reuse_grace, Duration::ZERO);
+        assert_eq!(c.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(
+            c.signing_key_rotation,
+            Some(Duration::from_secs(30 * 86_400))
+        );
         assert!(
             matches!(c.master_key, MasterKeySetting::DevFile(ref p) if p == Path::new("data/master.key"))
         );
@@ -585,6 +622,22 @@ mod tests {
             e.starts_with("TESSERA_REFRESH_ABSOLUTE_TTL: must not be shorter"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn key_rotation_can_be_off_but_not_too_frequent() {
+        assert_eq!(
+            load(&[("TESSERA_SIGNING_KEY_ROTATION", "0")])
+                .unwrap()
+                .signing_key_rotation,
+            None
+        );
+        let e = err(&[("TESSERA_SIGNING_KEY_ROTATION", "10m")]);
+        assert!(
+            e.starts_with("TESSERA_SIGNING_KEY_ROTATION: must be 0 (off) or at least"),
+            "{e}"
+        );
+        assert!(load(&[("TESSERA_SIGNING_KEY_ROTATION", "1d")]).is_ok());
     }
 
     #[test]

@@ -13,3 +13,4 @@ pub mod keys;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;

@@ -11,8 +11,10 @@ use anyhow::{Context, bail};
 
 use crate::config::{Config, MasterKeySetting};
 use crate::http::{AppState, not_found, request_log, routes};
+use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::store::{self, Store};
+use crate::tokens::{AudienceKeys, Minter};
 
 /// What to do about the database schema at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub struct Application {
     port: u16,
     server: Server,
     store: Arc<dyn Store>,
+    maintenance: tokio::task::JoinHandle<()>,
+    signals: ShutdownSignals,
 }
 
 impl Application {
@@ -35,7 +39,17 @@ impl Application {
     /// listener. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config, migrations: Migrations) -> anyhow::Result<Application> {
         let store = open_store(&config, migrations).await?;
-        let _master_key = load_master_key(&config, store.as_ref()).await?;
+        let master_key = load_master_key(&config, store.as_ref()).await?;
+        let keys = open_key_ring(&config, store.clone(), master_key).await?;
+        let audiences = Arc::new(AudienceKeys::default());
+        audiences.refresh(store.as_ref()).await?;
+        let minter = Arc::new(Minter::new(
+            keys.clone(),
+            audiences.clone(),
+            config.issuer.clone(),
+            config.access_token_ttl,
+        ));
+        let maintenance = spawn_maintenance(keys.clone(), audiences, store.clone());
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("TESSERA_LISTEN: cannot listen on {}", config.listen))?;
@@ -43,12 +57,19 @@ impl Application {
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
+            keys,
+            minter,
         };
         let server = run(listener, state)?;
+        // Installed before `build` returns, so a SIGTERM that arrives as soon
+        // as the caller reports "listening" is already a graceful stop.
+        let signals = ShutdownSignals::install()?;
         Ok(Application {
             port,
             server,
             store,
+            maintenance,
+            signals,
         })
     }
 
@@ -62,10 +83,22 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGINT/SIGTERM (or a [`Application::handle`] stop), lets
+    /// Serves until SIGINT/SIGTERM (or an [`Application::handle`] stop), lets
     /// in-flight requests finish, then closes the database pool.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+    pub async fn run_until_stopped(mut self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let result = tokio::select! {
+            result = &mut server => result,
+            signal = self.signals.recv() => {
+                tracing::info!(signal, "shutting down: finishing in-flight requests");
+                // The command is sent now; the server future (polled below)
+                // carries it out, so awaiting `stop` itself would deadlock.
+                drop(handle.stop(true));
+                server.await
+            }
+        };
+        self.maintenance.abort();
         tracing::info!("server stopped; closing database connections");
         self.store.close().await;
         result
@@ -90,6 +123,54 @@ pub async fn open_store(config: &Config, migrations: Migrations) -> anyhow::Resu
         }
     }
     Ok(store)
+}
+
+/// Opens the key ring under the configured rotation policy (creating the
+/// first signing key on a new database).
+pub async fn open_key_ring(
+    config: &Config,
+    store: Arc<dyn Store>,
+    master_key: MasterKey,
+) -> anyhow::Result<Arc<KeyRing>> {
+    let policy = RotationPolicy {
+        jwks_max_age: config.jwks_max_age,
+        access_token_ttl: config.access_token_ttl,
+        rotation_period: config.signing_key_rotation,
+    };
+    let now = chrono::Utc::now().timestamp();
+    Ok(Arc::new(
+        KeyRing::open(store, master_key, policy, now).await?,
+    ))
+}
+
+/// Keeps keys and audience encryption keys current: every second, so that
+/// changes made by another instance or the CLI take effect within a second.
+fn spawn_maintenance(
+    keys: Arc<KeyRing>,
+    audiences: Arc<AudienceKeys>,
+    store: Arc<dyn Store>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            let now = chrono::Utc::now().timestamp();
+            if n.is_multiple_of(60)
+                && let Err(e) = keys.rotate_if_due(now).await
+            {
+                tracing::warn!(error = %e, "automatic key rotation failed; will retry");
+            }
+            if let Err(e) = keys.refresh(now).await {
+                tracing::warn!(error = %e, "key refresh failed; keeping the last known keys");
+            }
+            if let Err(e) = audiences.refresh(store.as_ref()).await {
+                tracing::warn!(error = %e, "audience refresh failed; keeping the last known keys");
+            }
+            n = n.wrapping_add(1);
+        }
+    })
 }
 
 const MASTER_KEY_CHECK: &str = "master_key_check";
@@ -128,6 +209,45 @@ pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Resu
     }
 }
 
+/// SIGTERM and SIGINT, handled by us rather than by actix so that they are
+/// in place before the server reports that it listens.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> std::io::Result<ShutdownSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
 fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let shutdown_timeout = state.config.shutdown_timeout.as_secs();
     let data = web::Data::new(state);
@@ -140,6 +260,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(shutdown_timeout)
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

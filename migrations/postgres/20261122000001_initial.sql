@@ -47,7 +47,10 @@ CREATE TABLE signing_keys (
     created_at     BIGINT NOT NULL,           -- published in the JWKS from here
     activate_at    BIGINT NOT NULL,           -- signs from here
     deactivated_at BIGINT,                    -- stopped signing
-    retire_at      BIGINT                     -- leaves the JWKS after this
+    retire_at      BIGINT,                    -- leaves the JWKS after this
+    -- kid of the newest key when this one was added ('' for the first key):
+    -- unique, so two instances rotating at once cannot both succeed.
+    rotated_from   TEXT NOT NULL UNIQUE
 );
 
 -- A session is a refresh-token family opened by one login; its id is `sid`.

@@ -47,7 +47,8 @@ CREATE TABLE signing_keys (
     created_at     INTEGER NOT NULL,
     activate_at    INTEGER NOT NULL,
     deactivated_at INTEGER,
-    retire_at      INTEGER
+    retire_at      INTEGER,
+    rotated_from   TEXT NOT NULL UNIQUE
 ) STRICT;
 
 CREATE TABLE sessions (

@@ -19,7 +19,7 @@ pub async fn healthz() -> HttpResponse {
         .json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the database answers. 503 (never a crash) while it does not;
+/// `GET /readyz`: the database answers and a signing key is loaded. 503 (never a crash) while it does not;
 /// the pool reconnects by itself, so readiness returns when the database does.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.ping()).await {
@@ -33,7 +33,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "unavailable"
         }
     };
-    let ready = database == "ok";
+    let signing_key = if state.keys.signer().is_some() {
+        "ok"
+    } else {
+        "missing"
+    };
+    let ready = database == "ok" && signing_key == "ok";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -43,6 +48,6 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(json!({
             "status": if ready { "ready" } else { "not_ready" },
-            "checks": { "database": database },
+            "checks": { "database": database, "signing_key": signing_key },
         }))
 }

@@ -3,6 +3,7 @@
 //! Handlers translate between HTTP and the domain; they hold no SQL and no
 //! cryptography.
 
+mod discovery;
 mod health;
 mod request_log;
 
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use actix_web::{HttpResponse, web};
 
 use crate::config::Config;
+use crate::keys::keyring::KeyRing;
 use crate::store::Store;
+use crate::tokens::Minter;
 
 pub use request_log::request_log;
 
@@ -22,19 +25,36 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The validated configuration.
     pub config: Arc<Config>,
+    /// Signing keys and the JWKS.
+    pub keys: Arc<KeyRing>,
+    /// Access-token minting.
+    pub minter: Arc<Minter>,
 }
 
 /// Registers every route.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(endpoint("/healthz", web::get().to(health::healthz)))
-        .service(endpoint("/readyz", web::get().to(health::readyz)));
+    cfg.service(get("/healthz", health::healthz))
+        .service(get("/readyz", health::readyz))
+        .service(get("/.well-known/jwks.json", discovery::jwks))
+        .service(get(
+            "/.well-known/oauth-authorization-server",
+            discovery::metadata,
+        ));
 }
 
-/// A resource that answers 405 (with `Allow`) to methods it does not serve.
-fn endpoint(path: &str, route: actix_web::Route) -> actix_web::Resource {
+/// A GET (and HEAD) resource that answers 405 with `Allow` to other methods.
+fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
     web::resource(path)
-        .route(route)
-        .default_service(web::to(method_not_allowed))
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(|req: actix_web::HttpRequest| async move {
+            method_not_allowed(req, "GET, HEAD")
+        }))
 }
 
 /// RFC 6749 §5.2-shaped error body used for every error tessera answers.
@@ -48,18 +68,16 @@ pub fn error_response(
         .json(serde_json::json!({ "error": error, "error_description": description }))
 }
 
-async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+fn method_not_allowed(req: actix_web::HttpRequest, allow: &'static str) -> HttpResponse {
     let mut res = error_response(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request",
         &format!("method {} is not allowed on {}", req.method(), req.path()),
     );
-    if matches!(req.path(), "/healthz" | "/readyz") {
-        res.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            actix_web::http::header::HeaderValue::from_static("GET"),
-        );
-    }
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
     res
 }
 

@@ -1,6 +1,6 @@
-//! Key material: the master key that encrypts secrets at rest.
-//!
-//! Signing keys (ES256) are added here by the token issue; they are stored
-//! sealed under the master key through [`master::MasterKey::seal`].
+//! Key material: the master key that encrypts secrets at rest, the ES256
+//! signing keys, and the key ring that rotates them.
 
+pub mod keyring;
 pub mod master;
+pub mod signing;

@@ -115,9 +115,20 @@ pub trait Directory: Send + Sync {
     async fn put_audience(&self, audience: &Audience) -> StoreResult<()>;
     /// Finds an audience by name.
     async fn audience(&self, name: &str) -> StoreResult<Option<Audience>>;
+    /// Every registered audience, by name.
+    async fn audiences(&self) -> StoreResult<Vec<Audience>>;
 
-    /// Stores a new signing key; `Conflict` if the kid exists.
-    async fn insert_signing_key(&self, key: &NewSigningKey) -> StoreResult<()>;
+    /// Adds a signing key and schedules every key still signing to stop when
+    /// it activates and to leave the JWKS at `previous_retire_at`, in one
+    /// transaction. `predecessor` is the newest key the caller saw (`None`
+    /// for the first key); if another instance added a key after it, nothing
+    /// changes and the result is `Conflict`.
+    async fn add_signing_key(
+        &self,
+        key: &NewSigningKey,
+        predecessor: Option<&str>,
+        previous_retire_at: i64,
+    ) -> StoreResult<()>;
     /// Every signing key not yet retired at `now`, newest first.
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
 }

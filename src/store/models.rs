@@ -142,7 +142,7 @@ pub struct Audience {
     pub created_at: i64,
 }
 
-/// Input for [`super::Directory::insert_signing_key`].
+/// Input for [`super::Directory::add_signing_key`].
 #[derive(Clone, Debug)]
 pub struct NewSigningKey {
     /// RFC 7638 thumbprint.

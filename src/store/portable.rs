@@ -152,22 +152,43 @@ macro_rules! portable_directory {
                     .await?)
             }
 
-            async fn insert_signing_key(
+            async fn audiences(&self) -> $crate::store::StoreResult<Vec<$crate::store::Audience>> {
+                Ok(sqlx::query_as("SELECT * FROM audiences ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn add_signing_key(
                 &self,
                 key: &$crate::store::NewSigningKey,
+                predecessor: Option<&str>,
+                previous_retire_at: i64,
             ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO signing_keys (kid, algorithm, public_jwk, private_key, created_at, activate_at) \
-                     VALUES ($1, 'ES256', $2, $3, $4, $5)",
+                    "INSERT INTO signing_keys \
+                     (kid, algorithm, public_jwk, private_key, created_at, activate_at, rotated_from) \
+                     VALUES ($1, 'ES256', $2, $3, $4, $5, $6)",
                 )
                 .bind(&key.kid)
                 .bind(&key.public_jwk)
                 .bind(&key.private_key)
                 .bind(key.created_at)
                 .bind(key.activate_at)
-                .execute(&self.pool)
+                .bind(predecessor.unwrap_or(""))
+                .execute(&mut *tx)
                 .await
-                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "signing key"))?;
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "signing key or rotation"))?;
+                sqlx::query(
+                    "UPDATE signing_keys SET deactivated_at = $1, retire_at = $2 \
+                     WHERE kid <> $3 AND deactivated_at IS NULL",
+                )
+                .bind(key.activate_at)
+                .bind(previous_retire_at)
+                .bind(&key.kid)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
                 Ok(())
             }
 

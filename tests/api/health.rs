@@ -40,7 +40,7 @@ async fn unknown_paths_and_methods_get_json_errors(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(res.status(), 405);
-    assert_eq!(res.headers()["allow"], "GET");
+    assert_eq!(res.headers()["allow"], "GET, HEAD");
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");
 }

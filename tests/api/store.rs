@@ -177,40 +177,95 @@ async fn audiences_are_registered_and_rekeyed(engine: Engine) {
     assert!(store.audience("other").await.unwrap().is_none());
 }
 
-async fn signing_keys_are_listed_newest_first_until_retired(engine: Engine) {
-    let store = test_store(engine).await;
-    for (kid, created) in [("old", 100), ("new", 200)] {
-        store
-            .insert_signing_key(&NewSigningKey {
-                kid: kid.into(),
-                public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
-                private_key: vec![1, 2, 3],
-                created_at: created,
-                activate_at: created + 60,
-            })
-            .await
-            .unwrap();
+fn signing_key(kid: &str, created_at: i64, activate_at: i64) -> NewSigningKey {
+    NewSigningKey {
+        kid: kid.into(),
+        public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+        private_key: vec![1, 2, 3],
+        created_at,
+        activate_at,
     }
+}
+
+async fn signing_keys_rotate_and_retire(engine: Engine) {
+    let store = test_store(engine).await;
+    store
+        .add_signing_key(&signing_key("k1", 100, 100), None, 0)
+        .await
+        .unwrap();
+    let keys = store.signing_keys(150).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].deactivated_at, keys[0].retire_at), (None, None));
+    assert_eq!(keys[0].private_key, vec![1, 2, 3]);
+
+    // k2 is published at 200, signs from 500; k1 stops at 500 and leaves at 2000.
+    store
+        .add_signing_key(&signing_key("k2", 200, 500), Some("k1"), 2000)
+        .await
+        .unwrap();
     let keys = store.signing_keys(300).await.unwrap();
     assert_eq!(
         keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-        ["new", "old"]
+        ["k2", "k1"]
     );
-    assert_eq!(keys[0].activate_at, 260);
-    assert_eq!(keys[0].private_key, vec![1, 2, 3]);
-    assert!(keys[0].deactivated_at.is_none() && keys[0].retire_at.is_none());
+    assert_eq!((keys[0].deactivated_at, keys[0].retire_at), (None, None));
+    assert_eq!(
+        (keys[1].deactivated_at, keys[1].retire_at),
+        (Some(500), Some(2000))
+    );
 
-    let dup = NewSigningKey {
-        kid: "old".into(),
-        public_jwk: "{}".into(),
-        private_key: vec![9],
-        created_at: 1,
-        activate_at: 1,
-    };
-    assert!(matches!(
-        store.insert_signing_key(&dup).await.unwrap_err(),
-        StoreError::Conflict("signing key")
-    ));
+    // After its retirement time k1 is no longer listed.
+    let keys = store.signing_keys(2000).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k2"]
+    );
+}
+
+async fn concurrent_rotations_cannot_both_win(engine: Engine) {
+    let store = test_store(engine).await;
+    store
+        .add_signing_key(&signing_key("k1", 100, 100), None, 0)
+        .await
+        .unwrap();
+    // A second "first key" and a rotation from a stale predecessor both lose.
+    let err = store
+        .add_signing_key(&signing_key("other", 100, 100), None, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    store
+        .add_signing_key(&signing_key("k2", 200, 500), Some("k1"), 2000)
+        .await
+        .unwrap();
+    let err = store
+        .add_signing_key(&signing_key("k3", 201, 501), Some("k1"), 2001)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    // The losing attempt changed nothing.
+    let keys = store.signing_keys(300).await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k2", "k1"]
+    );
+    assert_eq!(keys[1].retire_at, Some(2000));
+
+    // Racing for real: many rotations from the same predecessor, one wins.
+    let results = futures_util::future::join_all((0..8).map(|i| {
+        let store = store.store.clone();
+        async move {
+            store
+                .add_signing_key(&signing_key(&format!("r{i}"), 300, 600), Some("k2"), 3000)
+                .await
+        }
+    }))
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
 }
 
 async fn settings_are_initialised_once(engine: Engine) {
@@ -260,7 +315,8 @@ on_both_engines!(
     clients_round_trip_with_their_lists,
     schema_refuses_invalid_client_policy,
     audiences_are_registered_and_rekeyed,
-    signing_keys_are_listed_newest_first_until_retired,
+    signing_keys_rotate_and_retire,
+    concurrent_rotations_cannot_both_win,
     settings_are_initialised_once,
     audit_log_is_append_only,
 );

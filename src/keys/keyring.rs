@@ -1,0 +1,321 @@
+//! The key ring: which key signs now, which keys the JWKS publishes, and
+//! rotation that never breaks a verifier caching the JWKS.
+//!
+//! Life of a key: it is *published* (in the JWKS) from `created_at`, *signs*
+//! from `activate_at` (at least one JWKS cache lifetime later, so every
+//! verifier has seen it before the first token it signs), stops signing when
+//! its successor activates, and is *retired* from the JWKS only after the last
+//! token it signed has expired. The very first key signs at once: no verifier
+//! can have cached an older JWKS.
+//!
+//! Every instance re-reads the keys from the database every second, so a
+//! rotation made by one instance (or by `tessera keys rotate`) reaches all of
+//! them within a second, and a scheduled activation happens on time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::master::{MasterKey, OpenError};
+use super::signing::{PublicJwk, SigningKeyPair};
+use crate::store::{NewSigningKey, SigningKey, Store, StoreError};
+
+/// Timing rules for publication, activation and retirement.
+#[derive(Clone, Copy, Debug)]
+pub struct RotationPolicy {
+    /// `Cache-Control: max-age` of the JWKS; a new key waits this long (plus
+    /// a margin) between publication and first signature.
+    pub jwks_max_age: Duration,
+    /// Lifetime of the access tokens the keys sign.
+    pub access_token_ttl: Duration,
+    /// Automatic rotation period; `None` disables it.
+    pub rotation_period: Option<Duration>,
+}
+
+/// Slack added to every schedule for clock skew between instances and verifiers.
+const MARGIN: i64 = 60;
+
+impl RotationPolicy {
+    /// When a key added at `now` may start signing (first key: at once).
+    fn activation(&self, now: i64, first: bool) -> i64 {
+        if first {
+            now
+        } else {
+            now + secs(self.jwks_max_age) + MARGIN
+        }
+    }
+
+    /// When a key that stops signing at `deactivated_at` may leave the JWKS.
+    fn retirement(&self, deactivated_at: i64) -> i64 {
+        deactivated_at + secs(self.access_token_ttl) + MARGIN
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
+
+/// Key-ring failures.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRingError {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored private key could not be decrypted (wrong master key or tampering).
+    #[error("signing key {kid}: {source}")]
+    Sealed {
+        /// The key.
+        kid: String,
+        /// Why it did not open.
+        source: OpenError,
+    },
+    /// A stored private key decrypted but is not a valid ES256 key.
+    #[error("signing key {kid} is not a valid ES256 key: {message}")]
+    Invalid {
+        /// The key.
+        kid: String,
+        /// Details.
+        message: String,
+    },
+    /// A key with this kid already exists.
+    #[error("key {0} is already in the key ring")]
+    Duplicate(String),
+}
+
+/// One key's state, for `tessera keys list` and the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyStatus {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// `next` (published, not yet signing), `active`, or `retiring`.
+    pub state: &'static str,
+    /// Unix seconds: published from.
+    pub created_at: i64,
+    /// Unix seconds: signs from.
+    pub activate_at: i64,
+    /// Unix seconds: stopped (or stops) signing.
+    pub deactivated_at: Option<i64>,
+    /// Unix seconds: leaves the JWKS.
+    pub retire_at: Option<i64>,
+}
+
+/// An immutable snapshot: swapped whole on every change.
+struct Snapshot {
+    signer: Option<Arc<SigningKeyPair>>,
+    pairs: HashMap<String, Arc<SigningKeyPair>>,
+    rows: Vec<SigningKey>,
+    jwks: Arc<[u8]>,
+}
+
+/// The signing keys of this issuer.
+pub struct KeyRing {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    policy: RotationPolicy,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+#[derive(Serialize)]
+struct Jwks<'a> {
+    keys: Vec<&'a PublicJwk>,
+}
+
+fn context(kid: &str) -> Vec<u8> {
+    format!("signing_key:{kid}").into_bytes()
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one if the database has none.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        policy: RotationPolicy,
+        now: i64,
+    ) -> Result<KeyRing, KeyRingError> {
+        let ring = KeyRing {
+            store,
+            master,
+            policy,
+            current: RwLock::new(Arc::new(Snapshot {
+                signer: None,
+                pairs: HashMap::new(),
+                rows: Vec::new(),
+                jwks: Arc::from(&b"{\"keys\":[]}"[..]),
+            })),
+        };
+        ring.refresh(now).await?;
+        if ring.snapshot().rows.is_empty() {
+            match ring.add(SigningKeyPair::generate(), now).await {
+                Ok(_) | Err(KeyRingError::Store(StoreError::Conflict(_))) => {}
+                Err(e) => return Err(e),
+            }
+            ring.refresh(now).await?;
+        }
+        Ok(ring)
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("key ring lock").clone()
+    }
+
+    /// The key that signs now, if any.
+    pub fn signer(&self) -> Option<Arc<SigningKeyPair>> {
+        self.snapshot().signer.clone()
+    }
+
+    /// The JWKS document (public keys only), serialized.
+    pub fn jwks(&self) -> Arc<[u8]> {
+        self.snapshot().jwks.clone()
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> RotationPolicy {
+        self.policy
+    }
+
+    /// Every key not yet retired, newest first, with its state at `now`.
+    pub fn status(&self, now: i64) -> Vec<KeyStatus> {
+        let snap = self.snapshot();
+        let signer = snap.signer.as_ref().map(|s| s.kid().to_owned());
+        snap.rows
+            .iter()
+            .map(|k| KeyStatus {
+                kid: k.kid.clone(),
+                state: if Some(&k.kid) == signer.as_ref() {
+                    "active"
+                } else if k.activate_at > now {
+                    "next"
+                } else {
+                    "retiring"
+                },
+                created_at: k.created_at,
+                activate_at: k.activate_at,
+                deactivated_at: k.deactivated_at,
+                retire_at: k.retire_at,
+            })
+            .collect()
+    }
+
+    /// Re-reads the keys; cheap when nothing changed (no decryption).
+    pub async fn refresh(&self, now: i64) -> Result<(), KeyRingError> {
+        let rows = self.store.signing_keys(now).await?;
+        let old = self.snapshot();
+        let mut pairs = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let pair = match old.pairs.get(&row.kid) {
+                Some(pair) => pair.clone(),
+                None => Arc::new(self.unseal(row)?),
+            };
+            pairs.insert(row.kid.clone(), pair);
+        }
+        // The signer: of the keys whose time has come and that have not been
+        // stopped, the one that activated last.
+        let signer = rows
+            .iter()
+            .filter(|k| k.activate_at <= now && k.deactivated_at.is_none_or(|d| d > now))
+            .max_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)))
+            .and_then(|k| pairs.get(&k.kid).cloned());
+        let jwks = Jwks {
+            keys: rows
+                .iter()
+                .filter_map(|k| pairs.get(&k.kid))
+                .map(|p| p.public_jwk())
+                .collect(),
+        };
+        let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
+        let unchanged = old.rows == rows
+            && old.signer.as_ref().map(|s| s.kid()) == signer.as_ref().map(|s| s.kid());
+        if !unchanged {
+            if let Some(s) = &signer
+                && old.signer.as_ref().map(|o| o.kid()) != Some(s.kid())
+            {
+                tracing::info!(kid = s.kid(), "signing key now active");
+            }
+            *self.current.write().expect("key ring lock") = Arc::new(Snapshot {
+                signer,
+                pairs,
+                rows,
+                jwks,
+            });
+        }
+        Ok(())
+    }
+
+    fn unseal(&self, row: &SigningKey) -> Result<SigningKeyPair, KeyRingError> {
+        let der = self
+            .master
+            .open(&row.private_key, &context(&row.kid))
+            .map_err(|source| KeyRingError::Sealed {
+                kid: row.kid.clone(),
+                source,
+            })?;
+        let pair = SigningKeyPair::from_pkcs8(&der).map_err(|e| KeyRingError::Invalid {
+            kid: row.kid.clone(),
+            message: e.to_string(),
+        })?;
+        if pair.kid() != row.kid {
+            return Err(KeyRingError::Invalid {
+                kid: row.kid.clone(),
+                message: "stored kid does not match the key's thumbprint".into(),
+            });
+        }
+        Ok(pair)
+    }
+
+    /// Adds `pair` as the next key: published now, signing after one JWKS
+    /// cache lifetime (at once if it is the first key). Returns its status.
+    pub async fn add(&self, pair: SigningKeyPair, now: i64) -> Result<KeyStatus, KeyRingError> {
+        // Decide from the database, not from this instance's possibly stale copy.
+        let rows = self.store.signing_keys(now).await?;
+        if rows.iter().any(|r| r.kid == pair.kid()) {
+            return Err(KeyRingError::Duplicate(pair.kid().to_owned()));
+        }
+        let newest = rows.first().map(|r| r.kid.as_str());
+        let activate_at = self.policy.activation(now, newest.is_none());
+        let key = NewSigningKey {
+            kid: pair.kid().to_owned(),
+            public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
+            private_key: self.master.seal(pair.pkcs8(), &context(pair.kid())),
+            created_at: now,
+            activate_at,
+        };
+        self.store
+            .add_signing_key(&key, newest, self.policy.retirement(activate_at))
+            .await?;
+        tracing::info!(kid = pair.kid(), activate_at, "signing key added");
+        self.refresh(now).await?;
+        Ok(KeyStatus {
+            kid: key.kid,
+            state: if activate_at <= now { "active" } else { "next" },
+            created_at: now,
+            activate_at,
+            deactivated_at: None,
+            retire_at: None,
+        })
+    }
+
+    /// Rotates now with a freshly generated key.
+    pub async fn rotate(&self, now: i64) -> Result<KeyStatus, KeyRingError> {
+        self.add(SigningKeyPair::generate(), now).await
+    }
+
+    /// Rotates if automatic rotation is on and the newest key is older than
+    /// the period. Several instances may try at once; one wins, the others
+    /// see a conflict and do nothing.
+    pub async fn rotate_if_due(&self, now: i64) -> Result<Option<KeyStatus>, KeyRingError> {
+        let Some(period) = self.policy.rotation_period else {
+            return Ok(None);
+        };
+        let newest = self.snapshot().rows.first().map(|r| r.created_at);
+        match newest {
+            Some(created) if created + secs(period) > now => Ok(None),
+            _ => match self.rotate(now).await {
+                Ok(status) => Ok(Some(status)),
+                Err(KeyRingError::Store(StoreError::Conflict(_))) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! ES256 signing keys: generation, PEM import, RFC 7638 `kid`, and signing.
+//!
+//! The signer is built once per key (parsing PKCS#8 per token would cost a
+//! third of the signing time). Signatures are produced by aws-lc-rs, the same
+//! backend `jsonwebtoken` uses, in the fixed `r || s` form JWS requires.
+
+use std::fmt;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+/// Why a private key was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not PEM, or a PEM block of another kind.
+    #[error(
+        "not a PEM private key (expected -----BEGIN PRIVATE KEY----- or -----BEGIN EC PRIVATE KEY-----)"
+    )]
+    NotPem,
+    /// A key, but not an ECDSA P-256 one.
+    #[error("not an ECDSA P-256 (ES256) private key: {0}")]
+    WrongKind(String),
+}
+
+/// The public half of a signing key as published in the JWKS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PublicJwk {
+    /// Always `EC`.
+    pub kty: String,
+    /// Always `P-256`.
+    pub crv: String,
+    /// Affine x coordinate, base64url.
+    pub x: String,
+    /// Affine y coordinate, base64url.
+    pub y: String,
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// Always `ES256`.
+    pub alg: String,
+    /// Always `sig`.
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+/// A private ES256 key ready to sign.
+pub struct SigningKeyPair {
+    kid: String,
+    pair: EcdsaKeyPair,
+    pkcs8: Zeroizing<Vec<u8>>,
+    jwk: PublicJwk,
+}
+
+impl fmt::Debug for SigningKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKeyPair(kid={})", self.kid)
+    }
+}
+
+impl SigningKeyPair {
+    /// A new key from the system CSPRNG.
+    pub fn generate() -> SigningKeyPair {
+        let doc =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .expect("P-256 key generation does not fail");
+        SigningKeyPair::from_pkcs8(doc.as_ref()).expect("a generated key is valid")
+    }
+
+    /// A key from PKCS#8 v1 DER (the stored form).
+    pub fn from_pkcs8(der: &[u8]) -> Result<SigningKeyPair, KeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+            .map_err(|e| KeyError::WrongKind(e.to_string()))?;
+        Ok(SigningKeyPair::new(pair, Zeroizing::new(der.to_vec())))
+    }
+
+    /// A key from PEM: PKCS#8 (`PRIVATE KEY`) or SEC 1 (`EC PRIVATE KEY`),
+    /// as written by `openssl genpkey`/`openssl ecparam -genkey`.
+    pub fn from_pem(pem_text: &str) -> Result<SigningKeyPair, KeyError> {
+        let block = pem::parse(pem_text.trim()).map_err(|_| KeyError::NotPem)?;
+        if !matches!(block.tag(), "PRIVATE KEY" | "EC PRIVATE KEY") {
+            return Err(KeyError::NotPem);
+        }
+        let der = Zeroizing::new(block.into_contents());
+        let pair = EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
+            .map_err(|e| KeyError::WrongKind(e.to_string()))?;
+        // Normalise to PKCS#8 v1 for storage.
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|_| KeyError::WrongKind("cannot re-encode as PKCS#8".into()))?;
+        SigningKeyPair::from_pkcs8(pkcs8.as_ref())
+    }
+
+    fn new(pair: EcdsaKeyPair, pkcs8: Zeroizing<Vec<u8>>) -> SigningKeyPair {
+        // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+        let point = pair.public_key().as_ref();
+        let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+        let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
+        let kid = thumbprint(&x, &y);
+        let jwk = PublicJwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x,
+            y,
+            kid: kid.clone(),
+            alg: "ES256".into(),
+            use_: "sig".into(),
+        };
+        SigningKeyPair {
+            kid,
+            pair,
+            pkcs8,
+            jwk,
+        }
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The public JWK (never any private material).
+    pub fn public_jwk(&self) -> &PublicJwk {
+        &self.jwk
+    }
+
+    /// The PKCS#8 v1 DER private key, for sealing into the store.
+    pub fn pkcs8(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    /// Signs `header.payload` (already base64url-encoded and joined) and
+    /// returns the base64url signature (64 bytes `r || s` before encoding).
+    pub fn sign(&self, signing_input: &[u8]) -> String {
+        let sig = self
+            .pair
+            .sign(&SystemRandom::new(), signing_input)
+            .expect("ECDSA signing does not fail");
+        URL_SAFE_NO_PAD.encode(sig.as_ref())
+    }
+}
+
+/// RFC 7638 JWK thumbprint of an EC P-256 public key: SHA-256 over the
+/// required members in lexicographic order, base64url.
+pub fn thumbprint(x: &str, y: &str) -> String {
+    let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE_PEM: &str = include_str!("../../keys.example/signing-key.pem");
+
+    #[test]
+    fn rfc7638_thumbprint_of_the_rfc7520_p256_key() {
+        // The P-256 key of RFC 7515
+        // appendix A.3; its thumbprint was computed independently with
+        // jwcrypto (`JWK(**key).thumbprint()`).
+        let x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+        let y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+        assert_eq!(
+            thumbprint(x, y),
+            "oKIywvGUpTVTyxMQ3bwIIeQUudfr_CkLMjCE19ECD-U"
+        );
+    }
+
+    #[test]
+    fn generated_keys_round_trip_through_pkcs8() {
+        let k = SigningKeyPair::generate();
+        let again = SigningKeyPair::from_pkcs8(k.pkcs8()).unwrap();
+        assert_eq!(k.kid(), again.kid());
+        assert_eq!(k.public_jwk(), again.public_jwk());
+        assert_eq!(k.kid().len(), 43);
+        assert_ne!(k.kid(), SigningKeyPair::generate().kid());
+    }
+
+    #[test]
+    fn imports_pkcs8_and_sec1_pem() {
+        let k = SigningKeyPair::from_pem(EXAMPLE_PEM).unwrap();
+        assert_eq!(k.public_jwk().crv, "P-256");
+        let sec1 = include_str!("../../tests/data/sec1-p256.pem");
+        assert!(SigningKeyPair::from_pem(sec1).is_ok());
+    }
+
+    #[test]
+    fn refuses_other_keys() {
+        assert!(matches!(
+            SigningKeyPair::from_pem("hello"),
+            Err(KeyError::NotPem)
+        ));
+        let p384 = include_str!("../../tests/data/p384.pem");
+        assert!(matches!(
+            SigningKeyPair::from_pem(p384),
+            Err(KeyError::WrongKind(_))
+        ));
+        let public = include_str!("../../tests/data/p256-public.pem");
+        assert!(matches!(
+            SigningKeyPair::from_pem(public),
+            Err(KeyError::NotPem)
+        ));
+    }
+
+    #[test]
+    fn the_public_jwk_has_no_private_member() {
+        let k = SigningKeyPair::generate();
+        let json = serde_json::to_value(k.public_jwk()).unwrap();
+        assert!(json.get("d").is_none());
+        assert_eq!(json["use"], "sig");
+        assert_eq!(json["alg"], "ES256");
+        assert!(!format!("{k:?}").contains(&URL_SAFE_NO_PAD.encode(k.pkcs8())));
+    }
+}

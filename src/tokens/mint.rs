@@ -1,0 +1,146 @@
+//! Minting access tokens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use uuid::Uuid;
+
+use super::audience::{AudienceKeys, Wrapping};
+use super::claims::{AccessClaims, Audience};
+use crate::keys::keyring::KeyRing;
+
+/// What a token is for; the grant handlers fill this in.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// User id, or client id for `client_credentials`.
+    pub sub: String,
+    /// Audiences (at least one).
+    pub audiences: Vec<String>,
+    /// The client the token is issued to.
+    pub client_id: String,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// Session id for user tokens.
+    pub sid: Option<Uuid>,
+}
+
+/// A minted token and the facts the caller needs about it.
+#[derive(Clone, Debug)]
+pub struct Minted {
+    /// The compact JWS, or JWE wrapping it.
+    pub token: String,
+    /// Its claims.
+    pub claims: AccessClaims,
+}
+
+/// Why no token could be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// No key is active (only possible before the key ring first loads).
+    #[error("no signing key is active")]
+    NoSigningKey,
+    /// A token must name at least one audience.
+    #[error("a token needs at least one audience")]
+    NoAudience,
+    /// An encrypted audience can only be the token's sole audience, since
+    /// only it can decrypt the token.
+    #[error("audience {0} requires encrypted tokens and cannot share a token with other audiences")]
+    SharedEncryptedAudience(String),
+    /// The audience's stored encryption key is unusable.
+    #[error("audience {0} has an unusable encryption key")]
+    UnusableAudienceKey(String),
+    /// JWE encryption failed.
+    #[error("encrypting the token failed: {0}")]
+    Encryption(String),
+}
+
+/// Mints access tokens for one issuer.
+pub struct Minter {
+    keys: Arc<KeyRing>,
+    audiences: Arc<AudienceKeys>,
+    issuer: String,
+    ttl: i64,
+}
+
+impl Minter {
+    /// A minter signing with `keys` for `issuer`.
+    pub fn new(
+        keys: Arc<KeyRing>,
+        audiences: Arc<AudienceKeys>,
+        issuer: String,
+        ttl: Duration,
+    ) -> Minter {
+        let ttl = i64::try_from(ttl.as_secs()).expect("validated TTL");
+        Minter {
+            keys,
+            audiences,
+            issuer,
+            ttl,
+        }
+    }
+
+    /// Token lifetime in seconds.
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
+    /// Mints a token valid from `now` for the configured lifetime.
+    pub fn mint(&self, req: TokenRequest, now: i64) -> Result<Minted, MintError> {
+        let wrapping = match req.audiences.as_slice() {
+            [] => return Err(MintError::NoAudience),
+            [one] => self.audiences.wrapping(one),
+            many => {
+                if let Some(enc) = many
+                    .iter()
+                    .find(|a| !matches!(self.audiences.wrapping(a), Wrapping::Signed))
+                {
+                    return Err(MintError::SharedEncryptedAudience(enc.clone()));
+                }
+                Wrapping::Signed
+            }
+        };
+        let signer = self.keys.signer().ok_or(MintError::NoSigningKey)?;
+        let aud = match req.audiences.len() {
+            1 => Audience::One(req.audiences.into_iter().next().expect("one")),
+            _ => Audience::Many(req.audiences),
+        };
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: req.sub,
+            aud,
+            exp: now + self.ttl,
+            iat: now,
+            nbf: now,
+            jti: Uuid::new_v4().to_string(),
+            client_id: req.client_id,
+            scope: req.scope,
+            sid: req.sid.map(|s| s.to_string()),
+        };
+        let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": signer.kid() });
+        let mut input =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));
+        input.push('.');
+        URL_SAFE_NO_PAD.encode_string(
+            serde_json::to_vec(&claims).expect("claims serialize"),
+            &mut input,
+        );
+        let signature = signer.sign(input.as_bytes());
+        input.push('.');
+        input.push_str(&signature);
+
+        let token = match wrapping {
+            Wrapping::Signed => input,
+            Wrapping::Encrypted(key) => key
+                .encrypt(&input)
+                .map_err(|e| MintError::Encryption(e.to_string()))?,
+            Wrapping::Unusable => {
+                return Err(MintError::UnusableAudienceKey(
+                    claims.aud.as_slice()[0].clone(),
+                ));
+            }
+        };
+        Ok(Minted { token, claims })
+    }
+}

@@ -1,0 +1,10 @@
+//! Access tokens: claims, minting (ES256 JWS, nested in a JWE for audiences
+//! that registered an encryption key).
+
+pub mod audience;
+pub mod claims;
+pub mod mint;
+
+pub use audience::{AudienceKeys, EncryptionKey, EncryptionKeyError, Wrapping};
+pub use claims::{AccessClaims, Audience};
+pub use mint::{MintError, Minted, Minter, TokenRequest};
