@@ -240,6 +240,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
+    master_key: String,
     _db: TestDb,
     _data_dir: tempfile::TempDir,
 }
@@ -252,6 +253,16 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The URL of this app's database (for CLI commands against it).
+    pub fn database_url(&self) -> &str {
+        &self._db.url
+    }
+
+    /// The base64 master key this app runs with.
+    pub fn master_key(&self) -> &str {
+        &self.master_key
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))
@@ -271,7 +282,8 @@ pub async fn spawn_app(engine: Engine) -> TestApp {
 pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = url_override.unwrap_or_else(|| db.url.clone());
-    let config = test_config(&url, &random_master_key(), data_dir.path());
+    let master_key = random_master_key();
+    let config = test_config(&url, &master_key, data_dir.path());
     let app = Application::build(config, Migrations::Apply)
         .await
         .expect("application builds");
@@ -282,6 +294,7 @@ pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
         address,
         client: reqwest::Client::new(),
         handle,
+        master_key,
         _db: db,
         _data_dir: data_dir,
     }
