@@ -48,9 +48,9 @@ CREATE TABLE signing_keys (
     activate_at    BIGINT NOT NULL,           -- signs from here
     deactivated_at BIGINT,                    -- stopped signing
     retire_at      BIGINT,                    -- leaves the JWKS after this
-    -- kid of the newest key when this one was added ('' for the first key):
-    -- unique, so two instances rotating at once cannot both succeed.
-    rotated_from   TEXT NOT NULL UNIQUE
+    -- 0 for the first key, predecessor + 1 for each rotation: unique, so two
+    -- instances rotating at once cannot both succeed.
+    generation     BIGINT NOT NULL UNIQUE CHECK (generation >= 0)
 );
 
 -- A session is a refresh-token family opened by one login; its id is `sid`.

@@ -48,7 +48,7 @@ CREATE TABLE signing_keys (
     activate_at    INTEGER NOT NULL,
     deactivated_at INTEGER,
     retire_at      INTEGER,
-    rotated_from   TEXT NOT NULL UNIQUE
+    generation     INTEGER NOT NULL UNIQUE CHECK (generation >= 0)
 ) STRICT;
 
 CREATE TABLE sessions (

@@ -272,7 +272,7 @@ impl KeyRing {
         if rows.iter().any(|r| r.kid == pair.kid()) {
             return Err(KeyRingError::Duplicate(pair.kid().to_owned()));
         }
-        let newest = rows.first().map(|r| r.kid.as_str());
+        let newest = rows.first().map(|r| r.generation);
         let activate_at = self.policy.activation(now, newest.is_none());
         let key = NewSigningKey {
             kid: pair.kid().to_owned(),

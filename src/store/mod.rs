@@ -120,16 +120,16 @@ pub trait Directory: Send + Sync {
 
     /// Adds a signing key and schedules every key still signing to stop when
     /// it activates and to leave the JWKS at `previous_retire_at`, in one
-    /// transaction. `predecessor` is the newest key the caller saw (`None`
-    /// for the first key); if another instance added a key after it, nothing
-    /// changes and the result is `Conflict`.
+    /// transaction. `predecessor` is the generation of the newest key the
+    /// caller saw (`None` for the first key); if another instance added a key
+    /// after it, nothing changes and the result is `Conflict`.
     async fn add_signing_key(
         &self,
         key: &NewSigningKey,
-        predecessor: Option<&str>,
+        predecessor: Option<i64>,
         previous_retire_at: i64,
     ) -> StoreResult<()>;
-    /// Every signing key not yet retired at `now`, newest first.
+    /// Every signing key not yet retired at `now`, newest (highest generation) first.
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
 }
 

@@ -174,4 +174,6 @@ pub struct SigningKey {
     pub deactivated_at: Option<i64>,
     /// Unix seconds after which it leaves the JWKS.
     pub retire_at: Option<i64>,
+    /// Position in the rotation chain: 0 for the first key.
+    pub generation: i64,
 }

@@ -161,13 +161,13 @@ macro_rules! portable_directory {
             async fn add_signing_key(
                 &self,
                 key: &$crate::store::NewSigningKey,
-                predecessor: Option<&str>,
+                predecessor: Option<i64>,
                 previous_retire_at: i64,
             ) -> $crate::store::StoreResult<()> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO signing_keys \
-                     (kid, algorithm, public_jwk, private_key, created_at, activate_at, rotated_from) \
+                     (kid, algorithm, public_jwk, private_key, created_at, activate_at, generation) \
                      VALUES ($1, 'ES256', $2, $3, $4, $5, $6)",
                 )
                 .bind(&key.kid)
@@ -175,7 +175,7 @@ macro_rules! portable_directory {
                 .bind(&key.private_key)
                 .bind(key.created_at)
                 .bind(key.activate_at)
-                .bind(predecessor.unwrap_or(""))
+                .bind(predecessor.map_or(0, |g| g + 1))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "signing key or rotation"))?;
@@ -197,9 +197,9 @@ macro_rules! portable_directory {
                 now: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::SigningKey>> {
                 Ok(sqlx::query_as(
-                    "SELECT kid, public_jwk, private_key, created_at, activate_at, deactivated_at, retire_at \
+                    "SELECT kid, public_jwk, private_key, created_at, activate_at, deactivated_at, retire_at, generation \
                      FROM signing_keys WHERE retire_at IS NULL OR retire_at > $1 \
-                     ORDER BY created_at DESC, kid",
+                     ORDER BY generation DESC",
                 )
                 .bind(now)
                 .fetch_all(&self.pool)

@@ -251,3 +251,91 @@ async fn migrate_then_serve_without_migrating_on_postgres() {
         "no dev key is made when a key is configured"
     );
 }
+
+/// `keys import`, `keys list` and `audience add` as an operator uses them.
+#[test]
+fn keys_and_audiences_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = random_master_key();
+    let cli = |args: &[&str]| {
+        let mut cmd = tessera(dir.path());
+        cmd.env("TESSERA_MASTER_KEY", &key).args(args);
+        run(&mut cmd)
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/keys.example/signing-key.pem");
+    let out = cli(&["keys", "import", example]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let imported = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(imported.len(), 43);
+
+    let out = cli(&["keys", "list"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listing.lines().next().unwrap().starts_with("KID"));
+    let states: Vec<(&str, &str)> = listing
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut cols = l.split_whitespace();
+            (cols.next().unwrap(), cols.next().unwrap())
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{listing}");
+    assert_eq!(
+        states[1].1, "active",
+        "the generated first key signs: {listing}"
+    );
+    assert_eq!(states[0], (imported.as_str(), "next"), "{listing}");
+
+    let out = cli(&["keys", "import", example]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already in the key ring"));
+    let out = cli(&[
+        "keys",
+        "import",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/p384.pem"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not an ECDSA P-256"),
+        "{}",
+        stderr(&out)
+    );
+
+    let ec =
+        josekit::jwk::alg::ec::EcKeyPair::generate(josekit::jwk::alg::ec::EcCurve::P256).unwrap();
+    use josekit::jwk::KeyPair;
+    std::fs::write(
+        dir.path().join("public.jwk"),
+        ec.to_jwk_public_key().to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("private.jwk"),
+        ec.to_jwk_private_key().to_string(),
+    )
+    .unwrap();
+    let out = cli(&[
+        "audience",
+        "add",
+        "https://api.example",
+        "--encrypt-to",
+        "public.jwk",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ECDH-ES+A256KW"));
+    let out = cli(&[
+        "audience",
+        "add",
+        "https://api2.example",
+        "--encrypt-to",
+        "private.jwk",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("private key material"));
+    let out = cli(&["audience", "add", "has space"]);
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -39,7 +39,9 @@ fn request() -> TokenRequest {
 fn verify_with_jwks(jwks: &[u8], token: &str, now: i64) -> Result<AccessClaims, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(jwks).unwrap();
-    let jwk = set.find(header.kid.as_deref().unwrap()).ok_or("kid not in JWKS")?;
+    let jwk = set
+        .find(header.kid.as_deref().unwrap())
+        .ok_or("kid not in JWKS")?;
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
     let mut v = Validation::new(Algorithm::ES256);
     v.set_audience(&["https://api.example"]);
@@ -53,12 +55,19 @@ fn verify_with_jwks(jwks: &[u8], token: &str, now: i64) -> Result<AccessClaims, 
 }
 
 fn kids(ring: &KeyRing, now: i64) -> Vec<(String, &'static str)> {
-    ring.status(now).into_iter().map(|k| (k.kid, k.state)).collect()
+    ring.status(now)
+        .into_iter()
+        .map(|k| (k.kid, k.state))
+        .collect()
 }
 
 async fn rotation_publishes_before_signing_and_retires_after_expiry(engine: Engine) {
     let store = test_store(engine).await;
-    let ring = Arc::new(KeyRing::open(store.store.clone(), master(), policy(), T0).await.unwrap());
+    let ring = Arc::new(
+        KeyRing::open(store.store.clone(), master(), policy(), T0)
+            .await
+            .unwrap(),
+    );
     let minter = Minter::new(
         ring.clone(),
         Arc::new(AudienceKeys::default()),
@@ -78,19 +87,37 @@ async fn rotation_publishes_before_signing_and_retires_after_expiry(engine: Engi
     let cached_jwks = ring.jwks(); // what a verifier caches right after the rotation
     assert!(String::from_utf8_lossy(&cached_jwks).contains(&next.kid));
     let during = minter.mint(request(), t1 + 1).unwrap();
-    assert_eq!(jsonwebtoken::decode_header(&during.token).unwrap().kid.unwrap(), first);
+    assert_eq!(
+        jsonwebtoken::decode_header(&during.token)
+            .unwrap()
+            .kid
+            .unwrap(),
+        first
+    );
 
     // The last token the old key signs, just before the new key activates.
     let t2 = next.activate_at;
     let last_old = minter.mint(request(), t2 - 1).unwrap();
-    assert_eq!(jsonwebtoken::decode_header(&last_old.token).unwrap().kid.unwrap(), first);
+    assert_eq!(
+        jsonwebtoken::decode_header(&last_old.token)
+            .unwrap()
+            .kid
+            .unwrap(),
+        first
+    );
 
     // Once active, the new key signs, and a verifier holding the JWKS cached
     // at rotation time verifies both old and new tokens.
     ring.refresh(t2).await.unwrap();
     assert_eq!(ring.signer().unwrap().kid(), next.kid);
     let new_token = minter.mint(request(), t2).unwrap().token;
-    assert_eq!(jsonwebtoken::decode_header(&new_token).unwrap().kid.unwrap(), next.kid);
+    assert_eq!(
+        jsonwebtoken::decode_header(&new_token)
+            .unwrap()
+            .kid
+            .unwrap(),
+        next.kid
+    );
     verify_with_jwks(&cached_jwks, &new_token, t2).unwrap();
     verify_with_jwks(&cached_jwks, &during.token, t2).unwrap();
     assert_eq!(
@@ -111,11 +138,18 @@ async fn rotation_publishes_before_signing_and_retires_after_expiry(engine: Engi
 
 async fn rotation_is_automatic_when_due_and_only_once(engine: Engine) {
     let store = test_store(engine).await;
-    let a = KeyRing::open(store.store.clone(), master(), policy(), T0).await.unwrap();
-    let b = KeyRing::open(store.store.clone(), master(), policy(), T0).await.unwrap();
+    let a = KeyRing::open(store.store.clone(), master(), policy(), T0)
+        .await
+        .unwrap();
+    let b = KeyRing::open(store.store.clone(), master(), policy(), T0)
+        .await
+        .unwrap();
     // Two instances opening an empty database agree on one first key.
     assert_eq!(a.signer().unwrap().kid(), b.signer().unwrap().kid());
-    assert!(a.rotate_if_due(T0 + 100).await.unwrap().is_none(), "not due yet");
+    assert!(
+        a.rotate_if_due(T0 + 100).await.unwrap().is_none(),
+        "not due yet"
+    );
     let due = T0 + 86_400;
     let (ra, rb) = tokio::join!(a.rotate_if_due(due), b.rotate_if_due(due));
     let rotated = [ra.unwrap(), rb.unwrap()].into_iter().flatten().count();
@@ -135,21 +169,36 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     let k = &keys[0];
-    assert_eq!((k["kty"].as_str(), k["crv"].as_str()), (Some("EC"), Some("P-256")));
-    assert_eq!((k["alg"].as_str(), k["use"].as_str()), (Some("ES256"), Some("sig")));
+    assert_eq!(
+        (k["kty"].as_str(), k["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    assert_eq!(
+        (k["alg"].as_str(), k["use"].as_str()),
+        (Some("ES256"), Some("sig"))
+    );
     for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
         assert!(k.get(private).is_none(), "JWKS leaks {private}");
     }
-    let kid = tessera::keys::signing::thumbprint(k["x"].as_str().unwrap(), k["y"].as_str().unwrap());
+    let kid =
+        tessera::keys::signing::thumbprint(k["x"].as_str().unwrap(), k["y"].as_str().unwrap());
     assert_eq!(k["kid"].as_str().unwrap(), kid);
 
     let res = app.get("/.well-known/oauth-authorization-server").await;
     assert_eq!(res.status(), 200);
     let meta: serde_json::Value = res.json().await.unwrap();
     assert_eq!(meta["issuer"], "http://127.0.0.1:8080");
-    assert_eq!(meta["jwks_uri"], "http://127.0.0.1:8080/.well-known/jwks.json");
+    assert_eq!(
+        meta["jwks_uri"],
+        "http://127.0.0.1:8080/.well-known/jwks.json"
+    );
     assert_eq!(meta["token_endpoint"], "http://127.0.0.1:8080/oauth/token");
-    assert!(meta["grant_types_supported"].as_array().unwrap().contains(&"refresh_token".into()));
+    assert!(
+        meta["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&"refresh_token".into())
+    );
 
     let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["checks"]["signing_key"], "ok");
@@ -166,7 +215,12 @@ on_both_engines!(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotation_by_the_cli_reaches_a_running_instance_within_a_second() {
     let app = spawn_app(Engine::Postgres).await;
-    let before: serde_json::Value = app.get("/.well-known/jwks.json").await.json().await.unwrap();
+    let before: serde_json::Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(before["keys"].as_array().unwrap().len(), 1);
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -176,18 +230,35 @@ async fn a_rotation_by_the_cli_reaches_a_running_instance_within_a_second() {
         .env("TESSERA_MASTER_KEY", app.master_key())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     let new_kid = printed.split_whitespace().next().unwrap().to_owned();
     assert!(printed.contains("published now, signs from"), "{printed}");
 
     let seen_at = std::time::Instant::now();
     loop {
-        let jwks: serde_json::Value = app.get("/.well-known/jwks.json").await.json().await.unwrap();
-        if jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str()) {
+        let jwks: serde_json::Value = app
+            .get("/.well-known/jwks.json")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == new_kid.as_str())
+        {
             break;
         }
-        assert!(seen_at.elapsed() < Duration::from_millis(1500), "rotation not picked up");
+        assert!(
+            seen_at.elapsed() < Duration::from_millis(1500),
+            "rotation not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -7,3 +7,4 @@ mod cli;
 mod health;
 mod keys;
 mod store;
+mod tokens;

@@ -200,7 +200,7 @@ async fn signing_keys_rotate_and_retire(engine: Engine) {
 
     // k2 is published at 200, signs from 500; k1 stops at 500 and leaves at 2000.
     store
-        .add_signing_key(&signing_key("k2", 200, 500), Some("k1"), 2000)
+        .add_signing_key(&signing_key("k2", 200, 500), Some(0), 2000)
         .await
         .unwrap();
     let keys = store.signing_keys(300).await.unwrap();
@@ -235,11 +235,11 @@ async fn concurrent_rotations_cannot_both_win(engine: Engine) {
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
     store
-        .add_signing_key(&signing_key("k2", 200, 500), Some("k1"), 2000)
+        .add_signing_key(&signing_key("k2", 200, 500), Some(0), 2000)
         .await
         .unwrap();
     let err = store
-        .add_signing_key(&signing_key("k3", 201, 501), Some("k1"), 2001)
+        .add_signing_key(&signing_key("k3", 201, 501), Some(0), 2001)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
@@ -256,7 +256,7 @@ async fn concurrent_rotations_cannot_both_win(engine: Engine) {
         let store = store.store.clone();
         async move {
             store
-                .add_signing_key(&signing_key(&format!("r{i}"), 300, 600), Some("k2"), 3000)
+                .add_signing_key(&signing_key(&format!("r{i}"), 300, 600), Some(1), 3000)
                 .await
         }
     }))
