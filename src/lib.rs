@@ -1,16 +1,33 @@
 //! tessera: a self-hosted token service.
 //!
-//! The binary (`tessera`) issues short-lived ES256 access tokens and rotating
-//! refresh tokens; this library holds everything it is built from. Start at
-//! [`startup::Application`], which wires a [`config::Config`] into a server.
+//! The binary (`tessera`, feature `server`, on by default) issues short-lived
+//! ES256 access tokens and rotating refresh tokens; the library holds
+//! everything it is built from. Start at [`startup::Application`], which
+//! wires a [`config::Config`] into a server.
+//!
+//! Resource servers depend on the [`verify`] module alone:
+//!
+//! ```toml
+//! tessera = { version = "0.1", default-features = false, features = ["verify"] }
+//! ```
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod http;
+#[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
 pub mod startup;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
 pub mod tokens;
+#[cfg(feature = "verify")]
+pub mod verify;

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
 use super::audience::{AudienceKeys, Wrapping};
-use super::claims::{AccessClaims, Audience};
 use crate::keys::keyring::KeyRing;
+use crate::verify::claims::{AccessClaims, Audience};
 
 /// What a token is for; the grant handlers fill this in.
 #[derive(Clone, Debug)]

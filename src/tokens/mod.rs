@@ -2,9 +2,8 @@
 //! that registered an encryption key).
 
 pub mod audience;
-pub mod claims;
 pub mod mint;
 
+pub use crate::verify::claims::{AccessClaims, Audience};
 pub use audience::{AudienceKeys, EncryptionKey, EncryptionKeyError, Wrapping};
-pub use claims::{AccessClaims, Audience};
 pub use mint::{MintError, Minted, Minter, TokenRequest};

@@ -8,3 +8,4 @@ mod health;
 mod keys;
 mod store;
 mod tokens;
+mod verify;

@@ -55,3 +55,10 @@ pub struct AccessClaims {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sid: Option<String>,
 }
+
+impl AccessClaims {
+    /// Whether the token grants `scope` (exact match of one space-separated item).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split(' ').any(|s| s == scope)
+    }
+}

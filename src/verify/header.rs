@@ -1,0 +1,140 @@
+//! Strict checks on the protected headers and the raw ES256 signature,
+//! applied before any key is looked up or any signature verified.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+use super::VerifyError;
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+    0xBC, 0xE6, 0xFA, 0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// Decodes one base64url segment (no padding, no stray characters).
+pub(crate) fn b64(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
+    URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| VerifyError::Malformed(what))
+}
+
+/// Decodes a protected header into a JSON object.
+pub(crate) fn parse(segment: &str) -> Result<Map<String, Value>, VerifyError> {
+    let bytes = b64(segment, "header is not base64url")?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(VerifyError::Malformed("header is not a JSON object")),
+    }
+}
+
+fn str_member<'a>(h: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(Value::as_str)
+}
+
+/// Rejects any `crit`: tessera defines no critical extensions, so a token
+/// that demands one cannot be understood (RFC 7515 §4.1.11).
+fn no_crit(h: &Map<String, Value>) -> Result<(), VerifyError> {
+    if h.contains_key("crit") {
+        return Err(VerifyError::UnknownCritical);
+    }
+    Ok(())
+}
+
+/// Checks a JWS header: `alg` ES256 exactly, `typ` at+jwt, no `crit`, no
+/// `zip`, a `kid`. Key-carrying headers (`jwk`, `jku`, `x5u`, `x5c`) are
+/// ignored: keys come only from the issuer's key set. Returns the `kid`.
+pub(crate) fn check_jws(h: &Map<String, Value>) -> Result<String, VerifyError> {
+    match str_member(h, "alg") {
+        Some("ES256") => {}
+        Some(other) => return Err(VerifyError::Algorithm(other.chars().take(32).collect())),
+        None => return Err(VerifyError::Malformed("header has no alg")),
+    }
+    no_crit(h)?;
+    if h.contains_key("zip") || h.contains_key("enc") {
+        return Err(VerifyError::Malformed(
+            "a JWS header must not carry zip or enc",
+        ));
+    }
+    match str_member(h, "typ") {
+        Some(t)
+            if t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt") => {
+        }
+        _ => return Err(VerifyError::WrongType),
+    }
+    str_member(h, "kid")
+        .filter(|k| !k.is_empty() && k.len() <= 128)
+        .map(str::to_owned)
+        .ok_or(VerifyError::Malformed("header has no usable kid"))
+}
+
+/// Checks a JWE header against the one algorithm the audience registered:
+/// `enc` A256GCM, `cty` JWT, no `zip`, no `crit`.
+pub(crate) fn check_jwe(h: &Map<String, Value>, expected_alg: &str) -> Result<(), VerifyError> {
+    match str_member(h, "alg") {
+        Some(alg) if alg == expected_alg => {}
+        Some(other) => return Err(VerifyError::Algorithm(other.chars().take(32).collect())),
+        None => return Err(VerifyError::Malformed("JWE header has no alg")),
+    }
+    no_crit(h)?;
+    if h.contains_key("zip") {
+        return Err(VerifyError::Encryption("compressed JWE is refused"));
+    }
+    if str_member(h, "enc") != Some("A256GCM") {
+        return Err(VerifyError::Encryption("enc must be A256GCM"));
+    }
+    match str_member(h, "cty") {
+        Some(c) if c.eq_ignore_ascii_case("JWT") => Ok(()),
+        _ => Err(VerifyError::Encryption(
+            "cty must be JWT (a nested signed token)",
+        )),
+    }
+}
+
+/// An ES256 signature is `r || s`, 32 bytes each, with 1 ≤ r, s ≤ n − 1.
+/// Checked explicitly because some implementations once accepted r = s = 0
+/// ("psychic signatures", CVE-2022-21449).
+pub(crate) fn check_es256_signature(segment: &str) -> Result<(), VerifyError> {
+    let sig = b64(segment, "signature is not base64url")?;
+    if sig.len() != 64 {
+        return Err(VerifyError::BadSignature);
+    }
+    let (r, s) = sig.split_at(32);
+    for half in [r, s] {
+        if half.iter().all(|&b| b == 0) || half >= &P256_ORDER[..] {
+            return Err(VerifyError::BadSignature);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(r: [u8; 32], s: [u8; 32]) -> String {
+        URL_SAFE_NO_PAD.encode([r, s].concat())
+    }
+
+    #[test]
+    fn signature_scalars_must_be_in_range() {
+        let one = {
+            let mut b = [0u8; 32];
+            b[31] = 1;
+            b
+        };
+        let n_minus_1 = {
+            let mut b = P256_ORDER;
+            b[31] -= 1;
+            b
+        };
+        assert!(check_es256_signature(&sig(one, n_minus_1)).is_ok());
+        assert!(check_es256_signature(&sig([0; 32], one)).is_err());
+        assert!(check_es256_signature(&sig(one, [0; 32])).is_err());
+        assert!(check_es256_signature(&sig(P256_ORDER, one)).is_err());
+        assert!(check_es256_signature(&sig(one, [0xFF; 32])).is_err());
+        assert!(check_es256_signature(&URL_SAFE_NO_PAD.encode([1u8; 63])).is_err());
+        assert!(check_es256_signature("!!!").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Decryption of nested tokens for audiences that registered an encryption key.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jwe::{ECDH_ES_A256KW, JweDecrypter, RSA_OAEP_256};
+use josekit::jwk::Jwk;
+
+use super::{VerifyError, header};
+
+/// The audience's private key and the one algorithm it accepts.
+pub(crate) struct Decryption {
+    decrypter: Box<dyn JweDecrypter>,
+    alg: &'static str,
+}
+
+impl Decryption {
+    /// From the audience's private JWK (EC P-256 or RSA).
+    pub(crate) fn from_jwk_json(json: &str) -> Result<Decryption, String> {
+        let jwk = Jwk::from_bytes(json.as_bytes()).map_err(|e| format!("not a JWK: {e}"))?;
+        match jwk.key_type() {
+            "EC" if jwk.curve() == Some("P-256") => Ok(Decryption {
+                decrypter: Box::new(
+                    ECDH_ES_A256KW
+                        .decrypter_from_jwk(&jwk)
+                        .map_err(|e| e.to_string())?,
+                ),
+                alg: "ECDH-ES+A256KW",
+            }),
+            "RSA" => Ok(Decryption {
+                decrypter: Box::new(
+                    RSA_OAEP_256
+                        .decrypter_from_jwk(&jwk)
+                        .map_err(|e| e.to_string())?,
+                ),
+                alg: "RSA-OAEP-256",
+            }),
+            other => Err(format!(
+                "unsupported decryption key type {other:?} (EC P-256 or RSA)"
+            )),
+        }
+    }
+
+    /// Checks the JWE header and returns the nested JWS.
+    pub(crate) fn decrypt(&self, token: &str) -> Result<String, VerifyError> {
+        let protected = token.split('.').next().unwrap_or_default();
+        let h = header::parse(protected)?;
+        header::check_jwe(&h, self.alg)?;
+        if self.alg == "ECDH-ES+A256KW" {
+            check_epk(h.get("epk"))?;
+        }
+        let (payload, _) = josekit::jwe::deserialize_compact(token, self.decrypter.as_ref())
+            .map_err(|_| VerifyError::Encryption("cannot decrypt"))?;
+        let inner = String::from_utf8(payload)
+            .map_err(|_| VerifyError::Malformed("nested token is not text"))?;
+        if inner.split('.').count() != 3 {
+            return Err(VerifyError::Encryption(
+                "the encrypted payload is not a signed JWT",
+            ));
+        }
+        Ok(inner)
+    }
+}
+
+/// The ephemeral public key must be a P-256 point on the curve: an off-curve
+/// point is the invalid-curve attack that leaks the private key.
+fn check_epk(epk: Option<&serde_json::Value>) -> Result<(), VerifyError> {
+    let bad = VerifyError::Encryption("ephemeral key is not a valid P-256 point");
+    let epk = epk.ok_or(VerifyError::Encryption("ECDH-ES header has no epk"))?;
+    let s = |n: &str| epk.get(n).and_then(|v| v.as_str());
+    if s("kty") != Some("EC") || s("crv") != Some("P-256") {
+        return Err(bad);
+    }
+    let coord = |n: &str| {
+        s(n).and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+            .filter(|b| b.len() == 32)
+    };
+    let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
+        return Err(bad);
+    };
+    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+        .map_err(|_| bad_clone())?;
+    let mut ctx = openssl::bn::BigNumContext::new().map_err(|_| bad_clone())?;
+    let point = [&[4u8][..], &x, &y].concat();
+    // oct2point rejects points that are not on the curve.
+    openssl::ec::EcPoint::from_bytes(&group, &point, &mut ctx).map_err(|_| bad)?;
+    Ok(())
+}
+
+fn bad_clone() -> VerifyError {
+    VerifyError::Encryption("ephemeral key is not a valid P-256 point")
+}

@@ -1,0 +1,199 @@
+//! Where verification keys come from: a static key set, or the issuer's
+//! JWKS fetched over HTTP and cached, refreshed when it goes stale or when a
+//! token names an unknown `kid`, at most once per `min_refresh_interval`, so
+//! a flood of tokens with random kids cannot make us hammer the issuer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::DecodingKey;
+use serde::Deserialize;
+
+use super::VerifyError;
+
+/// Largest JWKS document accepted.
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+#[derive(Deserialize)]
+struct RawSet {
+    keys: Vec<serde_json::Value>,
+}
+
+/// Extracts the ES256 verification keys of a JWKS document; members of any
+/// other type, curve, algorithm or use are ignored, and so is private material.
+pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+    let set: RawSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
+    let mut keys = HashMap::new();
+    for k in set.keys {
+        let s = |name: &str| k.get(name).and_then(|v| v.as_str());
+        if s("kty") != Some("EC") || s("crv") != Some("P-256") {
+            continue;
+        }
+        if s("alg").is_some_and(|a| a != "ES256") || s("use").is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let (Some(kid), Some(x), Some(y)) = (s("kid"), s("x"), s("y")) else {
+            continue;
+        };
+        if let Ok(key) = DecodingKey::from_ec_components(x, y) {
+            keys.insert(kid.to_owned(), Arc::new(key));
+        }
+    }
+    Ok(keys)
+}
+
+pub(crate) enum KeySource {
+    Static(HashMap<String, Arc<DecodingKey>>),
+    Remote(Remote),
+}
+
+pub(crate) struct Remote {
+    url: String,
+    client: reqwest::Client,
+    default_max_age: Duration,
+    min_refresh_interval: Duration,
+    cache: RwLock<Cache>,
+    /// Held while fetching; remembers when the last fetch started.
+    fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+struct Cache {
+    keys: HashMap<String, Arc<DecodingKey>>,
+    fresh_until: Option<Instant>,
+}
+
+impl KeySource {
+    pub(crate) fn remote(
+        url: String,
+        default_max_age: Duration,
+        min_refresh_interval: Duration,
+    ) -> KeySource {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client builds");
+        KeySource::Remote(Remote {
+            url,
+            client,
+            default_max_age,
+            min_refresh_interval,
+            cache: RwLock::new(Cache {
+                keys: HashMap::new(),
+                fresh_until: None,
+            }),
+            fetch: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// The key for `kid`.
+    pub(crate) async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+        match self {
+            KeySource::Static(keys) => keys.get(kid).cloned().ok_or(VerifyError::UnknownKey),
+            KeySource::Remote(remote) => remote.key(kid).await,
+        }
+    }
+}
+
+impl Remote {
+    fn lookup(&self, kid: &str) -> (Option<Arc<DecodingKey>>, bool) {
+        let cache = self.cache.read().expect("jwks cache lock");
+        let fresh = cache.fresh_until.is_some_and(|t| Instant::now() < t);
+        (cache.keys.get(kid).cloned(), fresh)
+    }
+
+    async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+        if let (Some(key), true) = self.lookup(kid) {
+            return Ok(key);
+        }
+        let mut last_fetch = self.fetch.lock().await;
+        // Another request may have refreshed while we waited.
+        let (key, fresh) = self.lookup(kid);
+        if let (Some(key), true) = (&key, fresh) {
+            return Ok(key.clone());
+        }
+        // Unknown kid or stale keys: fetch, but never more often than the interval.
+        if last_fetch.is_some_and(|t| t.elapsed() < self.min_refresh_interval) {
+            return key.ok_or(VerifyError::UnknownKey);
+        }
+        *last_fetch = Some(Instant::now());
+        match self.fetch().await {
+            Ok((keys, max_age)) => {
+                let mut cache = self.cache.write().expect("jwks cache lock");
+                cache.keys = keys;
+                cache.fresh_until = Some(Instant::now() + max_age);
+                cache.keys.get(kid).cloned().ok_or(VerifyError::UnknownKey)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; using cached keys");
+                // A known key stays usable while the issuer is unreachable.
+                key.ok_or(VerifyError::KeysUnavailable)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(HashMap<String, Arc<DecodingKey>>, Duration), String> {
+        let res = self
+            .client
+            .get(&self.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("HTTP {}", res.status()));
+        }
+        let max_age = res
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(max_age)
+            .unwrap_or(self.default_max_age)
+            // Bounded: never cache for less than the refresh interval or more than a day.
+            .clamp(self.min_refresh_interval, Duration::from_secs(86_400));
+        if res
+            .content_length()
+            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
+        {
+            return Err("JWKS too large".into());
+        }
+        let body = res.bytes().await.map_err(|e| e.to_string())?;
+        if body.len() > MAX_JWKS_BYTES {
+            return Err("JWKS too large".into());
+        }
+        Ok((parse_set(&body)?, max_age))
+    }
+}
+
+fn max_age(cache_control: &str) -> Option<Duration> {
+    cache_control
+        .split(',')
+        .filter_map(|d| d.trim().strip_prefix("max-age="))
+        .find_map(|v| v.trim_matches('"').parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_max_age() {
+        assert_eq!(
+            super::max_age("public, max-age=300"),
+            Some(std::time::Duration::from_secs(300))
+        );
+        assert_eq!(super::max_age("no-store"), None);
+    }
+
+    #[test]
+    fn ignores_keys_that_are_not_es256() {
+        let set = br#"{"keys":[
+            {"kty":"RSA","kid":"r","n":"AQAB","e":"AQAB"},
+            {"kty":"oct","kid":"h","k":"c2VjcmV0"},
+            {"kty":"EC","crv":"P-384","kid":"p384","x":"AA","y":"AA"},
+            {"kty":"EC","crv":"P-256","kid":"enc","use":"enc","x":"AA","y":"AA"},
+            {"kty":"EC","crv":"P-256","kid":"ok","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}
+        ]}"#;
+        let keys = super::parse_set(set).unwrap();
+        assert_eq!(keys.keys().collect::<Vec<_>>(), ["ok"]);
+        assert!(super::parse_set(b"[]").is_err());
+    }
+}

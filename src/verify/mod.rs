@@ -1,0 +1,300 @@
+//! Bearer-token verification for resource servers (feature `verify`).
+//!
+//! A [`Verifier`] checks tokens minted by tessera against the issuer's own
+//! key set, applying the rules of the spec in a fixed order and failing
+//! closed:
+//!
+//! 1. size limit, then the shape: 3 parts (JWS) or, for an audience with a
+//!    decryption key, 5 parts (JWE) — never one where the other is expected;
+//! 2. JWE: `alg` exactly the registered one, `enc` A256GCM, `cty` JWT, no
+//!    `zip`, no `crit`, ephemeral key on the curve; then the nested JWS;
+//! 3. JWS header: `alg` exactly ES256 (so no `none`, no HMAC with the public
+//!    key), `typ` at+jwt, no `crit`, a `kid`; `jwk`/`jku`/`x5u`/`x5c` are
+//!    ignored — keys come only from the issuer's JWKS;
+//! 4. the signature's r and s within [1, n−1], then the signature itself;
+//! 5. claims: `iss`, `aud`, `exp`, `nbf` (with leeway), and every claim of
+//!    an access token present and well-typed.
+//!
+//! ```no_run
+//! use tessera::verify::{Authenticated, Verifier};
+//! use actix_web::{App, HttpServer, web};
+//!
+//! async fn hello(user: Authenticated) -> String {
+//!     format!("hello {}", user.claims().sub)
+//! }
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let verifier = Verifier::builder("https://auth.example", "https://api.example")
+//!     .build()
+//!     .expect("valid verifier configuration");
+//! let verifier = web::Data::new(verifier);
+//! HttpServer::new(move || App::new().app_data(verifier.clone()).route("/", web::get().to(hello)))
+//!     .bind("127.0.0.1:9000")?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+
+pub mod claims;
+mod extractor;
+mod header;
+mod jwe;
+mod jwks;
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, Validation};
+
+pub use claims::{AccessClaims, Audience};
+pub use extractor::{Authenticated, BearerError};
+
+/// Why a token was refused. The `Display` text is safe to return to the
+/// client (it never contains the token or key material).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Longer than the configured limit.
+    #[error("token is too long")]
+    TooLong,
+    /// Not a well-formed compact JWS/JWE.
+    #[error("malformed token: {0}")]
+    Malformed(&'static str),
+    /// An algorithm other than the one allowed.
+    #[error("algorithm {0:?} is not accepted")]
+    Algorithm(String),
+    /// `typ` is not `at+jwt`.
+    #[error("not an access token (typ must be at+jwt)")]
+    WrongType,
+    /// The token requires an extension this verifier does not implement.
+    #[error("unsupported critical header")]
+    UnknownCritical,
+    /// The `kid` is not in the issuer's key set.
+    #[error("signed by an unknown key")]
+    UnknownKey,
+    /// The issuer's keys could not be fetched and none is cached.
+    #[error("signing keys are unavailable")]
+    KeysUnavailable,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// A JWE problem: wrong algorithm, not decryptable, or a JWE where a JWS
+    /// is expected (or the reverse).
+    #[error("encryption: {0}")]
+    Encryption(&'static str),
+    /// `exp` has passed.
+    #[error("token has expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not name this resource server.
+    #[error("wrong audience")]
+    WrongAudience,
+    /// A required claim is missing or has the wrong type.
+    #[error("missing or invalid claims")]
+    Claims,
+}
+
+/// Why a verifier could not be configured.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+/// Builder for [`Verifier`]; see [`Verifier::builder`].
+pub struct VerifierBuilder {
+    issuer: String,
+    audience: String,
+    jwks_url: Option<String>,
+    static_jwks: Option<String>,
+    decryption_jwk: Option<String>,
+    leeway: Duration,
+    max_token_length: usize,
+    jwks_max_age: Duration,
+    min_refresh_interval: Duration,
+}
+
+impl VerifierBuilder {
+    /// Fetch keys from this URL (default: `{issuer}/.well-known/jwks.json`).
+    pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
+        self.jwks_url = Some(url.into());
+        self
+    }
+
+    /// Use this fixed JWKS document instead of fetching one.
+    pub fn static_jwks(mut self, jwks_json: impl Into<String>) -> Self {
+        self.static_jwks = Some(jwks_json.into());
+        self
+    }
+
+    /// The audience's private JWK, for tokens tessera encrypts to it. With
+    /// it, only JWE tokens are accepted; without it, only JWS tokens.
+    pub fn decryption_key(mut self, private_jwk_json: impl Into<String>) -> Self {
+        self.decryption_jwk = Some(private_jwk_json.into());
+        self
+    }
+
+    /// Clock-skew allowance for `exp` and `nbf` (default 30 s, at most 5 min).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Longest token accepted, in bytes (default 8 KiB).
+    pub fn max_token_length(mut self, bytes: usize) -> Self {
+        self.max_token_length = bytes;
+        self
+    }
+
+    /// How long fetched keys are trusted when the JWKS response carries no
+    /// `max-age` (default 5 min).
+    pub fn jwks_max_age(mut self, max_age: Duration) -> Self {
+        self.jwks_max_age = max_age;
+        self
+    }
+
+    /// Minimum time between two JWKS fetches, whatever the tokens say
+    /// (default 10 s): the bound on what unknown `kid`s can make us fetch.
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+
+    /// Validates the configuration.
+    pub fn build(self) -> Result<Verifier, ConfigError> {
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            return Err(ConfigError("issuer and audience must not be empty".into()));
+        }
+        if self.leeway > Duration::from_secs(300) {
+            return Err(ConfigError("leeway must be at most 5 minutes".into()));
+        }
+        let keys = match (self.static_jwks, self.jwks_url) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "give either a static JWKS or a JWKS URL, not both".into(),
+                ));
+            }
+            (Some(json), None) => {
+                let keys = jwks::parse_set(json.as_bytes()).map_err(ConfigError)?;
+                if keys.is_empty() {
+                    return Err(ConfigError("the static JWKS has no ES256 key".into()));
+                }
+                jwks::KeySource::Static(keys)
+            }
+            (None, url) => {
+                let url = url.unwrap_or_else(|| {
+                    format!(
+                        "{}/.well-known/jwks.json",
+                        self.issuer.trim_end_matches('/')
+                    )
+                });
+                jwks::KeySource::remote(url, self.jwks_max_age, self.min_refresh_interval)
+            }
+        };
+        let decryption = self
+            .decryption_jwk
+            .map(|j| jwe::Decryption::from_jwk_json(&j).map_err(ConfigError))
+            .transpose()?;
+
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&[self.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+
+        Ok(Verifier {
+            keys,
+            decryption,
+            validation,
+            max_token_length: self.max_token_length,
+        })
+    }
+}
+
+/// Verifies tessera access tokens for one audience.
+pub struct Verifier {
+    keys: jwks::KeySource,
+    decryption: Option<jwe::Decryption>,
+    validation: Validation,
+    max_token_length: usize,
+}
+
+impl Verifier {
+    /// A verifier for tokens from `issuer` (exactly as in `iss`) meant for
+    /// `audience`, with safe defaults.
+    pub fn builder(issuer: impl Into<String>, audience: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks_url: None,
+            static_jwks: None,
+            decryption_jwk: None,
+            leeway: Duration::from_secs(30),
+            max_token_length: 8 * 1024,
+            jwks_max_age: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(10),
+        }
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        if token.len() > self.max_token_length {
+            return Err(VerifyError::TooLong);
+        }
+        if !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(VerifyError::Malformed("not base64url segments"));
+        }
+        let parts = token.split('.').count();
+        let jws = match (parts, &self.decryption) {
+            (3, None) => std::borrow::Cow::Borrowed(token),
+            (5, Some(d)) => std::borrow::Cow::Owned(d.decrypt(token)?),
+            (5, None) => {
+                return Err(VerifyError::Encryption(
+                    "an encrypted token where a signed one is expected",
+                ));
+            }
+            (3, Some(_)) => {
+                return Err(VerifyError::Encryption(
+                    "a signed token where an encrypted one is expected",
+                ));
+            }
+            _ => return Err(VerifyError::Malformed("wrong number of segments")),
+        };
+        self.verify_jws(&jws).await
+    }
+
+    async fn verify_jws(&self, jws: &str) -> Result<AccessClaims, VerifyError> {
+        let mut parts = jws.split('.');
+        let (Some(h), Some(_payload), Some(sig)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::Malformed("wrong number of segments"));
+        };
+        let kid = header::check_jws(&header::parse(h)?)?;
+        header::check_es256_signature(sig)?;
+        let key = self.keys.key(&kid).await?;
+        jsonwebtoken::decode::<AccessClaims>(jws, &key, &self.validation)
+            .map(|data| data.claims)
+            .map_err(map_error)
+    }
+}
+
+fn map_error(e: jsonwebtoken::errors::Error) -> VerifyError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature | K::InvalidEcdsaKey | K::InvalidKeyFormat => VerifyError::BadSignature,
+        K::ExpiredSignature => VerifyError::Expired,
+        K::ImmatureSignature => VerifyError::NotYetValid,
+        K::InvalidIssuer => VerifyError::WrongIssuer,
+        K::InvalidAudience => VerifyError::WrongAudience,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => VerifyError::Algorithm("?".into()),
+        K::Base64(_) | K::Utf8(_) | K::InvalidToken => {
+            VerifyError::Malformed("undecodable segment")
+        }
+        _ => VerifyError::Claims,
+    }
+}
