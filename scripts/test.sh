@@ -68,6 +68,19 @@ else
     start_throwaway_cluster
 fi
 
+# Independent JOSE libraries (PyJWT, jwcrypto) for the interoperability test,
+# in a virtualenv under target/ so nothing is installed system-wide.
+VENV=target/interop-venv
+if [ ! -f "$VENV/.installed" ] || [ tests/interop/requirements.txt -nt "$VENV/.installed" ]; then
+    say "installing the interoperability test's Python packages into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt \
+        || die "cannot install tests/interop/requirements.txt from PyPI"
+    touch "$VENV/.installed"
+fi
+export TESSERA_INTEROP_PYTHON="$PWD/$VENV/bin/python"
+
 # Doc tests first, so the closing summary is the main suite's.
 cargo test --doc --all-features --quiet
 if cargo nextest --version >/dev/null 2>&1; then

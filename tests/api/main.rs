@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod health;
+mod interop;
 mod keys;
 mod store;
 mod tokens;

@@ -1,0 +1,158 @@
+//! Tokens minted by tessera verify and decrypt in independent JOSE
+//! libraries (PyJWT, jwcrypto), and a JWE made by jwcrypto opens with ours.
+//! The Python side is `tests/interop/jose_check.py`; `scripts/test.sh`
+//! installs its pinned requirements into a virtualenv and points
+//! `TESSERA_INTEROP_PYTHON` at it.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use josekit::jwk::KeyPair;
+use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
+use josekit::jwk::alg::rsa::RsaKeyPair;
+use serde_json::{Value, json};
+use tessera::keys::keyring::{KeyRing, RotationPolicy};
+use tessera::keys::master::MasterKey;
+use tessera::store::{Audience, Lifecycle, postgres::PgStore};
+use tessera::tokens::{AudienceKeys, Minter, TokenRequest};
+use tessera::verify::Verifier;
+
+use crate::helpers::{Engine, spawn_app};
+
+fn python() -> String {
+    std::env::var("TESSERA_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_python(job: &Value) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/jose_check.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}); run scripts/test.sh, which installs the interop tools",
+                python()
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(job.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "independent JOSE check failed (PyJWT and jwcrypto must be installed: pip install -r tests/interop/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn request(aud: &str) -> TokenRequest {
+    TokenRequest {
+        sub: "3f0c7f8e-9a54-4b55-8c1c-6c0d1c2b3a4f".into(),
+        audiences: vec![aud.into()],
+        client_id: "backend".into(),
+        scope: "read".into(),
+        sid: Some(uuid::Uuid::new_v4()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_interoperate_with_pyjwt_and_jwcrypto() {
+    let app = spawn_app(Engine::Postgres).await;
+    let store: Arc<dyn tessera::store::Store> =
+        Arc::new(PgStore::connect(app.database_url(), 2).await.unwrap());
+    store.migrate().await.unwrap();
+    let master = MasterKey::from_base64(app.master_key()).unwrap();
+    let policy = RotationPolicy {
+        jwks_max_age: Duration::from_secs(300),
+        access_token_ttl: Duration::from_secs(900),
+        rotation_period: None,
+    };
+    let now = chrono::Utc::now().timestamp();
+    // Same database and master key as the running app: the same signing key.
+    let ring = Arc::new(
+        KeyRing::open(store.clone(), master, policy, now)
+            .await
+            .unwrap(),
+    );
+
+    let ec = EcKeyPair::generate(EcCurve::P256).unwrap();
+    let rsa = RsaKeyPair::generate(2048).unwrap();
+    for (name, public) in [
+        ("https://ec.example", ec.to_jwk_public_key()),
+        ("https://rsa.example", rsa.to_jwk_public_key()),
+    ] {
+        store
+            .put_audience(&Audience {
+                name: name.into(),
+                encrypt_jwk: Some(public.to_string()),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+    }
+    let audiences = Arc::new(AudienceKeys::default());
+    audiences.refresh(store.as_ref()).await.unwrap();
+    let issuer = "http://127.0.0.1:8080".to_string();
+    let minter = Minter::new(ring, audiences, issuer.clone(), Duration::from_secs(900));
+
+    let jws = minter.mint(request("https://api.example"), now).unwrap();
+    let jwe_ec = minter.mint(request("https://ec.example"), now).unwrap();
+    let jwe_rsa = minter.mint(request("https://rsa.example"), now).unwrap();
+    // jwcrypto wraps a plain signed token of ours into a JWE.
+    let inner_jws = minter
+        .mint(request("https://api.example"), now)
+        .unwrap()
+        .token;
+    let jwks: Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let to_json =
+        |jwk: josekit::jwk::Jwk| -> Value { serde_json::from_str(&jwk.to_string()).unwrap() };
+    let job = json!({
+        "issuer": issuer,
+        "audience": "https://api.example",
+        "jwks": jwks,
+        "jws": jws.token,
+        "jwe": [
+            { "token": jwe_ec.token, "private_jwk": to_json(ec.to_jwk_key_pair()), "audience": "https://ec.example" },
+            { "token": jwe_rsa.token, "private_jwk": to_json(rsa.to_jwk_key_pair()), "audience": "https://rsa.example" },
+        ],
+        "wrap": { "jws": inner_jws, "public_jwk": to_json(ec.to_jwk_public_key()) },
+    });
+    let report = run_python(&job);
+
+    assert_eq!(report["jws_claims"]["jti"], json!(jws.claims.jti));
+    assert_eq!(report["jws_claims"]["sub"], json!(jws.claims.sub));
+    assert_eq!(report["jwe_claims"][0]["jti"], json!(jwe_ec.claims.jti));
+    assert_eq!(report["jwe_claims"][1]["jti"], json!(jwe_rsa.claims.jti));
+
+    // Our verifier, fetching the running issuer's JWKS over HTTP, accepts the
+    // plain token, and opens the JWE that jwcrypto made.
+    let jwks_url = format!("{}/.well-known/jwks.json", app.address);
+    let v = Verifier::builder(&issuer, "https://api.example")
+        .jwks_url(&jwks_url)
+        .build()
+        .unwrap();
+    assert_eq!(v.verify(&jws.token).await.unwrap().jti, jws.claims.jti);
+    let wrapped = report["wrapped"].as_str().unwrap();
+    assert_eq!(wrapped.split('.').count(), 5);
+    let v = Verifier::builder(&issuer, "https://api.example")
+        .jwks_url(&jwks_url)
+        .decryption_key(ec.to_jwk_key_pair().to_string())
+        .build()
+        .unwrap();
+    assert_eq!(v.verify(wrapped).await.unwrap().sub, jws.claims.sub);
+}
