@@ -15,7 +15,7 @@ use josekit::jwk::alg::rsa::RsaKeyPair;
 use serde_json::{Value, json};
 use tessera::keys::keyring::{KeyRing, RotationPolicy};
 use tessera::keys::master::MasterKey;
-use tessera::store::{Audience, Lifecycle, postgres::PgStore};
+use tessera::store::{Audience, postgres::PgStore};
 use tessera::tokens::{AudienceKeys, Minter, TokenRequest};
 use tessera::verify::Verifier;
 
