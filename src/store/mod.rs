@@ -152,11 +152,3 @@ pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {
 pub(crate) fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
 }
-
-/// How many of `migrator`'s migrations are not in `applied`.
-fn count_pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> usize {
-    migrator
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
-        .count()
-}

@@ -6,6 +6,47 @@
 //! implementation over `sqlx::Database` would need a wall of higher-ranked
 //! trait bounds for the same effect.
 
+/// The [`Lifecycle`](super::Lifecycle) implementation: each engine module
+/// provides a `MIGRATOR` static and an inherent `applied_migrations()`.
+macro_rules! portable_lifecycle {
+    ($store:ty, $engine:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Lifecycle for $store {
+            fn engine(&self) -> $crate::config::Engine {
+                $engine
+            }
+
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> $crate::store::StoreResult<()> {
+                // On PostgreSQL sqlx takes an advisory lock, so instances
+                // starting together are safe; SQLite serializes writers.
+                MIGRATOR
+                    .run(&self.pool)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::Schema(e.to_string()))
+            }
+
+            async fn pending_migrations(&self) -> $crate::store::StoreResult<usize> {
+                let applied = self.applied_migrations().await?;
+                Ok(MIGRATOR
+                    .iter()
+                    .filter(|m| {
+                        !m.migration_type.is_down_migration() && !applied.contains(&m.version)
+                    })
+                    .count())
+            }
+
+            async fn close(&self) {
+                self.pool.close().await;
+            }
+        }
+    };
+}
+
 macro_rules! portable_directory {
     ($store:ty) => {
         #[async_trait::async_trait]

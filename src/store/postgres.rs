@@ -3,12 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{Lifecycle, StoreError, StoreResult, connect_error};
+use super::{StoreResult, connect_error};
 use crate::config::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -42,42 +41,20 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl Lifecycle for PgStore {
-    fn engine(&self) -> Engine {
-        Engine::Postgres
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        // sqlx takes an advisory lock, so instances starting together are safe.
-        MIGRATOR
-            .run(&self.pool)
+impl PgStore {
+    /// Versions of the migrations applied so far (none on a new database).
+    async fn applied_migrations(&self) -> StoreResult<Vec<i64>> {
+        match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&self.pool)
             .await
-            .map_err(|e| StoreError::Schema(e.to_string()))
-    }
-
-    async fn pending_migrations(&self) -> StoreResult<usize> {
-        let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-            {
-                Ok(v) => v,
-                // 42P01: undefined_table, i.e. never migrated.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-        Ok(super::count_pending(&MIGRATOR, &applied))
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
+        {
+            Ok(v) => Ok(v),
+            // 42P01: undefined_table, i.e. never migrated.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
+portable_lifecycle!(PgStore, Engine::Postgres);
 portable_directory!(PgStore);

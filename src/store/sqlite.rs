@@ -3,12 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{Lifecycle, StoreError, StoreResult, connect_error};
+use super::{StoreError, StoreResult, connect_error};
 use crate::config::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -53,43 +52,24 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Lifecycle for SqliteStore {
-    fn engine(&self) -> Engine {
-        Engine::Sqlite
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Schema(e.to_string()))
-    }
-
-    async fn pending_migrations(&self) -> StoreResult<usize> {
+impl SqliteStore {
+    /// Versions of the migrations applied so far (none on a new database).
+    async fn applied_migrations(&self) -> StoreResult<Vec<i64>> {
         let exists: Option<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
         .fetch_optional(&self.pool)
         .await?;
-        let applied: Vec<i64> = if exists.is_some() {
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
-                .await?
-        } else {
-            Vec::new()
-        };
-        Ok(super::count_pending(&MIGRATOR, &applied))
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
+                .await?,
+        )
     }
 }
 
+portable_lifecycle!(SqliteStore, Engine::Sqlite);
 portable_directory!(SqliteStore);

@@ -1,0 +1,213 @@
+//! Token hot paths beside the raw primitives they are built on, measured in
+//! the same run so our overhead is a ratio:
+//!
+//! - `es256/raw_sign` vs `tessera/mint_jws`
+//! - `es256/raw_verify_parsed` (key parsed once) vs `tessera/verify_jws`
+//! - `jwe/raw_encrypt` + `jwe/raw_decrypt` (josekit ECDH-ES+A256KW, A256GCM)
+//!   vs `tessera/mint_jwe` and `tessera/verify_jwe`
+//! - `jsonwebtoken/encode` and `jsonwebtoken/decode` for reference.
+//!
+//! Run: `cargo bench --bench tokens` (figures: docs/performance.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    ParsedPublicKey,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use josekit::jwk::KeyPair as _;
+use josekit::jwk::alg::ec::{EcCurve, EcKeyPair as JoseEcKeyPair};
+use std::hint::black_box;
+use tessera::keys::keyring::{KeyRing, RotationPolicy};
+use tessera::keys::master::MasterKey;
+use tessera::store::{Audience, Store, sqlite::SqliteStore};
+use tessera::tokens::{AccessClaims, AudienceKeys, Minter, TokenRequest};
+use tessera::verify::Verifier;
+
+const ISS: &str = "https://issuer.example";
+
+struct Setup {
+    minter: Minter,
+    ring: Arc<KeyRing>,
+    audience_key: JoseEcKeyPair,
+    _dir: tempfile::TempDir,
+}
+
+fn request(aud: &str) -> TokenRequest {
+    TokenRequest {
+        sub: "3f0c7f8e-9a54-4b55-8c1c-6c0d1c2b3a4f".into(),
+        audiences: vec![aud.into()],
+        client_id: "backend".into(),
+        scope: "read write".into(),
+        sid: Some(uuid::Uuid::new_v4()),
+    }
+}
+
+fn setup(rt: &tokio::runtime::Runtime) -> Setup {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/bench.db", dir.path().display());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::connect(&url, 2).await.unwrap());
+        store.migrate().await.unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let policy = RotationPolicy {
+            jwks_max_age: Duration::from_secs(300),
+            access_token_ttl: Duration::from_secs(900),
+            rotation_period: None,
+        };
+        let ring = Arc::new(
+            KeyRing::open(store.clone(), MasterKey::from_bytes(&[1; 32]), policy, now)
+                .await
+                .unwrap(),
+        );
+        let audience_key = JoseEcKeyPair::generate(EcCurve::P256).unwrap();
+        store
+            .put_audience(&Audience {
+                name: "https://enc.example".into(),
+                encrypt_jwk: Some(audience_key.to_jwk_public_key().to_string()),
+                created_at: now,
+            })
+            .await
+            .unwrap();
+        let audiences = Arc::new(AudienceKeys::default());
+        audiences.refresh(store.as_ref()).await.unwrap();
+        let minter = Minter::new(
+            ring.clone(),
+            audiences,
+            ISS.into(),
+            Duration::from_secs(900),
+        );
+        Setup {
+            minter,
+            ring,
+            audience_key,
+            _dir: dir,
+        }
+    })
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = setup(&rt);
+    let now = chrono::Utc::now().timestamp();
+    let signer = s.ring.signer().unwrap();
+    let jwks = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
+
+    // --- ES256: raw primitive vs our JWS ---
+    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, signer.pkcs8()).unwrap();
+    let rng = SystemRandom::new();
+    let jws = s
+        .minter
+        .mint(request("https://api.example"), now)
+        .unwrap()
+        .token;
+    let (input, sig_b64) = jws.rsplit_once('.').unwrap();
+    let sig =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig_b64).unwrap();
+    let parsed = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, raw.public_key().as_ref()).unwrap();
+
+    let mut g = c.benchmark_group("es256");
+    g.bench_function("raw_sign", |b| {
+        b.iter(|| raw.sign(&rng, black_box(input.as_bytes())).unwrap())
+    });
+    g.bench_function("raw_verify_parsed", |b| {
+        b.iter(|| {
+            parsed
+                .verify_sig(black_box(input.as_bytes()), black_box(&sig))
+                .unwrap()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("tessera");
+    g.bench_function("mint_jws", |b| {
+        b.iter(|| s.minter.mint(request("https://api.example"), now).unwrap())
+    });
+    let verifier = Verifier::builder(ISS, "https://api.example")
+        .static_jwks(jwks.clone())
+        .build()
+        .unwrap();
+    g.bench_function("verify_jws", |b| {
+        b.to_async(&rt)
+            .iter(|| async { verifier.verify(black_box(&jws)).await.unwrap() })
+    });
+
+    let jwe = s
+        .minter
+        .mint(request("https://enc.example"), now)
+        .unwrap()
+        .token;
+    g.bench_function("mint_jwe", |b| {
+        b.iter(|| s.minter.mint(request("https://enc.example"), now).unwrap())
+    });
+    let jwe_verifier = Verifier::builder(ISS, "https://enc.example")
+        .static_jwks(jwks.clone())
+        .decryption_key(s.audience_key.to_jwk_key_pair().to_string())
+        .build()
+        .unwrap();
+    g.bench_function("verify_jwe", |b| {
+        b.to_async(&rt)
+            .iter(|| async { jwe_verifier.verify(black_box(&jwe)).await.unwrap() })
+    });
+    g.finish();
+
+    // --- JWE: the raw josekit operations ---
+    let encrypter = josekit::jwe::ECDH_ES_A256KW
+        .encrypter_from_jwk(&s.audience_key.to_jwk_public_key())
+        .unwrap();
+    let decrypter = josekit::jwe::ECDH_ES_A256KW
+        .decrypter_from_jwk(&s.audience_key.to_jwk_key_pair())
+        .unwrap();
+    let mut header = josekit::jwe::JweHeader::new();
+    header.set_content_encryption("A256GCM");
+    header.set_content_type("JWT");
+    let mut g = c.benchmark_group("jwe");
+    g.bench_function("raw_encrypt", |b| {
+        b.iter(|| {
+            josekit::jwe::serialize_compact(black_box(jws.as_bytes()), &header, &encrypter).unwrap()
+        })
+    });
+    g.bench_function("raw_decrypt", |b| {
+        b.iter(|| josekit::jwe::deserialize_compact(black_box(&jwe), &decrypter).unwrap())
+    });
+    g.finish();
+
+    // --- jsonwebtoken as a library, for reference ---
+    let enc_key = jsonwebtoken::EncodingKey::from_ec_der(signer.pkcs8());
+    let pk = signer.public_jwk();
+    let dec_key = jsonwebtoken::DecodingKey::from_ec_components(&pk.x, &pk.y).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(signer.kid().into());
+    let claims = s
+        .minter
+        .mint(request("https://api.example"), now)
+        .unwrap()
+        .claims;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["https://api.example"]);
+    validation.set_issuer(&[ISS]);
+    let mut g = c.benchmark_group("jsonwebtoken");
+    g.bench_function("encode", |b| {
+        b.iter(|| jsonwebtoken::encode(&header, black_box(&claims), &enc_key).unwrap())
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<AccessClaims>(black_box(&jws), &dec_key, &validation).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = tokens;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(tokens);
