@@ -52,6 +52,7 @@ pub struct SigningKeyPair {
     pair: EcdsaKeyPair,
     pkcs8: Zeroizing<Vec<u8>>,
     jwk: PublicJwk,
+    at_jwt_header: String,
 }
 
 impl fmt::Debug for SigningKeyPair {
@@ -108,11 +109,15 @@ impl SigningKeyPair {
             alg: "ES256".into(),
             use_: "sig".into(),
         };
+        let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid });
+        let at_jwt_header =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));
         SigningKeyPair {
             kid,
             pair,
             pkcs8,
             jwk,
+            at_jwt_header,
         }
     }
 
@@ -124,6 +129,12 @@ impl SigningKeyPair {
     /// The public JWK (never any private material).
     pub fn public_jwk(&self) -> &PublicJwk {
         &self.jwk
+    }
+
+    /// The base64url JWS header of access tokens signed with this key:
+    /// `{"alg":"ES256","typ":"at+jwt","kid":…}`, encoded once.
+    pub fn at_jwt_header_b64(&self) -> &str {
+        &self.at_jwt_header
     }
 
     /// The PKCS#8 v1 DER private key, for sealing into the store.

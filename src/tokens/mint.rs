@@ -118,14 +118,13 @@ impl Minter {
             scope: req.scope,
             sid: req.sid.map(|s| s.to_string()),
         };
-        let header = serde_json::json!({ "alg": "ES256", "typ": "at+jwt", "kid": signer.kid() });
-        let mut input =
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));
+        // The header is fixed per key and encoded once (see SigningKeyPair).
+        let claims_json = serde_json::to_vec(&claims).expect("claims serialize");
+        let prefix = signer.at_jwt_header_b64();
+        let mut input = String::with_capacity(prefix.len() + 1 + claims_json.len() * 4 / 3 + 4 + 1 + 86);
+        input.push_str(prefix);
         input.push('.');
-        URL_SAFE_NO_PAD.encode_string(
-            serde_json::to_vec(&claims).expect("claims serialize"),
-            &mut input,
-        );
+        URL_SAFE_NO_PAD.encode_string(&claims_json, &mut input);
         let signature = signer.sign(input.as_bytes());
         input.push('.');
         input.push_str(&signature);
