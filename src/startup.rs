@@ -154,6 +154,8 @@ fn spawn_maintenance(
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
+        // Log a failure once when it starts and once when it ends, not every second.
+        let mut failing = false;
         loop {
             tick.tick().await;
             let now = chrono::Utc::now().timestamp();
@@ -162,11 +164,23 @@ fn spawn_maintenance(
             {
                 tracing::warn!(error = %e, "automatic key rotation failed; will retry");
             }
-            if let Err(e) = keys.refresh(now).await {
-                tracing::warn!(error = %e, "key refresh failed; keeping the last known keys");
-            }
-            if let Err(e) = audiences.refresh(store.as_ref()).await {
-                tracing::warn!(error = %e, "audience refresh failed; keeping the last known keys");
+            let result = match keys.refresh(now).await {
+                Ok(()) => audiences
+                    .refresh(store.as_ref())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match (result, failing) {
+                (Err(e), false) => {
+                    tracing::warn!(error = %e, "cannot refresh keys; serving the last known keys until the database is back");
+                    failing = true;
+                }
+                (Ok(()), true) => {
+                    tracing::info!("key refresh works again");
+                    failing = false;
+                }
+                _ => {}
             }
             n = n.wrapping_add(1);
         }

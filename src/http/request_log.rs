@@ -40,10 +40,11 @@ pub async fn request_log(
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
-            if status >= 500 {
-                tracing::error!(status, latency_ms, "request failed");
-            } else if probe {
+            // A 503 from /readyz is an answer, not a failure: probes log at debug.
+            if probe {
                 tracing::debug!(status, latency_ms, "request completed");
+            } else if status >= 500 {
+                tracing::error!(status, latency_ms, "request failed");
             } else {
                 tracing::info!(status, latency_ms, "request completed");
             }

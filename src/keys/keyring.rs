@@ -269,6 +269,17 @@ impl KeyRing {
     pub async fn add(&self, pair: SigningKeyPair, now: i64) -> Result<KeyStatus, KeyRingError> {
         // Decide from the database, not from this instance's possibly stale copy.
         let rows = self.store.signing_keys(now).await?;
+        self.add_after(pair, now, &rows).await
+    }
+
+    /// Adds `pair` as the successor of the newest of `rows`; a `Conflict`
+    /// if another key was added after that one meanwhile.
+    async fn add_after(
+        &self,
+        pair: SigningKeyPair,
+        now: i64,
+        rows: &[SigningKey],
+    ) -> Result<KeyStatus, KeyRingError> {
         if rows.iter().any(|r| r.kid == pair.kid()) {
             return Err(KeyRingError::Duplicate(pair.kid().to_owned()));
         }
@@ -308,10 +319,13 @@ impl KeyRing {
         let Some(period) = self.policy.rotation_period else {
             return Ok(None);
         };
-        let newest = self.snapshot().rows.first().map(|r| r.created_at);
-        match newest {
+        // Decide and rotate from the same reading of the database: an
+        // instance that reads after another's rotation sees a fresh key and
+        // does nothing; two that read the same state race for one slot.
+        let rows = self.store.signing_keys(now).await?;
+        match rows.first().map(|r| r.created_at) {
             Some(created) if created + secs(period) > now => Ok(None),
-            _ => match self.rotate(now).await {
+            _ => match self.add_after(SigningKeyPair::generate(), now, &rows).await {
                 Ok(status) => Ok(Some(status)),
                 Err(KeyRingError::Store(StoreError::Conflict(_))) => Ok(None),
                 Err(e) => Err(e),

@@ -121,7 +121,8 @@ impl Minter {
         // The header is fixed per key and encoded once (see SigningKeyPair).
         let claims_json = serde_json::to_vec(&claims).expect("claims serialize");
         let prefix = signer.at_jwt_header_b64();
-        let mut input = String::with_capacity(prefix.len() + 1 + claims_json.len() * 4 / 3 + 4 + 1 + 86);
+        let mut input =
+            String::with_capacity(prefix.len() + 1 + claims_json.len() * 4 / 3 + 4 + 1 + 86);
         input.push_str(prefix);
         input.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims_json, &mut input);
