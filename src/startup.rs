@@ -9,12 +9,13 @@ use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
 
+use crate::auth::client::SecretDigester;
 use crate::config::{Config, MasterKeySetting};
 use crate::http::{AppState, not_found, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::store::{self, Store};
-use crate::tokens::{AudienceKeys, Minter};
+use crate::tokens::{AudienceKeys, Minter, TokenEndpoint};
 
 /// What to do about the database schema at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,7 @@ impl Application {
     pub async fn build(config: Config, migrations: Migrations) -> anyhow::Result<Application> {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
+        let digester = SecretDigester::new(&master_key);
         let keys = open_key_ring(&config, store.clone(), master_key).await?;
         let audiences = Arc::new(AudienceKeys::default());
         audiences.refresh(store.as_ref()).await?;
@@ -49,6 +51,7 @@ impl Application {
             config.issuer.clone(),
             config.access_token_ttl,
         ));
+        let token_endpoint = Arc::new(TokenEndpoint::new(store.clone(), minter.clone(), digester));
         let maintenance = spawn_maintenance(keys.clone(), audiences, store.clone());
 
         let listener = TcpListener::bind(config.listen)
@@ -59,6 +62,7 @@ impl Application {
             config: Arc::new(config),
             keys,
             minter,
+            token_endpoint,
         };
         let server = run(listener, state)?;
         // Installed before `build` returns, so a SIGTERM that arrives as soon

@@ -6,6 +6,7 @@
 mod discovery;
 mod health;
 mod request_log;
+mod token;
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use actix_web::{HttpResponse, web};
 use crate::config::Config;
 use crate::keys::keyring::KeyRing;
 use crate::store::Store;
-use crate::tokens::Minter;
+use crate::tokens::{Minter, TokenEndpoint};
 
 pub use request_log::request_log;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// Access-token minting.
     pub minter: Arc<Minter>,
+    /// `POST /oauth/token` logic.
+    pub token_endpoint: Arc<TokenEndpoint>,
 }
 
 /// Registers every route.
@@ -39,7 +42,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get(
             "/.well-known/oauth-authorization-server",
             discovery::metadata,
-        ));
+        ))
+        .service(post("/oauth/token", token::token));
 }
 
 /// A GET (and HEAD) resource that answers 405 with `Allow` to other methods.
@@ -54,6 +58,20 @@ where
         .route(web::head().to(handler))
         .default_service(web::to(|req: actix_web::HttpRequest| async move {
             method_not_allowed(req, "GET, HEAD")
+        }))
+}
+
+/// A POST resource that answers 405 with `Allow` to other methods.
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|req: actix_web::HttpRequest| async move {
+            method_not_allowed(req, "POST")
         }))
 }
 

@@ -32,6 +32,8 @@ const DEK_AAD: &[u8] = b"tessera/dek/v1";
 #[derive(Clone)]
 pub struct MasterKey {
     kek: std::sync::Arc<LessSafeKey>,
+    /// HMAC key from which purpose-specific MAC keys are derived.
+    derivation: ring::hmac::Key,
     id: [u8; KEY_ID_LEN],
 }
 
@@ -87,6 +89,7 @@ impl MasterKey {
         id.copy_from_slice(&digest.as_ref()[..KEY_ID_LEN]);
         MasterKey {
             kek: std::sync::Arc::new(kek),
+            derivation: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
             id,
         }
     }
@@ -155,6 +158,13 @@ impl MasterKey {
             }
             Err(e) => Err(io(e)),
         }
+    }
+
+    /// An HMAC-SHA256 key for one purpose, derived from the master key
+    /// (HMAC(master, purpose)), so no two uses share key material.
+    pub fn derive_hmac_key(&self, purpose: &[u8]) -> ring::hmac::Key {
+        let tag = ring::hmac::sign(&self.derivation, purpose);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
     }
 
     /// A short public identifier of this key (not secret), for diagnostics.

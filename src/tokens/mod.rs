@@ -2,8 +2,10 @@
 //! that registered an encryption key).
 
 pub mod audience;
+pub mod endpoint;
 pub mod mint;
 
 pub use crate::verify::claims::{AccessClaims, Audience};
 pub use audience::{AudienceKeys, EncryptionKey, EncryptionKeyError, Wrapping};
+pub use endpoint::{ErrorCode, OAuthError, Presented, TokenEndpoint, TokenResponse};
 pub use mint::{MintError, Minted, Minter, TokenRequest};

@@ -241,6 +241,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
     master_key: String,
+    /// A separate connection to the app's database, for arranging test data.
+    pub store: Arc<dyn Store>,
     _db: TestDb,
     _data_dir: tempfile::TempDir,
 }
@@ -288,6 +290,7 @@ pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let (store, _) = connect_store(&db).await;
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -295,6 +298,7 @@ pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
         client: reqwest::Client::new(),
         handle,
         master_key,
+        store,
         _db: db,
         _data_dir: data_dir,
     }

@@ -8,5 +8,6 @@ mod health;
 mod interop;
 mod keys;
 mod store;
+mod token;
 mod tokens;
 mod verify;

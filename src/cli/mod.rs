@@ -1,5 +1,9 @@
 //! The `tessera` command line.
 
+mod directory;
+
+pub use directory::{ADMIN_SCOPE, ClientAdd, ClientCommand, UserCommand, new_client};
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +40,12 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -93,6 +103,8 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!("database schema is up to date");
             Ok(())
         }
+        Command::User(cmd) => directory::user(cmd, &config).await,
+        Command::Client(cmd) => directory::client(cmd, &config).await,
         Command::Keys(cmd) => keys(cmd, &config).await,
         Command::Audience(AudienceCommand::Add {
             audience,

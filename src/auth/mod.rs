@@ -1,0 +1,5 @@
+//! Users, passwords and clients: who may obtain tokens, and how they prove it.
+
+pub mod client;
+pub mod names;
+pub mod password;

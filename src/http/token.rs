@@ -1,0 +1,165 @@
+//! `POST /oauth/token`: parses the form and client credentials, renders the
+//! result. The rules live in `tokens::endpoint`.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE,
+};
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+
+use super::AppState;
+use crate::tokens::{ErrorCode, OAuthError, Presented};
+
+/// Largest form body accepted; token requests are a few hundred bytes.
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// `POST /oauth/token`.
+pub async fn token(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let result = match read_form(&req, payload).await {
+        Ok(params) => match presented(&req) {
+            Ok(presented) => {
+                let now = chrono::Utc::now().timestamp();
+                state.token_endpoint.handle(&params, presented, now).await
+            }
+            Err(e) => Err(e),
+        },
+        Err(response) => return response,
+    };
+    match result {
+        Ok(body) => no_store(HttpResponse::Ok()).json(body),
+        Err(e) => oauth_error(&e),
+    }
+}
+
+fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"));
+    builder
+}
+
+/// Renders an RFC 6749 §5.2 error with its status code.
+pub fn oauth_error(e: &OAuthError) -> HttpResponse {
+    let status = match e.code {
+        ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut res = no_store(HttpResponse::build(status));
+    if e.basic_challenge {
+        res.insert_header((
+            WWW_AUTHENTICATE,
+            "Basic realm=\"tessera\", charset=\"UTF-8\"",
+        ));
+    }
+    if e.code == ErrorCode::TemporarilyUnavailable {
+        res.insert_header(("Retry-After", "1"));
+    }
+    res.json(serde_json::json!({ "error": e.code, "error_description": e.description }))
+}
+
+fn bad_request(description: &str) -> HttpResponse {
+    oauth_error(&OAuthError::new(ErrorCode::InvalidRequest, description))
+}
+
+/// Reads an `application/x-www-form-urlencoded` body into parameters:
+/// repeated parameters are refused (RFC 6749 §3.2), empty ones dropped (§3.1).
+async fn read_form(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<HashMap<String, String>, HttpResponse> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(bad_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| bad_request("the request body could not be read"))?;
+        if body.len() + chunk.len() > MAX_FORM_BYTES {
+            return Err(oauth_error_status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request body is larger than {MAX_FORM_BYTES} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let mut params = HashMap::new();
+    for (name, value) in url::form_urlencoded::parse(&body) {
+        if name.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
+            return Err(bad_request("parameters must be UTF-8"));
+        }
+        if value.is_empty() {
+            continue;
+        }
+        if value.chars().any(|c| c.is_control()) {
+            return Err(bad_request(&format!(
+                "parameter {name} contains control characters"
+            )));
+        }
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(bad_request(&format!("parameter {name} is repeated")));
+        }
+    }
+    Ok(params)
+}
+
+fn oauth_error_status(status: StatusCode, description: &str) -> HttpResponse {
+    no_store(HttpResponse::build(status))
+        .json(serde_json::json!({ "error": "invalid_request", "error_description": description }))
+}
+
+/// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: the id
+/// and secret are form-urlencoded before Basic encoding).
+fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
+    let Some(value) = req.headers().get(AUTHORIZATION) else {
+        return Ok(Presented::default());
+    };
+    let malformed = || OAuthError {
+        code: ErrorCode::InvalidClient,
+        description: "malformed Basic credentials".into(),
+        basic_challenge: true,
+    };
+    let value = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = value.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "the token endpoint accepts only Basic client authentication in the Authorization header",
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| malformed())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    let form_decode = |s: &str| -> String {
+        url::form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Presented {
+        basic: Some((form_decode(id), form_decode(secret))),
+    })
+}

@@ -1,0 +1,287 @@
+//! `POST /oauth/token`: client authentication, client_credentials, and the
+//! RFC 6749 error for every bad request, over HTTP on both engines.
+
+use serde_json::Value;
+use tessera::auth::client::SecretDigester;
+use tessera::keys::master::MasterKey;
+use tessera::store::NewClient;
+use tessera::verify::Verifier;
+
+use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app};
+
+const AUD: &str = "https://api.example";
+
+/// Registers a client directly in the app's database; returns its secret.
+async fn add_client(app: &TestApp, id: &str, confidential: bool, grants: &[&str]) -> String {
+    let digester = SecretDigester::new(&MasterKey::from_base64(app.master_key()).unwrap());
+    let (secret, digest) = digester.generate();
+    let client = NewClient {
+        id: id.into(),
+        secret_digest: confidential.then_some(digest),
+        grant_types: grants.iter().map(|g| g.to_string()).collect(),
+        scopes: vec!["read".into(), "write".into()],
+        audiences: vec![AUD.into(), "https://other.example".into()],
+        origins: vec![],
+        cookie: false,
+        admin: false,
+        on_binding_change: "audit".into(),
+    };
+    app.store.create_client(&client, 0).await.unwrap();
+    secret.to_string()
+}
+
+async fn post(
+    app: &TestApp,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> reqwest::Response {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut req = app
+        .client
+        .post(format!("{}/oauth/token", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    req.send().await.unwrap()
+}
+
+async fn error_of(res: reqwest::Response, status: u16) -> (String, String) {
+    assert_eq!(res.status(), status);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["pragma"], "no-cache");
+    let body: Value = res.json().await.unwrap();
+    (
+        body["error"].as_str().unwrap().to_owned(),
+        body["error_description"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+async fn client_credentials_issues_a_verifiable_token(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
+
+    let res = post(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "read"),
+            ("audience", AUD),
+        ],
+        Some(("backend", &secret)),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["pragma"], "no-cache");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["scope"], "read");
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let verifier = Verifier::builder("http://127.0.0.1:8080", AUD)
+        .static_jwks(jwks)
+        .build()
+        .unwrap();
+    let claims = verifier
+        .verify(body["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.sub, "backend");
+    assert_eq!(claims.client_id, "backend");
+    assert_eq!(claims.scope, "read");
+    assert_eq!(claims.aud.as_slice(), [AUD]);
+    assert!(claims.sid.is_none());
+
+    // client_secret_post, every allowed scope and audience by default.
+    let res = post(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "backend"),
+            ("client_secret", &secret),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["scope"], "read write");
+}
+
+async fn client_authentication_failures(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
+    add_client(&app, "spa", false, &["client_credentials", "password"]).await;
+    let cc = ("grant_type", "client_credentials");
+
+    let res = post(&app, &[cc], Some(("backend", "wrong"))).await;
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Basic realm=\"tessera\", charset=\"UTF-8\""
+    );
+    assert_eq!(error_of(res, 401).await.0, "invalid_client");
+    assert_eq!(
+        error_of(post(&app, &[cc], Some(("nobody", &secret))).await, 401)
+            .await
+            .0,
+        "invalid_client"
+    );
+    assert_eq!(
+        error_of(post(&app, &[cc, ("client_id", "backend")], None).await, 401)
+            .await
+            .0,
+        "invalid_client",
+        "secret required"
+    );
+    let both = post(
+        &app,
+        &[cc, ("client_secret", &secret)],
+        Some(("backend", &secret)),
+    )
+    .await;
+    assert_eq!(error_of(both, 400).await.0, "invalid_request");
+    assert_eq!(
+        error_of(post(&app, &[cc], None).await, 400).await.0,
+        "invalid_request",
+        "no client at all"
+    );
+    // A public client cannot use client_credentials, even if registered with it.
+    assert_eq!(
+        error_of(post(&app, &[cc, ("client_id", "spa")], None).await, 400)
+            .await
+            .0,
+        "unauthorized_client"
+    );
+    // A public client sending a secret fails authentication.
+    let res = post(
+        &app,
+        &[cc, ("client_id", "spa"), ("client_secret", "x")],
+        None,
+    )
+    .await;
+    assert_eq!(error_of(res, 401).await.0, "invalid_client");
+}
+
+async fn grant_scope_and_audience_errors(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
+    let auth = Some(("backend", secret.as_str()));
+    let cc = ("grant_type", "client_credentials");
+    assert_eq!(
+        error_of(post(&app, &[], auth).await, 400).await.0,
+        "invalid_request"
+    );
+    assert_eq!(
+        error_of(post(&app, &[("grant_type", "implicit")], auth).await, 400)
+            .await
+            .0,
+        "unsupported_grant_type"
+    );
+    assert_eq!(
+        error_of(post(&app, &[("grant_type", "password")], auth).await, 400)
+            .await
+            .0,
+        "unauthorized_client"
+    );
+    let (code, description) =
+        error_of(post(&app, &[cc, ("scope", "read admin")], auth).await, 400).await;
+    assert_eq!(code, "invalid_scope");
+    assert!(description.contains("admin"), "{description}");
+    assert_eq!(
+        error_of(
+            post(&app, &[cc, ("audience", "https://evil.example")], auth).await,
+            400
+        )
+        .await
+        .0,
+        "invalid_target"
+    );
+}
+
+async fn malformed_requests_get_clear_4xx(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let url = format!("{}/oauth/token", app.address);
+    let form = "application/x-www-form-urlencoded";
+    let send = |ct: &'static str, body: Vec<u8>| {
+        app.client
+            .post(&url)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+
+    assert_eq!(
+        error_of(send("application/json", b"{}".to_vec()).await.unwrap(), 400)
+            .await
+            .0,
+        "invalid_request"
+    );
+    let (_, d) = error_of(
+        send(form, b"grant_type=a&grant_type=b".to_vec())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(d.contains("repeated"), "{d}");
+    assert_eq!(
+        error_of(
+            send(form, b"grant_type=%FF%FE".to_vec()).await.unwrap(),
+            400
+        )
+        .await
+        .0,
+        "invalid_request"
+    );
+    assert_eq!(
+        error_of(
+            send(form, b"grant_type=client_credentials%00".to_vec())
+                .await
+                .unwrap(),
+            400
+        )
+        .await
+        .0,
+        "invalid_request"
+    );
+    let res = send(form, vec![b'a'; 64 * 1024]).await.unwrap();
+    assert_eq!(res.status(), 413);
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    for auth in ["Basic !!!", "Basic", "Basic Zm9v", "Bearer abc"] {
+        let res = app
+            .client
+            .post(&url)
+            .header("content-type", form)
+            .header("authorization", auth)
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_client_error(), "{auth}: {}", res.status());
+    }
+    // Nothing above hurt the server.
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
+
+on_both_engines!(
+    client_credentials_issues_a_verifiable_token,
+    client_authentication_failures,
+    grant_scope_and_audience_errors,
+    malformed_requests_get_clear_4xx,
+);
