@@ -96,7 +96,7 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let s = setup(&rt);
     let now = chrono::Utc::now().timestamp();
-    let signer = s.ring.signer().unwrap();
+    let signer = s.ring.signer_at(now).unwrap();
     let jwks = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
 
     // --- ES256: raw primitive vs our JWS ---

@@ -520,14 +520,19 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// The URL with any password replaced by `***`, safe to log or print.
+/// The URL with any password replaced by `***` and the query string (which
+/// may carry `password=` or `sslpassword=`) dropped: safe to log or print.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("…"));
+            }
             u.to_string()
         }
-        Ok(_) => url.to_owned(),
         // Unparseable: print only the scheme, the rest may hold a secret.
         Err(_) => match url.split_once(':') {
             Some((scheme, _)) => format!("{scheme}:…"),
@@ -756,5 +761,10 @@ mod tests {
             "sqlite://data/tessera.db"
         );
         assert!(!redact_url("postgres://u:hunter2@[bad").contains("hunter2"));
+        let q = redact_url("postgres://h/db?password=hunter2&sslpassword=x");
+        assert!(
+            !q.contains("hunter2") && q.starts_with("postgres://h/db?"),
+            "{q}"
+        );
     }
 }

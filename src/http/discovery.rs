@@ -16,7 +16,9 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .body(state.keys.jwks().to_vec())
 }
 
-/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414). Lists only
+/// endpoints this build serves; revocation and introspection join when
+/// they exist.
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
     let base = issuer.trim_end_matches('/');
@@ -24,14 +26,10 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "issuer": issuer,
         "token_endpoint": format!("{base}/oauth/token"),
-        "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "introspection_endpoint": format!("{base}/oauth/introspect"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
-        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "token_endpoint_auth_signing_alg_values_supported": [],
         "access_token_signing_alg_values_supported": ["ES256"],
     });

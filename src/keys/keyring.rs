@@ -103,7 +103,6 @@ pub struct KeyStatus {
 
 /// An immutable snapshot: swapped whole on every change.
 struct Snapshot {
-    signer: Option<Arc<SigningKeyPair>>,
     pairs: HashMap<String, Arc<SigningKeyPair>>,
     rows: Vec<SigningKey>,
     jwks: Arc<[u8]>,
@@ -115,6 +114,8 @@ pub struct KeyRing {
     master: MasterKey,
     policy: RotationPolicy,
     current: RwLock<Arc<Snapshot>>,
+    /// The signer last reported in the log, to announce changes once.
+    announced: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Serialize)]
@@ -138,13 +139,16 @@ impl KeyRing {
             store,
             master,
             policy,
+            announced: std::sync::Mutex::new(None),
             current: RwLock::new(Arc::new(Snapshot {
-                signer: None,
                 pairs: HashMap::new(),
                 rows: Vec::new(),
                 jwks: Arc::from(&b"{\"keys\":[]}"[..]),
             })),
         };
+        // Record this instance's schedule so rotations made elsewhere (the
+        // CLI, an instance with other settings) never undercut it.
+        ring.effective_policy().await?;
         ring.refresh(now).await?;
         if ring.snapshot().rows.is_empty() {
             match ring.add(SigningKeyPair::generate(), now).await {
@@ -160,9 +164,21 @@ impl KeyRing {
         self.current.read().expect("key ring lock").clone()
     }
 
+    /// The key that signs at `now`: of the keys whose time has come and that
+    /// have not been stopped, the one that activated last. Chosen per call,
+    /// so a scheduled change takes effect on time even if refreshes fail.
+    pub fn signer_at(&self, now: i64) -> Option<Arc<SigningKeyPair>> {
+        let snap = self.snapshot();
+        snap.rows
+            .iter()
+            .filter(|k| k.activate_at <= now && k.deactivated_at.is_none_or(|d| d > now))
+            .max_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)))
+            .and_then(|k| snap.pairs.get(&k.kid).cloned())
+    }
+
     /// The key that signs now, if any.
     pub fn signer(&self) -> Option<Arc<SigningKeyPair>> {
-        self.snapshot().signer.clone()
+        self.signer_at(chrono::Utc::now().timestamp())
     }
 
     /// The JWKS document (public keys only), serialized.
@@ -177,9 +193,9 @@ impl KeyRing {
 
     /// Every key not yet retired, newest first, with its state at `now`.
     pub fn status(&self, now: i64) -> Vec<KeyStatus> {
-        let snap = self.snapshot();
-        let signer = snap.signer.as_ref().map(|s| s.kid().to_owned());
-        snap.rows
+        let signer = self.signer_at(now).map(|s| s.kid().to_owned());
+        self.snapshot()
+            .rows
             .iter()
             .map(|k| KeyStatus {
                 kid: k.kid.clone(),
@@ -198,6 +214,32 @@ impl KeyRing {
             .collect()
     }
 
+    /// The schedule to rotate with: for the JWKS lifetime and the token
+    /// lifetime, the largest value any instance has run with on this
+    /// database (stored in `settings`), so that whichever process rotates,
+    /// no verifier or token outlives the key schedule.
+    async fn effective_policy(&self) -> Result<RotationPolicy, KeyRingError> {
+        let max_age = self
+            .store
+            .raise_setting(
+                "key_schedule.jwks_max_age",
+                self.policy.jwks_max_age.as_secs(),
+            )
+            .await?;
+        let ttl = self
+            .store
+            .raise_setting(
+                "key_schedule.access_token_ttl",
+                self.policy.access_token_ttl.as_secs(),
+            )
+            .await?;
+        Ok(RotationPolicy {
+            jwks_max_age: Duration::from_secs(max_age),
+            access_token_ttl: Duration::from_secs(ttl),
+            rotation_period: self.policy.rotation_period,
+        })
+    }
+
     /// Re-reads the keys; cheap when nothing changed (no decryption).
     pub async fn refresh(&self, now: i64) -> Result<(), KeyRingError> {
         let rows = self.store.signing_keys(now).await?;
@@ -210,13 +252,6 @@ impl KeyRing {
             };
             pairs.insert(row.kid.clone(), pair);
         }
-        // The signer: of the keys whose time has come and that have not been
-        // stopped, the one that activated last.
-        let signer = rows
-            .iter()
-            .filter(|k| k.activate_at <= now && k.deactivated_at.is_none_or(|d| d > now))
-            .max_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)))
-            .and_then(|k| pairs.get(&k.kid).cloned());
         let jwks = Jwks {
             keys: rows
                 .iter()
@@ -225,20 +260,16 @@ impl KeyRing {
                 .collect(),
         };
         let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
-        let unchanged = old.rows == rows
-            && old.signer.as_ref().map(|s| s.kid()) == signer.as_ref().map(|s| s.kid());
-        if !unchanged {
-            if let Some(s) = &signer
-                && old.signer.as_ref().map(|o| o.kid()) != Some(s.kid())
-            {
-                tracing::info!(kid = s.kid(), "signing key now active");
+        if old.rows != rows {
+            *self.current.write().expect("key ring lock") =
+                Arc::new(Snapshot { pairs, rows, jwks });
+        }
+        if let Some(signer) = self.signer_at(now) {
+            let mut announced = self.announced.lock().expect("announce lock");
+            if announced.as_deref() != Some(signer.kid()) {
+                tracing::info!(kid = signer.kid(), "signing key now active");
+                *announced = Some(signer.kid().to_owned());
             }
-            *self.current.write().expect("key ring lock") = Arc::new(Snapshot {
-                signer,
-                pairs,
-                rows,
-                jwks,
-            });
         }
         Ok(())
     }
@@ -283,8 +314,9 @@ impl KeyRing {
         if rows.iter().any(|r| r.kid == pair.kid()) {
             return Err(KeyRingError::Duplicate(pair.kid().to_owned()));
         }
+        let policy = self.effective_policy().await?;
         let newest = rows.first().map(|r| r.generation);
-        let activate_at = self.policy.activation(now, newest.is_none());
+        let activate_at = policy.activation(now, newest.is_none());
         let key = NewSigningKey {
             kid: pair.kid().to_owned(),
             public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
@@ -293,7 +325,7 @@ impl KeyRing {
             activate_at,
         };
         self.store
-            .add_signing_key(&key, newest, self.policy.retirement(activate_at))
+            .add_signing_key(&key, newest, policy.retirement(activate_at))
             .await?;
         tracing::info!(kid = pair.kid(), activate_at, "signing key added");
         self.refresh(now).await?;

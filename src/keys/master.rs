@@ -141,17 +141,28 @@ impl MasterKey {
             .fill(bytes.as_mut())
             .expect("the system CSPRNG is available");
         let text = Zeroizing::new(STANDARD.encode(bytes.as_ref()));
+        // Write a private temporary file, then link it into place: the key
+        // file appears complete or not at all, and a concurrent starter
+        // either wins the link or reads the winner's finished file.
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        match options.open(path) {
-            Ok(mut file) => {
-                file.write_all(text.as_bytes()).map_err(io)?;
-                file.write_all(b"\n").map_err(io)?;
-                file.sync_all().map_err(io)?;
-                Ok((MasterKey::from_bytes(&bytes), true))
-            }
+        let written = options.open(&tmp).and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.write_all(b"\n")?;
+            file.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok((MasterKey::from_bytes(&bytes), true)),
             // Another process created it first: use theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Ok((MasterKey::from_file(path)?, false))

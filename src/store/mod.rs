@@ -48,6 +48,9 @@ impl StoreError {
     pub(crate) fn from_sqlx(e: sqlx::Error, what: &'static str) -> StoreError {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+            sqlx::Error::Database(db) if is_transient(db.code().as_deref()) => {
+                StoreError::Unavailable(db.message().to_owned())
+            }
             sqlx::Error::Database(db) => StoreError::Corrupt(db.message().to_owned()),
             sqlx::Error::ColumnDecode { .. }
             | sqlx::Error::Decode(_)
@@ -57,6 +60,23 @@ impl StoreError {
             _ => StoreError::Unavailable(e.to_string()),
         }
     }
+}
+
+/// Database errors that say "try again", not "your data is wrong":
+/// PostgreSQL connection failures (08xxx), serialization failures and
+/// deadlocks (40001, 40P01), shutdown (57P01-57P03), cancellation (57014),
+/// too many connections (53300); SQLite BUSY and LOCKED (with extended codes).
+fn is_transient(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    if code.starts_with("08")
+        || matches!(
+            code,
+            "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "57014" | "53300"
+        )
+    {
+        return true;
+    }
+    code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -91,6 +111,9 @@ pub trait Directory: Send + Sync {
     async fn setting(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
     /// Stores a setting unless it exists; returns the value now stored.
     async fn init_setting(&self, name: &str, value: &[u8]) -> StoreResult<Vec<u8>>;
+    /// Raises a numeric setting to at least `value` (atomically) and returns
+    /// the stored maximum.
+    async fn raise_setting(&self, name: &str, value: u64) -> StoreResult<u64>;
 
     /// Creates a user; `Conflict` if the username is taken.
     async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<User>;
@@ -151,4 +174,20 @@ pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {
 /// A message for a failed connection that names the database without its password.
 pub(crate) fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
     StoreError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transient_errors_are_not_corruption() {
+        for code in [
+            "08006", "40001", "40P01", "57P01", "53300", "5", "517", "6", "262",
+        ] {
+            assert!(super::is_transient(Some(code)), "{code}");
+        }
+        for code in ["23505", "42P01", "19", "2067", "1"] {
+            assert!(!super::is_transient(Some(code)), "{code}");
+        }
+        assert!(!super::is_transient(None));
+    }
 }

@@ -74,6 +74,24 @@ macro_rules! portable_directory {
                     .await?)
             }
 
+            async fn raise_setting(&self, name: &str, value: u64) -> $crate::store::StoreResult<u64> {
+                // Fixed-width big-endian bytes compare like the numbers in
+                // both engines (bytea and BLOB compare bytewise).
+                let stored: Vec<u8> = sqlx::query_scalar(
+                    "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE \
+                     SET value = CASE WHEN excluded.value > settings.value THEN excluded.value ELSE settings.value END \
+                     RETURNING value",
+                )
+                .bind(name)
+                .bind(value.to_be_bytes().to_vec())
+                .fetch_one(&self.pool)
+                .await?;
+                let bytes: [u8; 8] = stored.as_slice().try_into().map_err(|_| {
+                    $crate::store::StoreError::Corrupt(format!("setting {name} is not a number"))
+                })?;
+                Ok(u64::from_be_bytes(bytes))
+            }
+
             async fn create_user(
                 &self,
                 user: &$crate::store::NewUser,

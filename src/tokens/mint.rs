@@ -101,7 +101,7 @@ impl Minter {
                 Wrapping::Signed
             }
         };
-        let signer = self.keys.signer().ok_or(MintError::NoSigningKey)?;
+        let signer = self.keys.signer_at(now).ok_or(MintError::NoSigningKey)?;
         let aud = match req.audiences.len() {
             1 => Audience::One(req.audiences.into_iter().next().expect("one")),
             _ => Audience::Many(req.audiences),

@@ -59,10 +59,16 @@ impl ResponseError for BearerError {
                 res.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
             BearerError::Invalid(e) => {
-                // The description is our own fixed text: no quotes to escape.
+                // Only our own fixed texts reach the header; quotes and
+                // backslashes are dropped anyway so it can never be malformed.
+                let description: String = e
+                    .to_string()
+                    .chars()
+                    .filter(|c| !matches!(c, '"' | '\\'))
+                    .collect();
                 res.insert_header((
                     WWW_AUTHENTICATE,
-                    format!("Bearer error=\"invalid_token\", error_description=\"{e}\""),
+                    format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
                 ));
             }
             BearerError::Unavailable | BearerError::NotConfigured => {}

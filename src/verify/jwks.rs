@@ -45,7 +45,7 @@ pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>
 
 pub(crate) enum KeySource {
     Static(HashMap<String, Arc<DecodingKey>>),
-    Remote(Remote),
+    Remote(Arc<Remote>),
 }
 
 pub(crate) struct Remote {
@@ -61,6 +61,9 @@ pub(crate) struct Remote {
 struct Cache {
     keys: HashMap<String, Arc<DecodingKey>>,
     fresh_until: Option<Instant>,
+    /// Whether the last fetch failed (an unknown kid is then "keys
+    /// unavailable", not "invalid token").
+    last_failed: bool,
 }
 
 impl KeySource {
@@ -73,7 +76,7 @@ impl KeySource {
             .timeout(Duration::from_secs(5))
             .build()
             .expect("HTTP client builds");
-        KeySource::Remote(Remote {
+        KeySource::Remote(Arc::new(Remote {
             url,
             client,
             default_max_age,
@@ -81,53 +84,68 @@ impl KeySource {
             cache: RwLock::new(Cache {
                 keys: HashMap::new(),
                 fresh_until: None,
+                last_failed: false,
             }),
             fetch: tokio::sync::Mutex::new(None),
-        })
+        }))
     }
 
     /// The key for `kid`.
     pub(crate) async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
         match self {
             KeySource::Static(keys) => keys.get(kid).cloned().ok_or(VerifyError::UnknownKey),
-            KeySource::Remote(remote) => remote.key(kid).await,
+            KeySource::Remote(remote) => Remote::key(remote, kid).await,
         }
     }
 }
 
 impl Remote {
-    fn lookup(&self, kid: &str) -> (Option<Arc<DecodingKey>>, bool) {
+    fn lookup(&self, kid: &str) -> (Option<Arc<DecodingKey>>, bool, bool) {
         let cache = self.cache.read().expect("jwks cache lock");
         let fresh = cache.fresh_until.is_some_and(|t| Instant::now() < t);
-        (cache.keys.get(kid).cloned(), fresh)
+        (cache.keys.get(kid).cloned(), fresh, cache.last_failed)
     }
 
-    async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
-        if let (Some(key), true) = self.lookup(kid) {
-            return Ok(key);
+    async fn key(this: &Arc<Remote>, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+        match this.lookup(kid) {
+            (Some(key), true, _) => return Ok(key),
+            // Known but stale: answer now, refresh in the background, so
+            // no request ever waits for the issuer because of staleness.
+            (Some(key), false, _) => {
+                let remote = this.clone();
+                tokio::spawn(async move { remote.refresh_if_allowed().await });
+                return Ok(key);
+            }
+            (None, _, _) => {}
         }
+        // Unknown kid: perhaps a rotation we have not seen; fetch (rate-limited).
+        this.refresh_if_allowed().await;
+        match this.lookup(kid) {
+            (Some(key), _, _) => Ok(key),
+            (None, _, true) => Err(VerifyError::KeysUnavailable),
+            (None, _, false) => Err(VerifyError::UnknownKey),
+        }
+    }
+
+    /// Fetches unless another fetch started less than `min_refresh_interval` ago.
+    async fn refresh_if_allowed(&self) {
         let mut last_fetch = self.fetch.lock().await;
-        // Another request may have refreshed while we waited.
-        let (key, fresh) = self.lookup(kid);
-        if let (Some(key), true) = (&key, fresh) {
-            return Ok(key.clone());
-        }
-        // Unknown kid or stale keys: fetch, but never more often than the interval.
         if last_fetch.is_some_and(|t| t.elapsed() < self.min_refresh_interval) {
-            return key.ok_or(VerifyError::UnknownKey);
+            return;
         }
         *last_fetch = Some(Instant::now());
-        match self.fetch().await {
+        let result = self.fetch().await;
+        let mut cache = self.cache.write().expect("jwks cache lock");
+        match result {
             Ok((keys, max_age)) => {
-                let mut cache = self.cache.write().expect("jwks cache lock");
                 cache.keys = keys;
                 cache.fresh_until = Some(Instant::now() + max_age);
-                cache.keys.get(kid).cloned().ok_or(VerifyError::UnknownKey)
+                cache.last_failed = false;
             }
             Err(e) => {
+                // Known keys stay usable while the issuer is unreachable.
                 tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; using cached keys");
-                // A known key stays usable while the issuer is unreachable.
-                key.ok_or(VerifyError::KeysUnavailable)
+                cache.last_failed = true;
             }
         }
     }

@@ -58,8 +58,9 @@ pub enum VerifyError {
     /// Not a well-formed compact JWS/JWE.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
-    /// An algorithm other than the one allowed.
-    #[error("algorithm {0:?} is not accepted")]
+    /// An algorithm other than the one allowed (the offending `alg`, for
+    /// logs; never echoed to the client).
+    #[error("algorithm not accepted")]
     Algorithm(String),
     /// `typ` is not `at+jwt`.
     #[error("not an access token (typ must be at+jwt)")]
@@ -168,6 +169,16 @@ impl VerifierBuilder {
         }
         if self.leeway > Duration::from_secs(300) {
             return Err(ConfigError("leeway must be at most 5 minutes".into()));
+        }
+        if self.min_refresh_interval < Duration::from_millis(100)
+            || self.min_refresh_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError(
+                "min_refresh_interval must be between 100 ms and 1 hour".into(),
+            ));
+        }
+        if self.jwks_max_age > Duration::from_secs(86_400) {
+            return Err(ConfigError("jwks_max_age must be at most 1 day".into()));
         }
         let keys = match (self.static_jwks, self.jwks_url) {
             (Some(_), Some(_)) => {

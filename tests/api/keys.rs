@@ -75,7 +75,11 @@ async fn rotation_publishes_before_signing_and_retires_after_expiry(engine: Engi
         Duration::from_secs(900),
     );
     // The first key signs at once.
-    let first = ring.signer().expect("first key is active").kid().to_owned();
+    let first = ring
+        .signer_at(T0)
+        .expect("first key is active")
+        .kid()
+        .to_owned();
     assert_eq!(kids(&ring, T0), [(first.clone(), "active")]);
     let old_token = minter.mint(request(), T0 + 10).unwrap().token;
 
@@ -109,7 +113,12 @@ async fn rotation_publishes_before_signing_and_retires_after_expiry(engine: Engi
     // Once active, the new key signs, and a verifier holding the JWKS cached
     // at rotation time verifies both old and new tokens.
     ring.refresh(t2).await.unwrap();
-    assert_eq!(ring.signer().unwrap().kid(), next.kid);
+    assert_eq!(ring.signer_at(t2).unwrap().kid(), next.kid);
+    assert_eq!(
+        ring.signer_at(t2 - 1).unwrap().kid(),
+        first,
+        "the switch happens exactly at activate_at"
+    );
     let new_token = minter.mint(request(), t2).unwrap().token;
     assert_eq!(
         jsonwebtoken::decode_header(&new_token)
@@ -145,7 +154,10 @@ async fn rotation_is_automatic_when_due_and_only_once(engine: Engine) {
         .await
         .unwrap();
     // Two instances opening an empty database agree on one first key.
-    assert_eq!(a.signer().unwrap().kid(), b.signer().unwrap().kid());
+    assert_eq!(
+        a.signer_at(T0).unwrap().kid(),
+        b.signer_at(T0).unwrap().kid()
+    );
     assert!(
         a.rotate_if_due(T0 + 100).await.unwrap().is_none(),
         "not due yet"
@@ -158,6 +170,39 @@ async fn rotation_is_automatic_when_due_and_only_once(engine: Engine) {
     b.refresh(due).await.unwrap();
     assert_eq!(a.status(due), b.status(due));
     assert_eq!(a.status(due).len(), 2);
+}
+
+async fn a_rotation_from_anywhere_follows_the_longest_schedule_in_force(engine: Engine) {
+    let store = test_store(engine).await;
+    let long = RotationPolicy {
+        jwks_max_age: Duration::from_secs(3600),
+        access_token_ttl: Duration::from_secs(3600),
+        ..policy()
+    };
+    let _service = KeyRing::open(store.store.clone(), master(), long, T0)
+        .await
+        .unwrap();
+    // An operator's CLI with the defaults (300 s, 900 s) rotates.
+    let cli = KeyRing::open(store.store.clone(), master(), policy(), T0)
+        .await
+        .unwrap();
+    let next = cli.rotate(T0 + 10).await.unwrap();
+    assert_eq!(
+        next.activate_at,
+        T0 + 10 + 3600 + 60,
+        "published for the service's JWKS max-age"
+    );
+    cli.refresh(T0 + 10).await.unwrap();
+    let old = cli
+        .status(T0 + 10)
+        .into_iter()
+        .find(|k| k.kid != next.kid)
+        .unwrap();
+    assert_eq!(
+        old.retire_at,
+        Some(next.activate_at + 3600 + 60),
+        "kept for the service's token lifetime"
+    );
 }
 
 async fn jwks_and_metadata_are_served(engine: Engine) {
@@ -193,11 +238,13 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
         "http://127.0.0.1:8080/.well-known/jwks.json"
     );
     assert_eq!(meta["token_endpoint"], "http://127.0.0.1:8080/oauth/token");
+    assert_eq!(
+        meta["grant_types_supported"],
+        serde_json::json!(["client_credentials"])
+    );
     assert!(
-        meta["grant_types_supported"]
-            .as_array()
-            .unwrap()
-            .contains(&"refresh_token".into())
+        meta.get("revocation_endpoint").is_none(),
+        "advertise only what is served"
     );
 
     let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();
@@ -207,6 +254,7 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
 on_both_engines!(
     rotation_publishes_before_signing_and_retires_after_expiry,
     rotation_is_automatic_when_due_and_only_once,
+    a_rotation_from_anywhere_follows_the_longest_schedule_in_force,
     jwks_and_metadata_are_served,
 );
 

@@ -280,6 +280,19 @@ async fn settings_are_initialised_once(engine: Engine) {
         b"first"
     );
     assert_eq!(store.setting("check").await.unwrap().unwrap(), b"first");
+
+    assert_eq!(store.raise_setting("n", 300).await.unwrap(), 300);
+    assert_eq!(
+        store.raise_setting("n", 100).await.unwrap(),
+        300,
+        "never lowered"
+    );
+    assert_eq!(store.raise_setting("n", 70_000).await.unwrap(), 70_000);
+    assert_eq!(
+        store.raise_setting("n", 256).await.unwrap(),
+        70_000,
+        "compared as numbers, not text"
+    );
 }
 
 /// The audit log refuses UPDATE and DELETE in the database itself.

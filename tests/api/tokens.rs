@@ -69,7 +69,7 @@ fn request(audiences: &[&str]) -> TokenRequest {
 }
 
 fn decoding_key(f: &Fixture) -> DecodingKey {
-    let jwk = f.ring.signer().unwrap().public_jwk().clone();
+    let jwk = f.ring.signer_at(NOW).unwrap().public_jwk().clone();
     DecodingKey::from_ec_components(&jwk.x, &jwk.y).unwrap()
 }
 
@@ -88,7 +88,7 @@ async fn tokens_carry_the_rfc9068_header_and_claims() {
     let header = header_json(parts[0]);
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["typ"], "at+jwt");
-    assert_eq!(header["kid"], f.ring.signer().unwrap().kid());
+    assert_eq!(header["kid"], f.ring.signer_at(NOW).unwrap().kid());
     assert_eq!(
         URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(),
         64,

@@ -607,3 +607,69 @@ async fn the_extractor_answers_401_with_www_authenticate() {
     let res = test::call_service(&app, call(Some("Basic dXNlcjpwYXNz".into()))).await;
     assert_eq!(res.status(), 401);
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_means_unavailable_not_invalid() {
+    let key = SigningKeyPair::generate();
+    // Nothing listens on port 1.
+    let v = Verifier::builder(ISS, AUD)
+        .jwks_url("http://127.0.0.1:1/jwks.json")
+        .build()
+        .unwrap();
+    assert_eq!(
+        refused(&v, &sign(&key, &header(&key), &claims())).await,
+        VerifyError::KeysUnavailable
+    );
+}
+
+#[tokio::test]
+async fn builder_refuses_unsafe_settings() {
+    let b = || Verifier::builder(ISS, AUD);
+    assert!(
+        b().min_refresh_interval(Duration::ZERO).build().is_err(),
+        "no rate limit"
+    );
+    assert!(
+        b().min_refresh_interval(Duration::from_secs(100_000))
+            .build()
+            .is_err()
+    );
+    assert!(b().leeway(Duration::from_secs(3600)).build().is_err());
+    assert!(b().static_jwks("{\"keys\":[]}").build().is_err());
+    assert!(b().static_jwks("{}").jwks_url("http://x").build().is_err());
+    assert!(
+        b().decryption_key("{\"kty\":\"oct\",\"k\":\"AA\"}")
+            .build()
+            .is_err()
+    );
+    assert!(Verifier::builder("", AUD).build().is_err());
+}
+
+#[tokio::test]
+async fn attacker_text_never_reaches_www_authenticate() {
+    use actix_web::{App, HttpResponse, test, web};
+    use tessera::verify::Authenticated;
+    let key = SigningKeyPair::generate();
+    let app = test::init_service(App::new().app_data(web::Data::new(verifier(&key))).route(
+        "/me",
+        web::get().to(|_: Authenticated| async { HttpResponse::Ok().finish() }),
+    ))
+    .await;
+    let h = json!({ "alg": "x\", error=\"injected", "typ": "at+jwt", "kid": key.kid() });
+    let token = sign(&key, &h, &claims());
+    let req = test::TestRequest::get()
+        .uri("/me")
+        .insert_header(("Authorization", format!("Bearer {token}")))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), 401);
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(!www.contains("injected"), "{www}");
+    assert_eq!(www.matches('"').count(), 4, "{www}");
+}
