@@ -19,7 +19,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-pub use models::{Audience, Client, NewClient, NewSigningKey, NewUser, SigningKey, User};
+pub use models::{
+    Audience, Client, NewClient, NewSession, NewSigningKey, NewUser, Rotation, Session, SigningKey,
+    User,
+};
 
 use crate::config::{Config, Engine, redact_url};
 
@@ -156,9 +159,37 @@ pub trait Directory: Send + Sync {
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
 }
 
+/// Sessions and refresh tokens: the rotation rules are enforced here, in the
+/// database, so they hold across every instance.
+#[async_trait]
+pub trait Sessions: Send + Sync {
+    /// Opens a session with its first refresh token (generation 0).
+    async fn create_session(&self, session: &NewSession, token_hash: &[u8; 32]) -> StoreResult<()>;
+
+    /// Consumes the refresh token hashing to `presented` and stores `next`
+    /// in its place, in one transaction, if the token is active, its session
+    /// live (not revoked, idle and absolute expiry in the future), bound to
+    /// `client_id`, and its user enabled. Of any number of concurrent calls
+    /// with the same token exactly one rotates. Presenting a consumed token
+    /// revokes the session (and records its `sid` as revoked until
+    /// `revocation_relevant_until`). A failure part-way changes nothing.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8; 32],
+        next: &[u8; 32],
+        client_id: &str,
+        now: i64,
+        idle_ttl: i64,
+        revocation_relevant_until: i64,
+    ) -> StoreResult<Rotation>;
+
+    /// A session by id.
+    async fn session(&self, id: uuid::Uuid) -> StoreResult<Option<Session>>;
+}
+
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.
-pub trait Store: Lifecycle + Directory {}
-impl<T: Lifecycle + Directory> Store for T {}
+pub trait Store: Lifecycle + Directory + Sessions {}
+impl<T: Lifecycle + Directory + Sessions> Store for T {}
 
 /// Connects to the database named by the configuration.
 pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {

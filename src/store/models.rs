@@ -177,3 +177,69 @@ pub struct SigningKey {
     /// Position in the rotation chain: 0 for the first key.
     pub generation: i64,
 }
+
+/// Input for [`super::Sessions::create_session`].
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    /// The session id (`sid`).
+    pub id: Uuid,
+    /// The user who logged in.
+    pub user_id: Uuid,
+    /// The client they logged in through.
+    pub client_id: String,
+    /// Scopes granted at login (refreshes can only narrow).
+    pub scope: String,
+    /// Unix seconds of the login.
+    pub created_at: i64,
+    /// Sliding expiry: renewed by each refresh.
+    pub idle_expires_at: i64,
+    /// Fixed expiry from login.
+    pub absolute_expires_at: i64,
+    /// SHA-256 of the User-Agent at login.
+    pub user_agent_hash: Option<Vec<u8>>,
+    /// Coarse network prefix at login (e.g. `203.0.113.0/24`).
+    pub network_prefix: Option<String>,
+}
+
+/// A session (refresh-token family) as stored.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Session {
+    /// The session id (`sid`).
+    pub id: Uuid,
+    /// The user.
+    pub user_id: Uuid,
+    /// The client.
+    pub client_id: String,
+    /// Scopes granted at login.
+    pub scope: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last refresh.
+    pub last_used_at: i64,
+    /// Sliding expiry.
+    pub idle_expires_at: i64,
+    /// Fixed expiry.
+    pub absolute_expires_at: i64,
+    /// SHA-256 of the User-Agent at login.
+    pub user_agent_hash: Option<Vec<u8>>,
+    /// Coarse network prefix at login.
+    pub network_prefix: Option<String>,
+    /// Unix seconds of revocation, if revoked.
+    pub revoked_at: Option<i64>,
+    /// Why it was revoked.
+    pub revoke_reason: Option<String>,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was active and is now consumed; the next one is stored.
+    Rotated(Session),
+    /// The token had already been consumed: its whole session is now revoked.
+    Replayed {
+        /// The revoked session.
+        session_id: Uuid,
+    },
+    /// Unknown, expired, revoked, another client's, or a disabled user's.
+    Invalid,
+}

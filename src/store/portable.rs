@@ -267,3 +267,146 @@ macro_rules! portable_directory {
         }
     };
 }
+
+/// The [`Sessions`](super::Sessions) implementation. Row locks (PostgreSQL)
+/// and the single writer (SQLite) make the conditional `UPDATE … WHERE state
+/// = 'active'` the point where concurrent uses of one token are decided.
+macro_rules! portable_sessions {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Sessions for $store {
+            async fn create_session(
+                &self,
+                s: &$crate::store::NewSession,
+                token_hash: &[u8; 32],
+            ) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
+                     idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+                )
+                .bind(s.id)
+                .bind(s.user_id)
+                .bind(&s.client_id)
+                .bind(&s.scope)
+                .bind(s.created_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent_hash)
+                .bind(&s.network_prefix)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+                     VALUES ($1, $2, 0, 'active', $3)",
+                )
+                .bind(token_hash.to_vec())
+                .bind(s.id)
+                .bind(s.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                presented: &[u8; 32],
+                next: &[u8; 32],
+                client_id: &str,
+                now: i64,
+                idle_ttl: i64,
+                revocation_relevant_until: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Rotation> {
+                use $crate::store::Rotation;
+                let mut tx = self.pool.begin().await?;
+                let consumed: Option<(uuid::Uuid, i64)> = sqlx::query_as(
+                    "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
+                     WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
+                       SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
+                       WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
+                         AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled) \
+                     RETURNING session_id, generation",
+                )
+                .bind(presented.to_vec())
+                .bind(now)
+                .bind(client_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((session_id, generation)) = consumed {
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+                         VALUES ($1, $2, $3, 'active', $4)",
+                    )
+                    .bind(next.to_vec())
+                    .bind(session_id)
+                    .bind(generation + 1)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let session: $crate::store::Session = sqlx::query_as(
+                        "UPDATE sessions SET last_used_at = $2, idle_expires_at = \
+                         CASE WHEN $2 + $3 < absolute_expires_at THEN $2 + $3 ELSE absolute_expires_at END \
+                         WHERE id = $1 RETURNING *",
+                    )
+                    .bind(session_id)
+                    .bind(now)
+                    .bind(idle_ttl)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    return Ok(Rotation::Rotated(session));
+                }
+                // Not rotatable: a replay of a consumed token revokes its session.
+                let known: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
+                    "SELECT t.session_id, t.state, s.client_id FROM refresh_tokens t \
+                     JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
+                )
+                .bind(presented.to_vec())
+                .fetch_optional(&mut *tx)
+                .await?;
+                match known {
+                    Some((session_id, state, owner)) if state == "consumed" && owner == client_id => {
+                        let revoked = sqlx::query(
+                            "UPDATE sessions SET revoked_at = $2, revoke_reason = 'refresh token replay' \
+                             WHERE id = $1 AND revoked_at IS NULL",
+                        )
+                        .bind(session_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                        sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
+                            .bind(session_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        if revoked == 1 {
+                            sqlx::query(
+                                "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('sid', $1, $2, $3)",
+                            )
+                            .bind(session_id.to_string())
+                            .bind(now)
+                            .bind(revocation_relevant_until)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        tx.commit().await?;
+                        Ok(Rotation::Replayed { session_id })
+                    }
+                    _ => Ok(Rotation::Invalid),
+                }
+            }
+
+            async fn session(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Option<$crate::store::Session>> {
+                Ok(sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+        }
+    };
+}

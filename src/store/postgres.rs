@@ -58,3 +58,4 @@ impl PgStore {
 
 portable_lifecycle!(PgStore, Engine::Postgres);
 portable_directory!(PgStore);
+portable_sessions!(PgStore);

@@ -7,6 +7,7 @@ mod cli;
 mod health;
 mod interop;
 mod keys;
+mod sessions;
 mod store;
 mod token;
 mod tokens;

@@ -1,0 +1,221 @@
+//! Refresh-token rotation rules in the store, on both engines, with the
+//! clock under the test's control.
+
+use std::sync::Arc;
+
+use tessera::store::{NewClient, NewSession, NewUser, Rotation, Store};
+use uuid::Uuid;
+
+use crate::helpers::{Engine, on_both_engines, test_store};
+
+const T0: i64 = 1_800_000_000;
+const IDLE: i64 = 3600;
+const ABSOLUTE: i64 = 86_400;
+
+fn token(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+/// A user, a client and a session whose first refresh token is `token(0)`.
+async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
+    let user = Uuid::new_v4();
+    store
+        .create_user(
+            &NewUser {
+                id: user,
+                username: format!("u{}", user.simple()),
+                password_hash: "x".into(),
+                totp_secret: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    for id in ["spa", "other"] {
+        let _ = store
+            .create_client(
+                &NewClient {
+                    id: id.into(),
+                    secret_digest: None,
+                    grant_types: vec!["password".into(), "refresh_token".into()],
+                    scopes: vec!["read".into()],
+                    audiences: vec!["https://api.example".into()],
+                    origins: vec![],
+                    cookie: false,
+                    admin: false,
+                    on_binding_change: "audit".into(),
+                },
+                T0,
+            )
+            .await;
+    }
+    let sid = Uuid::new_v4();
+    store
+        .create_session(
+            &NewSession {
+                id: sid,
+                user_id: user,
+                client_id: "spa".into(),
+                scope: "read".into(),
+                created_at: T0,
+                idle_expires_at: T0 + IDLE,
+                absolute_expires_at: T0 + ABSOLUTE,
+                user_agent_hash: None,
+                network_prefix: None,
+            },
+            &token(0),
+        )
+        .await
+        .unwrap();
+    (user, sid)
+}
+
+async fn rotate(store: &Arc<dyn Store>, from: u8, to: u8, now: i64) -> Rotation {
+    store
+        .rotate_refresh_token(&token(from), &token(to), "spa", now, IDLE, now + 900)
+        .await
+        .unwrap()
+}
+
+async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
+    let s = test_store(engine).await;
+    let (user, sid) = login(&s.store).await;
+    let Rotation::Rotated(session) = rotate(&s.store, 0, 1, T0 + 100).await else {
+        panic!("first rotation")
+    };
+    assert_eq!((session.id, session.user_id), (sid, user));
+    assert_eq!(session.idle_expires_at, T0 + 100 + IDLE);
+    assert_eq!(session.last_used_at, T0 + 100);
+    let Rotation::Rotated(session) = rotate(&s.store, 1, 2, T0 + 200).await else {
+        panic!("second rotation")
+    };
+    assert_eq!(session.idle_expires_at, T0 + 200 + IDLE);
+    // Never beyond the absolute expiry.
+    let late = T0 + ABSOLUTE - 10;
+    let mut from = 2;
+    let mut t = T0 + 200;
+    while t + IDLE / 2 < late {
+        t += IDLE / 2;
+        assert!(matches!(
+            rotate(&s.store, from, from + 1, t).await,
+            Rotation::Rotated(_)
+        ));
+        from += 1;
+    }
+    let Rotation::Rotated(session) = rotate(&s.store, from, from + 1, late).await else {
+        panic!()
+    };
+    assert_eq!(session.idle_expires_at, T0 + ABSOLUTE);
+    assert_eq!(
+        rotate(&s.store, from + 1, from + 2, T0 + ABSOLUTE).await,
+        Rotation::Invalid,
+        "absolute expiry"
+    );
+}
+
+async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
+    let s = test_store(engine).await;
+    let (_, sid) = login(&s.store).await;
+    assert!(matches!(
+        rotate(&s.store, 0, 1, T0 + 10).await,
+        Rotation::Rotated(_)
+    ));
+    // The thief (or a confused client) presents the old token again.
+    assert_eq!(
+        rotate(&s.store, 0, 9, T0 + 20).await,
+        Rotation::Replayed { session_id: sid }
+    );
+    // The legitimate holder's new token is dead too, and so is the session.
+    assert_eq!(rotate(&s.store, 1, 2, T0 + 30).await, Rotation::Invalid);
+    let session = s.store.session(sid).await.unwrap().unwrap();
+    assert_eq!(session.revoked_at, Some(T0 + 20));
+    assert_eq!(
+        session.revoke_reason.as_deref(),
+        Some("refresh token replay")
+    );
+    // The sid is listed as revoked, once.
+    assert_eq!(
+        s.raw
+            .text("SELECT value FROM revocations WHERE kind = 'sid'")
+            .await,
+        sid.to_string()
+    );
+    assert_eq!(
+        rotate(&s.store, 0, 8, T0 + 40).await,
+        Rotation::Replayed { session_id: sid }
+    );
+    assert_eq!(
+        s.raw
+            .text("SELECT CAST(COUNT(*) AS TEXT) FROM revocations")
+            .await,
+        "1"
+    );
+}
+
+async fn exactly_one_of_many_concurrent_refreshes_wins(engine: Engine) {
+    let s = test_store(engine).await;
+    login(&s.store).await;
+    let attempts = (0..32u8).map(|i| {
+        let store = s.store.clone();
+        async move {
+            store
+                .rotate_refresh_token(&token(0), &token(100 + i), "spa", T0 + 5, IDLE, T0 + 905)
+                .await
+        }
+    });
+    let tasks: Vec<_> = attempts.map(tokio::spawn).collect();
+    let mut rotated = 0;
+    for t in tasks {
+        match t
+            .await
+            .unwrap()
+            .expect("no database error under contention")
+        {
+            Rotation::Rotated(_) => rotated += 1,
+            Rotation::Replayed { .. } | Rotation::Invalid => {}
+        }
+    }
+    assert_eq!(rotated, 1);
+    assert_eq!(
+        s.raw
+            .text("SELECT CAST(COUNT(*) AS TEXT) FROM refresh_tokens")
+            .await,
+        "2",
+        "one successor stored"
+    );
+}
+
+async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: Engine) {
+    let s = test_store(engine).await;
+    login(&s.store).await;
+    // Idle expiry.
+    assert_eq!(rotate(&s.store, 0, 1, T0 + IDLE).await, Rotation::Invalid);
+    // Another client presenting it: refused, token not consumed.
+    let r = s
+        .store
+        .rotate_refresh_token(&token(0), &token(1), "other", T0 + 10, IDLE, T0 + 910)
+        .await
+        .unwrap();
+    assert_eq!(r, Rotation::Invalid);
+    // Unknown token.
+    assert_eq!(rotate(&s.store, 42, 43, T0 + 10).await, Rotation::Invalid);
+    // None of that consumed the real token.
+    assert!(matches!(
+        rotate(&s.store, 0, 1, T0 + 10).await,
+        Rotation::Rotated(_)
+    ));
+    // A disabled user cannot refresh.
+    let name = s.raw.text("SELECT username FROM users").await;
+    s.store
+        .set_user_disabled(&name, true, T0 + 11)
+        .await
+        .unwrap();
+    assert_eq!(rotate(&s.store, 1, 2, T0 + 12).await, Rotation::Invalid);
+}
+
+on_both_engines!(
+    a_chain_of_rotations_slides_the_idle_expiry,
+    replaying_a_consumed_token_revokes_the_session,
+    exactly_one_of_many_concurrent_refreshes_wins,
+    expired_foreign_and_disabled_are_invalid_and_consume_nothing,
+);
