@@ -15,7 +15,7 @@ use crate::http::{AppState, not_found, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::store::{self, Store};
-use crate::tokens::{AudienceKeys, Minter, TokenEndpoint};
+use crate::tokens::{AudienceKeys, Minter, SessionPolicy, TokenEndpoint};
 
 /// What to do about the database schema at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +51,16 @@ impl Application {
             config.issuer.clone(),
             config.access_token_ttl,
         ));
-        let token_endpoint = Arc::new(TokenEndpoint::new(store.clone(), minter.clone(), digester));
+        let sessions = SessionPolicy {
+            idle_ttl: config.refresh_idle_ttl.as_secs() as i64,
+            absolute_ttl: config.refresh_absolute_ttl.as_secs() as i64,
+        };
+        let token_endpoint = Arc::new(TokenEndpoint::new(
+            store.clone(),
+            minter.clone(),
+            digester,
+            sessions,
+        ));
         let maintenance = spawn_maintenance(keys.clone(), audiences, store.clone());
 
         let listener = TcpListener::bind(config.listen)

@@ -25,7 +25,13 @@ pub async fn token(
 ) -> HttpResponse {
     let result = match read_form(&req, payload).await {
         Ok(params) => match presented(&req) {
-            Ok(presented) => {
+            Ok(mut presented) => {
+                presented.user_agent = req
+                    .headers()
+                    .get(actix_web::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                presented.ip = req.peer_addr().map(|a| a.ip());
                 let now = chrono::Utc::now().timestamp();
                 state.token_endpoint.handle(&params, presented, now).await
             }
@@ -161,5 +167,6 @@ fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
     };
     Ok(Presented {
         basic: Some((form_decode(id), form_decode(secret))),
+        ..Presented::default()
     })
 }

@@ -8,8 +8,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::mint::{MintError, Minter, TokenRequest};
+use super::refresh;
 use crate::auth::client::SecretDigester;
-use crate::store::{Client, Store};
+use crate::auth::names::Username;
+use crate::auth::password;
+use crate::store::{Client, NewSession, Rotation, Store};
 
 /// RFC 6749 §5.2 error codes (plus §4.1.2.1's `temporarily_unavailable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -62,11 +65,25 @@ fn invalid_request(d: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidRequest, d)
 }
 
-/// Client credentials as presented, before checking.
+/// What the request carried besides its form: client credentials from the
+/// header, and the facts a session is bound to.
 #[derive(Debug, Default)]
 pub struct Presented {
     /// From `Authorization: Basic` (already form-decoded), if used.
     pub basic: Option<(String, String)>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The client's IP address.
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// Session lifetimes, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// Sliding idle lifetime.
+    pub idle_ttl: i64,
+    /// Fixed lifetime from login.
+    pub absolute_ttl: i64,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -80,6 +97,9 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// Granted scopes, space-separated.
     pub scope: String,
+    /// The session's next refresh token (password and refresh grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// The token endpoint.
@@ -87,19 +107,23 @@ pub struct TokenEndpoint {
     store: Arc<dyn Store>,
     minter: Arc<Minter>,
     digester: SecretDigester,
+    sessions: SessionPolicy,
 }
 
 impl TokenEndpoint {
-    /// An endpoint minting with `minter` and checking secrets with `digester`.
+    /// An endpoint minting with `minter`, checking secrets with `digester`,
+    /// opening sessions under `sessions`.
     pub fn new(
         store: Arc<dyn Store>,
         minter: Arc<Minter>,
         digester: SecretDigester,
+        sessions: SessionPolicy,
     ) -> TokenEndpoint {
         TokenEndpoint {
             store,
             minter,
             digester,
+            sessions,
         }
     }
 
@@ -108,7 +132,7 @@ impl TokenEndpoint {
     pub async fn handle(
         &self,
         params: &HashMap<String, String>,
-        presented: Presented,
+        mut presented: Presented,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let grant_type = params
@@ -125,6 +149,8 @@ impl TokenEndpoint {
                 ),
             ));
         }
+        let user_agent = presented.user_agent.take();
+        let ip = presented.ip;
         let client = self.authenticate(params, presented).await?;
         if !client.grant_types.iter().any(|g| g == grant_type) {
             return Err(OAuthError::new(
@@ -134,12 +160,8 @@ impl TokenEndpoint {
         }
         match grant_type.as_str() {
             "client_credentials" => self.client_credentials(&client, params, now),
-            // Password and refresh-token grants open and rotate sessions; they
-            // are not served yet (see docs/api.md).
-            _ => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                format!("the {grant_type} grant is not available yet on this server"),
-            )),
+            "password" => self.password(&client, params, user_agent, ip, now).await,
+            _ => self.refresh(&client, params, now).await,
         }
     }
 
@@ -280,8 +302,177 @@ impl TokenEndpoint {
             token_type: "Bearer",
             expires_in: self.minter.ttl(),
             scope,
+            refresh_token: None,
         })
     }
+
+    /// RFC 6749 §4.3: the user's password opens a session.
+    async fn password(
+        &self,
+        client: &Client,
+        params: &HashMap<String, String>,
+        user_agent: Option<String>,
+        ip: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let username = params
+            .get("username")
+            .ok_or_else(|| invalid_request("username is required"))?;
+        let secret = params
+            .get("password")
+            .ok_or_else(|| invalid_request("password is required"))?;
+        let scope = Self::scopes(client, params)?;
+        let audiences = Self::audiences(client, params)?;
+        let bad_credentials =
+            || OAuthError::new(ErrorCode::InvalidGrant, "wrong username or password");
+
+        // An impossible username is looked up as nobody: the same Argon2 work is done.
+        let user = match Username::parse(username) {
+            Ok(name) => self
+                .store
+                .user_by_username(name.as_str())
+                .await
+                .map_err(unavailable)?,
+            Err(_) => None,
+        };
+        let stored = user.as_ref().map(|u| u.password_hash.clone());
+        let secret = zeroize::Zeroizing::new(secret.clone());
+        // Argon2 takes tens of milliseconds of CPU: keep it off the I/O threads.
+        let ok = tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
+            .await
+            .unwrap_or(false);
+        let user = match user {
+            Some(u) if ok && !u.disabled => u,
+            _ => return Err(bad_credentials()),
+        };
+
+        let (refresh_token, hash) = refresh::generate();
+        let session = NewSession {
+            id: uuid::Uuid::new_v4(),
+            user_id: user.id,
+            client_id: client.id.clone(),
+            scope: scope.clone(),
+            created_at: now,
+            idle_expires_at: now + self.sessions.idle_ttl.min(self.sessions.absolute_ttl),
+            absolute_expires_at: now + self.sessions.absolute_ttl,
+            user_agent_hash: user_agent.map(|ua| refresh::sha256(ua.as_bytes()).to_vec()),
+            network_prefix: ip.map(refresh::network_prefix),
+        };
+        self.store
+            .create_session(&session, &hash)
+            .await
+            .map_err(unavailable)?;
+        let minted = self
+            .minter
+            .mint(
+                TokenRequest {
+                    sub: user.id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope: scope.clone(),
+                    sid: Some(session.id),
+                },
+                now,
+            )
+            .map_err(mint_error)?;
+        Ok(TokenResponse {
+            access_token: minted.token,
+            token_type: "Bearer",
+            expires_in: self.minter.ttl(),
+            scope,
+            refresh_token: Some(refresh_token.to_string()),
+        })
+    }
+
+    /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
+    async fn refresh(
+        &self,
+        client: &Client,
+        params: &HashMap<String, String>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let presented = params
+            .get("refresh_token")
+            .ok_or_else(|| invalid_request("refresh_token is required"))?;
+        let invalid = || {
+            OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token is invalid, expired or revoked",
+            )
+        };
+        let presented = refresh::hash_presented(presented).ok_or_else(invalid)?;
+        let (next, next_hash) = refresh::generate();
+        let revocation_relevant_until = now + self.minter.ttl();
+        let rotation = self
+            .store
+            .rotate_refresh_token(
+                &presented,
+                &next_hash,
+                &client.id,
+                now,
+                self.sessions.idle_ttl,
+                revocation_relevant_until,
+            )
+            .await
+            .map_err(unavailable)?;
+        let session = match rotation {
+            Rotation::Rotated(session) => session,
+            Rotation::Replayed { session_id } => {
+                tracing::warn!(sid = %session_id, client_id = %client.id, "refresh token replay: session revoked");
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the refresh token was already used; the session has been revoked",
+                ));
+            }
+            Rotation::Invalid => return Err(invalid()),
+        };
+        // A refresh may narrow the session's scopes, never widen them.
+        let scope = match params.get("scope") {
+            None => session.scope.clone(),
+            Some(requested) => {
+                let allowed: Vec<&str> = session.scope.split(' ').collect();
+                let mut granted: Vec<&str> = Vec::new();
+                for s in requested.split(' ').filter(|s| !s.is_empty()) {
+                    if !allowed.contains(&s) {
+                        return Err(OAuthError::new(
+                            ErrorCode::InvalidScope,
+                            format!("scope {s:?} was not granted to this session"),
+                        ));
+                    }
+                    if !granted.contains(&s) {
+                        granted.push(s);
+                    }
+                }
+                granted.join(" ")
+            }
+        };
+        let audiences = Self::audiences(client, params)?;
+        let minted = self
+            .minter
+            .mint(
+                TokenRequest {
+                    sub: session.user_id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope: scope.clone(),
+                    sid: Some(session.id),
+                },
+                now,
+            )
+            .map_err(mint_error)?;
+        Ok(TokenResponse {
+            access_token: minted.token,
+            token_type: "Bearer",
+            expires_in: self.minter.ttl(),
+            scope,
+            refresh_token: Some(next.to_string()),
+        })
+    }
+}
+
+fn unavailable(e: crate::store::StoreError) -> OAuthError {
+    tracing::error!(error = %e, "database error at the token endpoint");
+    OAuthError::new(ErrorCode::TemporarilyUnavailable, "try again shortly")
 }
 
 fn mint_error(e: MintError) -> OAuthError {

@@ -4,8 +4,9 @@
 pub mod audience;
 pub mod endpoint;
 pub mod mint;
+pub mod refresh;
 
 pub use crate::verify::claims::{AccessClaims, Audience};
 pub use audience::{AudienceKeys, EncryptionKey, EncryptionKeyError, Wrapping};
-pub use endpoint::{ErrorCode, OAuthError, Presented, TokenEndpoint, TokenResponse};
+pub use endpoint::{ErrorCode, OAuthError, Presented, SessionPolicy, TokenEndpoint, TokenResponse};
 pub use mint::{MintError, Minted, Minter, TokenRequest};

@@ -279,7 +279,215 @@ async fn malformed_requests_get_clear_4xx(engine: Engine) {
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
+/// A user `alice` (password `correct horse battery`) and a public client `spa`.
+async fn user_and_spa(app: &TestApp) -> String {
+    let user = tessera::store::NewUser {
+        id: uuid::Uuid::new_v4(),
+        username: "alice".into(),
+        password_hash: tessera::auth::password::hash("correct horse battery").unwrap(),
+        totp_secret: None,
+    };
+    app.store.create_user(&user, 0).await.unwrap();
+    add_client(app, "spa", false, &["password", "refresh_token"]).await;
+    user.id.to_string()
+}
+
+fn login_form<'a>(password: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", "password"),
+        ("client_id", "spa"),
+        ("username", "alice"),
+        ("password", password),
+        ("audience", AUD),
+    ]
+}
+
+async fn ok_json(res: reqwest::Response) -> Value {
+    let status = res.status();
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn refresh_form(token: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("refresh_token", token),
+        ("audience", AUD),
+    ]
+}
+
+async fn password_login_then_refresh_chain(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let user_id = user_and_spa(&app).await;
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let verifier = Verifier::builder("http://127.0.0.1:8080", AUD)
+        .static_jwks(jwks)
+        .build()
+        .unwrap();
+
+    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let claims = verifier
+        .verify(login["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(claims.sub, user_id);
+    assert_eq!(claims.client_id, "spa");
+    let sid = claims.sid.clone().expect("user tokens carry sid");
+    let mut refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refresh.len(), 43);
+
+    for _ in 0..3 {
+        let next = ok_json(post(&app, &refresh_form(&refresh), None).await).await;
+        let c = verifier
+            .verify(next["access_token"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(c.sid.as_deref(), Some(sid.as_str()), "same session");
+        assert_ne!(c.jti, claims.jti);
+        let new = next["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(new, refresh, "rotated");
+        refresh = new;
+    }
+    // Narrowing scope on refresh works; widening does not.
+    let narrow = ok_json(
+        post(
+            &app,
+            &[refresh_form(&refresh), vec![("scope", "read")]].concat(),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(narrow["scope"], "read");
+    let refresh = narrow["refresh_token"].as_str().unwrap();
+    let (code, _) = error_of(
+        post(
+            &app,
+            &[refresh_form(refresh), vec![("scope", "read admin")]].concat(),
+            None,
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(code, "invalid_scope");
+}
+
+async fn replayed_refresh_token_kills_the_session(engine: Engine) {
+    let app = spawn_app(engine).await;
+    user_and_spa(&app).await;
+    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let first = login["refresh_token"].as_str().unwrap().to_owned();
+    let second = ok_json(post(&app, &refresh_form(&first), None).await).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (code, description) = error_of(post(&app, &refresh_form(&first), None).await, 400).await;
+    assert_eq!(code, "invalid_grant");
+    assert!(description.contains("already used"), "{description}");
+    // The child token of the replayed one is revoked with the session.
+    assert_eq!(
+        error_of(post(&app, &refresh_form(&second), None).await, 400)
+            .await
+            .0,
+        "invalid_grant"
+    );
+}
+
+async fn concurrent_refreshes_over_http_yield_one_success(engine: Engine) {
+    let app = spawn_app(engine).await;
+    user_and_spa(&app).await;
+    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let token = login["refresh_token"].as_str().unwrap().to_owned();
+    let form = refresh_form(&token);
+    let results = futures_util::future::join_all((0..32).map(|_| post(&app, &form, None))).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 400),
+        "{statuses:?}"
+    );
+}
+
+async fn bad_logins_and_refresh_input(engine: Engine) {
+    let app = spawn_app(engine).await;
+    user_and_spa(&app).await;
+    let (code, wrong) = error_of(post(&app, &login_form("wrong password"), None).await, 400).await;
+    assert_eq!(code, "invalid_grant");
+    let mut unknown = login_form("correct horse battery");
+    unknown[2] = ("username", "mallory");
+    let (code, nobody) = error_of(post(&app, &unknown, None).await, 400).await;
+    assert_eq!(code, "invalid_grant");
+    assert_eq!(wrong, nobody, "no hint whether the user exists");
+    let mut weird = login_form("x");
+    weird[2] = ("username", "аdmin");
+    assert_eq!(
+        error_of(post(&app, &weird, None).await, 400).await.0,
+        "invalid_grant"
+    );
+    let missing = [
+        ("grant_type", "password"),
+        ("client_id", "spa"),
+        ("username", "alice"),
+    ];
+    assert_eq!(
+        error_of(post(&app, &missing, None).await, 400).await.0,
+        "invalid_request"
+    );
+    for garbage in ["x", &"A".repeat(43), &"!".repeat(43), &"A".repeat(5000)] {
+        assert_eq!(
+            error_of(post(&app, &refresh_form(garbage), None).await, 400)
+                .await
+                .0,
+            "invalid_grant",
+            "{garbage}"
+        );
+    }
+    let missing = [("grant_type", "refresh_token"), ("client_id", "spa")];
+    assert_eq!(
+        error_of(post(&app, &missing, None).await, 400).await.0,
+        "invalid_request"
+    );
+
+    // A disabled user can neither log in nor refresh.
+    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    app.store.set_user_disabled("alice", true, 1).await.unwrap();
+    assert_eq!(
+        error_of(
+            post(&app, &login_form("correct horse battery"), None).await,
+            400
+        )
+        .await
+        .0,
+        "invalid_grant"
+    );
+    let refresh = login["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        error_of(post(&app, &refresh_form(refresh), None).await, 400)
+            .await
+            .0,
+        "invalid_grant"
+    );
+}
+
 on_both_engines!(
+    password_login_then_refresh_chain,
+    replayed_refresh_token_kills_the_session,
+    concurrent_refreshes_over_http_yield_one_success,
+    bad_logins_and_refresh_input,
     client_credentials_issues_a_verifiable_token,
     client_authentication_failures,
     grant_scope_and_audience_errors,
