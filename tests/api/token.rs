@@ -292,7 +292,7 @@ async fn user_and_spa(app: &TestApp) -> String {
     user.id.to_string()
 }
 
-fn login_form<'a>(password: &'a str) -> Vec<(&'a str, &'a str)> {
+fn login_form(password: &str) -> Vec<(&str, &str)> {
     vec![
         ("grant_type", "password"),
         ("client_id", "spa"),
