@@ -172,10 +172,19 @@ fn spawn_maintenance(
         loop {
             tick.tick().await;
             let now = chrono::Utc::now().timestamp();
-            if n.is_multiple_of(60)
-                && let Err(e) = keys.rotate_if_due(now).await
-            {
-                tracing::warn!(error = %e, "automatic key rotation failed; will retry");
+            if n.is_multiple_of(60) {
+                if let Err(e) = keys.rotate_if_due(now).await {
+                    tracing::warn!(error = %e, "automatic key rotation failed; will retry");
+                }
+                // Sessions are kept a day past their end (for the admin view
+                // and for clear replay answers), then deleted in batches.
+                match store.purge_expired(now - 86_400, now, 1000).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "purging expired sessions failed; will retry")
+                    }
+                }
             }
             let result = match keys.refresh(now).await {
                 Ok(()) => audiences

@@ -185,6 +185,11 @@ pub trait Sessions: Send + Sync {
 
     /// A session by id.
     async fn session(&self, id: uuid::Uuid) -> StoreResult<Option<Session>>;
+
+    /// Deletes up to `batch` sessions (with their refresh tokens) that
+    /// expired or were revoked before `before`, and revocation entries no
+    /// longer relevant at `now`. Returns the number of sessions deleted.
+    async fn purge_expired(&self, before: i64, now: i64, batch: i64) -> StoreResult<u64>;
 }
 
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.

@@ -398,6 +398,33 @@ macro_rules! portable_sessions {
                 }
             }
 
+            async fn purge_expired(
+                &self,
+                before: i64,
+                now: i64,
+                batch: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                // Small batches keep each statement short; tokens go with
+                // their session (ON DELETE CASCADE).
+                let sessions = sqlx::query(
+                    "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                     WHERE idle_expires_at < $1 OR absolute_expires_at < $1 OR revoked_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations WHERE relevant_until < $1 LIMIT $2)",
+                )
+                .bind(now)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?;
+                Ok(sessions)
+            }
+
             async fn session(
                 &self,
                 id: uuid::Uuid,

@@ -339,3 +339,159 @@ fn keys_and_audiences_from_the_command_line() {
     let out = cli(&["audience", "add", "has space"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `user add`, `user disable` and `client add` as an operator runs them.
+#[test]
+fn users_and_clients_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = random_master_key();
+    let cli = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = tessera(dir.path());
+        cmd.env("TESSERA_MASTER_KEY", &key).args(args);
+        match stdin {
+            None => run(&mut cmd),
+            Some(text) => {
+                use std::io::Write;
+                let mut child = cmd
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(text.as_bytes())
+                    .unwrap();
+                child.wait_with_output().unwrap()
+            }
+        }
+    };
+    let out = cli(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("correct horse battery\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "prints the user id: {id}"
+    );
+
+    let out = cli(
+        &["user", "add", "alice", "--password-stdin"],
+        Some("another password\n"),
+    );
+    assert!(stderr(&out).contains("already exists"));
+    let out = cli(&["user", "add", "bob", "--password-stdin"], Some("short\n"));
+    assert!(stderr(&out).contains("at least 8"));
+    let out = cli(
+        &["user", "add", "\u{430}dmin", "--password-stdin"],
+        Some("long enough pw\n"),
+    );
+    assert!(stderr(&out).contains("USERNAME"), "{}", stderr(&out));
+    let out = cli(&["user", "add", "carol"], None);
+    assert!(
+        stderr(&out).contains("--password-stdin"),
+        "no prompt without a terminal"
+    );
+    assert!(cli(&["user", "disable", "alice"], None).status.success());
+    assert!(stderr(&cli(&["user", "disable", "nobody"], None)).contains("no user named nobody"));
+
+    let out = cli(
+        &[
+            "client",
+            "add",
+            "backend",
+            "--confidential",
+            "--scope",
+            "read",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret="))
+        .expect("secret printed once");
+    assert_eq!(secret.len(), 43);
+    assert!(stderr(&out).contains("cannot be shown again"));
+    // The secret is not stored in readable form.
+    let mut db = std::fs::read(dir.path().join("data/tessera.db")).unwrap();
+    db.extend(std::fs::read(dir.path().join("data/tessera.db-wal")).unwrap_or_default());
+    assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+
+    let refused = [
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--grant",
+                "client_credentials",
+            ],
+            "--confidential",
+        ),
+        (
+            vec!["client", "add", "x", "--public", "--cookie"],
+            "--origin",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--confidential",
+                "--scope",
+                "tessera:admin",
+            ],
+            "--admin",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--origin",
+                "https://app.example/path",
+            ],
+            "no path",
+        ),
+        (vec!["client", "add", "x/y", "--public"], "CLIENT_ID"),
+        (
+            vec!["client", "add", "x", "--public", "--scope", "a\"b"],
+            "--scope",
+        ),
+        (
+            vec!["client", "add", "backend", "--public"],
+            "already exists",
+        ),
+    ];
+    for (args, expected) in refused {
+        let out = cli(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = cli(
+        &[
+            "client",
+            "add",
+            "spa",
+            "--public",
+            "--cookie",
+            "--origin",
+            "https://app.example/",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("client_secret"));
+}

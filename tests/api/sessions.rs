@@ -213,9 +213,63 @@ async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: En
     assert_eq!(rotate(&s.store, 1, 2, T0 + 12).await, Rotation::Invalid);
 }
 
+async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
+    let s = test_store(engine).await;
+    let (user, live) = login(&s.store).await;
+    let short = Uuid::new_v4();
+    s.store
+        .create_session(
+            &NewSession {
+                id: short,
+                user_id: user,
+                client_id: "spa".into(),
+                scope: "read".into(),
+                created_at: T0,
+                idle_expires_at: T0 + 10,
+                absolute_expires_at: T0 + ABSOLUTE,
+                user_agent_hash: None,
+                network_prefix: None,
+            },
+            &token(50),
+        )
+        .await
+        .unwrap();
+    s.raw
+        .execute("INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('jti', 'old', 1, 50)", &[])
+        .await
+        .unwrap();
+    let purged = s
+        .store
+        .purge_expired(T0 + 100, T0 + 100, 1000)
+        .await
+        .unwrap();
+    assert_eq!(purged, 1);
+    assert!(s.store.session(short).await.unwrap().is_none());
+    assert!(s.store.session(live).await.unwrap().is_some());
+    assert_eq!(
+        s.raw
+            .text("SELECT CAST(COUNT(*) AS TEXT) FROM refresh_tokens")
+            .await,
+        "1",
+        "tokens go with their session"
+    );
+    assert_eq!(
+        s.raw
+            .text("SELECT CAST(COUNT(*) AS TEXT) FROM revocations")
+            .await,
+        "0"
+    );
+    // The live session still rotates.
+    assert!(matches!(
+        rotate(&s.store, 0, 1, T0 + 200).await,
+        Rotation::Rotated(_)
+    ));
+}
+
 on_both_engines!(
     a_chain_of_rotations_slides_the_idle_expiry,
     replaying_a_consumed_token_revokes_the_session,
     exactly_one_of_many_concurrent_refreshes_wins,
     expired_foreign_and_disabled_are_invalid_and_consume_nothing,
+    expired_sessions_are_purged_and_live_ones_kept,
 );
