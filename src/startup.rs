@@ -42,7 +42,7 @@ impl Application {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
         let digester = SecretDigester::new(&master_key);
-        let keys = open_key_ring(&config, store.clone(), master_key).await?;
+        let keys = open_key_ring(&config, store.clone(), master_key.clone()).await?;
         let audiences = Arc::new(AudienceKeys::default());
         audiences.refresh(store.as_ref()).await?;
         let minter = Arc::new(Minter::new(
@@ -60,6 +60,7 @@ impl Application {
             minter.clone(),
             digester,
             sessions,
+            master_key,
         ));
         let maintenance = spawn_maintenance(keys.clone(), audiences, store.clone());
 

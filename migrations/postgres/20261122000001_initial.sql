@@ -12,6 +12,7 @@ CREATE TABLE users (
     username      TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,              -- Argon2id PHC string
     totp_secret   BYTEA,                      -- sealed under the master key
+    totp_last_step BIGINT,                    -- last accepted TOTP step (codes work once)
     disabled      BOOLEAN NOT NULL DEFAULT FALSE,
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL

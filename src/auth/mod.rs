@@ -3,3 +3,4 @@
 pub mod client;
 pub mod names;
 pub mod password;
+pub mod totp;

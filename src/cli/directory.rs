@@ -23,6 +23,9 @@ pub enum UserCommand {
         /// Read the password from standard input (first line) instead of prompting.
         #[arg(long)]
         password_stdin: bool,
+        /// Enrol a TOTP second factor; prints an otpauth:// URI for an authenticator app.
+        #[arg(long)]
+        totp: bool,
     },
     /// Disable a user: no more logins or refreshes.
     Disable {
@@ -82,16 +85,26 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
         UserCommand::Add {
             username,
             password_stdin,
+            totp,
         } => {
             let username = Username::parse(&username).context("USERNAME")?;
             let password = read_password(password_stdin)?;
             let password_hash = password::hash(&password)?;
             let store = open_store(config, Migrations::Apply).await?;
+            let id = uuid::Uuid::new_v4();
+            let totp_secret = if totp {
+                let master = load_master_key(config, store.as_ref()).await?;
+                let secret = crate::auth::totp::new_secret();
+                let sealed = master.seal(&secret, &crate::auth::totp::seal_context(id));
+                Some((sealed, secret))
+            } else {
+                None
+            };
             let user = NewUser {
-                id: uuid::Uuid::new_v4(),
+                id,
                 username: username.as_str().to_owned(),
                 password_hash,
-                totp_secret: None,
+                totp_secret: totp_secret.as_ref().map(|(sealed, _)| sealed.clone()),
             };
             let created = store
                 .create_user(&user, chrono::Utc::now().timestamp())
@@ -101,6 +114,12 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
                 Ok(u) => println!("{}", u.id),
                 Err(StoreError::Conflict(_)) => bail!("user {username} already exists"),
                 Err(e) => return Err(e.into()),
+            }
+            if let Some((_, secret)) = totp_secret {
+                println!(
+                    "{}",
+                    crate::auth::totp::uri(&secret, username.as_str(), &config.issuer)
+                );
             }
         }
         UserCommand::Disable { username } => {

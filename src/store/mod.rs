@@ -132,6 +132,10 @@ pub trait Directory: Send + Sync {
         now: i64,
     ) -> StoreResult<bool>;
 
+    /// Records TOTP `step` as used if it is later than the last one; false
+    /// if it is not (the code was already used: refuse it).
+    async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> StoreResult<bool>;
+
     /// Registers a client; `Conflict` if the id is taken.
     async fn create_client(&self, client: &NewClient, now: i64) -> StoreResult<Client>;
     /// Finds a client by its `client_id`.

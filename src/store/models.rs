@@ -14,6 +14,8 @@ pub struct User {
     pub password_hash: String,
     /// TOTP secret sealed under the master key, if enrolled.
     pub totp_secret: Option<Vec<u8>>,
+    /// The last TOTP step accepted (a code is accepted once).
+    pub totp_last_step: Option<i64>,
     /// A disabled user can neither log in nor refresh.
     pub disabled: bool,
     /// Unix seconds.

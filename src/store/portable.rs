@@ -146,6 +146,18 @@ macro_rules! portable_directory {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
+                     AND (totp_last_step IS NULL OR totp_last_step < $2)",
+                )
+                .bind(user)
+                .bind(step)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn create_client(
                 &self,
                 client: &$crate::store::NewClient,

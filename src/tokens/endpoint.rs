@@ -108,6 +108,7 @@ pub struct TokenEndpoint {
     minter: Arc<Minter>,
     digester: SecretDigester,
     sessions: SessionPolicy,
+    master: crate::keys::master::MasterKey,
 }
 
 impl TokenEndpoint {
@@ -118,12 +119,14 @@ impl TokenEndpoint {
         minter: Arc<Minter>,
         digester: SecretDigester,
         sessions: SessionPolicy,
+        master: crate::keys::master::MasterKey,
     ) -> TokenEndpoint {
         TokenEndpoint {
             store,
             minter,
             digester,
             sessions,
+            master,
         }
     }
 
@@ -345,6 +348,39 @@ impl TokenEndpoint {
             Some(u) if ok && !u.disabled => u,
             _ => return Err(bad_credentials()),
         };
+        // The second factor is asked for only once the password is right.
+        if let Some(sealed) = &user.totp_secret {
+            let Some(code) = params.get("otp") else {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "a one-time password is required for this user: send it in the otp parameter",
+                ));
+            };
+            let secret = self
+                .master
+                .open(sealed, &crate::auth::totp::seal_context(user.id))
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot open a TOTP secret");
+                    OAuthError::new(ErrorCode::ServerError, "the login could not be checked")
+                })?;
+            let wrong = || {
+                OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "wrong or already used one-time password",
+                )
+            };
+            let step = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
+                .ok_or_else(wrong)?;
+            // Atomic: two logins racing with the same code cannot both pass.
+            if !self
+                .store
+                .use_totp_step(user.id, step)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(wrong());
+            }
+        }
 
         let (refresh_token, hash) = refresh::generate();
         let session = NewSession {

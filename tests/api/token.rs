@@ -483,7 +483,57 @@ async fn bad_logins_and_refresh_input(engine: Engine) {
     );
 }
 
+async fn totp_users_need_a_fresh_code(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let master = MasterKey::from_base64(app.master_key()).unwrap();
+    let id = uuid::Uuid::new_v4();
+    let secret = tessera::auth::totp::new_secret();
+    let user = tessera::store::NewUser {
+        id,
+        username: "alice".into(),
+        password_hash: tessera::auth::password::hash("correct horse battery").unwrap(),
+        totp_secret: Some(master.seal(&secret, &tessera::auth::totp::seal_context(id))),
+    };
+    app.store.create_user(&user, 0).await.unwrap();
+    add_client(&app, "spa", false, &["password", "refresh_token"]).await;
+
+    // Without a code, and with a wrong password, the errors differ only after the password.
+    let (code, d) = error_of(
+        post(&app, &login_form("correct horse battery"), None).await,
+        400,
+    )
+    .await;
+    assert_eq!(code, "invalid_grant");
+    assert!(d.contains("one-time password is required"), "{d}");
+    let (_, d) = error_of(post(&app, &login_form("wrong password"), None).await, 400).await;
+    assert!(
+        !d.contains("one-time"),
+        "no hint about the second factor before the password: {d}"
+    );
+
+    let now = chrono::Utc::now().timestamp();
+    let otp = tessera::auth::totp::code_at(&secret, now);
+    let wrong = if otp == "000000" { "111111" } else { "000000" };
+    let with_wrong = [login_form("correct horse battery"), vec![("otp", wrong)]].concat();
+    let with_right = [
+        login_form("correct horse battery"),
+        vec![("otp", otp.as_str())],
+    ]
+    .concat();
+    assert_eq!(
+        error_of(post(&app, &with_wrong, None).await, 400).await.0,
+        "invalid_grant"
+    );
+    let ok = ok_json(post(&app, &with_right, None).await).await;
+    assert!(ok["refresh_token"].is_string());
+    // The same code cannot be used twice.
+    let (code, d) = error_of(post(&app, &with_right, None).await, 400).await;
+    assert_eq!(code, "invalid_grant");
+    assert!(d.contains("already used"), "{d}");
+}
+
 on_both_engines!(
+    totp_users_need_a_fresh_code,
     password_login_then_refresh_chain,
     replayed_refresh_token_kills_the_session,
     concurrent_refreshes_over_http_yield_one_success,
