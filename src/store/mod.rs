@@ -190,6 +190,16 @@ pub trait Sessions: Send + Sync {
     /// A session by id.
     async fn session(&self, id: uuid::Uuid) -> StoreResult<Option<Session>>;
 
+    /// Revokes a session and its refresh tokens and lists its `sid` as
+    /// revoked until `revocation_relevant_until`; false if already revoked.
+    async fn revoke_session(
+        &self,
+        id: uuid::Uuid,
+        now: i64,
+        reason: &str,
+        revocation_relevant_until: i64,
+    ) -> StoreResult<bool>;
+
     /// Deletes up to `batch` sessions (with their refresh tokens) that
     /// expired or were revoked before `before`, and revocation entries no
     /// longer relevant at `now`. Returns the number of sessions deleted.

@@ -284,7 +284,46 @@ macro_rules! portable_directory {
 /// and the single writer (SQLite) make the conditional `UPDATE … WHERE state
 /// = 'active'` the point where concurrent uses of one token are decided.
 macro_rules! portable_sessions {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Revokes a session, its active refresh tokens, and lists its
+            /// `sid` as revoked, inside the caller's transaction. True if it
+            /// was live (a second revocation records nothing new).
+            async fn revoke_session_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                id: uuid::Uuid,
+                now: i64,
+                reason: &str,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let revoked = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(reason)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                if revoked {
+                    sqlx::query(
+                        "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('sid', $1, $2, $3)",
+                    )
+                    .bind(id.to_string())
+                    .bind(now)
+                    .bind(relevant_until)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(revoked)
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Sessions for $store {
             async fn create_session(
@@ -380,34 +419,26 @@ macro_rules! portable_sessions {
                 .await?;
                 match known {
                     Some((session_id, state, owner)) if state == "consumed" && owner == client_id => {
-                        let revoked = sqlx::query(
-                            "UPDATE sessions SET revoked_at = $2, revoke_reason = 'refresh token replay' \
-                             WHERE id = $1 AND revoked_at IS NULL",
-                        )
-                        .bind(session_id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                        sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
-                            .bind(session_id)
-                            .execute(&mut *tx)
+                        Self::revoke_session_in(&mut tx, session_id, now, "refresh token replay", revocation_relevant_until)
                             .await?;
-                        if revoked == 1 {
-                            sqlx::query(
-                                "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('sid', $1, $2, $3)",
-                            )
-                            .bind(session_id.to_string())
-                            .bind(now)
-                            .bind(revocation_relevant_until)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
                         tx.commit().await?;
                         Ok(Rotation::Replayed { session_id })
                     }
                     _ => Ok(Rotation::Invalid),
                 }
+            }
+
+            async fn revoke_session(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+                reason: &str,
+                revocation_relevant_until: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.pool.begin().await?;
+                let revoked = Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until).await?;
+                tx.commit().await?;
+                Ok(revoked)
             }
 
             async fn purge_expired(

@@ -58,4 +58,4 @@ impl PgStore {
 
 portable_lifecycle!(PgStore, Engine::Postgres);
 portable_directory!(PgStore);
-portable_sessions!(PgStore);
+portable_sessions!(PgStore, sqlx::Postgres);

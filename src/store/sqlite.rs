@@ -73,4 +73,4 @@ impl SqliteStore {
 
 portable_lifecycle!(SqliteStore, Engine::Sqlite);
 portable_directory!(SqliteStore);
-portable_sessions!(SqliteStore);
+portable_sessions!(SqliteStore, sqlx::Sqlite);

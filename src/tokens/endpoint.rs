@@ -164,7 +164,7 @@ impl TokenEndpoint {
         match grant_type.as_str() {
             "client_credentials" => self.client_credentials(&client, params, now),
             "password" => self.password(&client, params, user_agent, ip, now).await,
-            _ => self.refresh(&client, params, now).await,
+            _ => self.refresh(&client, params, user_agent, ip, now).await,
         }
     }
 
@@ -425,6 +425,8 @@ impl TokenEndpoint {
         &self,
         client: &Client,
         params: &HashMap<String, String>,
+        user_agent: Option<String>,
+        ip: Option<std::net::IpAddr>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = params
@@ -462,6 +464,32 @@ impl TokenEndpoint {
             }
             Rotation::Invalid => return Err(invalid()),
         };
+        // The session is bound to the browser (User-Agent hash) and the
+        // network (/24 or /48) it was opened from.
+        let ua_changed = session.user_agent_hash.is_some()
+            && user_agent.map(|ua| refresh::sha256(ua.as_bytes()).to_vec())
+                != session.user_agent_hash;
+        let network_changed = session.network_prefix.is_some()
+            && ip.map(refresh::network_prefix) != session.network_prefix;
+        if ua_changed || network_changed {
+            tracing::warn!(
+                sid = %session.id,
+                client_id = %client.id,
+                ua_changed,
+                network_changed,
+                "session used from a different browser or network"
+            );
+            if client.on_binding_change == "revoke" {
+                self.store
+                    .revoke_session(session.id, now, "binding change", revocation_relevant_until)
+                    .await
+                    .map_err(unavailable)?;
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the session was revoked: it was used from a different browser or network",
+                ));
+            }
+        }
         // A refresh may narrow the session's scopes, never widen them.
         let scope = match params.get("scope") {
             None => session.scope.clone(),

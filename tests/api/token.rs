@@ -532,7 +532,64 @@ async fn totp_users_need_a_fresh_code(engine: Engine) {
     assert!(d.contains("already used"), "{d}");
 }
 
+async fn a_changed_browser_revokes_when_the_client_says_so(engine: Engine) {
+    let app = spawn_app(engine).await;
+    user_and_spa(&app).await;
+    let strict = NewClient {
+        id: "strict".into(),
+        secret_digest: None,
+        grant_types: vec!["password".into(), "refresh_token".into()],
+        scopes: vec!["read".into()],
+        audiences: vec![AUD.into()],
+        origins: vec![],
+        cookie: false,
+        admin: false,
+        on_binding_change: "revoke".into(),
+    };
+    app.store.create_client(&strict, 0).await.unwrap();
+
+    let send = |ua: &'static str, form: Vec<(String, String)>| {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        app.client
+            .post(format!("{}/oauth/token", app.address))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("user-agent", ua)
+            .body(body)
+            .send()
+    };
+    let owned = |v: Vec<(&str, &str)>| {
+        v.into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    for (client, expect_revoke) in [("spa", false), ("strict", true)] {
+        let mut login = login_form("correct horse battery");
+        login[1] = ("client_id", client);
+        let res = send("Browser A", owned(login)).await;
+        let body = ok_json(res.unwrap()).await;
+        let rt = body["refresh_token"].as_str().unwrap().to_owned();
+        let mut form = refresh_form(&rt);
+        form[1] = ("client_id", client);
+        let res = send("Browser B", owned(form)).await;
+        let res = res.unwrap();
+        if expect_revoke {
+            let (code, d) = error_of(res, 400).await;
+            assert_eq!(code, "invalid_grant");
+            assert!(d.contains("different browser"), "{d}");
+        } else {
+            let next = ok_json(res).await;
+            assert!(
+                next["refresh_token"].is_string(),
+                "audit-only policy keeps the session"
+            );
+        }
+    }
+}
+
 on_both_engines!(
+    a_changed_browser_revokes_when_the_client_says_so,
     totp_users_need_a_fresh_code,
     password_login_then_refresh_chain,
     replayed_refresh_token_kills_the_session,
