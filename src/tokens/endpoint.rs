@@ -234,19 +234,8 @@ impl TokenEndpoint {
         match params.get("scope") {
             None => Ok(client.scopes.join(" ")),
             Some(requested) => {
-                let mut granted: Vec<&str> = Vec::new();
-                for s in requested.split(' ').filter(|s| !s.is_empty()) {
-                    if !client.scopes.iter().any(|a| a == s) {
-                        return Err(OAuthError::new(
-                            ErrorCode::InvalidScope,
-                            format!("scope {s:?} is not allowed for client {}", client.id),
-                        ));
-                    }
-                    if !granted.contains(&s) {
-                        granted.push(s);
-                    }
-                }
-                Ok(granted.join(" "))
+                let allowed: Vec<&str> = client.scopes.iter().map(String::as_str).collect();
+                narrow(&allowed, requested, &format!("client {}", client.id))
             }
         }
     }
@@ -287,26 +276,17 @@ impl TokenEndpoint {
         }
         let scope = Self::scopes(client, params)?;
         let audiences = Self::audiences(client, params)?;
-        let minted = self
-            .minter
-            .mint(
-                TokenRequest {
-                    sub: client.id.clone(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope: scope.clone(),
-                    sid: None,
-                },
-                now,
-            )
-            .map_err(mint_error)?;
-        Ok(TokenResponse {
-            access_token: minted.token,
-            token_type: "Bearer",
-            expires_in: self.minter.ttl(),
-            scope,
-            refresh_token: None,
-        })
+        self.respond(
+            TokenRequest {
+                sub: client.id.clone(),
+                audiences,
+                client_id: client.id.clone(),
+                scope,
+                sid: None,
+            },
+            None,
+            now,
+        )
     }
 
     /// RFC 6749 §4.3: the user's password opens a session.
@@ -398,26 +378,17 @@ impl TokenEndpoint {
             .create_session(&session, &hash)
             .await
             .map_err(unavailable)?;
-        let minted = self
-            .minter
-            .mint(
-                TokenRequest {
-                    sub: user.id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope: scope.clone(),
-                    sid: Some(session.id),
-                },
-                now,
-            )
-            .map_err(mint_error)?;
-        Ok(TokenResponse {
-            access_token: minted.token,
-            token_type: "Bearer",
-            expires_in: self.minter.ttl(),
-            scope,
-            refresh_token: Some(refresh_token.to_string()),
-        })
+        self.respond(
+            TokenRequest {
+                sub: user.id.to_string(),
+                audiences,
+                client_id: client.id.clone(),
+                scope,
+                sid: Some(session.id),
+            },
+            Some(refresh_token.to_string()),
+            now,
+        )
     }
 
     /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
@@ -495,43 +466,60 @@ impl TokenEndpoint {
             None => session.scope.clone(),
             Some(requested) => {
                 let allowed: Vec<&str> = session.scope.split(' ').collect();
-                let mut granted: Vec<&str> = Vec::new();
-                for s in requested.split(' ').filter(|s| !s.is_empty()) {
-                    if !allowed.contains(&s) {
-                        return Err(OAuthError::new(
-                            ErrorCode::InvalidScope,
-                            format!("scope {s:?} was not granted to this session"),
-                        ));
-                    }
-                    if !granted.contains(&s) {
-                        granted.push(s);
-                    }
-                }
-                granted.join(" ")
+                narrow(&allowed, requested, "this session")?
             }
         };
         let audiences = Self::audiences(client, params)?;
-        let minted = self
-            .minter
-            .mint(
-                TokenRequest {
-                    sub: session.user_id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope: scope.clone(),
-                    sid: Some(session.id),
-                },
-                now,
-            )
-            .map_err(mint_error)?;
+        self.respond(
+            TokenRequest {
+                sub: session.user_id.to_string(),
+                audiences,
+                client_id: client.id.clone(),
+                scope,
+                sid: Some(session.id),
+            },
+            Some(next.to_string()),
+            now,
+        )
+    }
+}
+
+impl TokenEndpoint {
+    /// Mints the access token and builds the §5.1 response.
+    fn respond(
+        &self,
+        request: TokenRequest,
+        refresh_token: Option<String>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let scope = request.scope.clone();
+        let minted = self.minter.mint(request, now).map_err(mint_error)?;
         Ok(TokenResponse {
             access_token: minted.token,
             token_type: "Bearer",
             expires_in: self.minter.ttl(),
             scope,
-            refresh_token: Some(next.to_string()),
+            refresh_token,
         })
     }
+}
+
+/// The requested scopes if each is in `allowed` (deduplicated, in request
+/// order), else `invalid_scope` naming the first that is not.
+fn narrow(allowed: &[&str], requested: &str, whose: &str) -> Result<String, OAuthError> {
+    let mut granted: Vec<&str> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !allowed.contains(&s) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidScope,
+                format!("scope {s:?} is not allowed for {whose}"),
+            ));
+        }
+        if !granted.contains(&s) {
+            granted.push(s);
+        }
+    }
+    Ok(granted.join(" "))
 }
 
 fn unavailable(e: crate::store::StoreError) -> OAuthError {
