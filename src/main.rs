@@ -5,6 +5,7 @@ use tessera::cli::{Cli, run};
 use tessera::config::Config;
 
 fn main() -> ExitCode {
+    tessera::telemetry::bound_allocator_retention();
     let cli = Cli::parse();
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,

@@ -109,6 +109,8 @@ pub struct TokenEndpoint {
     digester: SecretDigester,
     sessions: SessionPolicy,
     master: crate::keys::master::MasterKey,
+    /// Bounds concurrent Argon2 computations (memory: 19 MiB each).
+    password_slots: tokio::sync::Semaphore,
 }
 
 impl TokenEndpoint {
@@ -127,6 +129,9 @@ impl TokenEndpoint {
             digester,
             sessions,
             master,
+            password_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -320,10 +325,17 @@ impl TokenEndpoint {
         };
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let secret = zeroize::Zeroizing::new(secret.clone());
-        // Argon2 takes tens of milliseconds of CPU: keep it off the I/O threads.
-        let ok = tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
-            .await
-            .unwrap_or(false);
+        // Argon2 takes tens of milliseconds of CPU and 19 MiB of memory: run
+        // it off the I/O threads, and only a few at a time, so a burst of
+        // logins queues instead of growing memory without bound.
+        let ok = {
+            let _slot = self.password_slots.acquire().await.map_err(|_| {
+                OAuthError::new(ErrorCode::TemporarilyUnavailable, "try again shortly")
+            })?;
+            tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
+                .await
+                .unwrap_or(false)
+        };
         let user = match user {
             Some(u) if ok && !u.disabled => u,
             _ => return Err(bad_credentials()),
