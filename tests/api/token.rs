@@ -11,6 +11,20 @@ use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app};
 
 const AUD: &str = "https://api.example";
 
+/// A verifier for `AUD` holding the app's current JWKS.
+async fn app_verifier(app: &TestApp) -> Verifier {
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    Verifier::builder("http://127.0.0.1:8080", AUD)
+        .static_jwks(jwks)
+        .build()
+        .unwrap()
+}
+
 /// Registers a client directly in the app's database; returns its secret.
 async fn add_client(app: &TestApp, id: &str, confidential: bool, grants: &[&str]) -> String {
     let digester = SecretDigester::new(&MasterKey::from_base64(app.master_key()).unwrap());
@@ -86,16 +100,7 @@ async fn client_credentials_issues_a_verifiable_token(engine: Engine) {
         "no refresh token for client_credentials"
     );
 
-    let jwks = app
-        .get("/.well-known/jwks.json")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let verifier = Verifier::builder("http://127.0.0.1:8080", AUD)
-        .static_jwks(jwks)
-        .build()
-        .unwrap();
+    let verifier = app_verifier(&app).await;
     let claims = verifier
         .verify(body["access_token"].as_str().unwrap())
         .await
@@ -322,16 +327,7 @@ fn refresh_form(token: &str) -> Vec<(&str, &str)> {
 async fn password_login_then_refresh_chain(engine: Engine) {
     let app = spawn_app(engine).await;
     let user_id = user_and_spa(&app).await;
-    let jwks = app
-        .get("/.well-known/jwks.json")
-        .await
-        .text()
-        .await
-        .unwrap();
-    let verifier = Verifier::builder("http://127.0.0.1:8080", AUD)
-        .static_jwks(jwks)
-        .build()
-        .unwrap();
+    let verifier = app_verifier(&app).await;
 
     let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
     let claims = verifier
