@@ -57,7 +57,7 @@ impl Application {
         };
         let token_endpoint = Arc::new(TokenEndpoint::new(
             store.clone(),
-            minter.clone(),
+            minter,
             digester,
             sessions,
             master_key,
@@ -71,7 +71,6 @@ impl Application {
             store: store.clone(),
             config: Arc::new(config),
             keys,
-            minter,
             token_endpoint,
         };
         let server = run(listener, state)?;

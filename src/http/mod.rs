@@ -15,7 +15,7 @@ use actix_web::{HttpResponse, web};
 use crate::config::Config;
 use crate::keys::keyring::KeyRing;
 use crate::store::Store;
-use crate::tokens::{Minter, TokenEndpoint};
+use crate::tokens::TokenEndpoint;
 
 pub use request_log::request_log;
 
@@ -28,8 +28,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Signing keys and the JWKS.
     pub keys: Arc<KeyRing>,
-    /// Access-token minting.
-    pub minter: Arc<Minter>,
     /// `POST /oauth/token` logic.
     pub token_endpoint: Arc<TokenEndpoint>,
 }

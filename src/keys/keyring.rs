@@ -244,23 +244,23 @@ impl KeyRing {
     pub async fn refresh(&self, now: i64) -> Result<(), KeyRingError> {
         let rows = self.store.signing_keys(now).await?;
         let old = self.snapshot();
-        let mut pairs = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let pair = match old.pairs.get(&row.kid) {
-                Some(pair) => pair.clone(),
-                None => Arc::new(self.unseal(row)?),
-            };
-            pairs.insert(row.kid.clone(), pair);
-        }
-        let jwks = Jwks {
-            keys: rows
-                .iter()
-                .filter_map(|k| pairs.get(&k.kid))
-                .map(|p| p.public_jwk())
-                .collect(),
-        };
-        let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
         if old.rows != rows {
+            let mut pairs = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let pair = match old.pairs.get(&row.kid) {
+                    Some(pair) => pair.clone(),
+                    None => Arc::new(self.unseal(row)?),
+                };
+                pairs.insert(row.kid.clone(), pair);
+            }
+            let jwks = Jwks {
+                keys: rows
+                    .iter()
+                    .filter_map(|k| pairs.get(&k.kid))
+                    .map(|p| p.public_jwk())
+                    .collect(),
+            };
+            let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
             *self.current.write().expect("key ring lock") =
                 Arc::new(Snapshot { pairs, rows, jwks });
         }
