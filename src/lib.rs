@@ -14,6 +14,8 @@
 #![warn(missing_docs)]
 
 #[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
 pub mod auth;
 #[cfg(feature = "server")]
 pub mod cli;
@@ -23,6 +25,8 @@ pub mod config;
 pub mod http;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod revocation;
 #[cfg(feature = "server")]
 pub mod startup;
 #[cfg(feature = "server")]

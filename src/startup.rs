@@ -9,13 +9,17 @@ use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
 
+use crate::audit::Auditor;
+use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
 use crate::config::{Config, MasterKeySetting};
 use crate::http::{AppState, not_found, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
+use crate::revocation::{RevocationCache, Revoker};
 use crate::store::{self, Store};
-use crate::tokens::{AudienceKeys, Minter, SessionPolicy, TokenEndpoint};
+use crate::tokens::{AudienceKeys, ClientAuthenticator, Minter, SessionPolicy, TokenEndpoint};
+use crate::verify::Verifier;
 
 /// What to do about the database schema at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +36,8 @@ pub struct Application {
     server: Server,
     store: Arc<dyn Store>,
     maintenance: tokio::task::JoinHandle<()>,
+    revocations: tokio::task::JoinHandle<()>,
+    audit_writer: tokio::task::JoinHandle<()>,
     signals: ShutdownSignals,
 }
 
@@ -41,8 +47,42 @@ impl Application {
     pub async fn build(config: Config, migrations: Migrations) -> anyhow::Result<Application> {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
-        let digester = SecretDigester::new(&master_key);
+        let clients = Arc::new(ClientAuthenticator::new(
+            store.clone(),
+            SecretDigester::new(&master_key),
+        ));
         let keys = open_key_ring(&config, store.clone(), master_key.clone()).await?;
+        let now = chrono::Utc::now().timestamp();
+        let cache = RevocationCache::load(store.clone(), now)
+            .await
+            .context("loading the revocation list")?;
+        let (auditor, audit_writer) = Auditor::spawn(store.clone());
+        let access_ttl = config.access_token_ttl.as_secs() as i64;
+        // Our own tokens: keys from the ring, any audience (callers compare
+        // `aud` with what they may see), revocations applied, no leeway.
+        let verifier = Verifier::builder(config.issuer.clone(), config.issuer.clone())
+            .key_provider(keys.clone())
+            .revocations(cache.set())
+            .leeway(std::time::Duration::ZERO)
+            .any_audience()
+            .build()
+            .context("building the token verifier")?;
+        let revoker = Arc::new(Revoker::new(
+            store.clone(),
+            cache.clone(),
+            verifier,
+            auditor.clone(),
+            config.issuer.clone(),
+            access_ttl,
+        ));
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            master_key.clone(),
+            auditor.clone(),
+            Some(cache.clone()),
+            config.issuer.clone(),
+            access_ttl,
+        ));
         let audiences = Arc::new(AudienceKeys::default());
         audiences.refresh(store.as_ref()).await?;
         let minter = Arc::new(Minter::new(
@@ -54,15 +94,20 @@ impl Application {
         let sessions = SessionPolicy {
             idle_ttl: config.refresh_idle_ttl.as_secs() as i64,
             absolute_ttl: config.refresh_absolute_ttl.as_secs() as i64,
+            reuse_grace: config.refresh_reuse_grace.as_secs() as i64,
         };
         let token_endpoint = Arc::new(TokenEndpoint::new(
             store.clone(),
             minter,
-            digester,
+            clients.clone(),
             sessions,
             master_key,
+            auditor.clone(),
+            cache.clone(),
         ));
-        let maintenance = spawn_maintenance(keys.clone(), audiences, store.clone());
+        let maintenance =
+            spawn_maintenance(keys.clone(), audiences, store.clone(), auditor.clone());
+        let revocations = cache.spawn();
 
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("TESSERA_LISTEN: cannot listen on {}", config.listen))?;
@@ -72,6 +117,10 @@ impl Application {
             config: Arc::new(config),
             keys,
             token_endpoint,
+            clients,
+            revoker,
+            accounts,
+            auditor,
         };
         let server = run(listener, state)?;
         // Installed before `build` returns, so a SIGTERM that arrives as soon
@@ -82,6 +131,8 @@ impl Application {
             server,
             store,
             maintenance,
+            revocations,
+            audit_writer,
             signals,
         })
     }
@@ -112,6 +163,16 @@ impl Application {
             }
         };
         self.maintenance.abort();
+        self.revocations.abort();
+        // The server (and with it every auditor clone) is gone: the writer
+        // stores what is queued and ends.
+        if tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit events still queued at shutdown could not be stored in time");
+            self.audit_writer.abort();
+        }
         tracing::info!("server stopped; closing database connections");
         self.store.close().await;
         result
@@ -162,6 +223,7 @@ fn spawn_maintenance(
     keys: Arc<KeyRing>,
     audiences: Arc<AudienceKeys>,
     store: Arc<dyn Store>,
+    auditor: Auditor,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -173,8 +235,21 @@ fn spawn_maintenance(
             tick.tick().await;
             let now = chrono::Utc::now().timestamp();
             if n.is_multiple_of(60) {
-                if let Err(e) = keys.rotate_if_due(now).await {
-                    tracing::warn!(error = %e, "automatic key rotation failed; will retry");
+                match keys.rotate_if_due(now).await {
+                    Ok(None) => {}
+                    Ok(Some(added)) => {
+                        auditor
+                            .record_durable(
+                                crate::audit::Event::new("system", "key_rotated")
+                                    .subject(&added.kid)
+                                    .detail("activate_at", added.activate_at)
+                                    .detail("automatic", true),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "automatic key rotation failed; will retry")
+                    }
                 }
                 // Sessions are kept a day past their end (for the admin view
                 // and for clear replay answers), then deleted in batches.

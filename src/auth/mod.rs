@@ -1,5 +1,6 @@
 //! Users, passwords and clients: who may obtain tokens, and how they prove it.
 
+pub mod accounts;
 pub mod client;
 pub mod names;
 pub mod password;

@@ -31,14 +31,20 @@ pub enum PasswordError {
     TooLong,
 }
 
-/// Hashes a new password into a PHC string.
-pub fn hash(password: &str) -> Result<String, PasswordError> {
+/// Whether `password` is acceptable as a new password.
+pub fn check_new(password: &str) -> Result<(), PasswordError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(PasswordError::TooShort);
     }
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(PasswordError::TooLong);
     }
+    Ok(())
+}
+
+/// Hashes a new password into a PHC string.
+pub fn hash(password: &str) -> Result<String, PasswordError> {
+    check_new(password)?;
     let mut salt = [0u8; 16];
     SystemRandom::new().fill(&mut salt).expect("CSPRNG");
     let salt = SaltString::encode_b64(&salt).expect("16-byte salt encodes");

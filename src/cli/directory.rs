@@ -6,12 +6,15 @@ use anyhow::{Context, bail};
 use clap::{ArgGroup, Args, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::auth::client::SecretDigester;
-use crate::auth::names::{ClientId, Username};
+use std::sync::Arc;
+
+use crate::audit::Auditor;
+use crate::auth::accounts::{Accounts, ClientSpec};
+use crate::auth::names::Username;
 use crate::auth::password;
 use crate::config::Config;
 use crate::startup::{Migrations, load_master_key, open_store};
-use crate::store::{NewClient, NewUser, StoreError};
+use crate::store::Store;
 
 /// `tessera user …`
 #[derive(Debug, Subcommand)]
@@ -27,8 +30,21 @@ pub enum UserCommand {
         #[arg(long)]
         totp: bool,
     },
-    /// Disable a user: no more logins or refreshes.
+    /// Disable a user: no more logins or refreshes; every session and token they hold is revoked.
     Disable {
+        /// Login name.
+        username: String,
+    },
+    /// Set a new password; the user's sessions are revoked.
+    Password {
+        /// Login name.
+        username: String,
+        /// Read the password from standard input (first line) instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Enrol (or re-enrol) TOTP; prints the otpauth:// URI. The user's sessions are revoked.
+    Totp {
         /// Login name.
         username: String,
     },
@@ -77,8 +93,29 @@ pub struct ClientAdd {
     pub on_binding_change: String,
 }
 
-/// The scope that grants the admin API.
-pub const ADMIN_SCOPE: &str = "tessera:admin";
+pub use crate::auth::accounts::ADMIN_SCOPE;
+
+/// The audit actor of CLI actions.
+const ACTOR: &str = "cli";
+
+/// Provisioning through the same rules as the admin API, audited as `cli`.
+async fn accounts(config: &Config) -> anyhow::Result<(Accounts, Arc<dyn Store>)> {
+    let store = open_store(config, Migrations::Apply).await?;
+    let master = load_master_key(config, store.as_ref()).await?;
+    let accounts = Accounts::new(
+        store.clone(),
+        master,
+        Auditor::direct(store.clone()),
+        None,
+        config.issuer.clone(),
+        config.access_token_ttl.as_secs() as i64,
+    );
+    Ok((accounts, store))
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
 
 pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
@@ -87,52 +124,48 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
             password_stdin,
             totp,
         } => {
+            // Check the name before asking for a password.
             let username = Username::parse(&username).context("USERNAME")?;
             let password = read_password(password_stdin)?;
-            let password_hash = password::hash(&password)?;
-            let store = open_store(config, Migrations::Apply).await?;
-            let id = uuid::Uuid::new_v4();
-            let totp_secret = if totp {
-                let master = load_master_key(config, store.as_ref()).await?;
-                let secret = crate::auth::totp::new_secret();
-                let sealed = master.seal(&secret, &crate::auth::totp::seal_context(id));
-                Some((sealed, secret))
-            } else {
-                None
-            };
-            let user = NewUser {
-                id,
-                username: username.as_str().to_owned(),
-                password_hash,
-                totp_secret: totp_secret.as_ref().map(|(sealed, _)| sealed.clone()),
-            };
-            let created = store
-                .create_user(&user, chrono::Utc::now().timestamp())
+            password::check_new(&password)?;
+            let (accounts, store) = accounts(config).await?;
+            let created = accounts
+                .create_user(ACTOR, username.as_str(), password, totp, now())
                 .await;
             store.close().await;
-            match created {
-                Ok(u) => println!("{}", u.id),
-                Err(StoreError::Conflict(_)) => bail!("user {username} already exists"),
-                Err(e) => return Err(e.into()),
-            }
-            if let Some((_, secret)) = totp_secret {
-                println!(
-                    "{}",
-                    crate::auth::totp::uri(&secret, username.as_str(), &config.issuer)
-                );
+            let created = created?;
+            println!("{}", created.id);
+            if let Some(uri) = created.totp_uri {
+                println!("{uri}");
             }
         }
         UserCommand::Disable { username } => {
-            let username = Username::parse(&username).context("USERNAME")?;
-            let store = open_store(config, Migrations::Apply).await?;
-            let done = store
-                .set_user_disabled(username.as_str(), true, chrono::Utc::now().timestamp())
+            let (accounts, store) = accounts(config).await?;
+            let done = accounts.disable_user(ACTOR, &username, now()).await;
+            store.close().await;
+            let revoked = done?;
+            println!("user {username} disabled; {revoked} session(s) revoked");
+        }
+        UserCommand::Password {
+            username,
+            password_stdin,
+        } => {
+            Username::parse(&username).context("USERNAME")?;
+            let password = read_password(password_stdin)?;
+            password::check_new(&password)?;
+            let (accounts, store) = accounts(config).await?;
+            let done = accounts
+                .set_password(ACTOR, &username, password, now())
                 .await;
             store.close().await;
-            if !done? {
-                bail!("no user named {username}");
-            }
-            println!("user {username} disabled");
+            let revoked = done?;
+            println!("password of {username} changed; {revoked} session(s) revoked");
+        }
+        UserCommand::Totp { username } => {
+            let (accounts, store) = accounts(config).await?;
+            let done = accounts.enrol_totp(ACTOR, &username, now()).await;
+            store.close().await;
+            println!("{}", done?);
         }
     }
     Ok(())
@@ -159,121 +192,32 @@ fn read_password(from_stdin: bool) -> anyhow::Result<Zeroizing<String>> {
     Ok(first)
 }
 
-/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-fn valid_scope(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
-}
-
-fn origin(value: &str) -> anyhow::Result<String> {
-    let url = url::Url::parse(value).with_context(|| format!("--origin {value}: not a URL"))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
-        bail!(
-            "--origin {value}: must be https://host[:port] (http only for localhost development)"
-        );
-    }
-    if url.path() != "/"
-        || url.query().is_some()
-        || url.fragment().is_some()
-        || !url.username().is_empty()
-    {
-        bail!(
-            "--origin {value}: an origin has no path, query, fragment or user (e.g. https://app.example)"
-        );
-    }
-    Ok(url.origin().ascii_serialization())
-}
-
-/// Checks the options and builds the client record (without its secret).
-pub fn new_client(add: &ClientAdd, issuer: &str) -> anyhow::Result<NewClient> {
-    let id = ClientId::parse(&add.client_id).context("CLIENT_ID")?;
-    let mut scopes = Vec::new();
-    for s in &add.scopes {
-        if !valid_scope(s) {
-            bail!(
-                "--scope {s:?}: a scope is 1–128 printable ASCII characters without spaces, quotes or backslashes"
-            );
-        }
-        if s == ADMIN_SCOPE && !add.admin {
-            bail!("--scope {ADMIN_SCOPE} is reserved for clients created with --admin");
-        }
-        if !scopes.contains(s) {
-            scopes.push(s.clone());
+impl ClientAdd {
+    /// The options as a client specification.
+    pub fn spec(&self) -> ClientSpec {
+        ClientSpec {
+            client_id: self.client_id.clone(),
+            confidential: self.confidential,
+            scopes: self.scopes.clone(),
+            audiences: self.audiences.clone(),
+            grants: self.grants.clone(),
+            cookie: self.cookie,
+            origins: self.origins.clone(),
+            admin: self.admin,
+            on_binding_change: Some(self.on_binding_change.clone()),
         }
     }
-    if add.admin && !scopes.iter().any(|s| s == ADMIN_SCOPE) {
-        scopes.push(ADMIN_SCOPE.to_owned());
-    }
-    let mut audiences = Vec::new();
-    for a in &add.audiences {
-        if a.is_empty() || a.len() > 512 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            bail!("--audience {a:?}: 1–512 characters without spaces or control characters");
-        }
-        if !audiences.contains(a) {
-            audiences.push(a.clone());
-        }
-    }
-    if audiences.is_empty() {
-        audiences.push(issuer.to_owned());
-    }
-    let mut grants: Vec<String> = add.grants.clone();
-    grants.dedup();
-    if grants.is_empty() {
-        grants = if add.confidential {
-            vec!["client_credentials".into()]
-        } else {
-            vec!["password".into(), "refresh_token".into()]
-        };
-    }
-    if add.public && grants.iter().any(|g| g == "client_credentials") {
-        bail!(
-            "--grant client_credentials needs a --confidential client (a public client cannot keep a secret)"
-        );
-    }
-    let origins = add
-        .origins
-        .iter()
-        .map(|o| origin(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if add.cookie && (!add.public || origins.is_empty()) {
-        bail!("--cookie is for --public browser clients and needs at least one --origin");
-    }
-    Ok(NewClient {
-        id: id.as_str().to_owned(),
-        secret_digest: None,
-        grant_types: grants,
-        scopes,
-        audiences,
-        origins,
-        cookie: add.cookie,
-        admin: add.admin,
-        on_binding_change: add.on_binding_change.clone(),
-    })
 }
 
 pub(super) async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
     let ClientCommand::Add(add) = cmd;
-    let mut client = new_client(&add, &config.issuer)?;
-    let store = open_store(config, Migrations::Apply).await?;
-    let master = load_master_key(config, store.as_ref()).await?;
-    let secret = if add.confidential {
-        let (secret, digest) = SecretDigester::new(&master).generate();
-        client.secret_digest = Some(digest);
-        Some(secret)
-    } else {
-        None
-    };
-    let created = store
-        .create_client(&client, chrono::Utc::now().timestamp())
-        .await;
+    let spec = add.spec();
+    // Check the options before touching the database.
+    spec.validate(&config.issuer)?;
+    let (accounts, store) = accounts(config).await?;
+    let created = accounts.create_client(ACTOR, &spec, now()).await;
     store.close().await;
-    match created {
-        Ok(_) => {}
-        Err(StoreError::Conflict(_)) => bail!("client {} already exists", client.id),
-        Err(e) => return Err(e.into()),
-    }
+    let (client, secret) = created?;
     println!("client_id={}", client.id);
     if let Some(secret) = secret {
         println!("client_secret={}", &*secret);

@@ -2,7 +2,7 @@
 
 mod directory;
 
-pub use directory::{ADMIN_SCOPE, ClientAdd, ClientCommand, UserCommand, new_client};
+pub use directory::{ADMIN_SCOPE, ClientAdd, ClientCommand, UserCommand};
 
 use std::path::PathBuf;
 
@@ -52,6 +52,16 @@ pub enum Command {
     /// Manage audiences (resource servers).
     #[command(subcommand)]
     Audience(AudienceCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `tessera audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain of the whole audit log; names the first broken row.
+    Verify,
 }
 
 /// `tessera keys …`
@@ -110,6 +120,14 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             audience,
             encrypt_to,
         }) => add_audience(&config, audience, encrypt_to).await,
+        Command::Audit(AuditCommand::Verify) => {
+            let store = open_store(&config, Migrations::Apply).await?;
+            let result = crate::audit::verify_chain(store.as_ref()).await;
+            store.close().await;
+            let rows = result?;
+            println!("audit log intact: {rows} row(s), hash chain verified");
+            Ok(())
+        }
     }
 }
 
@@ -146,12 +164,34 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 );
             }
         }
-        (KeysCommand::Rotate, _) => report_added(ring.rotate(now).await?, now),
-        (KeysCommand::Import { .. }, Some(pair)) => report_added(ring.add(pair, now).await?, now),
+        (KeysCommand::Rotate, _) => {
+            let added = ring.rotate(now).await?;
+            audit_key(&store, "key_rotated", &added).await;
+            report_added(added, now);
+        }
+        (KeysCommand::Import { .. }, Some(pair)) => {
+            let added = ring.add(pair, now).await?;
+            audit_key(&store, "key_imported", &added).await;
+            report_added(added, now);
+        }
         (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
     }
     store.close().await;
     Ok(())
+}
+
+async fn audit_key(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    action: &'static str,
+    key: &crate::keys::keyring::KeyStatus,
+) {
+    crate::audit::Auditor::direct(store.clone())
+        .record_durable(
+            crate::audit::Event::new("cli", action)
+                .subject(&key.kid)
+                .detail("activate_at", key.activate_at),
+        )
+        .await;
 }
 
 fn report_added(k: crate::keys::keyring::KeyStatus, now: i64) {
@@ -202,6 +242,13 @@ async fn add_audience(
         created_at: chrono::Utc::now().timestamp(),
     };
     store.put_audience(&audience).await?;
+    crate::audit::Auditor::direct(store.clone())
+        .record_durable(
+            crate::audit::Event::new("cli", "audience_added")
+                .subject(&name)
+                .detail("encrypted", encrypt_jwk.is_some()),
+        )
+        .await;
     store.close().await;
     match encrypt_jwk {
         Some((_, alg)) => println!("audience {name}: tokens are encrypted ({alg}, A256GCM)"),

@@ -17,8 +17,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414). Lists only
-/// endpoints this build serves; revocation and introspection join when
-/// they exist.
+/// endpoints this build serves.
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
     let base = issuer.trim_end_matches('/');
@@ -27,6 +26,10 @@ pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
         "issuer": issuer,
         "token_endpoint": format!("{base}/oauth/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "grant_types_supported": ["password", "refresh_token", "client_credentials"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,

@@ -3,19 +3,24 @@
 //! Handlers translate between HTTP and the domain; they hold no SQL and no
 //! cryptography.
 
+mod admin;
 mod discovery;
 mod health;
 mod request_log;
+mod revocation;
 mod token;
 
 use std::sync::Arc;
 
 use actix_web::{HttpResponse, web};
 
+use crate::audit::Auditor;
+use crate::auth::accounts::Accounts;
 use crate::config::Config;
 use crate::keys::keyring::KeyRing;
+use crate::revocation::Revoker;
 use crate::store::Store;
-use crate::tokens::TokenEndpoint;
+use crate::tokens::{ClientAuthenticator, TokenEndpoint};
 
 pub use request_log::request_log;
 
@@ -30,6 +35,14 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// `POST /oauth/token` logic.
     pub token_endpoint: Arc<TokenEndpoint>,
+    /// Client authentication for every endpoint.
+    pub clients: Arc<ClientAuthenticator>,
+    /// Revocation, introspection and the feed.
+    pub revoker: Arc<Revoker>,
+    /// Users and clients (the admin API).
+    pub accounts: Arc<Accounts>,
+    /// The audit trail.
+    pub auditor: Auditor,
 }
 
 /// Registers every route.
@@ -41,7 +54,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/.well-known/oauth-authorization-server",
             discovery::metadata,
         ))
-        .service(post("/oauth/token", token::token));
+        .service(post("/oauth/token", token::token))
+        .service(post("/oauth/revoke", revocation::revoke))
+        .service(post("/oauth/introspect", revocation::introspect))
+        .service(post("/oauth/logout", revocation::logout))
+        .service(get("/v1/revocations", revocation::feed))
+        .configure(admin::routes);
 }
 
 /// A GET (and HEAD) resource that answers 405 with `Allow` to other methods.

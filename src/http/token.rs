@@ -31,7 +31,7 @@ pub async fn token(
                     .get(actix_web::http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                presented.ip = req.peer_addr().map(|a| a.ip());
+                presented.ip = client_ip(&req);
                 let now = chrono::Utc::now().timestamp();
                 state.token_endpoint.handle(&params, presented, now).await
             }
@@ -45,7 +45,9 @@ pub async fn token(
     }
 }
 
-fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+pub(super) fn no_store(
+    mut builder: actix_web::HttpResponseBuilder,
+) -> actix_web::HttpResponseBuilder {
     builder
         .insert_header((CACHE_CONTROL, "no-store"))
         .insert_header((PRAGMA, "no-cache"));
@@ -79,7 +81,7 @@ fn bad_request(description: &str) -> HttpResponse {
 
 /// Reads an `application/x-www-form-urlencoded` body into parameters:
 /// repeated parameters are refused (RFC 6749 §3.2), empty ones dropped (§3.1).
-async fn read_form(
+pub(super) async fn read_form(
     req: &HttpRequest,
     mut payload: web::Payload,
 ) -> Result<HashMap<String, String>, HttpResponse> {
@@ -135,7 +137,7 @@ fn oauth_error_status(status: StatusCode, description: &str) -> HttpResponse {
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: the id
 /// and secret are form-urlencoded before Basic encoding).
-fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
+pub(super) fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
     let Some(value) = req.headers().get(AUTHORIZATION) else {
         return Ok(Presented::default());
     };
@@ -169,4 +171,18 @@ fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
         basic: Some((form_decode(id), form_decode(secret))),
         ..Presented::default()
     })
+}
+
+/// The peer's IP address (proxy headers are not trusted).
+pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// A store failure as the client sees it: 503, try again.
+pub(super) fn unavailable(e: &crate::store::StoreError) -> HttpResponse {
+    tracing::error!(error = %e, "database error");
+    oauth_error(&OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "try again shortly",
+    ))
 }

@@ -106,6 +106,8 @@ struct Snapshot {
     pairs: HashMap<String, Arc<SigningKeyPair>>,
     rows: Vec<SigningKey>,
     jwks: Arc<[u8]>,
+    /// The published keys as verification keys, for introspection.
+    verifying: HashMap<String, Arc<crate::verify::DecodingKey>>,
 }
 
 /// The signing keys of this issuer.
@@ -127,6 +129,12 @@ fn context(kid: &str) -> Vec<u8> {
     format!("signing_key:{kid}").into_bytes()
 }
 
+impl crate::verify::KeyProvider for KeyRing {
+    fn decoding_key(&self, kid: &str) -> Option<Arc<crate::verify::DecodingKey>> {
+        self.snapshot().verifying.get(kid).cloned()
+    }
+}
+
 impl KeyRing {
     /// Loads the keys, creating the first one if the database has none.
     pub async fn open(
@@ -144,6 +152,7 @@ impl KeyRing {
                 pairs: HashMap::new(),
                 rows: Vec::new(),
                 jwks: Arc::from(&b"{\"keys\":[]}"[..]),
+                verifying: HashMap::new(),
             })),
         };
         // Record this instance's schedule so rotations made elsewhere (the
@@ -261,8 +270,14 @@ impl KeyRing {
                     .collect(),
             };
             let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
-            *self.current.write().expect("key ring lock") =
-                Arc::new(Snapshot { pairs, rows, jwks });
+            // Verify exactly what verifiers elsewhere see: the published set.
+            let verifying = crate::verify::parse_jwks(&jwks).expect("our JWKS parses");
+            *self.current.write().expect("key ring lock") = Arc::new(Snapshot {
+                pairs,
+                rows,
+                jwks,
+                verifying,
+            });
         }
         if let Some(signer) = self.signer_at(now) {
             let mut announced = self.announced.lock().expect("announce lock");

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use models::{
-    Audience, Client, NewClient, NewSession, NewSigningKey, NewUser, Rotation, Session, SigningKey,
-    User,
+    Audience, AuditRecord, Client, NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser,
+    RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
+    SigningKey, User,
 };
 
 use crate::config::{Config, Engine, redact_url};
@@ -104,6 +105,18 @@ pub trait Lifecycle: Send + Sync {
     async fn pending_migrations(&self) -> StoreResult<usize>;
     /// Closes every connection; used at shutdown.
     async fn close(&self);
+    /// A subscription that wakes when another instance writes a revocation
+    /// (PostgreSQL LISTEN/NOTIFY); `None` where the engine has none (SQLite:
+    /// callers poll).
+    async fn revocation_notifications(&self) -> StoreResult<Option<Box<dyn Notifications>>>;
+}
+
+/// Wake-ups from the database (see [`Lifecycle::revocation_notifications`]).
+#[async_trait]
+pub trait Notifications: Send {
+    /// Waits for the next notification. An error means the subscription
+    /// broke; callers poll and subscribe again.
+    async fn next(&mut self) -> StoreResult<()>;
 }
 
 /// Users, clients, audiences, signing keys and instance settings: plain
@@ -132,6 +145,22 @@ pub trait Directory: Send + Sync {
         now: i64,
     ) -> StoreResult<bool>;
 
+    /// Replaces a user's password hash; false if there is no such user.
+    async fn set_user_password(
+        &self,
+        user: uuid::Uuid,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// Replaces (or removes) a user's sealed TOTP secret, forgetting the
+    /// last used step; false if there is no such user.
+    async fn set_user_totp(
+        &self,
+        user: uuid::Uuid,
+        sealed: Option<&[u8]>,
+        now: i64,
+    ) -> StoreResult<bool>;
+
     /// Records TOTP `step` as used if it is later than the last one; false
     /// if it is not (the code was already used: refuse it).
     async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> StoreResult<bool>;
@@ -140,6 +169,8 @@ pub trait Directory: Send + Sync {
     async fn create_client(&self, client: &NewClient, now: i64) -> StoreResult<Client>;
     /// Finds a client by its `client_id`.
     async fn client_by_id(&self, id: &str) -> StoreResult<Option<Client>>;
+    /// Enables or disables a client; false if there is no such client.
+    async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
 
     /// Registers an audience or replaces its encryption key.
     async fn put_audience(&self, audience: &Audience) -> StoreResult<()>;
@@ -170,22 +201,26 @@ pub trait Sessions: Send + Sync {
     /// Opens a session with its first refresh token (generation 0).
     async fn create_session(&self, session: &NewSession, token_hash: &[u8; 32]) -> StoreResult<()>;
 
-    /// Consumes the refresh token hashing to `presented` and stores `next`
-    /// in its place, in one transaction, if the token is active, its session
-    /// live (not revoked, idle and absolute expiry in the future), bound to
-    /// `client_id`, and its user enabled. Of any number of concurrent calls
-    /// with the same token exactly one rotates. Presenting a consumed token
-    /// revokes the session (and records its `sid` as revoked until
-    /// `revocation_relevant_until`). A failure part-way changes nothing.
-    async fn rotate_refresh_token(
-        &self,
-        presented: &[u8; 32],
-        next: &[u8; 32],
-        client_id: &str,
-        now: i64,
-        idle_ttl: i64,
-        revocation_relevant_until: i64,
-    ) -> StoreResult<Rotation>;
+    /// Consumes the refresh token hashing to `request.presented` and stores
+    /// `request.next` in its place, if the token is active, its session live
+    /// (not revoked, idle and absolute expiry in the future), bound to the
+    /// client, and its user enabled. Of any number of concurrent calls with
+    /// the same token exactly one rotates.
+    ///
+    /// A consumed token inside the grace window, if it is the session's
+    /// immediately previous token and has not been reused yet, rotates once
+    /// more (the session's current token is consumed in its place). Any other
+    /// consumed token revokes its session and lists its `sid` as revoked
+    /// until `request.revocation_relevant_until`, except inside the window
+    /// after its one reuse (a tab race, not a theft signal). A failure
+    /// part-way changes nothing.
+    async fn rotate_refresh_token(&self, request: &RotationRequest) -> StoreResult<Rotation>;
+
+    /// The stored token hashing to `hash`, with its session.
+    async fn refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<RefreshTokenInfo>>;
+
+    /// A user's sessions that are live at `now`, newest first.
+    async fn user_sessions(&self, user: uuid::Uuid, now: i64) -> StoreResult<Vec<Session>>;
 
     /// A session by id.
     async fn session(&self, id: uuid::Uuid) -> StoreResult<Option<Session>>;
@@ -200,15 +235,63 @@ pub trait Sessions: Send + Sync {
         revocation_relevant_until: i64,
     ) -> StoreResult<bool>;
 
+    /// Revokes every live session of `user` except `keep`, listing each
+    /// `sid` as revoked; with `by_sub`, also lists the user's `sub` (every
+    /// token issued to them until `now`, sessions or not). Returns the
+    /// number of sessions revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user: uuid::Uuid,
+        keep: Option<uuid::Uuid>,
+        by_sub: bool,
+        now: i64,
+        reason: &str,
+        revocation_relevant_until: i64,
+    ) -> StoreResult<u64>;
+
+    /// Revokes every live session of a client and lists the client as
+    /// revoked (every token issued to it until `now`). Returns the number
+    /// of sessions revoked.
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: i64,
+        reason: &str,
+        revocation_relevant_until: i64,
+    ) -> StoreResult<u64>;
+
+    /// Lists one access token as revoked; false if it already was.
+    async fn revoke_jti(&self, jti: &str, now: i64, relevant_until: i64) -> StoreResult<bool>;
+
+    /// Revocation entries after `cursor` still relevant at `now`, oldest
+    /// first, at most `limit`. Entries become visible in cursor order: a
+    /// reader never skips one that commits later with a smaller cursor.
+    async fn revocations_since(
+        &self,
+        cursor: i64,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<RevocationEntry>>;
+
     /// Deletes up to `batch` sessions (with their refresh tokens) that
     /// expired or were revoked before `before`, and revocation entries no
     /// longer relevant at `now`. Returns the number of sessions deleted.
     async fn purge_expired(&self, before: i64, now: i64, batch: i64) -> StoreResult<u64>;
 }
 
+/// The hash-chained audit trail.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Appends `events` in order, chaining each to the row before it, in one
+    /// transaction serialized with every other writer (on every instance).
+    async fn append_audit(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
+    /// Up to `limit` rows with `seq > after`, in order.
+    async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+}
+
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.
-pub trait Store: Lifecycle + Directory + Sessions {}
-impl<T: Lifecycle + Directory + Sessions> Store for T {}
+pub trait Store: Lifecycle + Directory + Sessions + AuditLog {}
+impl<T: Lifecycle + Directory + Sessions + AuditLog> Store for T {}
 
 /// Connects to the database named by the configuration.
 pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {

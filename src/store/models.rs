@@ -201,6 +201,8 @@ pub struct NewSession {
     pub user_agent_hash: Option<Vec<u8>>,
     /// Coarse network prefix at login (e.g. `203.0.113.0/24`).
     pub network_prefix: Option<String>,
+    /// Browser and platform ("Firefox on Linux"), for people reading sessions.
+    pub user_agent_summary: Option<String>,
 }
 
 /// A session (refresh-token family) as stored.
@@ -230,18 +232,128 @@ pub struct Session {
     pub revoked_at: Option<i64>,
     /// Why it was revoked.
     pub revoke_reason: Option<String>,
+    /// Browser and platform at login ("Firefox on Linux").
+    pub user_agent_summary: Option<String>,
+}
+
+impl Session {
+    /// Whether the session can still be refreshed at `now` (its user's
+    /// state aside).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.idle_expires_at > now && self.absolute_expires_at > now
+    }
+}
+
+/// Input for [`super::Sessions::rotate_refresh_token`].
+#[derive(Clone, Debug)]
+pub struct RotationRequest {
+    /// SHA-256 of the presented refresh token.
+    pub presented: [u8; 32],
+    /// SHA-256 of the token to store in its place.
+    pub next: [u8; 32],
+    /// The authenticated client; a session answers only its own client.
+    pub client_id: String,
+    /// Unix seconds.
+    pub now: i64,
+    /// Sliding idle lifetime, seconds (capped by the absolute expiry).
+    pub idle_ttl: i64,
+    /// Reuse grace window, seconds (0: none).
+    pub grace: i64,
+    /// Until when a revocation caused by this call must be listed.
+    pub revocation_relevant_until: i64,
 }
 
 /// The outcome of presenting a refresh token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was active and is now consumed; the next one is stored.
-    Rotated(Session),
-    /// The token had already been consumed: its whole session is now revoked.
+    /// The token was consumed and the next one stored.
+    Rotated {
+        /// The session, with its renewed idle expiry.
+        session: Session,
+        /// The token had already been consumed and was accepted once more
+        /// inside the reuse grace window.
+        grace_reuse: bool,
+    },
+    /// The token had already been consumed (outside the grace window, or an
+    /// older token than the immediately previous one): its whole session is
+    /// now revoked.
     Replayed {
         /// The revoked session.
         session_id: Uuid,
+        /// Its user.
+        user_id: Uuid,
     },
-    /// Unknown, expired, revoked, another client's, or a disabled user's.
+    /// Unknown, expired, revoked, another client's, a disabled user's, or a
+    /// consumed token inside the grace window whose one reuse is spent.
     Invalid,
+}
+
+/// What a stored refresh token belongs to, for revocation and introspection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshTokenInfo {
+    /// Its session.
+    pub session: Session,
+    /// `active`, `consumed` or `revoked`.
+    pub state: String,
+    /// Unix seconds it was issued.
+    pub created_at: i64,
+    /// Whether the session's user is disabled.
+    pub user_disabled: bool,
+}
+
+pub use crate::verify::revocations::RevocationKind;
+
+/// One row of the revocation feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevocationEntry {
+    /// Position in the feed (strictly increasing in commit order).
+    pub id: i64,
+    /// What is revoked.
+    pub kind: RevocationKind,
+    /// The jti, sid, sub or client id.
+    pub value: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// No access token it affects outlives this (Unix seconds).
+    pub relevant_until: i64,
+}
+
+/// An audit event before it is chained.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAuditEvent {
+    /// Unix seconds.
+    pub at: i64,
+    /// Who: `cli`, `client:ID`, `user:SUB`, `system`.
+    pub actor: String,
+    /// What, e.g. `login`, `refresh_reuse_detected`, `session_revoked`.
+    pub action: String,
+    /// What it was done to (an opaque sub, sid, client id, kid…).
+    pub subject: Option<String>,
+    /// A JSON object with further facts (never secrets).
+    pub detail: String,
+    /// Coarse network of the request, if any.
+    pub network_prefix: Option<String>,
+}
+
+/// A stored, chained audit row.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditRecord {
+    /// 1, 2, 3… without gaps.
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// To what.
+    pub subject: Option<String>,
+    /// JSON object.
+    pub detail: String,
+    /// Coarse network.
+    pub network_prefix: Option<String>,
+    /// Hash of the previous row (zeros for the first).
+    pub prev_hash: Vec<u8>,
+    /// SHA-256 over this row and `prev_hash`.
+    pub hash: Vec<u8>,
 }

@@ -43,6 +43,12 @@ macro_rules! portable_lifecycle {
             async fn close(&self) {
                 self.pool.close().await;
             }
+
+            async fn revocation_notifications(
+                &self,
+            ) -> $crate::store::StoreResult<Option<Box<dyn $crate::store::Notifications>>> {
+                self.notifications().await
+            }
         }
     };
 }
@@ -146,6 +152,38 @@ macro_rules! portable_directory {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn set_user_password(
+                &self,
+                user: uuid::Uuid,
+                password_hash: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                    .bind(user)
+                    .bind(password_hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_user_totp(
+                &self,
+                user: uuid::Uuid,
+                sealed: Option<&[u8]>,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE users SET totp_secret = $2, totp_last_step = NULL, updated_at = $3 WHERE id = $1",
+                )
+                .bind(user)
+                .bind(sealed)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> $crate::store::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
@@ -195,6 +233,19 @@ macro_rules! portable_directory {
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(row.map(Into::into))
+            }
+
+            async fn set_client_disabled(
+                &self,
+                id: &str,
+                disabled: bool,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query("UPDATE clients SET disabled = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(disabled)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn put_audience(
@@ -280,22 +331,31 @@ macro_rules! portable_directory {
     };
 }
 
-/// The [`Sessions`](super::Sessions) implementation. Row locks (PostgreSQL)
-/// and the single writer (SQLite) make the conditional `UPDATE … WHERE state
-/// = 'active'` the point where concurrent uses of one token are decided.
+/// The [`Sessions`](super::Sessions) and [`AuditLog`](super::AuditLog)
+/// implementations. Row locks (PostgreSQL) and the single writer (SQLite)
+/// make conditional `UPDATE … WHERE state = 'active'` the point where
+/// concurrent uses of one token are decided.
+///
+/// Each engine module provides, as inherent functions: `fast_rotate` (the
+/// common case, in as few round trips as the engine allows),
+/// `insert_revocation_in` (which keeps the feed's cursor order equal to its
+/// commit order), `append_audit` and `notifications`.
 macro_rules! portable_sessions {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Revokes a session, its active refresh tokens, and lists its
-            /// `sid` as revoked, inside the caller's transaction. True if it
-            /// was live (a second revocation records nothing new).
+            /// Revokes a session and its active refresh tokens inside the
+            /// caller's transaction; with `list_sid`, lists its `sid` as
+            /// revoked. True if it was not revoked before.
             async fn revoke_session_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 id: uuid::Uuid,
                 now: i64,
                 reason: &str,
                 relevant_until: i64,
+                list_sid: bool,
             ) -> $crate::store::StoreResult<bool> {
+                // Revocation lock before any row lock: one lock order everywhere.
+                Self::lock_revocations_in(tx).await?;
                 let revoked = sqlx::query(
                     "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
                 )
@@ -310,17 +370,150 @@ macro_rules! portable_sessions {
                     .bind(id)
                     .execute(&mut **tx)
                     .await?;
-                if revoked {
-                    sqlx::query(
-                        "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('sid', $1, $2, $3)",
+                if revoked && list_sid {
+                    Self::insert_revocation_in(
+                        tx,
+                        $crate::store::RevocationKind::Sid,
+                        &id.to_string(),
+                        now,
+                        relevant_until,
                     )
-                    .bind(id.to_string())
-                    .bind(now)
-                    .bind(relevant_until)
-                    .execute(&mut **tx)
                     .await?;
                 }
                 Ok(revoked)
+            }
+
+            /// Ids of the live sessions matching `filter` (a column = $1).
+            async fn live_session_ids_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                column: &'static str,
+                value: &str,
+            ) -> $crate::store::StoreResult<Vec<uuid::Uuid>> {
+                let sql = format!("SELECT id FROM sessions WHERE {column} = $1 AND revoked_at IS NULL");
+                let ids: Vec<uuid::Uuid> = if column == "user_id" {
+                    let user = uuid::Uuid::parse_str(value)
+                        .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(user)
+                        .fetch_all(&mut **tx)
+                        .await?
+                } else {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(value)
+                        .fetch_all(&mut **tx)
+                        .await?
+                };
+                Ok(ids)
+            }
+
+            /// The rest of a rotation when the fast path found no active
+            /// token: the grace window, replay detection, or nothing.
+            async fn rotate_slow(
+                &self,
+                r: &$crate::store::RotationRequest,
+            ) -> $crate::store::StoreResult<$crate::store::Rotation> {
+                use $crate::store::Rotation;
+                let mut tx = self.begin_write().await?;
+                #[allow(clippy::type_complexity)]
+                let known: Option<(uuid::Uuid, uuid::Uuid, String, i64, Option<i64>, Option<i64>, String, bool, bool)> =
+                    sqlx::query_as(
+                        "SELECT t.session_id, s.user_id, t.state, t.generation, t.consumed_at, t.reused_at, s.client_id, \
+                         s.revoked_at IS NULL, (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled) \
+                         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+                         WHERE t.token_hash = $1",
+                    )
+                    .bind(r.presented.to_vec())
+                    .bind(r.now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((session_id, user_id, state, generation, consumed_at, reused_at, owner, unrevoked, current)) =
+                    known
+                else {
+                    return Ok(Rotation::Invalid);
+                };
+                // Expired sessions and disabled users: nothing left to protect.
+                if state != "consumed" || owner != r.client_id || !current {
+                    return Ok(Rotation::Invalid);
+                }
+                let in_window =
+                    unrevoked && r.grace > 0 && consumed_at.is_some_and(|at| r.now <= at + r.grace);
+                if in_window {
+                    if reused_at.is_some() {
+                        // Its one reuse is spent: refuse, but a second tab is
+                        // not evidence of theft.
+                        return Ok(Rotation::Invalid);
+                    }
+                    let claimed = sqlx::query(
+                        "UPDATE refresh_tokens SET reused_at = $2 WHERE token_hash = $1 \
+                         AND state = 'consumed' AND reused_at IS NULL",
+                    )
+                    .bind(r.presented.to_vec())
+                    .bind(r.now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !claimed {
+                        return Ok(Rotation::Invalid);
+                    }
+                    // Only the immediately previous token qualifies: its
+                    // child must be the session's current token.
+                    let current: Option<i64> = sqlx::query_scalar(
+                        "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $3 \
+                         WHERE session_id = $1 AND generation = $2 AND state = 'active' RETURNING generation",
+                    )
+                    .bind(session_id)
+                    .bind(generation + 1)
+                    .bind(r.now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(current) = current {
+                        let session = Self::store_next_in(&mut tx, r, session_id, current + 1).await?;
+                        tx.commit().await?;
+                        return Ok(Rotation::Rotated { session, grace_reuse: true });
+                    }
+                }
+                Self::revoke_session_in(
+                    &mut tx,
+                    session_id,
+                    r.now,
+                    "refresh token replay",
+                    r.revocation_relevant_until,
+                    true,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(Rotation::Replayed { session_id, user_id })
+            }
+
+            /// Stores the next token at `generation` and renews the
+            /// session's idle expiry; returns the session.
+            async fn store_next_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                r: &$crate::store::RotationRequest,
+                session_id: uuid::Uuid,
+                generation: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Session> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+                     VALUES ($1, $2, $3, 'active', $4)",
+                )
+                .bind(r.next.to_vec())
+                .bind(session_id)
+                .bind(generation)
+                .bind(r.now)
+                .execute(&mut **tx)
+                .await?;
+                Ok(sqlx::query_as(
+                    "UPDATE sessions SET last_used_at = $2, idle_expires_at = \
+                     CASE WHEN $2 + $3 < absolute_expires_at THEN $2 + $3 ELSE absolute_expires_at END \
+                     WHERE id = $1 RETURNING *",
+                )
+                .bind(session_id)
+                .bind(r.now)
+                .bind(r.idle_ttl)
+                .fetch_one(&mut **tx)
+                .await?)
             }
         }
 
@@ -334,8 +527,8 @@ macro_rules! portable_sessions {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
-                     idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9)",
+                     idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(s.id)
                 .bind(s.user_id)
@@ -346,6 +539,7 @@ macro_rules! portable_sessions {
                 .bind(s.absolute_expires_at)
                 .bind(&s.user_agent_hash)
                 .bind(&s.network_prefix)
+                .bind(&s.user_agent_summary)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
@@ -363,69 +557,48 @@ macro_rules! portable_sessions {
 
             async fn rotate_refresh_token(
                 &self,
-                presented: &[u8; 32],
-                next: &[u8; 32],
-                client_id: &str,
-                now: i64,
-                idle_ttl: i64,
-                revocation_relevant_until: i64,
+                request: &$crate::store::RotationRequest,
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
-                use $crate::store::Rotation;
-                let mut tx = self.pool.begin().await?;
-                let consumed: Option<(uuid::Uuid, i64)> = sqlx::query_as(
-                    "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
-                     WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
-                       SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
-                       WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                         AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled) \
-                     RETURNING session_id, generation",
+                if let Some(session) = self.fast_rotate(request).await? {
+                    return Ok($crate::store::Rotation::Rotated { session, grace_reuse: false });
+                }
+                self.rotate_slow(request).await
+            }
+
+            async fn refresh_token(
+                &self,
+                hash: &[u8; 32],
+            ) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenInfo>> {
+                let row: Option<(String, i64, uuid::Uuid, bool)> = sqlx::query_as(
+                    "SELECT t.state, t.created_at, t.session_id, u.disabled FROM refresh_tokens t \
+                     JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+                     WHERE t.token_hash = $1",
                 )
-                .bind(presented.to_vec())
+                .bind(hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some((state, created_at, session_id, user_disabled)) = row else {
+                    return Ok(None);
+                };
+                let Some(session) = self.session(session_id).await? else {
+                    return Ok(None);
+                };
+                Ok(Some($crate::store::RefreshTokenInfo { session, state, created_at, user_disabled }))
+            }
+
+            async fn user_sessions(
+                &self,
+                user: uuid::Uuid,
+                now: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::Session>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM sessions WHERE user_id = $1 AND revoked_at IS NULL \
+                     AND idle_expires_at > $2 AND absolute_expires_at > $2 ORDER BY created_at DESC, id",
+                )
+                .bind(user)
                 .bind(now)
-                .bind(client_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some((session_id, generation)) = consumed {
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
-                         VALUES ($1, $2, $3, 'active', $4)",
-                    )
-                    .bind(next.to_vec())
-                    .bind(session_id)
-                    .bind(generation + 1)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    let session: $crate::store::Session = sqlx::query_as(
-                        "UPDATE sessions SET last_used_at = $2, idle_expires_at = \
-                         CASE WHEN $2 + $3 < absolute_expires_at THEN $2 + $3 ELSE absolute_expires_at END \
-                         WHERE id = $1 RETURNING *",
-                    )
-                    .bind(session_id)
-                    .bind(now)
-                    .bind(idle_ttl)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    return Ok(Rotation::Rotated(session));
-                }
-                // Not rotatable: a replay of a consumed token revokes its session.
-                let known: Option<(uuid::Uuid, String, String)> = sqlx::query_as(
-                    "SELECT t.session_id, t.state, s.client_id FROM refresh_tokens t \
-                     JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
-                )
-                .bind(presented.to_vec())
-                .fetch_optional(&mut *tx)
-                .await?;
-                match known {
-                    Some((session_id, state, owner)) if state == "consumed" && owner == client_id => {
-                        Self::revoke_session_in(&mut tx, session_id, now, "refresh token replay", revocation_relevant_until)
-                            .await?;
-                        tx.commit().await?;
-                        Ok(Rotation::Replayed { session_id })
-                    }
-                    _ => Ok(Rotation::Invalid),
-                }
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn revoke_session(
@@ -435,10 +608,117 @@ macro_rules! portable_sessions {
                 reason: &str,
                 revocation_relevant_until: i64,
             ) -> $crate::store::StoreResult<bool> {
-                let mut tx = self.pool.begin().await?;
-                let revoked = Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until).await?;
+                let mut tx = self.begin_write().await?;
+                let revoked =
+                    Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, true).await?;
                 tx.commit().await?;
                 Ok(revoked)
+            }
+
+            async fn revoke_user_sessions(
+                &self,
+                user: uuid::Uuid,
+                keep: Option<uuid::Uuid>,
+                by_sub: bool,
+                now: i64,
+                reason: &str,
+                revocation_relevant_until: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
+                let mut revoked = 0;
+                for id in ids.into_iter().filter(|id| Some(*id) != keep) {
+                    // With a `sub` entry, per-session entries would be redundant.
+                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, !by_sub).await? {
+                        revoked += 1;
+                    }
+                }
+                if by_sub {
+                    Self::insert_revocation_in(
+                        &mut tx,
+                        $crate::store::RevocationKind::Sub,
+                        &user.to_string(),
+                        now,
+                        revocation_relevant_until,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn revoke_client_tokens(
+                &self,
+                client_id: &str,
+                now: i64,
+                reason: &str,
+                revocation_relevant_until: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.begin_write().await?;
+                let ids = Self::live_session_ids_in(&mut tx, "client_id", client_id).await?;
+                let mut revoked = 0;
+                for id in ids {
+                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, false).await? {
+                        revoked += 1;
+                    }
+                }
+                Self::insert_revocation_in(
+                    &mut tx,
+                    $crate::store::RevocationKind::Client,
+                    client_id,
+                    now,
+                    revocation_relevant_until,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(revoked)
+            }
+
+            async fn revoke_jti(
+                &self,
+                jti: &str,
+                now: i64,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let listed: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM revocations WHERE kind = 'jti' AND value = $1",
+                )
+                .bind(jti)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if listed.is_some() {
+                    return Ok(false);
+                }
+                Self::insert_revocation_in(&mut tx, $crate::store::RevocationKind::Jti, jti, now, relevant_until)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revocations_since(
+                &self,
+                cursor: i64,
+                now: i64,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::RevocationEntry>> {
+                let rows: Vec<(i64, String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT id, kind, value, revoked_at, relevant_until FROM revocations \
+                     WHERE id > $1 AND relevant_until > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(cursor)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(id, kind, value, revoked_at, relevant_until)| {
+                        let kind = $crate::store::RevocationKind::parse(&kind).ok_or_else(|| {
+                            $crate::store::StoreError::Corrupt(format!("revocation {id} has kind {kind:?}"))
+                        })?;
+                        Ok($crate::store::RevocationEntry { id, kind, value, revoked_at, relevant_until })
+                    })
+                    .collect()
             }
 
             async fn purge_expired(
@@ -475,6 +755,62 @@ macro_rules! portable_sessions {
                 Ok(sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&self.pool)
+                    .await?)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditLog for $store {
+            async fn append_audit(
+                &self,
+                events: &[$crate::store::NewAuditEvent],
+            ) -> $crate::store::StoreResult<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_audit().await?;
+                let last: Option<(i64, Vec<u8>)> =
+                    sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let (mut seq, mut prev) = match last {
+                    Some((seq, hash)) => (seq, hash),
+                    None => (0, $crate::audit::GENESIS.to_vec()),
+                };
+                for e in events {
+                    seq += 1;
+                    let hash = $crate::audit::chain_hash(seq, &prev, e);
+                    sqlx::query(
+                        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(seq)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.subject)
+                    .bind(&e.detail)
+                    .bind(&e.network_prefix)
+                    .bind(&prev)
+                    .bind(hash.to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::from_sqlx(e, "audit row"))?;
+                    prev = hash.to_vec();
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit_page(
+                &self,
+                after: i64,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::AuditRecord>> {
+                Ok(sqlx::query_as("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
                     .await?)
             }
         }

@@ -3,11 +3,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{StoreResult, connect_error};
+use super::{Notifications, RevocationKind, RotationRequest, Session, StoreResult, connect_error};
 use crate::config::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -53,6 +53,114 @@ impl PgStore {
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Advisory-lock keys ("tessera" and a number): one for revocation inserts,
+/// one for audit appends.
+const REVOCATION_LOCK: i64 = 0x7465_7373_6572_6101;
+const AUDIT_LOCK: i64 = 0x7465_7373_6572_6102;
+
+/// The channel revocation inserts notify.
+const REVOCATION_CHANNEL: &str = "tessera_revocations";
+
+impl PgStore {
+    async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Serializes revocation inserts until commit. A BIGSERIAL value is
+    /// taken at insert but becomes visible at commit, so without this a
+    /// feed reader could pass id 8 (committed) while id 7 is still in
+    /// flight, and never see 7.
+    async fn lock_revocations_in(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(REVOCATION_LOCK)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Lists a revocation and notifies every listening instance (delivered
+    /// at commit).
+    async fn insert_revocation_in(
+        tx: &mut Transaction<'_, Postgres>,
+        kind: RevocationKind,
+        value: &str,
+        now: i64,
+        relevant_until: i64,
+    ) -> StoreResult<()> {
+        Self::lock_revocations_in(tx).await?;
+        sqlx::query(
+            "WITH listed AS (INSERT INTO revocations (kind, value, revoked_at, relevant_until) \
+             VALUES ($1, $2, $3, $4) RETURNING id) \
+             SELECT pg_notify($5, id::text) FROM listed",
+        )
+        .bind(kind.as_str())
+        .bind(value)
+        .bind(now)
+        .bind(relevant_until)
+        .bind(REVOCATION_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// The common rotation in one statement, so one round trip: consume the
+    /// token if it and its session qualify, store its successor, renew the
+    /// session. Concurrent statements on the same token serialize on its row
+    /// lock, and the loser re-checks `state = 'active'` and matches nothing.
+    async fn fast_rotate(&self, r: &RotationRequest) -> StoreResult<Option<Session>> {
+        Ok(sqlx::query_as(
+            "WITH consumed AS ( \
+               UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
+               WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
+                 SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
+                   AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled) \
+               RETURNING session_id, generation), \
+             stored AS ( \
+               INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+               SELECT $4, session_id, generation + 1, 'active', $2 FROM consumed) \
+             UPDATE sessions SET last_used_at = $2, \
+               idle_expires_at = LEAST($2 + $5, absolute_expires_at) \
+             WHERE id = (SELECT session_id FROM consumed) RETURNING *",
+        )
+        .bind(r.presented.to_vec())
+        .bind(r.now)
+        .bind(&r.client_id)
+        .bind(r.next.to_vec())
+        .bind(r.idle_ttl)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// An audit transaction: one writer at a time across every instance.
+    async fn begin_audit(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
+    async fn notifications(&self) -> StoreResult<Option<Box<dyn Notifications>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(REVOCATION_CHANNEL).await?;
+        Ok(Some(Box::new(PgNotifications(listener))))
+    }
+}
+
+struct PgNotifications(PgListener);
+
+#[async_trait::async_trait]
+impl Notifications for PgNotifications {
+    async fn next(&mut self) -> StoreResult<()> {
+        // `recv` reconnects by itself; notifications sent meanwhile are
+        // lost, which is why callers also poll.
+        self.0.recv().await?;
+        Ok(())
     }
 }
 

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::client_auth::ClientAuthenticator;
 use super::mint::{MintError, Minter, TokenRequest};
 use super::refresh;
-use crate::auth::client::SecretDigester;
+use crate::audit::{Auditor, Event, client_actor, user_actor};
 use crate::auth::names::Username;
 use crate::auth::password;
-use crate::store::{Client, NewSession, Rotation, Store};
+use crate::revocation::RevocationCache;
+use crate::store::{Client, NewSession, Rotation, RotationRequest, Store};
 
 /// RFC 6749 §5.2 error codes (plus §4.1.2.1's `temporarily_unavailable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -61,7 +63,7 @@ impl OAuthError {
     }
 }
 
-fn invalid_request(d: impl Into<String>) -> OAuthError {
+pub(crate) fn invalid_request(d: impl Into<String>) -> OAuthError {
     OAuthError::new(ErrorCode::InvalidRequest, d)
 }
 
@@ -84,6 +86,8 @@ pub struct SessionPolicy {
     pub idle_ttl: i64,
     /// Fixed lifetime from login.
     pub absolute_ttl: i64,
+    /// Refresh-token reuse grace window (0: none).
+    pub reuse_grace: i64,
 }
 
 /// A successful token response (RFC 6749 §5.1).
@@ -106,9 +110,11 @@ pub struct TokenResponse {
 pub struct TokenEndpoint {
     store: Arc<dyn Store>,
     minter: Arc<Minter>,
-    digester: SecretDigester,
+    clients: Arc<ClientAuthenticator>,
     sessions: SessionPolicy,
     master: crate::keys::master::MasterKey,
+    auditor: Auditor,
+    revocations: Arc<RevocationCache>,
     /// Bounds concurrent Argon2 computations (memory: 19 MiB each).
     password_slots: tokio::sync::Semaphore,
 }
@@ -119,16 +125,20 @@ impl TokenEndpoint {
     pub fn new(
         store: Arc<dyn Store>,
         minter: Arc<Minter>,
-        digester: SecretDigester,
+        clients: Arc<ClientAuthenticator>,
         sessions: SessionPolicy,
         master: crate::keys::master::MasterKey,
+        auditor: Auditor,
+        revocations: Arc<RevocationCache>,
     ) -> TokenEndpoint {
         TokenEndpoint {
             store,
             minter,
-            digester,
+            clients,
             sessions,
             master,
+            auditor,
+            revocations,
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -159,7 +169,21 @@ impl TokenEndpoint {
         }
         let user_agent = presented.user_agent.take();
         let ip = presented.ip;
-        let client = self.authenticate(params, presented).await?;
+        let client = match self.clients.authenticate(params, presented.basic).await {
+            Ok(c) => c,
+            Err(e) => {
+                if e.code == ErrorCode::InvalidClient {
+                    self.auditor
+                        .record(
+                            Event::new("anonymous", "client_auth_failed")
+                                .detail("grant_type", grant_type.clone())
+                                .network(ip.map(refresh::network_prefix)),
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        };
         if !client.grant_types.iter().any(|g| g == grant_type) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -167,70 +191,19 @@ impl TokenEndpoint {
             ));
         }
         match grant_type.as_str() {
-            "client_credentials" => self.client_credentials(&client, params, now),
+            "client_credentials" => {
+                let issued = self.client_credentials(&client, params, now)?;
+                self.auditor
+                    .record(
+                        Event::new(client_actor(&client.id), "client_token_issued")
+                            .detail("scope", issued.scope.clone())
+                            .network(ip.map(refresh::network_prefix)),
+                    )
+                    .await;
+                Ok(issued)
+            }
             "password" => self.password(&client, params, user_agent, ip, now).await,
             _ => self.refresh(&client, params, user_agent, ip, now).await,
-        }
-    }
-
-    /// RFC 6749 §2.3: exactly one authentication method; confidential
-    /// clients must prove their secret, public clients must not send one.
-    async fn authenticate(
-        &self,
-        params: &HashMap<String, String>,
-        presented: Presented,
-    ) -> Result<Client, OAuthError> {
-        let basic = presented.basic.is_some();
-        let (id, secret) = match (presented.basic, params.get("client_secret")) {
-            (Some(_), Some(_)) => {
-                return Err(invalid_request(
-                    "use one client authentication method, not both Basic and client_secret",
-                ));
-            }
-            (Some((id, secret)), None) => {
-                if params
-                    .get("client_id")
-                    .is_some_and(|body_id| *body_id != id)
-                {
-                    return Err(invalid_request(
-                        "client_id in the body differs from the Basic credentials",
-                    ));
-                }
-                (id, Some(secret))
-            }
-            (None, secret) => {
-                let id = params
-                    .get("client_id")
-                    .ok_or_else(|| invalid_request("client authentication is required (Basic, client_secret_post, or client_id for public clients)"))?;
-                (id.clone(), secret.cloned())
-            }
-        };
-        let failed = || OAuthError {
-            code: ErrorCode::InvalidClient,
-            description: "client authentication failed".into(),
-            basic_challenge: basic,
-        };
-        let client = match self.store.client_by_id(&id).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "client lookup failed");
-                return Err(OAuthError::new(
-                    ErrorCode::TemporarilyUnavailable,
-                    "try again shortly",
-                ));
-            }
-        };
-        let Some(client) = client.filter(|c| !c.disabled) else {
-            // Same work as a wrong secret, so unknown ids are not distinguishable by time.
-            if let Some(s) = &secret {
-                let _ = self.digester.verify(&[0u8; 32], s);
-            }
-            return Err(failed());
-        };
-        match (&client.secret_digest, secret) {
-            (Some(digest), Some(secret)) if self.digester.verify(digest, &secret) => Ok(client),
-            (None, None) => Ok(client),
-            _ => Err(failed()),
         }
     }
 
@@ -336,9 +309,28 @@ impl TokenEndpoint {
                 .await
                 .unwrap_or(false)
         };
+        let network = ip.map(refresh::network_prefix);
+        let failed = |user: Option<&crate::store::User>, reason: &'static str| {
+            // Never the username: people type passwords into that field.
+            let mut event = Event::new(client_actor(&client.id), "login_failed")
+                .detail("reason", reason)
+                .network(network.clone());
+            if let Some(u) = user {
+                event = event.subject(u.id);
+            }
+            event
+        };
         let user = match user {
             Some(u) if ok && !u.disabled => u,
-            _ => return Err(bad_credentials()),
+            other => {
+                let reason = match &other {
+                    None => "unknown user",
+                    Some(u) if u.disabled && ok => "user disabled",
+                    Some(_) => "wrong password",
+                };
+                self.auditor.record(failed(other.as_ref(), reason)).await;
+                return Err(bad_credentials());
+            }
         };
         // The second factor is asked for only once the password is right.
         if let Some(sealed) = &user.totp_secret {
@@ -361,8 +353,11 @@ impl TokenEndpoint {
                     "wrong or already used one-time password",
                 )
             };
-            let step = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
-                .ok_or_else(wrong)?;
+            let Some(step) = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
+            else {
+                self.auditor.record(failed(Some(&user), "wrong otp")).await;
+                return Err(wrong());
+            };
             // Atomic: two logins racing with the same code cannot both pass.
             if !self
                 .store
@@ -370,6 +365,7 @@ impl TokenEndpoint {
                 .await
                 .map_err(unavailable)?
             {
+                self.auditor.record(failed(Some(&user), "reused otp")).await;
                 return Err(wrong());
             }
         }
@@ -383,13 +379,23 @@ impl TokenEndpoint {
             created_at: now,
             idle_expires_at: now + self.sessions.idle_ttl.min(self.sessions.absolute_ttl),
             absolute_expires_at: now + self.sessions.absolute_ttl,
+            user_agent_summary: user_agent.as_deref().map(super::user_agent::summary),
             user_agent_hash: user_agent.map(|ua| refresh::sha256(ua.as_bytes()).to_vec()),
-            network_prefix: ip.map(refresh::network_prefix),
+            network_prefix: network.clone(),
         };
         self.store
             .create_session(&session, &hash)
             .await
             .map_err(unavailable)?;
+        self.auditor
+            .record(
+                Event::new(user_actor(user.id), "login")
+                    .subject(session.id)
+                    .detail("client_id", client.id.clone())
+                    .detail("totp", user.totp_secret.is_some())
+                    .network(network),
+            )
+            .await;
         self.respond(
             TokenRequest {
                 sub: user.id.to_string(),
@@ -423,23 +429,41 @@ impl TokenEndpoint {
         };
         let presented = refresh::hash_presented(presented).ok_or_else(invalid)?;
         let (next, next_hash) = refresh::generate();
-        let revocation_relevant_until = now + self.minter.ttl();
+        let revocation_relevant_until = crate::revocation::relevant_until(now, self.minter.ttl());
         let rotation = self
             .store
-            .rotate_refresh_token(
-                &presented,
-                &next_hash,
-                &client.id,
+            .rotate_refresh_token(&RotationRequest {
+                presented,
+                next: next_hash,
+                client_id: client.id.clone(),
                 now,
-                self.sessions.idle_ttl,
+                idle_ttl: self.sessions.idle_ttl,
+                grace: self.sessions.reuse_grace,
                 revocation_relevant_until,
-            )
+            })
             .await
             .map_err(unavailable)?;
-        let session = match rotation {
-            Rotation::Rotated(session) => session,
-            Rotation::Replayed { session_id } => {
+        let network = ip.map(refresh::network_prefix);
+        let (session, grace_reuse) = match rotation {
+            Rotation::Rotated {
+                session,
+                grace_reuse,
+            } => (session, grace_reuse),
+            Rotation::Replayed {
+                session_id,
+                user_id,
+            } => {
                 tracing::warn!(sid = %session_id, client_id = %client.id, "refresh token replay: session revoked");
+                self.revocations.wake();
+                self.auditor
+                    .record_durable(
+                        Event::new(client_actor(&client.id), "refresh_reuse_detected")
+                            .subject(session_id)
+                            .detail("sub", user_id.to_string())
+                            .detail("session_revoked", true)
+                            .network(network),
+                    )
+                    .await;
                 return Err(OAuthError::new(
                     ErrorCode::InvalidGrant,
                     "the refresh token was already used; the session has been revoked",
@@ -462,11 +486,24 @@ impl TokenEndpoint {
                 network_changed,
                 "session used from a different browser or network"
             );
-            if client.on_binding_change == "revoke" {
+            let revoke = client.on_binding_change == "revoke";
+            self.auditor
+                .record_durable(
+                    Event::new(user_actor(session.user_id), "session_binding_changed")
+                        .subject(session.id)
+                        .detail("client_id", client.id.clone())
+                        .detail("user_agent_changed", ua_changed)
+                        .detail("network_changed", network_changed)
+                        .detail("session_revoked", revoke)
+                        .network(network.clone()),
+                )
+                .await;
+            if revoke {
                 self.store
                     .revoke_session(session.id, now, "binding change", revocation_relevant_until)
                     .await
                     .map_err(unavailable)?;
+                self.revocations.wake();
                 return Err(OAuthError::new(
                     ErrorCode::InvalidGrant,
                     "the session was revoked: it was used from a different browser or network",
@@ -482,6 +519,21 @@ impl TokenEndpoint {
             }
         };
         let audiences = Self::audiences(client, params)?;
+        self.auditor
+            .record(
+                Event::new(
+                    user_actor(session.user_id),
+                    if grace_reuse {
+                        "refresh_grace_reuse"
+                    } else {
+                        "refresh"
+                    },
+                )
+                .subject(session.id)
+                .detail("client_id", client.id.clone())
+                .network(network),
+            )
+            .await;
         self.respond(
             TokenRequest {
                 sub: session.user_id.to_string(),
@@ -534,7 +586,7 @@ fn narrow(allowed: &[&str], requested: &str, whose: &str) -> Result<String, OAut
     Ok(granted.join(" "))
 }
 
-fn unavailable(e: crate::store::StoreError) -> OAuthError {
+pub(crate) fn unavailable(e: crate::store::StoreError) -> OAuthError {
     tracing::error!(error = %e, "database error at the token endpoint");
     OAuthError::new(ErrorCode::TemporarilyUnavailable, "try again shortly")
 }

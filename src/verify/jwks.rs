@@ -45,6 +45,7 @@ pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>
 
 pub(crate) enum KeySource {
     Static(HashMap<String, Arc<DecodingKey>>),
+    Provider(Arc<dyn super::KeyProvider>),
     Remote(Arc<Remote>),
 }
 
@@ -94,6 +95,7 @@ impl KeySource {
     pub(crate) async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
         match self {
             KeySource::Static(keys) => keys.get(kid).cloned().ok_or(VerifyError::UnknownKey),
+            KeySource::Provider(p) => p.decoding_key(kid).ok_or(VerifyError::UnknownKey),
             KeySource::Remote(remote) => Remote::key(remote, kid).await,
         }
     }

@@ -37,16 +37,35 @@
 
 pub mod claims;
 mod extractor;
+mod feed;
 mod header;
 mod jwe;
 mod jwks;
+pub mod revocations;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Validation};
 
 pub use claims::{AccessClaims, Audience};
 pub use extractor::{Authenticated, BearerError};
+pub use jsonwebtoken::DecodingKey;
+pub use revocations::{FeedEntry, FeedPage, RevocationKind, RevocationSet};
+
+/// Keys held by the caller instead of fetched: the issuer itself verifies
+/// with its own key ring this way.
+pub trait KeyProvider: Send + Sync {
+    /// The verification key with this `kid`, if it is in the key set.
+    fn decoding_key(&self, kid: &str) -> Option<Arc<DecodingKey>>;
+}
+
+/// The ES256 keys of a JWKS document by `kid` (other members ignored).
+pub fn parse_jwks(
+    json: &[u8],
+) -> Result<std::collections::HashMap<String, Arc<DecodingKey>>, String> {
+    jwks::parse_set(json)
+}
 
 /// Why a token was refused. The `Display` text is safe to return to the
 /// client (it never contains the token or key material).
@@ -96,6 +115,9 @@ pub enum VerifyError {
     /// A required claim is missing or has the wrong type.
     #[error("missing or invalid claims")]
     Claims,
+    /// The token was revoked (by jti, session, user or client).
+    #[error("token has been revoked")]
+    Revoked,
 }
 
 /// Why a verifier could not be configured.
@@ -114,9 +136,61 @@ pub struct VerifierBuilder {
     max_token_length: usize,
     jwks_max_age: Duration,
     min_refresh_interval: Duration,
+    key_provider: Option<Arc<dyn KeyProvider>>,
+    feed: Option<(String, String, String)>,
+    feed_interval: Duration,
+    revocations: Option<Arc<RevocationSet>>,
+    check_audience: bool,
 }
 
 impl VerifierBuilder {
+    /// Take keys from `provider` instead of fetching a JWKS.
+    pub fn key_provider(mut self, provider: Arc<dyn KeyProvider>) -> Self {
+        self.key_provider = Some(provider);
+        self
+    }
+
+    /// Poll the issuer's revocation feed (`{issuer}/v1/revocations`) as
+    /// this confidential client, and refuse revoked tokens.
+    pub fn revocation_feed(
+        mut self,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Self {
+        let url = format!("{}/v1/revocations", self.issuer.trim_end_matches('/'));
+        self.feed = Some((url, client_id.into(), client_secret.into()));
+        self
+    }
+
+    /// The feed URL, if not `{issuer}/v1/revocations`; call after
+    /// [`Self::revocation_feed`].
+    pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
+        if let Some(feed) = &mut self.feed {
+            feed.0 = url.into();
+        }
+        self
+    }
+
+    /// How often the revocation feed is polled (default 5 s, 100 ms – 1 h).
+    pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
+        self.feed_interval = interval;
+        self
+    }
+
+    /// Refuse tokens listed in `set`, which the caller keeps up to date.
+    pub fn revocations(mut self, set: Arc<RevocationSet>) -> Self {
+        self.revocations = Some(set);
+        self
+    }
+
+    /// The issuer's own checks accept any audience and compare `aud` with
+    /// what the caller may see themselves.
+    #[cfg(feature = "server")]
+    pub(crate) fn any_audience(mut self) -> Self {
+        self.check_audience = false;
+        self
+    }
+
     /// Fetch keys from this URL (default: `{issuer}/.well-known/jwks.json`).
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.jwks_url = Some(url.into());
@@ -180,7 +254,17 @@ impl VerifierBuilder {
         if self.jwks_max_age > Duration::from_secs(86_400) {
             return Err(ConfigError("jwks_max_age must be at most 1 day".into()));
         }
+        if self.feed_interval < Duration::from_millis(100)
+            || self.feed_interval > Duration::from_secs(3600)
+        {
+            return Err(ConfigError(
+                "revocation_poll_interval must be between 100 ms and 1 hour".into(),
+            ));
+        }
         let keys = match (self.static_jwks, self.jwks_url) {
+            _ if self.key_provider.is_some() => {
+                jwks::KeySource::Provider(self.key_provider.expect("checked"))
+            }
             (Some(_), Some(_)) => {
                 return Err(ConfigError(
                     "give either a static JWKS or a JWKS URL, not both".into(),
@@ -211,15 +295,32 @@ impl VerifierBuilder {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[self.issuer.as_str()]);
         validation.set_audience(&[self.audience.as_str()]);
+        validation.validate_aud = self.check_audience;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway.as_secs();
 
+        let revocations = match (self.revocations, &self.feed) {
+            (Some(set), _) => Some(set),
+            (None, Some(_)) => Some(Arc::new(RevocationSet::new())),
+            (None, None) => None,
+        };
+        let feed = self.feed.map(|(url, id, secret)| {
+            Arc::new(feed::FeedPoller::new(
+                url,
+                id,
+                secret,
+                self.feed_interval,
+                revocations.clone().expect("set exists with a feed"),
+            ))
+        });
         Ok(Verifier {
             keys,
             decryption,
             validation,
             max_token_length: self.max_token_length,
+            revocations,
+            feed,
         })
     }
 }
@@ -230,6 +331,8 @@ pub struct Verifier {
     decryption: Option<jwe::Decryption>,
     validation: Validation,
     max_token_length: usize,
+    revocations: Option<Arc<RevocationSet>>,
+    feed: Option<Arc<feed::FeedPoller>>,
 }
 
 impl Verifier {
@@ -246,6 +349,20 @@ impl Verifier {
             max_token_length: 8 * 1024,
             jwks_max_age: Duration::from_secs(300),
             min_refresh_interval: Duration::from_secs(10),
+            key_provider: None,
+            feed: None,
+            feed_interval: Duration::from_secs(5),
+            revocations: None,
+            check_audience: true,
+        }
+    }
+
+    /// Polls the revocation feed now (it is also polled in the background);
+    /// returns the number of new entries. Without a feed, does nothing.
+    pub async fn poll_revocations(&self) -> Result<usize, String> {
+        match &self.feed {
+            Some(feed) => feed.poll().await,
+            None => Ok(0),
         }
     }
 
@@ -276,7 +393,18 @@ impl Verifier {
             }
             _ => return Err(VerifyError::Malformed("wrong number of segments")),
         };
-        self.verify_jws(&jws).await
+        let claims = self.verify_jws(&jws).await?;
+        if let Some(feed) = &self.feed {
+            feed.ensure_started().await;
+        }
+        if self
+            .revocations
+            .as_ref()
+            .is_some_and(|set| set.is_revoked(&claims))
+        {
+            return Err(VerifyError::Revoked);
+        }
+        Ok(claims)
     }
 
     async fn verify_jws(&self, jws: &str) -> Result<AccessClaims, VerifyError> {

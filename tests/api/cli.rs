@@ -433,11 +433,11 @@ fn users_and_clients_from_the_command_line() {
                 "--grant",
                 "client_credentials",
             ],
-            "--confidential",
+            "needs a confidential client",
         ),
         (
             vec!["client", "add", "x", "--public", "--cookie"],
-            "--origin",
+            "at least one origin",
         ),
         (
             vec![
@@ -448,7 +448,7 @@ fn users_and_clients_from_the_command_line() {
                 "--scope",
                 "tessera:admin",
             ],
-            "--admin",
+            "reserved for admin clients",
         ),
         (
             vec![
@@ -461,10 +461,10 @@ fn users_and_clients_from_the_command_line() {
             ],
             "no path",
         ),
-        (vec!["client", "add", "x/y", "--public"], "CLIENT_ID"),
+        (vec!["client", "add", "x/y", "--public"], "client_id: "),
         (
             vec!["client", "add", "x", "--public", "--scope", "a\"b"],
-            "--scope",
+            "scope \"a\\\"b\"",
         ),
         (
             vec!["client", "add", "backend", "--public"],

@@ -242,9 +242,13 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
         meta["grant_types_supported"],
         serde_json::json!(["password", "refresh_token", "client_credentials"])
     );
-    assert!(
-        meta.get("revocation_endpoint").is_none(),
-        "advertise only what is served"
+    assert_eq!(
+        meta["revocation_endpoint"],
+        "http://127.0.0.1:8080/oauth/revoke"
+    );
+    assert_eq!(
+        meta["introspection_endpoint"],
+        "http://127.0.0.1:8080/oauth/introspect"
     );
 
     let ready: serde_json::Value = app.get("/readyz").await.json().await.unwrap();

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tessera::store::{NewClient, NewSession, NewUser, Rotation, Store};
+use tessera::store::{NewClient, NewSession, NewUser, Rotation, RotationRequest, Store};
 use uuid::Uuid;
 
 use crate::helpers::{Engine, on_both_engines, test_store};
@@ -62,6 +62,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                 absolute_expires_at: T0 + ABSOLUTE,
                 user_agent_hash: None,
                 network_prefix: None,
+                user_agent_summary: None,
             },
             &token(0),
         )
@@ -70,9 +71,31 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
     (user, sid)
 }
 
+fn request(from: u8, to: u8, client: &str, now: i64, grace: i64) -> RotationRequest {
+    RotationRequest {
+        presented: token(from),
+        next: token(to),
+        client_id: client.into(),
+        now,
+        idle_ttl: IDLE,
+        grace,
+        revocation_relevant_until: now + 900,
+    }
+}
+
 async fn rotate(store: &Arc<dyn Store>, from: u8, to: u8, now: i64) -> Rotation {
+    rotate_with_grace(store, from, to, now, 0).await
+}
+
+async fn rotate_with_grace(
+    store: &Arc<dyn Store>,
+    from: u8,
+    to: u8,
+    now: i64,
+    grace: i64,
+) -> Rotation {
     store
-        .rotate_refresh_token(&token(from), &token(to), "spa", now, IDLE, now + 900)
+        .rotate_refresh_token(&request(from, to, "spa", now, grace))
         .await
         .unwrap()
 }
@@ -80,13 +103,13 @@ async fn rotate(store: &Arc<dyn Store>, from: u8, to: u8, now: i64) -> Rotation 
 async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
     let s = test_store(engine).await;
     let (user, sid) = login(&s.store).await;
-    let Rotation::Rotated(session) = rotate(&s.store, 0, 1, T0 + 100).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, 0, 1, T0 + 100).await else {
         panic!("first rotation")
     };
     assert_eq!((session.id, session.user_id), (sid, user));
     assert_eq!(session.idle_expires_at, T0 + 100 + IDLE);
     assert_eq!(session.last_used_at, T0 + 100);
-    let Rotation::Rotated(session) = rotate(&s.store, 1, 2, T0 + 200).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, 1, 2, T0 + 200).await else {
         panic!("second rotation")
     };
     assert_eq!(session.idle_expires_at, T0 + 200 + IDLE);
@@ -98,11 +121,11 @@ async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
         t += IDLE / 2;
         assert!(matches!(
             rotate(&s.store, from, from + 1, t).await,
-            Rotation::Rotated(_)
+            Rotation::Rotated { .. }
         ));
         from += 1;
     }
-    let Rotation::Rotated(session) = rotate(&s.store, from, from + 1, late).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, from, from + 1, late).await else {
         panic!()
     };
     assert_eq!(session.idle_expires_at, T0 + ABSOLUTE);
@@ -115,15 +138,18 @@ async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
 
 async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
     let s = test_store(engine).await;
-    let (_, sid) = login(&s.store).await;
+    let (user, sid) = login(&s.store).await;
     assert!(matches!(
         rotate(&s.store, 0, 1, T0 + 10).await,
-        Rotation::Rotated(_)
+        Rotation::Rotated { .. }
     ));
     // The thief (or a confused client) presents the old token again.
     assert_eq!(
         rotate(&s.store, 0, 9, T0 + 20).await,
-        Rotation::Replayed { session_id: sid }
+        Rotation::Replayed {
+            session_id: sid,
+            user_id: user
+        }
     );
     // The legitimate holder's new token is dead too, and so is the session.
     assert_eq!(rotate(&s.store, 1, 2, T0 + 30).await, Rotation::Invalid);
@@ -142,7 +168,10 @@ async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
     );
     assert_eq!(
         rotate(&s.store, 0, 8, T0 + 40).await,
-        Rotation::Replayed { session_id: sid }
+        Rotation::Replayed {
+            session_id: sid,
+            user_id: user
+        }
     );
     assert_eq!(
         s.raw
@@ -159,7 +188,7 @@ async fn exactly_one_of_many_concurrent_refreshes_wins(engine: Engine) {
         let store = s.store.clone();
         async move {
             store
-                .rotate_refresh_token(&token(0), &token(100 + i), "spa", T0 + 5, IDLE, T0 + 905)
+                .rotate_refresh_token(&request(0, 100 + i, "spa", T0 + 5, 0))
                 .await
         }
     });
@@ -171,7 +200,7 @@ async fn exactly_one_of_many_concurrent_refreshes_wins(engine: Engine) {
             .unwrap()
             .expect("no database error under contention")
         {
-            Rotation::Rotated(_) => rotated += 1,
+            Rotation::Rotated { .. } => rotated += 1,
             Rotation::Replayed { .. } | Rotation::Invalid => {}
         }
     }
@@ -193,7 +222,7 @@ async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: En
     // Another client presenting it: refused, token not consumed.
     let r = s
         .store
-        .rotate_refresh_token(&token(0), &token(1), "other", T0 + 10, IDLE, T0 + 910)
+        .rotate_refresh_token(&request(0, 1, "other", T0 + 10, 0))
         .await
         .unwrap();
     assert_eq!(r, Rotation::Invalid);
@@ -202,7 +231,7 @@ async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: En
     // None of that consumed the real token.
     assert!(matches!(
         rotate(&s.store, 0, 1, T0 + 10).await,
-        Rotation::Rotated(_)
+        Rotation::Rotated { .. }
     ));
     // A disabled user cannot refresh.
     let name = s.raw.text("SELECT username FROM users").await;
@@ -229,6 +258,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
                 absolute_expires_at: T0 + ABSOLUTE,
                 user_agent_hash: None,
                 network_prefix: None,
+                user_agent_summary: None,
             },
             &token(50),
         )
@@ -262,11 +292,94 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
     // The live session still rotates.
     assert!(matches!(
         rotate(&s.store, 0, 1, T0 + 200).await,
-        Rotation::Rotated(_)
+        Rotation::Rotated { .. }
     ));
 }
 
+async fn the_grace_window_allows_one_reuse_of_the_previous_token(engine: Engine) {
+    const GRACE: i64 = 5;
+    let s = test_store(engine).await;
+    let (user, sid) = login(&s.store).await;
+    let rotated = |r: Rotation, grace_expected: bool| match r {
+        Rotation::Rotated { grace_reuse, .. } => assert_eq!(grace_reuse, grace_expected),
+        other => panic!("expected a rotation, got {other:?}"),
+    };
+    rotated(
+        rotate_with_grace(&s.store, 0, 1, T0 + 10, GRACE).await,
+        false,
+    );
+    // A second tab presents the token the first tab just rotated: one fresh pair.
+    rotated(
+        rotate_with_grace(&s.store, 0, 2, T0 + 12, GRACE).await,
+        true,
+    );
+    // The same token once more inside the window: refused, session kept.
+    assert_eq!(
+        rotate_with_grace(&s.store, 0, 3, T0 + 13, GRACE).await,
+        Rotation::Invalid
+    );
+    assert!(
+        s.store
+            .session(sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+    // Token 1 was superseded by the grace pair; it is now the immediately
+    // previous token and gets its own one reuse.
+    rotated(
+        rotate_with_grace(&s.store, 1, 4, T0 + 14, GRACE).await,
+        true,
+    );
+    // The newest token works normally.
+    rotated(
+        rotate_with_grace(&s.store, 4, 5, T0 + 15, GRACE).await,
+        false,
+    );
+    // After the window, a consumed token is a replay again.
+    assert_eq!(
+        rotate_with_grace(&s.store, 4, 6, T0 + 15 + GRACE + 1, GRACE).await,
+        Rotation::Replayed {
+            session_id: sid,
+            user_id: user
+        }
+    );
+    assert_eq!(
+        rotate_with_grace(&s.store, 5, 7, T0 + 30, GRACE).await,
+        Rotation::Invalid
+    );
+}
+
+async fn an_older_token_revokes_even_inside_the_grace_window(engine: Engine) {
+    let s = test_store(engine).await;
+    let (user, sid) = login(&s.store).await;
+    assert!(matches!(
+        rotate_with_grace(&s.store, 0, 1, T0 + 1, 30).await,
+        Rotation::Rotated { .. }
+    ));
+    assert!(matches!(
+        rotate_with_grace(&s.store, 1, 2, T0 + 2, 30).await,
+        Rotation::Rotated { .. }
+    ));
+    // Token 0 is two generations back: not a tab race.
+    assert_eq!(
+        rotate_with_grace(&s.store, 0, 3, T0 + 3, 30).await,
+        Rotation::Replayed {
+            session_id: sid,
+            user_id: user
+        }
+    );
+    assert_eq!(
+        rotate_with_grace(&s.store, 2, 4, T0 + 4, 30).await,
+        Rotation::Invalid
+    );
+}
+
 on_both_engines!(
+    the_grace_window_allows_one_reuse_of_the_previous_token,
+    an_older_token_revokes_even_inside_the_grace_window,
     a_chain_of_rotations_slides_the_idle_expiry,
     replaying_a_consumed_token_revokes_the_session,
     exactly_one_of_many_concurrent_refreshes_wins,

@@ -298,8 +298,8 @@ async fn settings_are_initialised_once(engine: Engine) {
 /// The audit log refuses UPDATE and DELETE in the database itself.
 async fn audit_log_is_append_only(engine: Engine) {
     let store = test_store(engine).await;
-    let insert = "INSERT INTO audit_log (at, actor, action, prev_hash, hash) \
-                  VALUES (1, 'admin', 'login', $1, $2)";
+    let insert = "INSERT INTO audit_log (seq, at, actor, action, detail, prev_hash, hash) \
+                  VALUES (1, 1, 'admin', 'login', '{}', $1, $2)";
     store
         .raw
         .execute(insert, &[&[0u8; 32], &[1u8; 32]])

@@ -1,0 +1,34 @@
+-- Revocation, audit chain and refresh-token grace window (issues #4, #5).
+
+-- A consumed token may be reused once inside the grace window; this records it.
+ALTER TABLE refresh_tokens ADD COLUMN reused_at BIGINT;
+
+-- "Firefox on Linux": what the admin API shows instead of the raw User-Agent.
+ALTER TABLE sessions ADD COLUMN user_agent_summary TEXT;
+CREATE INDEX sessions_live_by_user ON sessions (user_id) WHERE revoked_at IS NULL;
+
+-- Nothing wrote audit rows before this version, so the table is rebuilt with
+-- an application-assigned sequence: `seq` is part of each row's hash, so a
+-- removed, reordered or inserted row breaks the chain. UNIQUE (prev_hash)
+-- means two writers can never fork it.
+DROP TABLE audit_log;
+CREATE TABLE audit_log (
+    seq            BIGINT PRIMARY KEY CHECK (seq >= 1),
+    at             BIGINT NOT NULL,
+    actor          TEXT NOT NULL,
+    action         TEXT NOT NULL,
+    subject        TEXT,
+    detail         TEXT NOT NULL,
+    network_prefix TEXT,
+    prev_hash      BYTEA NOT NULL UNIQUE CHECK (length(prev_hash) = 32),
+    hash           BYTEA NOT NULL UNIQUE CHECK (length(hash) = 32)
+);
+CREATE INDEX audit_log_by_subject ON audit_log (subject, seq);
+
+CREATE TRIGGER audit_log_no_update_delete
+    BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION audit_log_is_append_only();
+
+CREATE TRIGGER audit_log_no_truncate
+    BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_is_append_only();

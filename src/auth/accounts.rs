@@ -1,0 +1,477 @@
+//! Provisioning users and clients: the rules shared by the CLI and the
+//! admin API. Every change is audited with its actor; a privilege change
+//! (password, TOTP enrolment, disabling) revokes the user's sessions.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::client::SecretDigester;
+use super::names::{ClientId, Username};
+use super::password;
+use crate::audit::{Auditor, Event};
+use crate::keys::master::MasterKey;
+use crate::revocation::{RevocationCache, relevant_until};
+use crate::store::{Client, NewClient, NewUser, Store, StoreError, User};
+
+/// The scope that grants the admin API.
+pub const ADMIN_SCOPE: &str = "tessera:admin";
+
+/// Why a provisioning request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The request is invalid; the message says which field and why.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such user or client.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client to register: the options of `tessera client add`, or the JSON
+/// body of `POST /admin/v1/clients`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    /// The client_id.
+    pub client_id: String,
+    /// Confidential (gets a secret) or public.
+    pub confidential: bool,
+    /// Scopes it may request.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Audiences it may obtain tokens for (default: the issuer).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Grants (default: client_credentials if confidential, else password
+    /// and refresh_token).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// SPA cookie mode.
+    #[serde(default)]
+    pub cookie: bool,
+    /// Allowed browser origins.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// May obtain `tessera:admin`.
+    #[serde(default)]
+    pub admin: bool,
+    /// `audit` (default) or `revoke`.
+    #[serde(default)]
+    pub on_binding_change: Option<String>,
+}
+
+/// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn origin(value: &str) -> Result<String, AccountError> {
+    let invalid = |why: &str| AccountError::Invalid(format!("origin {value}: {why}"));
+    let url = url::Url::parse(value).map_err(|_| invalid("not a URL"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+        return Err(invalid(
+            "must be https://host[:port] (http only for localhost development)",
+        ));
+    }
+    if url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+    {
+        return Err(invalid(
+            "an origin has no path, query, fragment or user (e.g. https://app.example)",
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+impl ClientSpec {
+    /// Checks the specification and builds the record (without a secret).
+    pub fn validate(&self, issuer: &str) -> Result<NewClient, AccountError> {
+        let invalid = |m: String| AccountError::Invalid(m);
+        let id =
+            ClientId::parse(&self.client_id).map_err(|e| invalid(format!("client_id: {e}")))?;
+        let mut scopes: Vec<String> = Vec::new();
+        for s in &self.scopes {
+            if !valid_scope(s) {
+                return Err(invalid(format!(
+                    "scope {s:?}: a scope is 1–128 printable ASCII characters without spaces, quotes or backslashes"
+                )));
+            }
+            if s == ADMIN_SCOPE && !self.admin {
+                return Err(invalid(format!(
+                    "scope {ADMIN_SCOPE} is reserved for admin clients"
+                )));
+            }
+            if !scopes.contains(s) {
+                scopes.push(s.clone());
+            }
+        }
+        if self.admin && !scopes.iter().any(|s| s == ADMIN_SCOPE) {
+            scopes.push(ADMIN_SCOPE.to_owned());
+        }
+        let mut audiences: Vec<String> = Vec::new();
+        for a in &self.audiences {
+            if a.is_empty()
+                || a.len() > 512
+                || a.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(format!(
+                    "audience {a:?}: 1–512 characters without spaces or control characters"
+                )));
+            }
+            if !audiences.contains(a) {
+                audiences.push(a.clone());
+            }
+        }
+        if audiences.is_empty() {
+            audiences.push(issuer.to_owned());
+        }
+        let mut grants: Vec<String> = Vec::new();
+        for g in &self.grants {
+            if !matches!(
+                g.as_str(),
+                "password" | "refresh_token" | "client_credentials"
+            ) {
+                return Err(invalid(format!(
+                    "grant {g:?}: one of password, refresh_token, client_credentials"
+                )));
+            }
+            if !grants.contains(g) {
+                grants.push(g.clone());
+            }
+        }
+        if grants.is_empty() {
+            grants = if self.confidential {
+                vec!["client_credentials".into()]
+            } else {
+                vec!["password".into(), "refresh_token".into()]
+            };
+        }
+        if !self.confidential && grants.iter().any(|g| g == "client_credentials") {
+            return Err(invalid(
+                "grant client_credentials needs a confidential client (a public client cannot keep a secret)".into(),
+            ));
+        }
+        let origins = self
+            .origins
+            .iter()
+            .map(|o| origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.cookie && (self.confidential || origins.is_empty()) {
+            return Err(invalid(
+                "cookie mode is for public browser clients and needs at least one origin".into(),
+            ));
+        }
+        let on_binding_change = self
+            .on_binding_change
+            .clone()
+            .unwrap_or_else(|| "audit".into());
+        if !matches!(on_binding_change.as_str(), "audit" | "revoke") {
+            return Err(invalid(format!(
+                "on_binding_change {on_binding_change:?}: audit or revoke"
+            )));
+        }
+        Ok(NewClient {
+            id: id.as_str().to_owned(),
+            secret_digest: None,
+            grant_types: grants,
+            scopes,
+            audiences,
+            origins,
+            cookie: self.cookie,
+            admin: self.admin,
+            on_binding_change,
+        })
+    }
+}
+
+/// A user just created.
+#[derive(Debug)]
+pub struct CreatedUser {
+    /// The user's id (`sub`).
+    pub id: uuid::Uuid,
+    /// The `otpauth://` URI, if TOTP was enrolled.
+    pub totp_uri: Option<String>,
+}
+
+/// Users and clients.
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    master: MasterKey,
+    digester: SecretDigester,
+    auditor: Auditor,
+    /// Woken after revocations (absent in the CLI: instances poll).
+    cache: Option<Arc<RevocationCache>>,
+    issuer: String,
+    access_ttl: i64,
+}
+
+impl Accounts {
+    /// Provisioning over `store`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        auditor: Auditor,
+        cache: Option<Arc<RevocationCache>>,
+        issuer: String,
+        access_ttl: i64,
+    ) -> Accounts {
+        Accounts {
+            digester: SecretDigester::new(&master),
+            store,
+            master,
+            auditor,
+            cache,
+            issuer,
+            access_ttl,
+        }
+    }
+
+    /// A user by login name.
+    pub async fn user(&self, username: &str) -> Result<User, AccountError> {
+        let name = Username::parse(username)
+            .map_err(|e| AccountError::Invalid(format!("username: {e}")))?;
+        self.store
+            .user_by_username(name.as_str())
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no user named {name}")))
+    }
+
+    /// Creates a user, optionally enrolling TOTP.
+    pub async fn create_user(
+        &self,
+        actor: &str,
+        username: &str,
+        password: Zeroizing<String>,
+        totp: bool,
+        now: i64,
+    ) -> Result<CreatedUser, AccountError> {
+        let name = Username::parse(username)
+            .map_err(|e| AccountError::Invalid(format!("username: {e}")))?;
+        let password_hash = hash_password(password).await?;
+        let id = uuid::Uuid::new_v4();
+        let secret = totp.then(crate::auth::totp::new_secret);
+        let user = NewUser {
+            id,
+            username: name.as_str().to_owned(),
+            password_hash,
+            totp_secret: secret
+                .as_ref()
+                .map(|s| self.master.seal(s, &crate::auth::totp::seal_context(id))),
+        };
+        match self.store.create_user(&user, now).await {
+            Ok(_) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(AccountError::Conflict(format!(
+                    "user {name} already exists"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.auditor
+            .record_durable(
+                Event::new(actor, "user_created")
+                    .subject(id)
+                    .detail("totp", totp),
+            )
+            .await;
+        Ok(CreatedUser {
+            id,
+            totp_uri: secret.map(|s| crate::auth::totp::uri(&s, name.as_str(), &self.issuer)),
+        })
+    }
+
+    /// Disables a user and revokes every session and token they hold.
+    pub async fn disable_user(
+        &self,
+        actor: &str,
+        username: &str,
+        now: i64,
+    ) -> Result<u64, AccountError> {
+        let user = self.user(username).await?;
+        self.store
+            .set_user_disabled(&user.username, true, now)
+            .await?;
+        let revoked = self
+            .revoke_user(user.id, true, "user disabled", now)
+            .await?;
+        self.auditor
+            .record_durable(
+                Event::new(actor, "user_disabled")
+                    .subject(user.id)
+                    .detail("sessions_revoked", revoked),
+            )
+            .await;
+        Ok(revoked)
+    }
+
+    /// Sets a new password; the user's sessions are revoked (a privilege
+    /// change: whoever held a session may have known the old password).
+    pub async fn set_password(
+        &self,
+        actor: &str,
+        username: &str,
+        password: Zeroizing<String>,
+        now: i64,
+    ) -> Result<u64, AccountError> {
+        let user = self.user(username).await?;
+        let hash = hash_password(password).await?;
+        self.store.set_user_password(user.id, &hash, now).await?;
+        let revoked = self
+            .revoke_user(user.id, false, "password changed", now)
+            .await?;
+        self.auditor
+            .record_durable(
+                Event::new(actor, "user_password_changed")
+                    .subject(user.id)
+                    .detail("sessions_revoked", revoked),
+            )
+            .await;
+        Ok(revoked)
+    }
+
+    /// Enrols (or re-enrols) TOTP; returns the `otpauth://` URI. The user's
+    /// sessions are revoked: each must log in again with the second factor.
+    pub async fn enrol_totp(
+        &self,
+        actor: &str,
+        username: &str,
+        now: i64,
+    ) -> Result<String, AccountError> {
+        let user = self.user(username).await?;
+        let secret = crate::auth::totp::new_secret();
+        let sealed = self
+            .master
+            .seal(&secret, &crate::auth::totp::seal_context(user.id));
+        self.store
+            .set_user_totp(user.id, Some(&sealed), now)
+            .await?;
+        let revoked = self
+            .revoke_user(user.id, false, "TOTP enrolled", now)
+            .await?;
+        self.auditor
+            .record_durable(
+                Event::new(actor, "user_totp_enrolled")
+                    .subject(user.id)
+                    .detail("sessions_revoked", revoked),
+            )
+            .await;
+        Ok(crate::auth::totp::uri(
+            &secret,
+            &user.username,
+            &self.issuer,
+        ))
+    }
+
+    async fn revoke_user(
+        &self,
+        user: uuid::Uuid,
+        by_sub: bool,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, AccountError> {
+        let revoked = self
+            .store
+            .revoke_user_sessions(
+                user,
+                None,
+                by_sub,
+                now,
+                reason,
+                relevant_until(now, self.access_ttl),
+            )
+            .await?;
+        if let Some(cache) = &self.cache {
+            cache.wake();
+        }
+        Ok(revoked)
+    }
+
+    /// Registers a client; returns it and, if confidential, its secret
+    /// (shown once, stored only as a keyed digest).
+    pub async fn create_client(
+        &self,
+        actor: &str,
+        spec: &ClientSpec,
+        now: i64,
+    ) -> Result<(Client, Option<Zeroizing<String>>), AccountError> {
+        let mut record = spec.validate(&self.issuer)?;
+        let secret = spec.confidential.then(|| {
+            let (secret, digest) = self.digester.generate();
+            record.secret_digest = Some(digest);
+            secret
+        });
+        let client = match self.store.create_client(&record, now).await {
+            Ok(c) => c,
+            Err(StoreError::Conflict(_)) => {
+                return Err(AccountError::Conflict(format!(
+                    "client {} already exists",
+                    record.id
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.auditor
+            .record_durable(
+                Event::new(actor, "client_created")
+                    .subject(&client.id)
+                    .detail("confidential", client.confidential)
+                    .detail("admin", client.admin)
+                    .detail("scopes", client.scopes.join(" ")),
+            )
+            .await;
+        Ok((client, secret))
+    }
+
+    /// Disables a client and revokes every token issued to it.
+    pub async fn disable_client(
+        &self,
+        actor: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<u64, AccountError> {
+        if !self.store.set_client_disabled(client_id, true).await? {
+            return Err(AccountError::NotFound(format!("no client {client_id:?}")));
+        }
+        let revoked = self
+            .store
+            .revoke_client_tokens(
+                client_id,
+                now,
+                "client disabled",
+                relevant_until(now, self.access_ttl),
+            )
+            .await?;
+        if let Some(cache) = &self.cache {
+            cache.wake();
+        }
+        self.auditor
+            .record_durable(
+                Event::new(actor, "client_disabled")
+                    .subject(client_id)
+                    .detail("sessions_revoked", revoked),
+            )
+            .await;
+        Ok(revoked)
+    }
+}
+
+/// Argon2 off the async threads.
+async fn hash_password(password: Zeroizing<String>) -> Result<String, AccountError> {
+    tokio::task::spawn_blocking(move || password::hash(&password))
+        .await
+        .map_err(|_| AccountError::Invalid("the password could not be hashed".into()))?
+        .map_err(|e| AccountError::Invalid(e.to_string()))
+}

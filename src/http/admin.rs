@@ -1,0 +1,634 @@
+//! `/admin/v1`: the admin API. Every call needs an access token for this
+//! issuer (`aud`) with scope `tessera:admin`, issued to an admin client that
+//! is still enabled; every action is audited with that client as actor.
+//!
+//! | method, path | what |
+//! |---|---|
+//! | `POST /users` | create a user `{username, password, totp?}` |
+//! | `POST /users/{username}/disable` | disable, revoking everything they hold |
+//! | `POST /users/{username}/password` | set `{password}`; revokes their sessions |
+//! | `POST /users/{username}/totp` | enrol TOTP; revokes their sessions |
+//! | `GET /users/{username}/sessions` | live sessions |
+//! | `DELETE /users/{username}/sessions` | logout everywhere |
+//! | `DELETE /sessions/{sid}` | revoke one session |
+//! | `POST /clients` | register a client (secret shown once) |
+//! | `POST /clients/{client_id}/disable` | disable, revoking its tokens |
+//! | `DELETE /clients/{client_id}/tokens` | revoke every token issued to it |
+//! | `DELETE /tokens/{jti}` | revoke one access token |
+//! | `GET /keys`, `POST /keys/rotate` | signing keys |
+//! | `GET /audit?after=SEQ&limit=N` | the audit log, in order |
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::{AppState, error_response};
+use crate::audit::{Event, client_actor};
+use crate::auth::accounts::{ADMIN_SCOPE, AccountError, ClientSpec};
+use crate::revocation::RevokeError;
+use crate::store::{AuditRecord, Session};
+
+/// Largest JSON body the admin API reads.
+const MAX_JSON_BYTES: usize = 16 * 1024;
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Registers the admin routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/v1")
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(MAX_JSON_BYTES)
+                    .error_handler(|e, _| {
+                        let status = match &e {
+                            actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+                            | actix_web::error::JsonPayloadError::Overflow { .. } => {
+                                StatusCode::PAYLOAD_TOO_LARGE
+                            }
+                            actix_web::error::JsonPayloadError::ContentType => {
+                                StatusCode::UNSUPPORTED_MEDIA_TYPE
+                            }
+                            _ => StatusCode::BAD_REQUEST,
+                        };
+                        let response = error_response(
+                            status,
+                            "invalid_request",
+                            &format!("request body: {e}"),
+                        );
+                        actix_web::error::InternalError::from_response(e, response).into()
+                    }),
+            )
+            .route("/users", web::post().to(create_user))
+            .route("/users/{username}/disable", web::post().to(disable_user))
+            .route("/users/{username}/password", web::post().to(set_password))
+            .route("/users/{username}/totp", web::post().to(enrol_totp))
+            .route("/users/{username}/sessions", web::get().to(list_sessions))
+            .route(
+                "/users/{username}/sessions",
+                web::delete().to(logout_everywhere),
+            )
+            .route("/sessions/{sid}", web::delete().to(revoke_session))
+            .route("/clients", web::post().to(create_client))
+            .route(
+                "/clients/{client_id}/disable",
+                web::post().to(disable_client),
+            )
+            .route(
+                "/clients/{client_id}/tokens",
+                web::delete().to(revoke_client),
+            )
+            .route("/tokens/{jti}", web::delete().to(revoke_jti))
+            .route("/keys", web::get().to(list_keys))
+            .route("/keys/rotate", web::post().to(rotate_keys))
+            .route("/audit", web::get().to(audit))
+            .default_service(web::to(super::not_found)),
+    );
+}
+
+/// The admin client behind a request, as an audit actor.
+struct Admin {
+    actor: String,
+}
+
+/// 401 (no or bad token) or 403 (a good token without the admin scope).
+fn unauthorized(error: Option<&str>, description: &str) -> HttpResponse {
+    let challenge = match error {
+        None => "Bearer".to_owned(),
+        Some(e) => format!("Bearer error=\"{e}\", error_description=\"{description}\""),
+    };
+    let mut res = error_response(
+        StatusCode::UNAUTHORIZED,
+        error.unwrap_or("invalid_token"),
+        description,
+    );
+    res.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        challenge.parse().expect("our own header text"),
+    );
+    res
+}
+
+fn forbidden() -> HttpResponse {
+    let mut res = error_response(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        "this API needs an access token with scope tessera:admin from an admin client",
+    );
+    res.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        "Bearer error=\"insufficient_scope\", scope=\"tessera:admin\""
+            .parse()
+            .expect("static header"),
+    );
+    res
+}
+
+async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Admin, HttpResponse> {
+    let token = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| unauthorized(None, "a bearer token is required"))?;
+    let claims = match state.revoker.verify_access_token(token).await {
+        Ok(c) => c,
+        Err(crate::verify::VerifyError::KeysUnavailable) => {
+            return Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "try again shortly",
+            ));
+        }
+        Err(e) => return Err(unauthorized(Some("invalid_token"), &e.to_string())),
+    };
+    if !claims.aud.contains(state.revoker.issuer()) {
+        return Err(unauthorized(
+            Some("invalid_token"),
+            "the token is not meant for this issuer",
+        ));
+    }
+    if !claims.has_scope(ADMIN_SCOPE) {
+        return Err(forbidden());
+    }
+    // The client may have lost its admin right or been disabled since.
+    match state.store.client_by_id(&claims.client_id).await {
+        Ok(Some(c)) if c.admin && !c.disabled => Ok(Admin {
+            actor: client_actor(&c.id),
+        }),
+        Ok(_) => Err(forbidden()),
+        Err(e) => Err(super::token::unavailable(&e)),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+fn account_error(e: AccountError) -> HttpResponse {
+    match e {
+        AccountError::Invalid(m) => error_response(StatusCode::BAD_REQUEST, "invalid_request", &m),
+        AccountError::NotFound(m) => error_response(StatusCode::NOT_FOUND, "not_found", &m),
+        AccountError::Conflict(m) => error_response(StatusCode::CONFLICT, "conflict", &m),
+        AccountError::Store(e) => super::token::unavailable(&e),
+    }
+}
+
+fn revoke_error(e: RevokeError) -> HttpResponse {
+    match e {
+        RevokeError::NotFound(what) => error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no such {what}"),
+        ),
+        RevokeError::NotYourToken => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the token was not issued to this client",
+        ),
+        RevokeError::Store(e) => super::token::unavailable(&e),
+    }
+}
+
+macro_rules! admin {
+    ($req:expr, $state:expr) => {
+        match authorize(&$req, &$state).await {
+            Ok(admin) => admin,
+            Err(response) => return response,
+        }
+    };
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUserBody {
+    username: String,
+    password: Zeroizing<String>,
+    #[serde(default)]
+    totp: bool,
+}
+
+#[derive(Serialize)]
+struct CreatedUser {
+    id: String,
+    username: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totp_uri: Option<String>,
+}
+
+async fn create_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<NewUserBody>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let body = body.into_inner();
+    match state
+        .accounts
+        .create_user(
+            &admin.actor,
+            &body.username,
+            body.password,
+            body.totp,
+            now(),
+        )
+        .await
+    {
+        Ok(u) => json(
+            StatusCode::CREATED,
+            &CreatedUser {
+                id: u.id.to_string(),
+                username: body.username,
+                totp_uri: u.totp_uri,
+            },
+        ),
+        Err(e) => account_error(e),
+    }
+}
+
+#[derive(Serialize)]
+struct Revoked {
+    sessions_revoked: u64,
+}
+
+async fn disable_user(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state
+        .accounts
+        .disable_user(&admin.actor, &path, now())
+        .await
+    {
+        Ok(n) => json(
+            StatusCode::OK,
+            &Revoked {
+                sessions_revoked: n,
+            },
+        ),
+        Err(e) => account_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    password: Zeroizing<String>,
+}
+
+async fn set_password(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<PasswordBody>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let body = body.into_inner();
+    match state
+        .accounts
+        .set_password(&admin.actor, &path, body.password, now())
+        .await
+    {
+        Ok(n) => json(
+            StatusCode::OK,
+            &Revoked {
+                sessions_revoked: n,
+            },
+        ),
+        Err(e) => account_error(e),
+    }
+}
+
+#[derive(Serialize)]
+struct Enrolled {
+    totp_uri: String,
+}
+
+async fn enrol_totp(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state.accounts.enrol_totp(&admin.actor, &path, now()).await {
+        Ok(uri) => json(StatusCode::OK, &Enrolled { totp_uri: uri }),
+        Err(e) => account_error(e),
+    }
+}
+
+/// A session as an administrator sees it: no token, no raw User-Agent.
+#[derive(Serialize)]
+struct SessionView {
+    sid: String,
+    client_id: String,
+    scope: String,
+    created_at: i64,
+    last_used_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    /// Coarse location: the /24 (IPv4) or /48 (IPv6) it was opened from.
+    network: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl From<Session> for SessionView {
+    fn from(s: Session) -> SessionView {
+        SessionView {
+            sid: s.id.to_string(),
+            client_id: s.client_id,
+            scope: s.scope,
+            created_at: s.created_at,
+            last_used_at: s.last_used_at,
+            idle_expires_at: s.idle_expires_at,
+            absolute_expires_at: s.absolute_expires_at,
+            network: s.network_prefix,
+            user_agent: s.user_agent_summary,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionList {
+    sub: String,
+    sessions: Vec<SessionView>,
+}
+
+async fn list_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let _admin = admin!(req, state);
+    let user = match state.accounts.user(&path).await {
+        Ok(u) => u,
+        Err(e) => return account_error(e),
+    };
+    match state.store.user_sessions(user.id, now()).await {
+        Ok(sessions) => json(
+            StatusCode::OK,
+            &SessionList {
+                sub: user.id.to_string(),
+                sessions: sessions.into_iter().map(SessionView::from).collect(),
+            },
+        ),
+        Err(e) => super::token::unavailable(&e),
+    }
+}
+
+async fn logout_everywhere(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let user = match state.accounts.user(&path).await {
+        Ok(u) => u,
+        Err(e) => return account_error(e),
+    };
+    match state
+        .revoker
+        .revoke_user(&admin.actor, user.id, now())
+        .await
+    {
+        Ok(n) => json(
+            StatusCode::OK,
+            &Revoked {
+                sessions_revoked: n,
+            },
+        ),
+        Err(e) => revoke_error(e),
+    }
+}
+
+async fn revoke_session(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let Ok(sid) = uuid::Uuid::parse_str(&path) else {
+        return error_response(StatusCode::NOT_FOUND, "not_found", "no such session");
+    };
+    match state.revoker.revoke_session(&admin.actor, sid, now()).await {
+        Ok(()) => no_content(),
+        Err(e) => revoke_error(e),
+    }
+}
+
+fn no_content() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish()
+}
+
+#[derive(Serialize)]
+struct CreatedClient {
+    client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+    scopes: Vec<String>,
+    audiences: Vec<String>,
+    grants: Vec<String>,
+}
+
+async fn create_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<ClientSpec>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state
+        .accounts
+        .create_client(&admin.actor, &body, now())
+        .await
+    {
+        Ok((client, secret)) => json(
+            StatusCode::CREATED,
+            &CreatedClient {
+                client_id: client.id,
+                client_secret: secret.map(|s| s.to_string()),
+                scopes: client.scopes,
+                audiences: client.audiences,
+                grants: client.grant_types,
+            },
+        ),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn disable_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state
+        .accounts
+        .disable_client(&admin.actor, &path, now())
+        .await
+    {
+        Ok(n) => json(
+            StatusCode::OK,
+            &Revoked {
+                sessions_revoked: n,
+            },
+        ),
+        Err(e) => account_error(e),
+    }
+}
+
+async fn revoke_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state
+        .revoker
+        .revoke_client(&admin.actor, &path, now())
+        .await
+    {
+        Ok(n) => json(
+            StatusCode::OK,
+            &Revoked {
+                sessions_revoked: n,
+            },
+        ),
+        Err(e) => revoke_error(e),
+    }
+}
+
+async fn revoke_jti(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let jti = path.into_inner();
+    if jti.is_empty() || jti.len() > 128 || !jti.bytes().all(|b| b.is_ascii_graphic()) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "jti must be 1–128 printable ASCII characters",
+        );
+    }
+    match state.revoker.revoke_jti(&admin.actor, &jti, now()).await {
+        Ok(()) => no_content(),
+        Err(e) => revoke_error(e),
+    }
+}
+
+async fn list_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let _admin = admin!(req, state);
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "keys": state.keys.status(now()) }),
+    )
+}
+
+async fn rotate_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let admin = admin!(req, state);
+    match state.keys.rotate(now()).await {
+        Ok(status) => {
+            state
+                .auditor
+                .record_durable(
+                    Event::new(admin.actor, "key_rotated")
+                        .subject(&status.kid)
+                        .detail("activate_at", status.activate_at),
+                )
+                .await;
+            json(StatusCode::OK, &status)
+        }
+        Err(crate::keys::keyring::KeyRingError::Store(e)) => super::token::unavailable(&e),
+        Err(e) => {
+            tracing::error!(error = %e, "key rotation failed");
+            error_response(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the rotation did not happen (another rotation won the race); list the keys and retry",
+            )
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AuditRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    subject: Option<String>,
+    detail: serde_json::Value,
+    network: Option<String>,
+    hash: String,
+}
+
+impl From<AuditRecord> for AuditRow {
+    fn from(r: AuditRecord) -> AuditRow {
+        AuditRow {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            subject: r.subject,
+            detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+            network: r.network_prefix,
+            hash: r.hash.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AuditPage {
+    entries: Vec<AuditRow>,
+    /// Pass as `after` for the next page.
+    next: i64,
+    has_more: bool,
+}
+
+async fn audit(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let _admin = admin!(req, state);
+    let mut after = 0;
+    let mut limit = 100;
+    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        let parsed = value.parse::<i64>().ok().filter(|v| *v >= 0);
+        match (name.as_ref(), parsed) {
+            ("after", Some(v)) => after = v,
+            ("limit", Some(v)) if (1..=1000).contains(&v) => limit = v,
+            _ => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "query parameters: after (a sequence number) and limit (1–1000)",
+                );
+            }
+        }
+    }
+    match state.store.audit_page(after, limit).await {
+        Ok(rows) => {
+            let next = rows.last().map_or(after, |r| r.seq);
+            let has_more = rows.len() as i64 == limit;
+            json(
+                StatusCode::OK,
+                &AuditPage {
+                    entries: rows.into_iter().map(AuditRow::from).collect(),
+                    next,
+                    has_more,
+                },
+            )
+        }
+        Err(e) => super::token::unavailable(&e),
+    }
+}

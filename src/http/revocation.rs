@@ -1,0 +1,169 @@
+//! `POST /oauth/revoke` (RFC 7009), `POST /oauth/introspect` (RFC 7662),
+//! `POST /oauth/logout`, and `GET /v1/revocations` (the feed).
+
+use std::collections::HashMap;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use super::AppState;
+use super::token::{client_ip, no_store, oauth_error, presented, read_form, unavailable};
+use crate::revocation::RevokeError;
+use crate::store::Client;
+use crate::tokens::{ErrorCode, OAuthError, refresh};
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Reads the form and authenticates the client (any client, or only
+/// confidential ones).
+async fn form_and_client(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    confidential: bool,
+) -> Result<(HashMap<String, String>, Client), HttpResponse> {
+    let params = read_form(req, payload).await?;
+    let basic = presented(req).map_err(|e| oauth_error(&e))?.basic;
+    let client = if confidential {
+        state
+            .clients
+            .authenticate_confidential(&params, basic)
+            .await
+    } else {
+        state.clients.authenticate(&params, basic).await
+    };
+    client.map(|c| (params, c)).map_err(|e| oauth_error(&e))
+}
+
+fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, format!("{name} is required")))
+}
+
+fn revoke_error(e: RevokeError) -> HttpResponse {
+    match e {
+        RevokeError::NotYourToken => oauth_error(&OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "the token was not issued to this client",
+        )),
+        RevokeError::NotFound(what) => oauth_error(&OAuthError::new(
+            ErrorCode::InvalidRequest,
+            format!("{what} not found"),
+        )),
+        RevokeError::Store(e) => unavailable(&e),
+    }
+}
+
+/// `POST /oauth/revoke`: `token` (and an optional `token_type_hint`, which
+/// is not needed: refresh and access tokens cannot be confused).
+pub async fn revoke(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (params, client) = match form_and_client(&req, payload, &state, false).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let token = match required(&params, "token") {
+        Ok(t) => t,
+        Err(e) => return oauth_error(&e),
+    };
+    let network = client_ip(&req).map(refresh::network_prefix);
+    match state.revoker.revoke(&client, token, network, now()).await {
+        Ok(()) => no_store(HttpResponse::Ok()).finish(),
+        Err(e) => revoke_error(e),
+    }
+}
+
+/// `POST /oauth/logout`: `refresh_token` of the session to end.
+pub async fn logout(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (params, client) = match form_and_client(&req, payload, &state, false).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let token = match required(&params, "refresh_token") {
+        Ok(t) => t,
+        Err(e) => return oauth_error(&e),
+    };
+    let network = client_ip(&req).map(refresh::network_prefix);
+    match state.revoker.logout(&client, token, network, now()).await {
+        Ok(()) => no_store(HttpResponse::NoContent()).finish(),
+        Err(e) => revoke_error(e),
+    }
+}
+
+/// `POST /oauth/introspect`, for confidential clients.
+pub async fn introspect(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let (params, client) = match form_and_client(&req, payload, &state, true).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let token = match required(&params, "token") {
+        Ok(t) => t,
+        Err(e) => return oauth_error(&e),
+    };
+    match state.revoker.introspect(&client, token, now()).await {
+        Ok(answer) => no_store(HttpResponse::Ok()).json(answer),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// `GET /v1/revocations?since=CURSOR&limit=N`, for confidential clients
+/// (HTTP Basic).
+pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let basic = match presented(&req) {
+        Ok(p) => p.basic,
+        Err(e) => return oauth_error(&e),
+    };
+    if basic.is_none() {
+        return oauth_error(&OAuthError {
+            code: ErrorCode::InvalidClient,
+            description: "authenticate with HTTP Basic (client_id and client_secret)".into(),
+            basic_challenge: true,
+        });
+    }
+    if let Err(e) = state
+        .clients
+        .authenticate_confidential(&HashMap::new(), basic)
+        .await
+    {
+        return oauth_error(&e);
+    }
+    let mut since = 0;
+    let mut limit = crate::revocation::MAX_FEED_PAGE;
+    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
+        let parsed = value.parse::<i64>().ok().filter(|v| *v >= 0);
+        match (name.as_ref(), parsed) {
+            ("since", Some(v)) => since = v,
+            ("limit", Some(v)) if v >= 1 => limit = v,
+            ("since" | "limit", _) => {
+                return oauth_error(&OAuthError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{name} must be a non-negative integer (limit at least 1)"),
+                ));
+            }
+            _ => {
+                return oauth_error(&OAuthError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("unknown parameter {name}; use since and limit"),
+                ));
+            }
+        }
+    }
+    match state.revoker.feed(since, limit, now()).await {
+        Ok(page) => no_store(HttpResponse::Ok()).json(page),
+        Err(e) => unavailable(&e),
+    }
+}

@@ -1,0 +1,390 @@
+//! What clients and administrators do to tokens: revoke (RFC 7009), log out,
+//! introspect (RFC 7662), read the feed, and the admin revocations. Free of
+//! HTTP types; `src/http/` parses and renders.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{RevocationCache, feed_entry, relevant_until};
+use crate::audit::{Auditor, Event, client_actor};
+use crate::store::{Client, Store, StoreError};
+use crate::tokens::refresh;
+use crate::verify::{AccessClaims, FeedPage, Verifier, VerifyError};
+
+/// Why a revocation request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// The token belongs to another client (RFC 7009 §2.1).
+    #[error("the token was not issued to this client")]
+    NotYourToken,
+    /// The thing to revoke does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The database failed; nothing was revoked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An RFC 7662 introspection answer: `active` and, only when active, the
+/// token's facts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Introspection {
+    /// Whether the token is valid now.
+    pub active: bool,
+    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// Issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Subject (user id, or client id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Audience(s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<crate::verify::Audience>,
+    /// Granted scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The client the token was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Expiry (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issued at (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Not before (Unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Token id (access tokens).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+}
+
+impl Introspection {
+    fn inactive() -> Introspection {
+        Introspection::default()
+    }
+
+    fn access(c: AccessClaims) -> Introspection {
+        Introspection {
+            active: true,
+            token_type: Some("Bearer"),
+            iss: Some(c.iss),
+            sub: Some(c.sub),
+            aud: Some(c.aud),
+            scope: Some(c.scope),
+            client_id: Some(c.client_id),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            nbf: Some(c.nbf),
+            jti: Some(c.jti),
+            sid: c.sid,
+        }
+    }
+}
+
+/// Revocation and introspection.
+pub struct Revoker {
+    store: Arc<dyn Store>,
+    cache: Arc<RevocationCache>,
+    /// Verifies our own tokens (keys from the key ring, any audience, the
+    /// revocation list applied).
+    verifier: Verifier,
+    auditor: Auditor,
+    issuer: String,
+    access_ttl: i64,
+}
+
+/// Largest feed page.
+pub const MAX_FEED_PAGE: i64 = 1000;
+
+impl Revoker {
+    /// A revoker over `store`, keeping `cache` current.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<RevocationCache>,
+        verifier: Verifier,
+        auditor: Auditor,
+        issuer: String,
+        access_ttl: i64,
+    ) -> Revoker {
+        Revoker {
+            store,
+            cache,
+            verifier,
+            auditor,
+            issuer,
+            access_ttl,
+        }
+    }
+
+    /// Verifies one of our access tokens, revocations included.
+    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        self.verifier.verify(token).await
+    }
+
+    /// The issuer (the admin API's audience).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn until(&self, now: i64) -> i64 {
+        relevant_until(now, self.access_ttl)
+    }
+
+    /// RFC 7009: a refresh token revokes its session, an access token its
+    /// `jti`. Unknown, malformed and expired tokens are not an error.
+    pub async fn revoke(
+        &self,
+        client: &Client,
+        token: &str,
+        network: Option<String>,
+        now: i64,
+    ) -> Result<(), RevokeError> {
+        if let Some(hash) = refresh::hash_presented(token) {
+            let Some(info) = self.store.refresh_token(&hash).await? else {
+                return Ok(());
+            };
+            if info.session.client_id != client.id {
+                return Err(RevokeError::NotYourToken);
+            }
+            let sid = info.session.id;
+            if self
+                .store
+                .revoke_session(sid, now, "revoked by client", self.until(now))
+                .await?
+            {
+                self.cache.wake();
+                self.auditor
+                    .record_durable(
+                        Event::new(client_actor(&client.id), "session_revoked")
+                            .subject(sid)
+                            .detail("sub", info.session.user_id.to_string())
+                            .detail("via", "revocation_endpoint")
+                            .network(network),
+                    )
+                    .await;
+            }
+            return Ok(());
+        }
+        let claims = match self.verifier.verify(token).await {
+            Ok(c) => c,
+            // Not ours, expired, or already revoked: nothing to do.
+            Err(_) => return Ok(()),
+        };
+        if claims.client_id != client.id {
+            return Err(RevokeError::NotYourToken);
+        }
+        if self
+            .store
+            .revoke_jti(&claims.jti, now, claims.exp + super::SLACK)
+            .await?
+        {
+            self.cache.wake();
+            self.auditor
+                .record_durable(
+                    Event::new(client_actor(&client.id), "token_revoked")
+                        .subject(&claims.jti)
+                        .detail("sub", claims.sub)
+                        .detail("via", "revocation_endpoint")
+                        .network(network),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Ends the session of `refresh_token` (the caller's own). Unknown or
+    /// already ended sessions are not an error.
+    pub async fn logout(
+        &self,
+        client: &Client,
+        refresh_token: &str,
+        network: Option<String>,
+        now: i64,
+    ) -> Result<(), RevokeError> {
+        let Some(hash) = refresh::hash_presented(refresh_token) else {
+            return Ok(());
+        };
+        let Some(info) = self.store.refresh_token(&hash).await? else {
+            return Ok(());
+        };
+        if info.session.client_id != client.id {
+            return Err(RevokeError::NotYourToken);
+        }
+        if self
+            .store
+            .revoke_session(info.session.id, now, "logout", self.until(now))
+            .await?
+        {
+            self.cache.wake();
+            self.auditor
+                .record_durable(
+                    Event::new(crate::audit::user_actor(info.session.user_id), "logout")
+                        .subject(info.session.id)
+                        .detail("client_id", client.id.clone())
+                        .network(network),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// RFC 7662. An access token is active if it verifies (signature, expiry,
+    /// issuer), is not revoked, and is meant for one of the caller's
+    /// audiences or was issued to the caller. A refresh token is active
+    /// only for the client it was issued to. Encrypted access tokens cannot
+    /// be read by the issuer and are reported inactive.
+    pub async fn introspect(
+        &self,
+        client: &Client,
+        token: &str,
+        now: i64,
+    ) -> Result<Introspection, StoreError> {
+        if let Some(hash) = refresh::hash_presented(token) {
+            let Some(info) = self.store.refresh_token(&hash).await? else {
+                return Ok(Introspection::inactive());
+            };
+            let s = &info.session;
+            if info.state != "active"
+                || !s.is_live(now)
+                || info.user_disabled
+                || s.client_id != client.id
+            {
+                return Ok(Introspection::inactive());
+            }
+            return Ok(Introspection {
+                active: true,
+                token_type: Some("refresh_token"),
+                iss: Some(self.issuer.clone()),
+                sub: Some(s.user_id.to_string()),
+                scope: Some(s.scope.clone()),
+                client_id: Some(s.client_id.clone()),
+                exp: Some(s.idle_expires_at),
+                iat: Some(info.created_at),
+                sid: Some(s.id.to_string()),
+                ..Introspection::default()
+            });
+        }
+        let Ok(claims) = self.verifier.verify(token).await else {
+            return Ok(Introspection::inactive());
+        };
+        let for_caller = claims.client_id == client.id
+            || client.audiences.iter().any(|a| claims.aud.contains(a));
+        if !for_caller {
+            return Ok(Introspection::inactive());
+        }
+        Ok(Introspection::access(claims))
+    }
+
+    /// A page of the revocation feed after `since`.
+    pub async fn feed(&self, since: i64, limit: i64, now: i64) -> Result<FeedPage, StoreError> {
+        let limit = limit.clamp(1, MAX_FEED_PAGE);
+        let rows = self.store.revocations_since(since, now, limit).await?;
+        let next = rows.last().map_or(since, |r| r.id);
+        let has_more = rows.len() as i64 == limit;
+        Ok(FeedPage {
+            revocations: rows.into_iter().map(feed_entry).collect(),
+            next_cursor: next.to_string(),
+            has_more,
+        })
+    }
+
+    /// Admin: revokes one session.
+    pub async fn revoke_session(
+        &self,
+        actor: &str,
+        sid: uuid::Uuid,
+        now: i64,
+    ) -> Result<(), RevokeError> {
+        let Some(session) = self.store.session(sid).await? else {
+            return Err(RevokeError::NotFound("session"));
+        };
+        if self
+            .store
+            .revoke_session(sid, now, "revoked by an administrator", self.until(now))
+            .await?
+        {
+            self.cache.wake();
+        }
+        self.auditor
+            .record_durable(
+                Event::new(actor, "session_revoked")
+                    .subject(sid)
+                    .detail("sub", session.user_id.to_string()),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Admin: every session and token of a user ("logout everywhere").
+    pub async fn revoke_user(
+        &self,
+        actor: &str,
+        user: uuid::Uuid,
+        now: i64,
+    ) -> Result<u64, RevokeError> {
+        let n = self
+            .store
+            .revoke_user_sessions(user, None, true, now, "logout everywhere", self.until(now))
+            .await?;
+        self.cache.wake();
+        self.auditor
+            .record_durable(
+                Event::new(actor, "user_sessions_revoked")
+                    .subject(user)
+                    .detail("sessions", n),
+            )
+            .await;
+        Ok(n)
+    }
+
+    /// Admin: every token issued to a client so far.
+    pub async fn revoke_client(
+        &self,
+        actor: &str,
+        client_id: &str,
+        now: i64,
+    ) -> Result<u64, RevokeError> {
+        if self.store.client_by_id(client_id).await?.is_none() {
+            return Err(RevokeError::NotFound("client"));
+        }
+        let n = self
+            .store
+            .revoke_client_tokens(
+                client_id,
+                now,
+                "client revoked by an administrator",
+                self.until(now),
+            )
+            .await?;
+        self.cache.wake();
+        self.auditor
+            .record_durable(
+                Event::new(actor, "client_tokens_revoked")
+                    .subject(client_id)
+                    .detail("sessions", n),
+            )
+            .await;
+        Ok(n)
+    }
+
+    /// Admin: one access token by `jti` (its expiry unknown: listed for a
+    /// full token lifetime).
+    pub async fn revoke_jti(&self, actor: &str, jti: &str, now: i64) -> Result<(), RevokeError> {
+        if self.store.revoke_jti(jti, now, self.until(now)).await? {
+            self.cache.wake();
+        }
+        self.auditor
+            .record_durable(Event::new(actor, "token_revoked").subject(jti))
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! Polling the issuer's revocation feed, so a resource server that
+//! validates tokens locally also refuses revoked ones.
+//!
+//! The first verification waits for one poll (bounded by the HTTP timeout);
+//! after that a background task polls every interval. If the issuer cannot
+//! be reached, the last known list stays in force and the failure is logged:
+//! local validation keeps working through an issuer outage, which is the
+//! point of validating locally.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::revocations::{FeedPage, RevocationSet};
+
+/// Longest feed page accepted.
+const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+pub(crate) struct FeedPoller {
+    url: String,
+    client_id: String,
+    client_secret: String,
+    interval: Duration,
+    http: reqwest::Client,
+    set: Arc<RevocationSet>,
+    /// Set once the first poll has been attempted and the loop started.
+    started: tokio::sync::OnceCell<()>,
+    /// Serializes polls (the loop and explicit calls).
+    polling: tokio::sync::Mutex<()>,
+}
+
+impl FeedPoller {
+    pub(crate) fn new(
+        url: String,
+        client_id: String,
+        client_secret: String,
+        interval: Duration,
+        set: Arc<RevocationSet>,
+    ) -> FeedPoller {
+        FeedPoller {
+            url,
+            client_id,
+            client_secret,
+            interval,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client builds"),
+            set,
+            started: tokio::sync::OnceCell::new(),
+            polling: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Polls once (first call) and starts the background loop.
+    pub(crate) async fn ensure_started(self: &Arc<Self>) {
+        self.started
+            .get_or_init(|| async {
+                if let Err(e) = self.poll().await {
+                    tracing::warn!(url = %self.url, error = %e, "revocation feed unavailable");
+                }
+                let weak: Weak<FeedPoller> = Arc::downgrade(self);
+                let interval = self.interval;
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(interval).await;
+                        // Stops when the verifier is dropped.
+                        let Some(poller) = weak.upgrade() else { break };
+                        if let Err(e) = poller.poll().await {
+                            tracing::warn!(url = %poller.url, error = %e, "revocation feed poll failed; keeping the last list");
+                        }
+                    }
+                });
+            })
+            .await;
+    }
+
+    /// Fetches every page after the current cursor; returns the number of
+    /// entries received.
+    pub(crate) async fn poll(&self) -> Result<usize, String> {
+        let _one_at_a_time = self.polling.lock().await;
+        let mut received = 0;
+        loop {
+            let page = self.fetch(&self.set.cursor()).await?;
+            received += page.revocations.len();
+            self.set.apply_page(&page);
+            if !page.has_more {
+                break;
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.set.prune(now);
+        Ok(received)
+    }
+
+    async fn fetch(&self, cursor: &str) -> Result<FeedPage, String> {
+        let mut request = self.http.get(&self.url).basic_auth(
+            form_encode(&self.client_id),
+            Some(form_encode(&self.client_secret)),
+        );
+        if !cursor.is_empty() {
+            request = request.query(&[("since", cursor)]);
+        }
+        let res = request
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !res.status().is_success() {
+            return Err(format!("HTTP {}", res.status()));
+        }
+        if res
+            .content_length()
+            .is_some_and(|n| n > MAX_PAGE_BYTES as u64)
+        {
+            return Err("feed page too large".into());
+        }
+        let body = res.bytes().await.map_err(|e| e.without_url().to_string())?;
+        if body.len() > MAX_PAGE_BYTES {
+            return Err("feed page too large".into());
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("not a revocation feed page: {e}"))
+    }
+}
+
+/// RFC 6749 §2.3.1: Basic credentials are form-encoded first.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*') {
+            out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,232 @@
+//! The revocation list: which access tokens are revoked before they expire.
+//!
+//! tessera publishes revocations as a feed (`GET /v1/revocations`); the
+//! issuer's own introspection and every resource server that validates
+//! locally keep the same in-memory [`RevocationSet`], so a check is a few
+//! hash lookups, never a request.
+//!
+//! Entries by `jti` and `sid` revoke every token carrying that value; entries
+//! by `sub` and `client` revoke the tokens *issued* (`iat`) at or before the
+//! revocation, so a user logged out everywhere can log in again. Entries are
+//! dropped once no token they affect can still be valid (`relevant_until`).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::AccessClaims;
+
+/// What a revocation entry names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationKind {
+    /// One access token, by `jti`.
+    Jti,
+    /// Every access token minted in a session, by `sid`.
+    Sid,
+    /// Every token issued to a user (`sub`) up to `revoked_at`.
+    Sub,
+    /// Every token issued to a client up to `revoked_at`.
+    Client,
+}
+
+impl RevocationKind {
+    /// The name used in the feed and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationKind::Jti => "jti",
+            RevocationKind::Sid => "sid",
+            RevocationKind::Sub => "sub",
+            RevocationKind::Client => "client",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(s: &str) -> Option<RevocationKind> {
+        Some(match s {
+            "jti" => RevocationKind::Jti,
+            "sid" => RevocationKind::Sid,
+            "sub" => RevocationKind::Sub,
+            "client" => RevocationKind::Client,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedEntry {
+    /// What is revoked.
+    pub kind: RevocationKind,
+    /// The jti, sid, sub or client id.
+    pub value: String,
+    /// Unix seconds.
+    pub revoked_at: i64,
+    /// No token it affects outlives this (Unix seconds).
+    pub relevant_until: i64,
+}
+
+/// A page of the feed (`GET /v1/revocations?since=CURSOR`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedPage {
+    /// Entries after the cursor, oldest first.
+    pub revocations: Vec<FeedEntry>,
+    /// Pass as `since` for the next page (opaque).
+    pub next_cursor: String,
+    /// Whether another page follows at once.
+    pub has_more: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// jti and sid entries: until when they matter.
+    exact: HashMap<(RevocationKind, String), i64>,
+    /// sub and client entries: (latest revoked_at, relevant_until).
+    issued_before: HashMap<(RevocationKind, String), (i64, i64)>,
+    cursor: String,
+}
+
+/// Revoked tokens, in memory. Cheap to query from many threads.
+#[derive(Default)]
+pub struct RevocationSet {
+    inner: RwLock<Inner>,
+}
+
+impl RevocationSet {
+    /// An empty set whose feed position is the start.
+    pub fn new() -> RevocationSet {
+        RevocationSet::default()
+    }
+
+    /// Adds entries (from the feed or local knowledge).
+    pub fn apply<'a>(&self, entries: impl IntoIterator<Item = &'a FeedEntry>) {
+        let mut inner = self.inner.write().expect("revocation set lock");
+        for e in entries {
+            let key = (e.kind, e.value.clone());
+            match e.kind {
+                RevocationKind::Jti | RevocationKind::Sid => {
+                    let until = inner.exact.entry(key).or_insert(e.relevant_until);
+                    *until = (*until).max(e.relevant_until);
+                }
+                RevocationKind::Sub | RevocationKind::Client => {
+                    let (at, until) = inner
+                        .issued_before
+                        .entry(key)
+                        .or_insert((e.revoked_at, e.relevant_until));
+                    *at = (*at).max(e.revoked_at);
+                    *until = (*until).max(e.relevant_until);
+                }
+            }
+        }
+    }
+
+    /// Applies a feed page and moves the cursor past it.
+    pub fn apply_page(&self, page: &FeedPage) {
+        self.apply(&page.revocations);
+        self.inner.write().expect("revocation set lock").cursor = page.next_cursor.clone();
+    }
+
+    /// Where the next feed request starts (empty: from the beginning).
+    pub fn cursor(&self) -> String {
+        self.inner
+            .read()
+            .expect("revocation set lock")
+            .cursor
+            .clone()
+    }
+
+    /// Forgets entries no token can need any more.
+    pub fn prune(&self, now: i64) {
+        let mut inner = self.inner.write().expect("revocation set lock");
+        inner.exact.retain(|_, until| *until >= now);
+        inner.issued_before.retain(|_, (_, until)| *until >= now);
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.read().expect("revocation set lock");
+        inner.exact.len() + inner.issued_before.len()
+    }
+
+    /// Whether the set holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a token with these claims is revoked.
+    pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
+        self.is_revoked_parts(
+            &claims.jti,
+            claims.sid.as_deref(),
+            &claims.sub,
+            &claims.client_id,
+            claims.iat,
+        )
+    }
+
+    /// [`Self::is_revoked`] from the individual claims.
+    pub fn is_revoked_parts(
+        &self,
+        jti: &str,
+        sid: Option<&str>,
+        sub: &str,
+        client_id: &str,
+        iat: i64,
+    ) -> bool {
+        let inner = self.inner.read().expect("revocation set lock");
+        if inner.exact.is_empty() && inner.issued_before.is_empty() {
+            return false;
+        }
+        let exact = |kind, value: &str| inner.exact.contains_key(&(kind, value.to_owned()));
+        let before = |kind, value: &str| {
+            inner
+                .issued_before
+                .get(&(kind, value.to_owned()))
+                .is_some_and(|(revoked_at, _)| iat <= *revoked_at)
+        };
+        exact(RevocationKind::Jti, jti)
+            || sid.is_some_and(|sid| exact(RevocationKind::Sid, sid))
+            || before(RevocationKind::Sub, sub)
+            || before(RevocationKind::Client, client_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: RevocationKind, value: &str, revoked_at: i64) -> FeedEntry {
+        FeedEntry {
+            kind,
+            value: value.into(),
+            revoked_at,
+            relevant_until: revoked_at + 900,
+        }
+    }
+
+    #[test]
+    fn exact_entries_revoke_always_and_issuer_entries_only_earlier_tokens() {
+        let set = RevocationSet::new();
+        assert!(!set.is_revoked_parts("j1", Some("s1"), "u1", "c1", 100));
+        set.apply(&[
+            entry(RevocationKind::Jti, "j1", 100),
+            entry(RevocationKind::Sid, "s2", 100),
+            entry(RevocationKind::Sub, "u3", 100),
+            entry(RevocationKind::Client, "c4", 100),
+        ]);
+        assert!(set.is_revoked_parts("j1", None, "u", "c", 500));
+        assert!(set.is_revoked_parts("j", Some("s2"), "u", "c", 500));
+        assert!(set.is_revoked_parts("j", None, "u3", "c", 100));
+        assert!(!set.is_revoked_parts("j", None, "u3", "c", 101));
+        assert!(set.is_revoked_parts("j", None, "u", "c4", 99));
+        assert!(!set.is_revoked_parts("j", None, "u", "c4", 101));
+        assert!(!set.is_revoked_parts("j", Some("s1"), "u1", "c1", 50));
+        // A later revocation of the same user moves the line.
+        set.apply(&[entry(RevocationKind::Sub, "u3", 200)]);
+        assert!(set.is_revoked_parts("j", None, "u3", "c", 150));
+        set.prune(100 + 901);
+        assert!(!set.is_revoked_parts("j1", None, "u", "c", 500));
+        assert_eq!(set.len(), 1, "only the later sub entry is still relevant");
+    }
+}
