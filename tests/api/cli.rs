@@ -396,6 +396,15 @@ fn users_and_clients_from_the_command_line() {
         stderr(&out).contains("--password-stdin"),
         "no prompt without a terminal"
     );
+    let out = cli(
+        &["user", "password", "alice", "--password-stdin"],
+        Some("a new long password\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 session(s) revoked"));
+    let out = cli(&["user", "totp", "alice"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("otpauth://totp/"));
     assert!(cli(&["user", "disable", "alice"], None).status.success());
     assert!(stderr(&cli(&["user", "disable", "nobody"], None)).contains("no user named nobody"));
 
@@ -494,4 +503,34 @@ fn users_and_clients_from_the_command_line() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("client_secret"));
+
+    // Every change above is in the audit trail, and the chain verifies.
+    let out = cli(&["audit", "verify"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("audit log intact: "), "{stdout}");
+    assert!(!stdout.starts_with("audit log intact: 0 "), "{stdout}");
+    // Tampering (possible in SQLite once the trigger is dropped) is named.
+    let db = dir.path().join("data/tessera.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("DROP TRIGGER audit_log_no_update")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    });
+    let out = cli(&["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("audit log broken at row 2"),
+        "{}",
+        stderr(&out)
+    );
 }

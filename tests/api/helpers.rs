@@ -369,3 +369,34 @@ pub async fn postgres_socket(url: &str) -> SocketAddr {
         .next()
         .expect("postgres host resolves")
 }
+
+/// A second instance of the application on the same database (as behind a
+/// load balancer): shares nothing with the first but the database.
+pub struct Peer {
+    pub address: String,
+    handle: actix_web::dev::ServerHandle,
+    _data_dir: tempfile::TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Starts another instance on `app`'s database with the same master key.
+pub async fn spawn_peer(app: &TestApp) -> Peer {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let config = test_config(app.database_url(), app.master_key(), data_dir.path());
+    let peer = Application::build(config, Migrations::Apply)
+        .await
+        .expect("second instance builds");
+    let address = format!("http://127.0.0.1:{}", peer.port());
+    let handle = peer.handle();
+    tokio::spawn(peer.run_until_stopped());
+    Peer {
+        address,
+        handle,
+        _data_dir: data_dir,
+    }
+}

@@ -3,10 +3,13 @@
 
 mod helpers;
 
+mod admin;
+mod audit;
 mod cli;
 mod health;
 mod interop;
 mod keys;
+mod revocation;
 mod sessions;
 mod store;
 mod token;
