@@ -59,11 +59,12 @@ impl Application {
         let (auditor, audit_writer) = Auditor::spawn(store.clone());
         let access_ttl = config.access_token_ttl.as_secs() as i64;
         // Our own tokens: keys from the ring, any audience (callers compare
-        // `aud` with what they may see), revocations applied, no leeway.
+        // `aud` with what they may see), revocations applied, a few seconds
+        // of leeway for clock skew between instances.
         let verifier = Verifier::builder(config.issuer.clone(), config.issuer.clone())
             .key_provider(keys.clone())
             .revocations(cache.set())
-            .leeway(std::time::Duration::ZERO)
+            .leeway(std::time::Duration::from_secs(5))
             .any_audience()
             .build()
             .context("building the token verifier")?;

@@ -386,7 +386,6 @@ impl Accounts {
             .store
             .revoke_user_sessions(
                 user,
-                None,
                 by_sub,
                 now,
                 reason,

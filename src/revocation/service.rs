@@ -333,7 +333,7 @@ impl Revoker {
     ) -> Result<u64, RevokeError> {
         let n = self
             .store
-            .revoke_user_sessions(user, None, true, now, "logout everywhere", self.until(now))
+            .revoke_user_sessions(user, true, now, "logout everywhere", self.until(now))
             .await?;
         self.cache.wake();
         self.auditor

@@ -235,14 +235,13 @@ pub trait Sessions: Send + Sync {
         revocation_relevant_until: i64,
     ) -> StoreResult<bool>;
 
-    /// Revokes every live session of `user` except `keep`, listing each
+    /// Revokes every live session of `user`, listing each
     /// `sid` as revoked; with `by_sub`, also lists the user's `sub` (every
     /// token issued to them until `now`, sessions or not). Returns the
     /// number of sessions revoked.
     async fn revoke_user_sessions(
         &self,
         user: uuid::Uuid,
-        keep: Option<uuid::Uuid>,
         by_sub: bool,
         now: i64,
         reason: &str,

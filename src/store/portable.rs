@@ -618,7 +618,6 @@ macro_rules! portable_sessions {
             async fn revoke_user_sessions(
                 &self,
                 user: uuid::Uuid,
-                keep: Option<uuid::Uuid>,
                 by_sub: bool,
                 now: i64,
                 reason: &str,
@@ -627,7 +626,7 @@ macro_rules! portable_sessions {
                 let mut tx = self.begin_write().await?;
                 let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
                 let mut revoked = 0;
-                for id in ids.into_iter().filter(|id| Some(*id) != keep) {
+                for id in ids {
                     // With a `sub` entry, per-session entries would be redundant.
                     if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, !by_sub).await? {
                         revoked += 1;

@@ -582,6 +582,19 @@ async fn a_changed_browser_revokes_when_the_client_says_so(engine: Engine) {
             );
         }
     }
+    // Both changes are anomaly events in the audit log, with what changed.
+    let rows = app.store.audit_page(0, 1000).await.unwrap();
+    let changes: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == "session_binding_changed")
+        .collect();
+    assert_eq!(changes.len(), 2);
+    for (row, revoked) in changes.iter().zip([false, true]) {
+        let detail: Value = serde_json::from_str(&row.detail).unwrap();
+        assert_eq!(detail["user_agent_changed"], true);
+        assert_eq!(detail["network_changed"], false);
+        assert_eq!(detail["session_revoked"], revoked);
+    }
 }
 
 on_both_engines!(
