@@ -13,7 +13,8 @@ use crate::audit::Auditor;
 use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
 use crate::config::{Config, MasterKeySetting};
-use crate::http::{AppState, not_found, request_log, routes};
+use crate::http::cors::AllowedOrigins;
+use crate::http::{AppState, cors, not_found, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::revocation::{RevocationCache, Revoker};
@@ -106,8 +107,15 @@ impl Application {
             auditor.clone(),
             cache.clone(),
         ));
-        let maintenance =
-            spawn_maintenance(keys.clone(), audiences, store.clone(), auditor.clone());
+        let origins = Arc::new(AllowedOrigins::default());
+        origins.refresh(store.as_ref()).await?;
+        let maintenance = spawn_maintenance(
+            keys.clone(),
+            audiences,
+            origins.clone(),
+            store.clone(),
+            auditor.clone(),
+        );
         let revocations = cache.spawn();
 
         let listener = TcpListener::bind(config.listen)
@@ -122,6 +130,7 @@ impl Application {
             revoker,
             accounts,
             auditor,
+            origins,
         };
         let server = run(listener, state)?;
         // Installed before `build` returns, so a SIGTERM that arrives as soon
@@ -218,11 +227,12 @@ pub async fn open_key_ring(
     ))
 }
 
-/// Keeps keys and audience encryption keys current: every second, so that
+/// Keeps keys, audience encryption keys and CORS origins current: every second, so that
 /// changes made by another instance or the CLI take effect within a second.
 fn spawn_maintenance(
     keys: Arc<KeyRing>,
     audiences: Arc<AudienceKeys>,
+    origins: Arc<AllowedOrigins>,
     store: Arc<dyn Store>,
     auditor: Auditor,
 ) -> tokio::task::JoinHandle<()> {
@@ -263,10 +273,13 @@ fn spawn_maintenance(
                 }
             }
             let result = match keys.refresh(now).await {
-                Ok(()) => audiences
-                    .refresh(store.as_ref())
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(()) => match audiences.refresh(store.as_ref()).await {
+                    Ok(()) => origins
+                        .refresh(store.as_ref())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
                 Err(e) => Err(e.to_string()),
             };
             match (result, failing) {
@@ -366,6 +379,7 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(cors))
             .wrap(from_fn(request_log))
             .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
             .configure(routes)

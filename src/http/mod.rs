@@ -4,6 +4,7 @@
 //! cryptography.
 
 mod admin;
+pub mod cors;
 mod discovery;
 mod health;
 mod request_log;
@@ -22,6 +23,7 @@ use crate::revocation::Revoker;
 use crate::store::Store;
 use crate::tokens::{ClientAuthenticator, TokenEndpoint};
 
+pub use cors::cors;
 pub use request_log::request_log;
 
 /// Shared state handed to every handler.
@@ -43,6 +45,8 @@ pub struct AppState {
     pub accounts: Arc<Accounts>,
     /// The audit trail.
     pub auditor: Auditor,
+    /// Browser origins registered for clients (CORS).
+    pub origins: Arc<cors::AllowedOrigins>,
 }
 
 /// Registers every route.

@@ -6,10 +6,14 @@ use std::collections::HashMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
-use super::token::{client_ip, no_store, oauth_error, presented, read_form, unavailable};
+use super::token::{
+    browser_facts, client_ip, no_store, oauth_error, presented, read_form, refresh_cookie,
+    unavailable,
+};
 use crate::revocation::RevokeError;
 use crate::store::Client;
-use crate::tokens::{ErrorCode, OAuthError, refresh};
+use crate::tokens::endpoint::check_browser_request;
+use crate::tokens::{ErrorCode, OAuthError, Presented, refresh};
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
@@ -79,7 +83,8 @@ pub async fn revoke(
     }
 }
 
-/// `POST /oauth/logout`: `refresh_token` of the session to end.
+/// `POST /oauth/logout`: ends the session of `refresh_token` (from the
+/// body, or the cookie for cookie-mode clients) and expires the cookie.
 pub async fn logout(
     req: HttpRequest,
     payload: web::Payload,
@@ -89,13 +94,35 @@ pub async fn logout(
         Ok(v) => v,
         Err(response) => return response,
     };
-    let token = match required(&params, "refresh_token") {
-        Ok(t) => t,
-        Err(e) => return oauth_error(&e),
+    let mut facts = Presented::default();
+    browser_facts(&req, &mut facts);
+    if let Err(e) = check_browser_request(&client, &facts) {
+        return oauth_error(&e);
+    }
+    let token = if client.cookie {
+        facts.refresh_cookie.as_deref()
+    } else {
+        params.get("refresh_token").map(String::as_str)
+    };
+    let Some(token) = token else {
+        return oauth_error(&OAuthError::new(
+            ErrorCode::InvalidRequest,
+            if client.cookie {
+                "the __Host-tessera-rt cookie is missing"
+            } else {
+                "refresh_token is required"
+            },
+        ));
     };
     let network = client_ip(&req).map(refresh::network_prefix);
     match state.revoker.logout(&client, token, network, now()).await {
-        Ok(()) => no_store(HttpResponse::NoContent()).finish(),
+        Ok(()) => {
+            let mut res = no_store(HttpResponse::NoContent());
+            if client.cookie {
+                res.cookie(refresh_cookie(String::new(), 0));
+            }
+            res.finish()
+        }
         Err(e) => revoke_error(e),
     }
 }

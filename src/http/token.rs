@@ -12,6 +12,10 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 
 use super::AppState;
+use actix_web::cookie::time::Duration as CookieDuration;
+use actix_web::cookie::{Cookie, SameSite};
+
+use crate::tokens::endpoint::REFRESH_COOKIE;
 use crate::tokens::{ErrorCode, OAuthError, Presented};
 
 /// Largest form body accepted; token requests are a few hundred bytes.
@@ -32,6 +36,7 @@ pub async fn token(
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 presented.ip = client_ip(&req);
+                browser_facts(&req, &mut presented);
                 let now = chrono::Utc::now().timestamp();
                 state.token_endpoint.handle(&params, presented, now).await
             }
@@ -40,9 +45,46 @@ pub async fn token(
         Err(response) => return response,
     };
     match result {
-        Ok(body) => no_store(HttpResponse::Ok()).json(body),
+        Ok(mut body) => {
+            let mut res = no_store(HttpResponse::Ok());
+            if let Some(max_age) = body.refresh_cookie_max_age {
+                // Cookie mode: the refresh token never reaches JavaScript.
+                if let Some(token) = body.refresh_token.take() {
+                    res.cookie(refresh_cookie(token, max_age));
+                }
+            }
+            res.json(body)
+        }
         Err(e) => oauth_error(&e),
     }
+}
+
+/// The `__Host-` prefix pins the cookie to this exact host, over HTTPS,
+/// for every path; `HttpOnly` hides it from JavaScript; `SameSite=Strict`
+/// keeps other sites' pages from sending it.
+pub(super) fn refresh_cookie(value: String, max_age: i64) -> Cookie<'static> {
+    Cookie::build(REFRESH_COOKIE, value)
+        .secure(true)
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .path("/")
+        .max_age(CookieDuration::seconds(max_age.max(0)))
+        .finish()
+}
+
+/// The facts a cookie-mode client is checked on: the cookie, `Origin`, and
+/// the CSRF header.
+pub(super) fn browser_facts(req: &HttpRequest, presented: &mut Presented) {
+    presented.refresh_cookie = req.cookie(REFRESH_COOKIE).map(|c| c.value().to_owned());
+    presented.origin = req
+        .headers()
+        .get(actix_web::http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    presented.csrf_header = req
+        .headers()
+        .get("x-tessera-csrf")
+        .is_some_and(|v| v.as_bytes() == b"1");
 }
 
 pub(super) fn no_store(
@@ -60,6 +102,7 @@ pub fn oauth_error(e: &OAuthError) -> HttpResponse {
         ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut res = no_store(HttpResponse::build(status));

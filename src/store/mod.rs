@@ -89,6 +89,9 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// An audit row ready to insert: seq, event, prev_hash, hash.
+pub(crate) type AuditRow<'a> = (i64, &'a NewAuditEvent, Vec<u8>, Vec<u8>);
+
 /// Result alias of the storage layer.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -169,6 +172,8 @@ pub trait Directory: Send + Sync {
     async fn create_client(&self, client: &NewClient, now: i64) -> StoreResult<Client>;
     /// Finds a client by its `client_id`.
     async fn client_by_id(&self, id: &str) -> StoreResult<Option<Client>>;
+    /// Every browser origin registered for an enabled client.
+    async fn client_origins(&self) -> StoreResult<Vec<String>>;
     /// Enables or disables a client; false if there is no such client.
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
 

@@ -235,6 +235,22 @@ macro_rules! portable_directory {
                 Ok(row.map(Into::into))
             }
 
+            async fn client_origins(&self) -> $crate::store::StoreResult<Vec<String>> {
+                let lists: Vec<String> =
+                    sqlx::query_scalar("SELECT origins FROM clients WHERE NOT disabled AND origins <> ''")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut origins: Vec<String> = lists
+                    .iter()
+                    .flat_map(|l| l.split(' '))
+                    .filter(|o| !o.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                origins.sort();
+                origins.dedup();
+                Ok(origins)
+            }
+
             async fn set_client_disabled(
                 &self,
                 id: &str,
@@ -339,7 +355,8 @@ macro_rules! portable_directory {
 /// Each engine module provides, as inherent functions: `fast_rotate` (the
 /// common case, in as few round trips as the engine allows),
 /// `insert_revocation_in` (which keeps the feed's cursor order equal to its
-/// commit order), `append_audit` and `notifications`.
+/// commit order), `begin_audit` (one audit writer at a time),
+/// `insert_audit_rows_in` and `notifications`.
 macro_rules! portable_sessions {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -776,27 +793,13 @@ macro_rules! portable_sessions {
                     Some((seq, hash)) => (seq, hash),
                     None => (0, $crate::audit::GENESIS.to_vec()),
                 };
+                let mut rows = Vec::with_capacity(events.len());
                 for e in events {
                     seq += 1;
-                    let hash = $crate::audit::chain_hash(seq, &prev, e);
-                    sqlx::query(
-                        "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(seq)
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.subject)
-                    .bind(&e.detail)
-                    .bind(&e.network_prefix)
-                    .bind(&prev)
-                    .bind(hash.to_vec())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| $crate::store::StoreError::from_sqlx(e, "audit row"))?;
-                    prev = hash.to_vec();
+                    let hash = $crate::audit::chain_hash(seq, &prev, e).to_vec();
+                    rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
                 }
+                Self::insert_audit_rows_in(&mut tx, &rows).await?;
                 tx.commit().await?;
                 Ok(())
             }

@@ -7,7 +7,10 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{Notifications, RevocationKind, RotationRequest, Session, StoreResult, connect_error};
+use super::{
+    AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
+    connect_error,
+};
 use crate::config::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -143,6 +146,41 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         Ok(tx)
+    }
+
+    /// Chained audit rows in one statement (one round trip per batch).
+    async fn insert_audit_rows_in(
+        tx: &mut Transaction<'_, Postgres>,
+        rows: &[AuditRow<'_>],
+    ) -> StoreResult<()> {
+        let seq: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.1.at).collect();
+        let actor: Vec<&str> = rows.iter().map(|r| r.1.actor.as_str()).collect();
+        let action: Vec<&str> = rows.iter().map(|r| r.1.action.as_str()).collect();
+        let subject: Vec<Option<&str>> = rows.iter().map(|r| r.1.subject.as_deref()).collect();
+        let detail: Vec<&str> = rows.iter().map(|r| r.1.detail.as_str()).collect();
+        let network: Vec<Option<&str>> =
+            rows.iter().map(|r| r.1.network_prefix.as_deref()).collect();
+        let prev: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+        let hash: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[])",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(actor)
+        .bind(action)
+        .bind(subject)
+        .bind(detail)
+        .bind(network)
+        .bind(prev)
+        .bind(hash)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| StoreError::from_sqlx(e, "audit row"))?;
+        Ok(())
     }
 
     async fn notifications(&self) -> StoreResult<Option<Box<dyn Notifications>>> {

@@ -8,7 +8,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::{
-    Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult, connect_error,
+    AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
+    connect_error,
 };
 use crate::config::Engine;
 
@@ -132,6 +133,32 @@ impl SqliteStore {
 
     async fn begin_audit(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.begin_write().await
+    }
+
+    /// Chained audit rows, one statement each (local calls).
+    async fn insert_audit_rows_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        rows: &[AuditRow<'_>],
+    ) -> StoreResult<()> {
+        for (seq, e, prev, hash) in rows {
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(seq)
+            .bind(e.at)
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(&e.subject)
+            .bind(&e.detail)
+            .bind(&e.network_prefix)
+            .bind(prev)
+            .bind(hash)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| StoreError::from_sqlx(e, "audit row"))?;
+        }
+        Ok(())
     }
 
     /// SQLite cannot notify other processes; readers poll.

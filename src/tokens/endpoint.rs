@@ -38,6 +38,9 @@ pub enum ErrorCode {
     ServerError,
     /// The server cannot answer now (database down); retry later.
     TemporarilyUnavailable,
+    /// A browser request without an allowed `Origin` or the CSRF header
+    /// (cookie-mode clients): 403.
+    AccessDenied,
 }
 
 /// An RFC 6749 error with a description safe to show the client.
@@ -77,6 +80,41 @@ pub struct Presented {
     pub user_agent: Option<String>,
     /// The client's IP address.
     pub ip: Option<std::net::IpAddr>,
+    /// The `__Host-tessera-rt` cookie (cookie-mode clients' refresh token).
+    pub refresh_cookie: Option<String>,
+    /// The `Origin` header.
+    pub origin: Option<String>,
+    /// Whether `X-Tessera-CSRF: 1` was sent.
+    pub csrf_header: bool,
+}
+
+/// The cookie that carries a cookie-mode client's refresh token.
+pub const REFRESH_COOKIE: &str = "__Host-tessera-rt";
+
+/// A cookie-mode client accepts only requests from one of its origins that
+/// carry `X-Tessera-CSRF: 1` (which a cross-site form cannot send, and which
+/// forces a CORS preflight on fetches).
+pub fn check_browser_request(client: &Client, presented: &Presented) -> Result<(), OAuthError> {
+    if !client.cookie {
+        return Ok(());
+    }
+    let denied = |why: &str| OAuthError::new(ErrorCode::AccessDenied, why);
+    match &presented.origin {
+        None => return Err(denied("client uses cookie mode: the Origin header is required")),
+        Some(o) if !client.origins.iter().any(|allowed| allowed == o) => {
+            return Err(denied(&format!(
+                "origin {o} is not allowed for client {}",
+                client.id
+            )));
+        }
+        Some(_) => {}
+    }
+    if !presented.csrf_header {
+        return Err(denied(
+            "client uses cookie mode: send the X-Tessera-CSRF: 1 header",
+        ));
+    }
+    Ok(())
 }
 
 /// Session lifetimes, in seconds.
@@ -104,6 +142,11 @@ pub struct TokenResponse {
     /// The session's next refresh token (password and refresh grants).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Cookie mode: the refresh token goes into the `__Host-tessera-rt`
+    /// cookie with this `Max-Age` (the session's remaining idle lifetime)
+    /// instead of the body.
+    #[serde(skip)]
+    pub refresh_cookie_max_age: Option<i64>,
 }
 
 /// The token endpoint.
@@ -169,7 +212,7 @@ impl TokenEndpoint {
         }
         let user_agent = presented.user_agent.take();
         let ip = presented.ip;
-        let client = match self.clients.authenticate(params, presented.basic).await {
+        let client = match self.clients.authenticate(params, presented.basic.take()).await {
             Ok(c) => c,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
@@ -190,6 +233,8 @@ impl TokenEndpoint {
                 format!("client {} may not use the {grant_type} grant", client.id),
             ));
         }
+        // Before anything is consumed: a refused browser request changes nothing.
+        check_browser_request(&client, &presented)?;
         match grant_type.as_str() {
             "client_credentials" => {
                 let issued = self.client_credentials(&client, params, now)?;
@@ -203,7 +248,11 @@ impl TokenEndpoint {
                 Ok(issued)
             }
             "password" => self.password(&client, params, user_agent, ip, now).await,
-            _ => self.refresh(&client, params, user_agent, ip, now).await,
+            _ => {
+                let cookie = presented.refresh_cookie.take();
+                self.refresh(&client, params, cookie, user_agent, ip, now)
+                    .await
+            }
         }
     }
 
@@ -396,7 +445,7 @@ impl TokenEndpoint {
                     .network(network),
             )
             .await;
-        self.respond(
+        let mut response = self.respond(
             TokenRequest {
                 sub: user.id.to_string(),
                 audiences,
@@ -406,7 +455,11 @@ impl TokenEndpoint {
             },
             Some(refresh_token.to_string()),
             now,
-        )
+        )?;
+        if client.cookie {
+            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+        }
+        Ok(response)
     }
 
     /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
@@ -414,20 +467,31 @@ impl TokenEndpoint {
         &self,
         client: &Client,
         params: &HashMap<String, String>,
+        cookie: Option<String>,
         user_agent: Option<String>,
         ip: Option<std::net::IpAddr>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let presented = params
-            .get("refresh_token")
-            .ok_or_else(|| invalid_request("refresh_token is required"))?;
+        let presented = match (params.get("refresh_token"), client.cookie) {
+            (Some(_), true) => {
+                return Err(invalid_request(format!(
+                    "client {} keeps its refresh token in the {REFRESH_COOKIE} cookie; do not send it in the body",
+                    client.id
+                )));
+            }
+            (Some(token), false) => token.clone(),
+            (None, true) => cookie.ok_or_else(|| {
+                invalid_request(format!("the {REFRESH_COOKIE} cookie is missing"))
+            })?,
+            (None, false) => return Err(invalid_request("refresh_token is required")),
+        };
         let invalid = || {
             OAuthError::new(
                 ErrorCode::InvalidGrant,
                 "the refresh token is invalid, expired or revoked",
             )
         };
-        let presented = refresh::hash_presented(presented).ok_or_else(invalid)?;
+        let presented = refresh::hash_presented(&presented).ok_or_else(invalid)?;
         let (next, next_hash) = refresh::generate();
         let revocation_relevant_until = crate::revocation::relevant_until(now, self.minter.ttl());
         let rotation = self
@@ -534,7 +598,7 @@ impl TokenEndpoint {
                 .network(network),
             )
             .await;
-        self.respond(
+        let mut response = self.respond(
             TokenRequest {
                 sub: session.user_id.to_string(),
                 audiences,
@@ -544,7 +608,11 @@ impl TokenEndpoint {
             },
             Some(next.to_string()),
             now,
-        )
+        )?;
+        if client.cookie {
+            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+        }
+        Ok(response)
     }
 }
 
@@ -564,6 +632,7 @@ impl TokenEndpoint {
             expires_in: self.minter.ttl(),
             scope,
             refresh_token,
+            refresh_cookie_max_age: None,
         })
     }
 }
