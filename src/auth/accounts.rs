@@ -393,7 +393,7 @@ impl Accounts {
             )
             .await?;
         if let Some(cache) = &self.cache {
-            cache.wake();
+            cache.refresh_now().await;
         }
         Ok(revoked)
     }
@@ -454,7 +454,7 @@ impl Accounts {
             )
             .await?;
         if let Some(cache) = &self.cache {
-            cache.wake();
+            cache.refresh_now().await;
         }
         self.auditor
             .record_durable(

@@ -79,9 +79,14 @@ impl RevocationCache {
         Ok(added)
     }
 
-    /// Asks the background task to read now (after a local revocation).
-    pub fn wake(&self) {
-        self.wake.notify_one();
+    /// Reads new entries now, after a local revocation, so that this
+    /// instance honours it before the revocation is acknowledged; on
+    /// failure, leaves it to the background task.
+    pub async fn refresh_now(&self) {
+        if let Err(e) = self.sync(chrono::Utc::now().timestamp()).await {
+            tracing::warn!(error = %e, "revocation list refresh failed; the background task retries");
+            self.wake.notify_one();
+        }
     }
 
     /// Keeps the list current until the process ends.

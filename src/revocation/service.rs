@@ -161,7 +161,7 @@ impl Revoker {
                 .revoke_session(sid, now, "revoked by client", self.until(now))
                 .await?
             {
-                self.cache.wake();
+                self.cache.refresh_now().await;
                 self.auditor
                     .record_durable(
                         Event::new(client_actor(&client.id), "session_revoked")
@@ -187,7 +187,7 @@ impl Revoker {
             .revoke_jti(&claims.jti, now, claims.exp + super::SLACK)
             .await?
         {
-            self.cache.wake();
+            self.cache.refresh_now().await;
             self.auditor
                 .record_durable(
                     Event::new(client_actor(&client.id), "token_revoked")
@@ -224,7 +224,7 @@ impl Revoker {
             .revoke_session(info.session.id, now, "logout", self.until(now))
             .await?
         {
-            self.cache.wake();
+            self.cache.refresh_now().await;
             self.auditor
                 .record_durable(
                     Event::new(crate::audit::user_actor(info.session.user_id), "logout")
@@ -312,7 +312,7 @@ impl Revoker {
             .revoke_session(sid, now, "revoked by an administrator", self.until(now))
             .await?
         {
-            self.cache.wake();
+            self.cache.refresh_now().await;
         }
         self.auditor
             .record_durable(
@@ -335,7 +335,7 @@ impl Revoker {
             .store
             .revoke_user_sessions(user, true, now, "logout everywhere", self.until(now))
             .await?;
-        self.cache.wake();
+        self.cache.refresh_now().await;
         self.auditor
             .record_durable(
                 Event::new(actor, "user_sessions_revoked")
@@ -365,7 +365,7 @@ impl Revoker {
                 self.until(now),
             )
             .await?;
-        self.cache.wake();
+        self.cache.refresh_now().await;
         self.auditor
             .record_durable(
                 Event::new(actor, "client_tokens_revoked")
@@ -380,7 +380,7 @@ impl Revoker {
     /// full token lifetime).
     pub async fn revoke_jti(&self, actor: &str, jti: &str, now: i64) -> Result<(), RevokeError> {
         if self.store.revoke_jti(jti, now, self.until(now)).await? {
-            self.cache.wake();
+            self.cache.refresh_now().await;
         }
         self.auditor
             .record_durable(Event::new(actor, "token_revoked").subject(jti))

@@ -100,7 +100,11 @@ pub fn check_browser_request(client: &Client, presented: &Presented) -> Result<(
     }
     let denied = |why: &str| OAuthError::new(ErrorCode::AccessDenied, why);
     match &presented.origin {
-        None => return Err(denied("client uses cookie mode: the Origin header is required")),
+        None => {
+            return Err(denied(
+                "client uses cookie mode: the Origin header is required",
+            ));
+        }
         Some(o) if !client.origins.iter().any(|allowed| allowed == o) => {
             return Err(denied(&format!(
                 "origin {o} is not allowed for client {}",
@@ -212,7 +216,11 @@ impl TokenEndpoint {
         }
         let user_agent = presented.user_agent.take();
         let ip = presented.ip;
-        let client = match self.clients.authenticate(params, presented.basic.take()).await {
+        let client = match self
+            .clients
+            .authenticate(params, presented.basic.take())
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
@@ -518,7 +526,7 @@ impl TokenEndpoint {
                 user_id,
             } => {
                 tracing::warn!(sid = %session_id, client_id = %client.id, "refresh token replay: session revoked");
-                self.revocations.wake();
+                self.revocations.refresh_now().await;
                 self.auditor
                     .record_durable(
                         Event::new(client_actor(&client.id), "refresh_reuse_detected")
@@ -567,7 +575,7 @@ impl TokenEndpoint {
                     .revoke_session(session.id, now, "binding change", revocation_relevant_until)
                     .await
                     .map_err(unavailable)?;
-                self.revocations.wake();
+                self.revocations.refresh_now().await;
                 return Err(OAuthError::new(
                     ErrorCode::InvalidGrant,
                     "the session was revoked: it was used from a different browser or network",
