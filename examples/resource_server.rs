@@ -6,10 +6,16 @@
 //! curl -H "Authorization: Bearer $ACCESS_TOKEN" http://127.0.0.1:9000/me
 //! ```
 //!
+//! It also serves the example SPA (`examples/spa/`) at `/`; see
+//! `docs/spa.md` for the walk-through.
+//!
 //! Environment: `ISSUER` (default `http://127.0.0.1:8080`), `AUDIENCE`
 //! (default `https://api.example`), `LISTEN` (default `127.0.0.1:9000`),
 //! `DECRYPTION_JWK_FILE` (the audience's private JWK, if tessera encrypts
-//! its tokens).
+//! its tokens), `SPA_ISSUER` (tessera's URL as the browser reaches it,
+//! default `http://localhost:8080`), `SPA_CLIENT_ID` (default `spa`),
+//! `FEED_CLIENT_ID` and `FEED_CLIENT_SECRET` (a confidential client whose
+//! credentials let the verifier poll the revocation feed).
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tessera::verify::{Authenticated, Verifier};
@@ -38,6 +44,13 @@ async fn write(user: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "written": true }))
 }
 
+const SPA_INDEX: &str = include_str!("spa/index.html");
+const SPA_APP: &str = include_str!("spa/app.js");
+
+async fn static_file(content_type: &'static str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok().content_type(content_type).body(body)
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
@@ -48,12 +61,41 @@ async fn main() -> std::io::Result<()> {
     if let Ok(path) = std::env::var("DECRYPTION_JWK_FILE") {
         builder = builder.decryption_key(std::fs::read_to_string(path)?);
     }
+    if let (Ok(id), Ok(secret)) = (
+        std::env::var("FEED_CLIENT_ID"),
+        std::env::var("FEED_CLIENT_SECRET"),
+    ) {
+        builder = builder.revocation_feed(id, secret);
+    }
+    let spa_config = serde_json::json!({
+        "issuer": var("SPA_ISSUER", "http://localhost:8080"),
+        "client_id": var("SPA_CLIENT_ID", "spa"),
+        "api": "/me",
+    })
+    .to_string();
     let verifier = web::Data::new(builder.build().map_err(std::io::Error::other)?);
     let listen = var("LISTEN", "127.0.0.1:9000");
     println!("resource server on http://{listen}");
     HttpServer::new(move || {
+        let spa_config = spa_config.clone();
         App::new()
             .app_data(verifier.clone())
+            .route("/", web::get().to(|| static_file("text/html", SPA_INDEX)))
+            .route(
+                "/app.js",
+                web::get().to(|| static_file("text/javascript", SPA_APP)),
+            )
+            .route(
+                "/spa-config.json",
+                web::get().to(move || {
+                    let body = spa_config.clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body)
+                    }
+                }),
+            )
             .route("/me", web::get().to(me))
             .route("/write", web::post().to(write))
     })

@@ -81,6 +81,28 @@ if [ ! -f "$VENV/.installed" ] || [ tests/interop/requirements.txt -nt "$VENV/.i
 fi
 export TESSERA_INTEROP_PYTHON="$PWD/$VENV/bin/python"
 
+# The browser test (tests/api/browser.rs): Debian's Chromium and ChromeDriver,
+# Selenium in the same virtualenv. Installed when possible (root with apt);
+# otherwise the test is skipped, and this says so. TESSERA_SKIP_BROWSER=1 skips it.
+if [ "${TESSERA_SKIP_BROWSER:-}" != 1 ] && ! { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium and chromium-driver (Debian) for the browser test"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; } \
+        >/tmp/tessera-apt.log 2>&1 || say "apt-get could not install chromium (see /tmp/tessera-apt.log)"
+fi
+if [ "${TESSERA_SKIP_BROWSER:-}" != 1 ] && command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    if [ ! -f "$VENV/.browser-installed" ] || [ tests/browser/requirements.txt -nt "$VENV/.browser-installed" ]; then
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/browser/requirements.txt \
+            || die "cannot install tests/browser/requirements.txt from PyPI"
+        touch "$VENV/.browser-installed"
+    fi
+    export TESSERA_BROWSER_PYTHON="$PWD/$VENV/bin/python" TESSERA_BROWSER_TEST=required
+    say "browser test: headless $(chromium --version 2>/dev/null | head -1)"
+else
+    say "browser test SKIPPED: chromium and chromedriver are not available (apt-get install chromium chromium-driver)"
+fi
+
 # Doc tests first, so the closing summary is the main suite's.
 cargo test --doc --all-features --quiet
 if cargo nextest --version >/dev/null 2>&1; then

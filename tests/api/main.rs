@@ -5,7 +5,9 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod browser;
 mod cli;
+mod cookie;
 mod health;
 mod interop;
 mod keys;

@@ -1,0 +1,166 @@
+//! The example SPA (`examples/spa/`) in headless Chromium against a real
+//! tessera: `tests/browser/spa_check.py` drives it with Selenium.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` and the Python packages of
+//! `tests/browser/requirements.txt`; `scripts/test.sh` installs them and
+//! sets `TESSERA_BROWSER_PYTHON`. Without that variable the test says it is
+//! skipped and passes; with `TESSERA_BROWSER_TEST=required` it fails instead.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use tessera::store::NewClient;
+use tessera::verify::{Authenticated, Verifier};
+
+use crate::helpers::spawn_app;
+use crate::revocation::{AUD, PASSWORD, add_user};
+
+const INDEX: &str = include_str!("../../examples/spa/index.html");
+const APP_JS: &str = include_str!("../../examples/spa/app.js");
+
+async fn me(user: Authenticated) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "sub": user.claims().sub }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_spa_works_in_a_real_browser() {
+    let Ok(python) = std::env::var("TESSERA_BROWSER_PYTHON") else {
+        assert_ne!(
+            std::env::var("TESSERA_BROWSER_TEST").as_deref(),
+            Ok("required"),
+            "the browser test is required but TESSERA_BROWSER_PYTHON is not set"
+        );
+        eprintln!(
+            "SKIPPED: browser test (TESSERA_BROWSER_PYTHON not set; scripts/test.sh sets it up)"
+        );
+        return;
+    };
+    let app = spawn_app(crate::helpers::Engine::Sqlite).await;
+    let tessera_port = app.address.rsplit(':').next().unwrap().to_owned();
+    // The page and the API on another port of localhost: another origin,
+    // the same site (so the SameSite=Strict cookie travels).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let spa_port = listener.local_addr().unwrap().port();
+    let spa_origin = format!("http://localhost:{spa_port}");
+    let issuer_for_browser = format!("http://localhost:{tessera_port}");
+
+    app.store
+        .create_client(
+            &NewClient {
+                id: "spa".into(),
+                secret_digest: None,
+                grant_types: vec!["password".into(), "refresh_token".into()],
+                scopes: vec!["read".into()],
+                audiences: vec![AUD.into()],
+                origins: vec![spa_origin.clone()],
+                cookie: true,
+                admin: false,
+                on_binding_change: "audit".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    add_user(&app, "alice").await;
+
+    let jwks = app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let verifier = web::Data::new(
+        Verifier::builder("http://127.0.0.1:8080", AUD)
+            .static_jwks(jwks)
+            .build()
+            .unwrap(),
+    );
+    let config = serde_json::json!({
+        "issuer": issuer_for_browser,
+        "client_id": "spa",
+        "api": "/me",
+    })
+    .to_string();
+    let server = HttpServer::new(move || {
+        let config = config.clone();
+        App::new()
+            .app_data(verifier.clone())
+            .route(
+                "/",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().content_type("text/html").body(INDEX) }),
+            )
+            .route(
+                "/app.js",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("text/javascript")
+                        .body(APP_JS)
+                }),
+            )
+            .route(
+                "/spa-config.json",
+                web::get().to(move || {
+                    let config = config.clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(config)
+                    }
+                }),
+            )
+            .route("/me", web::get().to(me))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    let spa_handle = server.handle();
+    tokio::spawn(server);
+
+    // tessera re-reads client origins every second.
+    let started = Instant::now();
+    loop {
+        let res = app
+            .client
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("{}/oauth/token", app.address),
+            )
+            .header("origin", &spa_origin)
+            .header("access-control-request-method", "POST")
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 204 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let output = tokio::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/browser/spa_check.py"
+        ))
+        .arg(format!("{spa_origin}/"))
+        .arg(format!("http://127.0.0.1:{spa_port}/"))
+        .arg(&issuer_for_browser)
+        .arg("alice")
+        .arg(PASSWORD)
+        .output()
+        .await
+        .expect("python runs");
+    spa_handle.stop(false).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("browser check passed"), "{stdout}");
+    println!("{stdout}");
+}
