@@ -18,8 +18,9 @@
 //! | `GET /keys`, `POST /keys/rotate` | signing keys |
 //! | `GET /audit?after=SEQ&limit=N` | the audit log, in order |
 
+use actix_web::ResponseError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
+use actix_web::http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -29,6 +30,7 @@ use crate::audit::{Event, client_actor};
 use crate::auth::accounts::{ADMIN_SCOPE, AccountError, ClientSpec};
 use crate::revocation::RevokeError;
 use crate::store::{AuditRecord, Session};
+use crate::verify::{BearerError, VerifyError, bearer};
 
 /// Largest JSON body the admin API reads.
 const MAX_JSON_BYTES: usize = 16 * 1024;
@@ -95,24 +97,6 @@ struct Admin {
     actor: String,
 }
 
-/// 401 (no or bad token) or 403 (a good token without the admin scope).
-fn unauthorized(error: Option<&str>, description: &str) -> HttpResponse {
-    let challenge = match error {
-        None => "Bearer".to_owned(),
-        Some(e) => format!("Bearer error=\"{e}\", error_description=\"{description}\""),
-    };
-    let mut res = error_response(
-        StatusCode::UNAUTHORIZED,
-        error.unwrap_or("invalid_token"),
-        description,
-    );
-    res.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        challenge.parse().expect("our own header text"),
-    );
-    res
-}
-
 fn forbidden() -> HttpResponse {
     let mut res = error_response(
         StatusCode::FORBIDDEN,
@@ -129,31 +113,16 @@ fn forbidden() -> HttpResponse {
 }
 
 async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Admin, HttpResponse> {
-    let token = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized(None, "a bearer token is required"))?;
-    let claims = match state.revoker.verify_access_token(token).await {
+    // 401s exactly as resource servers answer them (RFC 6750).
+    let refuse = |e: BearerError| e.error_response();
+    let token = bearer(req).ok_or_else(|| refuse(BearerError::Missing))?;
+    let claims = match state.revoker.verify_access_token(&token).await {
         Ok(c) => c,
-        Err(crate::verify::VerifyError::KeysUnavailable) => {
-            return Err(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "try again shortly",
-            ));
-        }
-        Err(e) => return Err(unauthorized(Some("invalid_token"), &e.to_string())),
+        Err(VerifyError::KeysUnavailable) => return Err(refuse(BearerError::Unavailable)),
+        Err(e) => return Err(refuse(BearerError::Invalid(e))),
     };
     if !claims.aud.contains(state.revoker.issuer()) {
-        return Err(unauthorized(
-            Some("invalid_token"),
-            "the token is not meant for this issuer",
-        ));
+        return Err(refuse(BearerError::Invalid(VerifyError::WrongAudience)));
     }
     if !claims.has_scope(ADMIN_SCOPE) {
         return Err(forbidden());

@@ -149,30 +149,15 @@ impl Revoker {
         now: i64,
     ) -> Result<(), RevokeError> {
         if let Some(hash) = refresh::hash_presented(token) {
-            let Some(info) = self.store.refresh_token(&hash).await? else {
-                return Ok(());
-            };
-            if info.session.client_id != client.id {
-                return Err(RevokeError::NotYourToken);
-            }
-            let sid = info.session.id;
-            if self
-                .store
-                .revoke_session(sid, now, "revoked by client", self.until(now))
-                .await?
-            {
-                self.cache.refresh_now().await;
-                self.auditor
-                    .record_durable(
-                        Event::new(client_actor(&client.id), "session_revoked")
-                            .subject(sid)
-                            .detail("sub", info.session.user_id.to_string())
-                            .detail("via", "revocation_endpoint")
-                            .network(network),
-                    )
-                    .await;
-            }
-            return Ok(());
+            return self
+                .end_session(client, &hash, "revoked by client", now, |session| {
+                    Event::new(client_actor(&client.id), "session_revoked")
+                        .subject(session.id)
+                        .detail("sub", session.user_id.to_string())
+                        .detail("via", "revocation_endpoint")
+                        .network(network)
+                })
+                .await;
         }
         let claims = match self.verifier.verify(token).await {
             Ok(c) => c,
@@ -213,7 +198,27 @@ impl Revoker {
         let Some(hash) = refresh::hash_presented(refresh_token) else {
             return Ok(());
         };
-        let Some(info) = self.store.refresh_token(&hash).await? else {
+        self.end_session(client, &hash, "logout", now, |session| {
+            Event::new(crate::audit::user_actor(session.user_id), "logout")
+                .subject(session.id)
+                .detail("client_id", client.id.clone())
+                .network(network)
+        })
+        .await
+    }
+
+    /// Revokes the session of the refresh token hashing to `hash` if it was
+    /// issued to `client`, and audits `event` if it was live. Unknown
+    /// tokens are not an error.
+    async fn end_session(
+        &self,
+        client: &Client,
+        hash: &[u8; 32],
+        reason: &str,
+        now: i64,
+        event: impl FnOnce(&crate::store::Session) -> Event,
+    ) -> Result<(), RevokeError> {
+        let Some(info) = self.store.refresh_token(hash).await? else {
             return Ok(());
         };
         if info.session.client_id != client.id {
@@ -221,18 +226,11 @@ impl Revoker {
         }
         if self
             .store
-            .revoke_session(info.session.id, now, "logout", self.until(now))
+            .revoke_session(info.session.id, now, reason, self.until(now))
             .await?
         {
             self.cache.refresh_now().await;
-            self.auditor
-                .record_durable(
-                    Event::new(crate::audit::user_actor(info.session.user_id), "logout")
-                        .subject(info.session.id)
-                        .detail("client_id", client.id.clone())
-                        .network(network),
-                )
-                .await;
+            self.auditor.record_durable(event(&info.session)).await;
         }
         Ok(())
     }

@@ -82,7 +82,7 @@ impl ResponseError for BearerError {
 }
 
 /// The token of an `Authorization: Bearer …` header (scheme case-insensitive).
-fn bearer(req: &HttpRequest) -> Option<String> {
+pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

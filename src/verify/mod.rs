@@ -49,6 +49,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation};
 
 pub use claims::{AccessClaims, Audience};
+#[cfg(feature = "server")]
+pub(crate) use extractor::bearer;
 pub use extractor::{Authenticated, BearerError};
 pub use jsonwebtoken::DecodingKey;
 pub use revocations::{FeedEntry, FeedPage, RevocationKind, RevocationSet};
