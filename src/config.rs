@@ -33,6 +33,10 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "shutdown_timeout",
+    "login_failure_limit",
+    "login_network_failure_limit",
+    "login_failure_window",
+    "login_lockout_max",
 ];
 
 /// Environment variables with the `TESSERA_` prefix that are not configuration
@@ -73,6 +77,8 @@ pub struct Config {
     pub log_level: String,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub shutdown_timeout: Duration,
+    /// Failed-login limits (per account and per network).
+    pub login: crate::auth::throttle::LoginPolicy,
 }
 
 impl fmt::Debug for Config {
@@ -94,6 +100,7 @@ impl fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("log_level", &self.log_level)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("login", &self.login)
             .finish()
     }
 }
@@ -334,6 +341,25 @@ impl Config {
             parse_duration_within(v, Duration::ZERO, Duration::from_secs(3600))
         })?;
 
+        let count = |key: &str, default: &str| {
+            src.parse(key, default, |v| match v.parse::<i64>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!("'{v}' is not a whole number from 1 to 1000000")),
+            })
+        };
+        let seconds = |key: &str, default: &str| {
+            src.parse(key, default, |v| {
+                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(86_400))
+            })
+            .map(|d| d.as_secs() as i64)
+        };
+        let login = crate::auth::throttle::LoginPolicy {
+            account_failures: count("login_failure_limit", "5")?,
+            network_failures: count("login_network_failure_limit", "50")?,
+            window: seconds("login_failure_window", "15m")?,
+            max_lockout: seconds("login_lockout_max", "15m")?,
+        };
+
         let data_dir = PathBuf::from(src.get_or("data_dir", "data"));
         if data_dir.as_os_str().is_empty() {
             return Err(src.error("data_dir", "must not be empty"));
@@ -367,6 +393,7 @@ impl Config {
             log_format,
             log_level,
             shutdown_timeout,
+            login,
         })
     }
 
@@ -573,6 +600,7 @@ mod tests {
         assert_eq!(c.refresh_absolute_ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(c.refresh_reuse_grace, Duration::ZERO);
         assert_eq!(c.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(c.login, crate::auth::throttle::LoginPolicy::default());
         assert_eq!(
             c.signing_key_rotation,
             Some(Duration::from_secs(30 * 86_400))

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use crate::audit::Auditor;
 use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
+use crate::auth::throttle::LoginThrottle;
 use crate::config::{Config, MasterKeySetting};
 use crate::http::cors::AllowedOrigins;
 use crate::http::{AppState, cors, not_found, request_log, routes};
@@ -19,6 +20,7 @@ use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::revocation::{RevocationCache, Revoker};
 use crate::store::{self, Store};
+use crate::tokens::endpoint::Collaborators;
 use crate::tokens::{AudienceKeys, ClientAuthenticator, Minter, SessionPolicy, TokenEndpoint};
 use crate::verify::Verifier;
 
@@ -98,15 +100,16 @@ impl Application {
             absolute_ttl: config.refresh_absolute_ttl.as_secs() as i64,
             reuse_grace: config.refresh_reuse_grace.as_secs() as i64,
         };
-        let token_endpoint = Arc::new(TokenEndpoint::new(
-            store.clone(),
+        let token_endpoint = Arc::new(TokenEndpoint::new(Collaborators {
+            store: store.clone(),
             minter,
-            clients.clone(),
+            clients: clients.clone(),
             sessions,
-            master_key,
-            auditor.clone(),
-            cache.clone(),
-        ));
+            master: master_key,
+            auditor: auditor.clone(),
+            revocations: cache.clone(),
+            throttle: LoginThrottle::new(store.clone(), config.login),
+        }));
         let origins = Arc::new(AllowedOrigins::default());
         origins.refresh(store.as_ref()).await?;
         let maintenance = spawn_maintenance(
@@ -264,6 +267,9 @@ fn spawn_maintenance(
                 }
                 // Sessions are kept a day past their end (for the admin view
                 // and for clear replay answers), then deleted in batches.
+                if let Err(e) = store.purge_login_failures(now - 86_400).await {
+                    tracing::warn!(error = %e, "purging failed-login counters failed; will retry");
+                }
                 match store.purge_expired(now - 86_400, now, 1000).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "purged expired sessions"),

@@ -4,4 +4,5 @@ pub mod accounts;
 pub mod client;
 pub mod names;
 pub mod password;
+pub mod throttle;
 pub mod totp;

@@ -159,6 +159,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             code: ErrorCode::InvalidClient,
             description: "authenticate with HTTP Basic (client_id and client_secret)".into(),
             basic_challenge: true,
+            retry_after: None,
         });
     }
     if let Err(e) = state

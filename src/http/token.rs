@@ -103,6 +103,7 @@ pub fn oauth_error(e: &OAuthError) -> HttpResponse {
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut res = no_store(HttpResponse::build(status));
@@ -114,6 +115,9 @@ pub fn oauth_error(e: &OAuthError) -> HttpResponse {
     }
     if e.code == ErrorCode::TemporarilyUnavailable {
         res.insert_header(("Retry-After", "1"));
+    }
+    if let Some(seconds) = e.retry_after {
+        res.insert_header(("Retry-After", seconds.max(1).to_string()));
     }
     res.json(serde_json::json!({ "error": e.code, "error_description": e.description }))
 }
@@ -188,6 +192,7 @@ pub(super) fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
         code: ErrorCode::InvalidClient,
         description: "malformed Basic credentials".into(),
         basic_challenge: true,
+        retry_after: None,
     };
     let value = value.to_str().map_err(|_| malformed())?;
     let Some((scheme, encoded)) = value.split_once(' ') else {

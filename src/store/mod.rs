@@ -20,9 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use models::{
-    Audience, AuditRecord, Client, NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser,
-    RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
-    SigningKey, User,
+    Audience, AuditRecord, Client, LoginFailures, NewAuditEvent, NewClient, NewSession,
+    NewSigningKey, NewUser, RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation,
+    RotationRequest, Session, SigningKey, User,
 };
 
 use crate::config::{Config, Engine, redact_url};
@@ -176,6 +176,21 @@ pub trait Directory: Send + Sync {
     async fn client_origins(&self) -> StoreResult<Vec<String>>;
     /// Enables or disables a client; false if there is no such client.
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
+
+    /// Counts a failed login against `key` (a new window starts when the
+    /// old one is over); returns the failures in the window and when it began.
+    async fn record_login_failure(
+        &self,
+        key: &str,
+        now: i64,
+        window: i64,
+    ) -> StoreResult<LoginFailures>;
+    /// The failures counted against `key` (`None` if none).
+    async fn login_failures(&self, key: &str) -> StoreResult<Option<LoginFailures>>;
+    /// Forgets the failures of `key` (after a successful login).
+    async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
+    /// Deletes counters whose window began before `before`.
+    async fn purge_login_failures(&self, before: i64) -> StoreResult<u64>;
 
     /// Registers an audience or replaces its encryption key.
     async fn put_audience(&self, audience: &Audience) -> StoreResult<()>;

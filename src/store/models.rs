@@ -357,3 +357,14 @@ pub struct AuditRecord {
     /// SHA-256 over this row and `prev_hash`.
     pub hash: Vec<u8>,
 }
+
+/// Failed logins counted against one account name or network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct LoginFailures {
+    /// Failures in the current window.
+    pub failures: i64,
+    /// Unix seconds the window began.
+    pub window_start: i64,
+    /// Unix seconds of the latest failure.
+    pub last_at: i64,
+}

@@ -264,6 +264,56 @@ macro_rules! portable_directory {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn record_login_failure(
+                &self,
+                key: &str,
+                now: i64,
+                window: i64,
+            ) -> $crate::store::StoreResult<$crate::store::LoginFailures> {
+                // One atomic upsert: instances counting at once never lose a failure.
+                Ok(sqlx::query_as(
+                    "INSERT INTO login_failures (key, failures, window_start, last_at) VALUES ($1, 1, $2, $2) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                       failures = CASE WHEN login_failures.window_start + $3 <= $2 THEN 1 ELSE login_failures.failures + 1 END, \
+                       window_start = CASE WHEN login_failures.window_start + $3 <= $2 THEN $2 ELSE login_failures.window_start END, \
+                       last_at = $2 \
+                     RETURNING failures, window_start, last_at",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(window)
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
+            async fn login_failures(
+                &self,
+                key: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::LoginFailures>> {
+                Ok(sqlx::query_as(
+                    "SELECT failures, window_start, last_at FROM login_failures WHERE key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn clear_login_failures(&self, key: &str) -> $crate::store::StoreResult<()> {
+                sqlx::query("DELETE FROM login_failures WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn purge_login_failures(&self, before: i64) -> $crate::store::StoreResult<u64> {
+                Ok(sqlx::query("DELETE FROM login_failures WHERE window_start < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected())
+            }
+
             async fn put_audience(
                 &self,
                 audience: &$crate::store::Audience,

@@ -63,6 +63,7 @@ impl ClientAuthenticator {
             code: ErrorCode::InvalidClient,
             description: "client authentication failed".into(),
             basic_challenge: used_basic,
+            retry_after: None,
         };
         let client = match self.store.client_by_id(&id).await {
             Ok(c) => c,
@@ -102,6 +103,7 @@ impl ClientAuthenticator {
                 code: ErrorCode::InvalidClient,
                 description: "this endpoint is for confidential clients (resource servers)".into(),
                 basic_challenge: used_basic,
+                retry_after: None,
             });
         }
         Ok(client)

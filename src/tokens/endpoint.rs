@@ -13,6 +13,7 @@ use super::refresh;
 use crate::audit::{Auditor, Event, client_actor, user_actor};
 use crate::auth::names::Username;
 use crate::auth::password;
+use crate::auth::throttle::LoginThrottle;
 use crate::revocation::RevocationCache;
 use crate::store::{Client, NewSession, Rotation, RotationRequest, Store};
 
@@ -41,6 +42,8 @@ pub enum ErrorCode {
     /// A browser request without an allowed `Origin` or the CSRF header
     /// (cookie-mode clients): 403.
     AccessDenied,
+    /// Too many failed logins (account or network): 429 with `Retry-After`.
+    TooManyRequests,
 }
 
 /// An RFC 6749 error with a description safe to show the client.
@@ -53,6 +56,8 @@ pub struct OAuthError {
     pub description: String,
     /// The client tried HTTP Basic authentication (the 401 must challenge it).
     pub basic_challenge: bool,
+    /// Seconds to wait, for `too_many_requests`.
+    pub retry_after: Option<i64>,
 }
 
 impl OAuthError {
@@ -62,6 +67,7 @@ impl OAuthError {
             code,
             description: description.into(),
             basic_challenge: false,
+            retry_after: None,
         }
     }
 }
@@ -153,6 +159,26 @@ pub struct TokenResponse {
     pub refresh_cookie_max_age: Option<i64>,
 }
 
+/// What the token endpoint works with.
+pub struct Collaborators {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Mints access tokens.
+    pub minter: Arc<Minter>,
+    /// Authenticates clients.
+    pub clients: Arc<ClientAuthenticator>,
+    /// Session lifetimes and the reuse grace window.
+    pub sessions: SessionPolicy,
+    /// Opens sealed TOTP secrets.
+    pub master: crate::keys::master::MasterKey,
+    /// Records audit events.
+    pub auditor: Auditor,
+    /// Refreshed after a revocation.
+    pub revocations: Arc<RevocationCache>,
+    /// Failed-login limits.
+    pub throttle: LoginThrottle,
+}
+
 /// The token endpoint.
 pub struct TokenEndpoint {
     store: Arc<dyn Store>,
@@ -162,30 +188,23 @@ pub struct TokenEndpoint {
     master: crate::keys::master::MasterKey,
     auditor: Auditor,
     revocations: Arc<RevocationCache>,
+    throttle: LoginThrottle,
     /// Bounds concurrent Argon2 computations (memory: 19 MiB each).
     password_slots: tokio::sync::Semaphore,
 }
 
 impl TokenEndpoint {
-    /// An endpoint minting with `minter`, checking secrets with `digester`,
-    /// opening sessions under `sessions`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        minter: Arc<Minter>,
-        clients: Arc<ClientAuthenticator>,
-        sessions: SessionPolicy,
-        master: crate::keys::master::MasterKey,
-        auditor: Auditor,
-        revocations: Arc<RevocationCache>,
-    ) -> TokenEndpoint {
+    /// An endpoint working with `c`.
+    pub fn new(c: Collaborators) -> TokenEndpoint {
         TokenEndpoint {
-            store,
-            minter,
-            clients,
-            sessions,
-            master,
-            auditor,
-            revocations,
+            store: c.store,
+            minter: c.minter,
+            clients: c.clients,
+            sessions: c.sessions,
+            master: c.master,
+            auditor: c.auditor,
+            revocations: c.revocations,
+            throttle: c.throttle,
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -344,6 +363,32 @@ impl TokenEndpoint {
         let bad_credentials =
             || OAuthError::new(ErrorCode::InvalidGrant, "wrong username or password");
 
+        // Before any work: a locked account or a guessing network is refused
+        // whether or not the password would be right.
+        if let Some(t) = self
+            .throttle
+            .check(username, ip, now)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(OAuthError {
+                retry_after: Some(t.retry_after),
+                ..OAuthError::new(
+                    ErrorCode::TooManyRequests,
+                    if t.account {
+                        format!(
+                            "too many failed logins for this account; retry in {} s",
+                            t.retry_after
+                        )
+                    } else {
+                        format!(
+                            "too many failed logins from this network; retry in {} s",
+                            t.retry_after
+                        )
+                    },
+                )
+            });
+        }
         // An impossible username is looked up as nobody: the same Argon2 work is done.
         let user = match Username::parse(username) {
             Ok(name) => self
@@ -386,6 +431,8 @@ impl TokenEndpoint {
                     Some(_) => "wrong password",
                 };
                 self.auditor.record(failed(other.as_ref(), reason)).await;
+                self.count_failure(username, other.as_ref(), ip, network.clone(), now)
+                    .await?;
                 return Err(bad_credentials());
             }
         };
@@ -413,6 +460,8 @@ impl TokenEndpoint {
             let Some(step) = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
             else {
                 self.auditor.record(failed(Some(&user), "wrong otp")).await;
+                self.count_failure(username, Some(&user), ip, network.clone(), now)
+                    .await?;
                 return Err(wrong());
             };
             // Atomic: two logins racing with the same code cannot both pass.
@@ -423,10 +472,16 @@ impl TokenEndpoint {
                 .map_err(unavailable)?
             {
                 self.auditor.record(failed(Some(&user), "reused otp")).await;
+                self.count_failure(username, Some(&user), ip, network.clone(), now)
+                    .await?;
                 return Err(wrong());
             }
         }
 
+        self.throttle
+            .succeeded(username)
+            .await
+            .map_err(unavailable)?;
         let (refresh_token, hash) = refresh::generate();
         let session = NewSession {
             id: uuid::Uuid::new_v4(),
@@ -625,6 +680,32 @@ impl TokenEndpoint {
 }
 
 impl TokenEndpoint {
+    /// Counts a failed login; the failure that locks an account is audited.
+    async fn count_failure(
+        &self,
+        username: &str,
+        user: Option<&crate::store::User>,
+        ip: Option<std::net::IpAddr>,
+        network: Option<String>,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        if self
+            .throttle
+            .failed(username, ip, now)
+            .await
+            .map_err(unavailable)?
+        {
+            let mut event = Event::new("system", "account_locked")
+                .detail("failures", self.throttle.policy().account_failures)
+                .network(network);
+            if let Some(u) = user {
+                event = event.subject(u.id);
+            }
+            self.auditor.record_durable(event).await;
+        }
+        Ok(())
+    }
+
     /// Mints the access token and builds the §5.1 response.
     fn respond(
         &self,

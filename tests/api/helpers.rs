@@ -147,6 +147,16 @@ pub fn random_master_key() -> String {
 
 /// Configuration for a test instance on a random port.
 pub fn test_config(database_url: &str, master_key: &str, data_dir: &std::path::Path) -> Config {
+    test_config_with(database_url, master_key, data_dir, &[])
+}
+
+/// [`test_config`] with further `TESSERA_*` settings.
+pub fn test_config_with(
+    database_url: &str,
+    master_key: &str,
+    data_dir: &std::path::Path,
+    extra: &[(&str, &str)],
+) -> Config {
     let env = [
         ("TESSERA_DATABASE_URL", database_url.to_string()),
         ("TESSERA_LISTEN", "127.0.0.1:0".to_string()),
@@ -154,7 +164,14 @@ pub fn test_config(database_url: &str, master_key: &str, data_dir: &std::path::P
         ("TESSERA_DATA_DIR", data_dir.display().to_string()),
         ("TESSERA_SHUTDOWN_TIMEOUT", "1".to_string()),
     ];
-    Config::load(None, env.into_iter().map(|(k, v)| (k.to_string(), v))).expect("test config")
+    let extra = extra.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::load(
+        None,
+        env.into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(extra),
+    )
+    .expect("test config")
 }
 
 /// A migrated store on a fresh database, kept with the database's guard,
@@ -276,16 +293,25 @@ impl TestApp {
 
 /// Starts the real application on a random port over a fresh database.
 pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, &[]).await
+}
+
+/// [`spawn_app`] with further `TESSERA_*` settings.
+pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
     let db = TestDb::new(engine).await;
-    spawn_app_on(db, None).await
+    start_app(db, None, extra).await
 }
 
 /// Starts the application on `db`, optionally reaching it through a different URL.
 pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
+    start_app(db, url_override, &[]).await
+}
+
+async fn start_app(db: TestDb, url_override: Option<String>, extra: &[(&str, &str)]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = url_override.unwrap_or_else(|| db.url.clone());
     let master_key = random_master_key();
-    let config = test_config(&url, &master_key, data_dir.path());
+    let config = test_config_with(&url, &master_key, data_dir.path(), extra);
     let app = Application::build(config, Migrations::Apply)
         .await
         .expect("application builds");

@@ -14,6 +14,7 @@ mod keys;
 mod revocation;
 mod sessions;
 mod store;
+mod throttle;
 mod token;
 mod tokens;
 mod verify;

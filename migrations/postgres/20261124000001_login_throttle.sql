@@ -1,0 +1,9 @@
+-- Failed-login counters shared by every instance (issue #7): one row per
+-- account name and per client network, kept for one window.
+CREATE TABLE login_failures (
+    key          TEXT PRIMARY KEY,      -- 'user:NAME' or 'net:PREFIX'
+    failures     BIGINT NOT NULL,       -- within the window
+    window_start BIGINT NOT NULL,
+    last_at      BIGINT NOT NULL
+);
+CREATE INDEX login_failures_by_window ON login_failures (window_start);
