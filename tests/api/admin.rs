@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{Engine, on_both_engines};
-use crate::revocation::{Fixture, add_user, fixture, form, introspect, login, refresh};
+use crate::revocation::{Fixture, add_user, fixture, form, introspect, login, login_with, refresh};
 
 const ISSUER: &str = "http://127.0.0.1:8080";
 
@@ -329,7 +329,7 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
     );
 
     // Sessions and single tokens.
-    let (access, refresh_token) = login_password(&f, "alice", "another long one").await;
+    let (access, refresh_token) = login_with(&f.app, "alice", "another long one").await;
     let sid = introspect(&f, &access).await["sid"]
         .as_str()
         .unwrap()
@@ -350,7 +350,7 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
             .status(),
         404
     );
-    let (access, _) = login_password(&f, "alice", "another long one").await;
+    let (access, _) = login_with(&f.app, "alice", "another long one").await;
     let jti = introspect(&f, &access).await["jti"]
         .as_str()
         .unwrap()
@@ -412,28 +412,6 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
             .status(),
         400
     );
-}
-
-async fn login_password(f: &Fixture, user: &str, password: &str) -> (String, String) {
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "spa"),
-            ("username", user),
-            ("password", password),
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["refresh_token"].as_str().unwrap().to_owned(),
-    )
 }
 
 on_both_engines!(

@@ -145,6 +145,11 @@ pub async fn form(
 
 /// Password login through `spa`: (access token, refresh token).
 pub async fn login(app: &TestApp, user: &str) -> (String, String) {
+    login_with(app, user, PASSWORD).await
+}
+
+/// Password login through `spa` with `password`: (access token, refresh token).
+pub async fn login_with(app: &TestApp, user: &str, password: &str) -> (String, String) {
     let res = form(
         app,
         &app.address,
@@ -153,7 +158,7 @@ pub async fn login(app: &TestApp, user: &str) -> (String, String) {
             ("grant_type", "password"),
             ("client_id", "spa"),
             ("username", user),
-            ("password", PASSWORD),
+            ("password", password),
         ],
         None,
     )
