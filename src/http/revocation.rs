@@ -169,28 +169,11 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     {
         return oauth_error(&e);
     }
-    let mut since = 0;
-    let mut limit = crate::revocation::MAX_FEED_PAGE;
-    for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
-        let parsed = value.parse::<i64>().ok().filter(|v| *v >= 0);
-        match (name.as_ref(), parsed) {
-            ("since", Some(v)) => since = v,
-            ("limit", Some(v)) if v >= 1 => limit = v,
-            ("since" | "limit", _) => {
-                return oauth_error(&OAuthError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("{name} must be a non-negative integer (limit at least 1)"),
-                ));
-            }
-            _ => {
-                return oauth_error(&OAuthError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("unknown parameter {name}; use since and limit"),
-                ));
-            }
-        }
-    }
-    match state.revoker.feed(since, limit, now()).await {
+    let query = match crate::revocation::FeedQuery::parse(req.query_string()) {
+        Ok(q) => q,
+        Err(e) => return oauth_error(&OAuthError::new(ErrorCode::InvalidRequest, e.0)),
+    };
+    match state.revoker.feed(query.since, query.limit, now()).await {
         Ok(page) => no_store(HttpResponse::Ok()).json(page),
         Err(e) => unavailable(&e),
     }

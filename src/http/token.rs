@@ -1,14 +1,11 @@
 //! `POST /oauth/token`: parses the form and client credentials, renders the
 //! result. The rules live in `tokens::endpoint`.
 
-use std::collections::HashMap;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE,
 };
 use actix_web::{HttpRequest, HttpResponse, web};
-use base64::Engine as _;
 use futures_util::StreamExt as _;
 
 use super::AppState;
@@ -131,7 +128,7 @@ fn bad_request(description: &str) -> HttpResponse {
 pub(super) async fn read_form(
     req: &HttpRequest,
     mut payload: web::Payload,
-) -> Result<HashMap<String, String>, HttpResponse> {
+) -> Result<crate::tokens::form::Params, HttpResponse> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -154,27 +151,7 @@ pub(super) async fn read_form(
         }
         body.extend_from_slice(&chunk);
     }
-    let mut params = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(&body) {
-        if name.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
-            return Err(bad_request("parameters must be UTF-8"));
-        }
-        if value.is_empty() {
-            continue;
-        }
-        if value.chars().any(|c| c.is_control()) {
-            return Err(bad_request(&format!(
-                "parameter {name} contains control characters"
-            )));
-        }
-        if params
-            .insert(name.to_string(), value.into_owned())
-            .is_some()
-        {
-            return Err(bad_request(&format!("parameter {name} is repeated")));
-        }
-    }
-    Ok(params)
+    crate::tokens::form::parse_form(&body).map_err(|e| bad_request(&e.0))
 }
 
 fn oauth_error_status(status: StatusCode, description: &str) -> HttpResponse {
@@ -188,37 +165,22 @@ pub(super) fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
     let Some(value) = req.headers().get(AUTHORIZATION) else {
         return Ok(Presented::default());
     };
-    let malformed = || OAuthError {
-        code: ErrorCode::InvalidClient,
-        description: "malformed Basic credentials".into(),
-        basic_challenge: true,
-        retry_after: None,
-    };
-    let value = value.to_str().map_err(|_| malformed())?;
-    let Some((scheme, encoded)) = value.split_once(' ') else {
-        return Err(malformed());
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::new(
+    match crate::tokens::form::parse_basic(value.as_bytes()) {
+        Ok(Some(credentials)) => Ok(Presented {
+            basic: Some(credentials),
+            ..Presented::default()
+        }),
+        Ok(None) => Err(OAuthError::new(
             ErrorCode::InvalidRequest,
             "the token endpoint accepts only Basic client authentication in the Authorization header",
-        ));
+        )),
+        Err(e) => Err(OAuthError {
+            code: ErrorCode::InvalidClient,
+            description: e.0,
+            basic_challenge: true,
+            retry_after: None,
+        }),
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .map_err(|_| malformed())?;
-    let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-    let form_decode = |s: &str| -> String {
-        url::form_urlencoded::parse(format!("v={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Presented {
-        basic: Some((form_decode(id), form_decode(secret))),
-        ..Presented::default()
-    })
 }
 
 /// The peer's IP address (proxy headers are not trusted).

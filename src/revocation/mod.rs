@@ -8,6 +8,7 @@
 //! fallback, and the only path on SQLite) — so a revocation made anywhere
 //! is honoured everywhere within a second, and a check is a hash lookup.
 
+mod query;
 mod service;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+pub use query::{FeedQuery, QueryError};
 pub use service::{Introspection, MAX_FEED_PAGE, RevokeError, Revoker};
 
 use crate::store::{Store, StoreResult};

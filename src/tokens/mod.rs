@@ -4,6 +4,7 @@
 pub mod audience;
 pub mod client_auth;
 pub mod endpoint;
+pub mod form;
 pub mod mint;
 pub mod refresh;
 pub mod user_agent;

@@ -14,6 +14,10 @@ use super::revocations::{FeedPage, RevocationSet};
 
 /// Longest feed page accepted.
 const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Most pages read in one poll: a feed that keeps saying `has_more` (broken
+/// or hostile) cannot keep the poller busy forever; the rest waits for the
+/// next interval.
+const MAX_PAGES_PER_POLL: usize = 100;
 
 pub(crate) struct FeedPoller {
     url: String,
@@ -79,8 +83,10 @@ impl FeedPoller {
     pub(crate) async fn poll(&self) -> Result<usize, String> {
         let _one_at_a_time = self.polling.lock().await;
         let mut received = 0;
-        loop {
-            let page = self.fetch(&self.set.cursor()).await?;
+        for _ in 0..MAX_PAGES_PER_POLL {
+            let cursor = self.set.cursor();
+            let page = self.fetch(&cursor).await?;
+            page.check(&cursor)?;
             received += page.revocations.len();
             self.set.apply_page(&page);
             if !page.has_more {

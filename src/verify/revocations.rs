@@ -78,6 +78,32 @@ pub struct FeedPage {
     pub has_more: bool,
 }
 
+/// Longest cursor a feed page may hand out (ours are decimal numbers).
+pub const MAX_CURSOR_LEN: usize = 64;
+
+impl FeedPage {
+    /// Checks a page fetched with `previous` as its cursor before it is
+    /// applied: the next cursor must be short printable ASCII (it is sent
+    /// back in a URL), and a page that claims more entries follow must move
+    /// the cursor (or the poller would fetch the same page forever).
+    pub fn check(&self, previous: &str) -> Result<(), String> {
+        if self.next_cursor.len() > MAX_CURSOR_LEN
+            || !self.next_cursor.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "the feed's next_cursor is not 1 to {MAX_CURSOR_LEN} printable ASCII characters"
+            ));
+        }
+        if self.next_cursor.is_empty() && !previous.is_empty() {
+            return Err("the feed's next_cursor is empty".into());
+        }
+        if self.has_more && self.next_cursor == previous {
+            return Err("the feed says more entries follow but did not advance its cursor".into());
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     /// jti and sid entries: until when they matter.
@@ -228,5 +254,41 @@ mod tests {
         set.prune(100 + 901);
         assert!(!set.is_revoked_parts("j1", None, "u", "c", 500));
         assert_eq!(set.len(), 1, "only the later sub entry is still relevant");
+    }
+
+    fn page(cursor: &str, has_more: bool) -> FeedPage {
+        FeedPage {
+            revocations: vec![],
+            next_cursor: cursor.into(),
+            has_more,
+        }
+    }
+
+    #[test]
+    fn pages_that_would_trap_the_poller_are_refused() {
+        assert!(page("7", true).check("3").is_ok());
+        assert!(
+            page("7", false).check("7").is_ok(),
+            "an idle feed keeps its cursor"
+        );
+        assert!(page("0", false).check("").is_ok());
+        assert!(
+            page("7", true)
+                .check("7")
+                .unwrap_err()
+                .contains("did not advance")
+        );
+        assert!(page("", false).check("7").unwrap_err().contains("empty"));
+        assert!(
+            page(&"9".repeat(MAX_CURSOR_LEN + 1), false)
+                .check("")
+                .is_err()
+        );
+        assert!(
+            page("1&limit=1", false).check("").is_ok(),
+            "sent form-encoded"
+        );
+        assert!(page("1 2", false).check("").is_err());
+        assert!(page("1\n", false).check("").is_err());
     }
 }

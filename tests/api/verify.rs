@@ -673,3 +673,41 @@ async fn attacker_text_never_reaches_www_authenticate() {
     assert!(!www.contains("injected"), "{www}");
     assert_eq!(www.matches('"').count(), 4, "{www}");
 }
+
+#[tokio::test]
+async fn a_feed_that_never_advances_cannot_trap_the_poller() {
+    let key = SigningKeyPair::generate();
+    // Always "more follows", always the same cursor.
+    let body = Arc::new(std::sync::Mutex::new(
+        json!({"revocations": [], "next_cursor": "5", "has_more": true}).to_string(),
+    ));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let url = jwks_server(body.clone(), hits.clone()).await;
+    let v = Verifier::builder(ISS, AUD)
+        .static_jwks(jwks(&[&key]))
+        .revocation_feed("rs", "secret")
+        .revocation_feed_url(url)
+        .build()
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), v.poll_revocations())
+        .await
+        .expect("the poll ends")
+        .unwrap_err();
+    assert!(e.contains("did not advance"), "{e}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "the first page, then the stuck one"
+    );
+    // A cursor that could smuggle query parameters or fill memory is refused.
+    *body.lock().unwrap() =
+        json!({"revocations": [], "next_cursor": "9".repeat(10_000), "has_more": false})
+            .to_string();
+    assert!(v.poll_revocations().await.is_err());
+    // The verifier keeps working on its last list.
+    assert!(
+        v.verify(&sign(&key, &header(&key), &claims()))
+            .await
+            .is_ok()
+    );
+}
