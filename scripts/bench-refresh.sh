@@ -10,7 +10,9 @@ PG=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB=tessera_bench
 DBURL=${PG%/*}/$DB
 export TESSERA_DATABASE_URL=$DBURL TESSERA_MASTER_KEY=$(openssl rand -base64 32) \
-       TESSERA_LISTEN=127.0.0.1:18080 TESSERA_LOG_LEVEL=warn TESSERA_DATA_DIR=$(mktemp -d)
+       TESSERA_LISTEN=127.0.0.1:18080 TESSERA_LOG_LEVEL=warn TESSERA_DATA_DIR=$(mktemp -d) \
+       TESSERA_TOKEN_RATE_LIMIT=off TESSERA_INTROSPECTION_RATE_LIMIT=off
+# (One client drives all the load here; the per-client limits would measure themselves.)
 
 cargo build --release --quiet --bin tessera --example loadgen
 psql "$PG" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"

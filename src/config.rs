@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::rate_limit::Rate;
 use crate::keys::master::MasterKey;
 
 /// Every configuration key, in file spelling. The environment spelling is
@@ -37,6 +38,13 @@ pub const KEYS: &[&str] = &[
     "login_network_failure_limit",
     "login_failure_window",
     "login_lockout_max",
+    "token_rate_limit",
+    "introspection_rate_limit",
+    "trusted_proxies",
+    "tls_cert_file",
+    "tls_key_file",
+    "client_request_timeout",
+    "keep_alive",
 ];
 
 /// Environment variables with the `TESSERA_` prefix that are not configuration
@@ -79,6 +87,39 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Failed-login limits (per account and per network).
     pub login: crate::auth::throttle::LoginPolicy,
+    /// `/oauth/token` requests per client, per instance (`None`: off).
+    pub token_rate_limit: Option<Rate>,
+    /// `/oauth/introspect` requests per client, per instance (`None`: off).
+    pub introspection_rate_limit: Option<Rate>,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate and key (`None`: plain HTTP).
+    pub tls: Option<Tls>,
+    /// Time a client has to send a complete request head.
+    pub client_request_timeout: Duration,
+    /// How long an idle keep-alive connection is kept open (0: closed after each request).
+    pub keep_alive: Duration,
+}
+
+/// Native TLS settings: the files, and the configuration built from them
+/// (validated at load so a bad file stops start-up naming the key).
+#[derive(Clone)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf.
+    pub key_file: PathBuf,
+    /// The rustls server configuration.
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for Config {
@@ -101,6 +142,12 @@ impl fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("login", &self.login)
+            .field("token_rate_limit", &self.token_rate_limit)
+            .field("introspection_rate_limit", &self.introspection_rate_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("tls", &self.tls)
+            .field("client_request_timeout", &self.client_request_timeout)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }
@@ -360,6 +407,18 @@ impl Config {
             max_lockout: seconds("login_lockout_max", "15m")?,
         };
 
+        let token_rate_limit = src.parse("token_rate_limit", "100/s", Rate::parse)?;
+        let introspection_rate_limit =
+            src.parse("introspection_rate_limit", "1000/s", Rate::parse)?;
+        let trusted_proxies = src.parse("trusted_proxies", "", parse_networks)?;
+        let tls = tls_setting(&src)?;
+        let client_request_timeout = src.parse("client_request_timeout", "5", |v| {
+            parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(60))
+        })?;
+        let keep_alive = src.parse("keep_alive", "5", |v| {
+            parse_duration_within(v, Duration::ZERO, Duration::from_secs(300))
+        })?;
+
         let data_dir = PathBuf::from(src.get_or("data_dir", "data"));
         if data_dir.as_os_str().is_empty() {
             return Err(src.error("data_dir", "must not be empty"));
@@ -394,6 +453,12 @@ impl Config {
             log_level,
             shutdown_timeout,
             login,
+            token_rate_limit,
+            introspection_rate_limit,
+            trusted_proxies,
+            tls,
+            client_request_timeout,
+            keep_alive,
         })
     }
 
@@ -477,6 +542,45 @@ fn master_key_setting(
         )),
         (false, false) => Ok(MasterKeySetting::DevFile(data_dir.join("master.key"))),
     }
+}
+
+/// A list of IP addresses and CIDR networks, separated by commas or spaces.
+fn parse_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    v.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    format!(
+                        "'{s}' is not an IP address or CIDR network (such as 10.0.0.0/8 or ::1)"
+                    )
+                })
+        })
+        .collect()
+}
+
+fn tls_setting(src: &Sources) -> Result<Option<Tls>, ConfigError> {
+    let (cert, key) = match (src.get("tls_cert_file"), src.get("tls_key_file")) {
+        (None, None) => return Ok(None),
+        (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
+        (Some(_), None) => {
+            return Err(src.error("tls_key_file", "required when tls_cert_file is set"));
+        }
+        (None, Some(_)) => {
+            return Err(src.error("tls_cert_file", "required when tls_key_file is set"));
+        }
+    };
+    let server_config = crate::http::tls::load(&cert, &key).map_err(|e| match e {
+        crate::http::tls::TlsError::Cert(m) => src.error("tls_cert_file", m),
+        crate::http::tls::TlsError::Key(m) => src.error("tls_key_file", m),
+    })?;
+    Ok(Some(Tls {
+        cert_file: cert,
+        key_file: key,
+        server_config: std::sync::Arc::new(server_config),
+    }))
 }
 
 fn parse_issuer(v: &str) -> Result<String, String> {
@@ -608,6 +712,18 @@ mod tests {
         assert!(
             matches!(c.master_key, MasterKeySetting::DevFile(ref p) if p == Path::new("data/master.key"))
         );
+        assert_eq!(c.token_rate_limit.unwrap().to_string(), "100/s");
+        assert_eq!(c.introspection_rate_limit.unwrap().to_string(), "1000/s");
+        assert!(c.trusted_proxies.is_empty() && c.tls.is_none());
+        assert_eq!(c.client_request_timeout, Duration::from_secs(5));
+        assert_eq!(c.keep_alive, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_networks() {
+        let c = load(&[("TESSERA_TRUSTED_PROXIES", "10.1.2.3/8 ::1,192.168.0.7")]).unwrap();
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.168.0.7/32"]);
     }
 
     #[test]

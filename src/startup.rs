@@ -12,10 +12,11 @@ use anyhow::{Context, bail};
 use crate::audit::Auditor;
 use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
+use crate::auth::rate_limit::RateLimiter;
 use crate::auth::throttle::LoginThrottle;
 use crate::config::{Config, MasterKeySetting};
 use crate::http::cors::AllowedOrigins;
-use crate::http::{AppState, cors, not_found, request_log, routes};
+use crate::http::{AppState, cors, limit_headers, not_found, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::revocation::{RevocationCache, Revoker};
@@ -109,6 +110,7 @@ impl Application {
             auditor: auditor.clone(),
             revocations: cache.clone(),
             throttle: LoginThrottle::new(store.clone(), config.login),
+            rate_limit: RateLimiter::new(config.token_rate_limit),
         }));
         let origins = Arc::new(AllowedOrigins::default());
         origins.refresh(store.as_ref()).await?;
@@ -124,6 +126,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen)
             .with_context(|| format!("TESSERA_LISTEN: cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
+        let introspection_limit = Arc::new(RateLimiter::new(config.introspection_rate_limit));
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
@@ -134,6 +137,7 @@ impl Application {
             accounts,
             auditor,
             origins,
+            introspection_limit,
         };
         let server = run(listener, state)?;
         // Installed before `build` returns, so a SIGTERM that arrives as soon
@@ -380,20 +384,38 @@ impl ShutdownSignals {
 }
 
 fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
-    let shutdown_timeout = state.config.shutdown_timeout.as_secs();
+    let config = state.config.clone();
     let data = web::Data::new(state);
+    let tls = config.tls.clone();
+    let secure = tls.is_some();
     let server = HttpServer::new(move || {
+        let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
+        if secure {
+            headers = headers.add(("Strict-Transport-Security", crate::http::tls::HSTS));
+        }
         App::new()
             .app_data(data.clone())
             .wrap(from_fn(cors))
+            .wrap(from_fn(limit_headers))
             .wrap(from_fn(request_log))
-            .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+            .wrap(headers)
             .configure(routes)
             .default_service(web::to(not_found))
     })
-    .shutdown_timeout(shutdown_timeout)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
+    // A client that has not sent a whole request head in time gets 408;
+    // one that stops reading the answer is cut after a second.
+    .client_request_timeout(config.client_request_timeout)
+    .client_disconnect_timeout(std::time::Duration::from_secs(1))
+    .keep_alive(if config.keep_alive.is_zero() {
+        actix_web::http::KeepAlive::Disabled
+    } else {
+        actix_web::http::KeepAlive::Timeout(config.keep_alive)
+    })
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .disable_signals();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, (*tls.server_config).clone())?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

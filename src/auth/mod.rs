@@ -4,5 +4,6 @@ pub mod accounts;
 pub mod client;
 pub mod names;
 pub mod password;
+pub mod rate_limit;
 pub mod throttle;
 pub mod totp;

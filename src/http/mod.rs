@@ -7,8 +7,11 @@ mod admin;
 pub mod cors;
 mod discovery;
 mod health;
+mod limits;
+pub mod proxy;
 mod request_log;
 mod revocation;
+pub mod tls;
 mod token;
 
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use crate::store::Store;
 use crate::tokens::{ClientAuthenticator, TokenEndpoint};
 
 pub use cors::cors;
+pub use limits::limit_headers;
 pub use request_log::request_log;
 
 /// Shared state handed to every handler.
@@ -47,6 +51,8 @@ pub struct AppState {
     pub auditor: Auditor,
     /// Browser origins registered for clients (CORS).
     pub origins: Arc<cors::AllowedOrigins>,
+    /// Introspection requests per client.
+    pub introspection_limit: Arc<crate::auth::rate_limit::RateLimiter>,
 }
 
 /// Registers every route.

@@ -12,7 +12,7 @@ use super::token::{
 };
 use crate::revocation::RevokeError;
 use crate::store::Client;
-use crate::tokens::endpoint::check_browser_request;
+use crate::tokens::endpoint::{check_browser_request, check_rate};
 use crate::tokens::{ErrorCode, OAuthError, Presented, refresh};
 
 fn now() -> i64 {
@@ -137,6 +137,9 @@ pub async fn introspect(
         Ok(v) => v,
         Err(response) => return response,
     };
+    if let Err(e) = check_rate(&state.introspection_limit, &client, "introspection") {
+        return oauth_error(&e);
+    }
     let token = match required(&params, "token") {
         Ok(t) => t,
         Err(e) => return oauth_error(&e),

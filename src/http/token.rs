@@ -183,9 +183,24 @@ pub(super) fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
     }
 }
 
-/// The peer's IP address (proxy headers are not trusted).
+/// The client's IP address: the peer, or what our trusted proxies say in
+/// `X-Forwarded-For` (see `http::proxy`).
 pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
-    req.peer_addr().map(|a| a.ip())
+    let peer = req.peer_addr()?.ip().to_canonical();
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.config.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    if trusted.is_empty() {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        // A value that is not visible ASCII ends the walk like any garbage.
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    Some(super::proxy::client_ip(peer, &forwarded, trusted))
 }
 
 /// A store failure as the client sees it: 503, try again.

@@ -13,6 +13,7 @@ use super::refresh;
 use crate::audit::{Auditor, Event, client_actor, user_actor};
 use crate::auth::names::Username;
 use crate::auth::password;
+use crate::auth::rate_limit::RateLimiter;
 use crate::auth::throttle::LoginThrottle;
 use crate::revocation::RevocationCache;
 use crate::store::{Client, NewSession, Rotation, RotationRequest, Store};
@@ -42,7 +43,8 @@ pub enum ErrorCode {
     /// A browser request without an allowed `Origin` or the CSRF header
     /// (cookie-mode clients): 403.
     AccessDenied,
-    /// Too many failed logins (account or network): 429 with `Retry-After`.
+    /// Too many failed logins (account or network) or requests by one
+    /// client: 429 with `Retry-After`.
     TooManyRequests,
 }
 
@@ -177,6 +179,8 @@ pub struct Collaborators {
     pub revocations: Arc<RevocationCache>,
     /// Failed-login limits.
     pub throttle: LoginThrottle,
+    /// Requests per client.
+    pub rate_limit: RateLimiter,
 }
 
 /// The token endpoint.
@@ -189,6 +193,7 @@ pub struct TokenEndpoint {
     auditor: Auditor,
     revocations: Arc<RevocationCache>,
     throttle: LoginThrottle,
+    rate_limit: RateLimiter,
     /// Bounds concurrent Argon2 computations (memory: 19 MiB each).
     password_slots: tokio::sync::Semaphore,
 }
@@ -205,6 +210,7 @@ impl TokenEndpoint {
             auditor: c.auditor,
             revocations: c.revocations,
             throttle: c.throttle,
+            rate_limit: c.rate_limit,
             password_slots: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -254,6 +260,7 @@ impl TokenEndpoint {
                 return Err(e);
             }
         };
+        check_rate(&self.rate_limit, &client, "token")?;
         if !client.grant_types.iter().any(|g| g == grant_type) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -760,4 +767,28 @@ fn mint_error(e: MintError) -> OAuthError {
             OAuthError::new(ErrorCode::ServerError, "the token could not be issued")
         }
     }
+}
+
+/// Spends one request of `client`'s budget at `endpoint`, or answers 429
+/// with how long to wait.
+pub fn check_rate(
+    limiter: &RateLimiter,
+    client: &Client,
+    endpoint: &str,
+) -> Result<(), OAuthError> {
+    limiter
+        .check(&client.id, std::time::Instant::now())
+        .map_err(|wait| {
+            tracing::debug!(client = %client.id, endpoint, "client rate limit reached");
+            let rate = limiter.rate().map_or_else(String::new, |r| r.to_string());
+            OAuthError {
+                code: ErrorCode::TooManyRequests,
+                description: format!(
+                    "client {} is over its {endpoint} request limit ({rate}); retry later",
+                    client.id
+                ),
+                basic_challenge: false,
+                retry_after: Some(crate::auth::rate_limit::retry_after_secs(wait)),
+            }
+        })
 }

@@ -10,7 +10,7 @@ use tessera::keys::master::MasterKey;
 use tessera::store::{NewClient, NewUser};
 use tessera::verify::{Verifier, VerifyError};
 
-use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app, spawn_peer};
+use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app_with, spawn_peer};
 
 pub const AUD: &str = "https://api.example";
 pub const PASSWORD: &str = "correct horse battery";
@@ -71,7 +71,12 @@ pub async fn add_user(app: &TestApp, name: &str) -> uuid::Uuid {
 }
 
 pub async fn fixture(engine: Engine) -> Fixture {
-    let app = spawn_app(engine).await;
+    fixture_with(engine, &[]).await
+}
+
+/// [`fixture`] with further `TESSERA_*` settings.
+pub async fn fixture_with(engine: Engine, extra: &[(&str, &str)]) -> Fixture {
+    let app = spawn_app_with(engine, extra).await;
     add_client(
         &app,
         "spa",

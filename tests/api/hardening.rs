@@ -1,0 +1,429 @@
+//! Abuse resistance at the HTTP edge: per-client rate limits, trusted
+//! proxies, native TLS, header limits and slow clients.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{Engine, spawn_app_with};
+use crate::revocation::{AUD, fixture_with, form, login};
+
+fn port(address: &str) -> u16 {
+    address.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+async fn too_many(res: reqwest::Response) -> String {
+    assert_eq!(res.status(), 429);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "too_many_requests");
+    body["error_description"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_introspection_calls_are_limited_per_client() {
+    let f = fixture_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_TOKEN_RATE_LIMIT", "3/m"),
+            ("TESSERA_INTROSPECTION_RATE_LIMIT", "2/m"),
+        ],
+    )
+    .await;
+    let app = &f.app;
+    let client_credentials = |id: &'static str, secret: String| async move {
+        form(
+            app,
+            &app.address,
+            "/oauth/token",
+            &[("grant_type", "client_credentials")],
+            Some((id, &secret)),
+        )
+        .await
+    };
+    for _ in 0..3 {
+        assert_eq!(client_credentials("rs", f.rs.clone()).await.status(), 200);
+    }
+    let description = too_many(client_credentials("rs", f.rs.clone()).await).await;
+    assert!(
+        description.contains("client rs") && description.contains("3/m"),
+        "{description}"
+    );
+    // Another client has its own budget.
+    assert_eq!(
+        client_credentials("other", f.other.clone()).await.status(),
+        200
+    );
+    // A wrong secret does not spend the real client's budget (the limit
+    // counts authenticated requests), and is still answered as invalid.
+    let res = client_credentials("other", "wrong".into()).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        client_credentials("other", f.other.clone()).await.status(),
+        200
+    );
+
+    // Introspection has its own budget: rs may still introspect twice.
+    let (access, _) = login(app, "alice").await;
+    let pairs = [("token", access.as_str())];
+    let introspect = || {
+        form(
+            app,
+            &app.address,
+            "/oauth/introspect",
+            &pairs,
+            Some(("rs", &f.rs)),
+        )
+    };
+    for _ in 0..2 {
+        let res = introspect().await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.json::<Value>().await.unwrap()["aud"], AUD);
+    }
+    let description = too_many(introspect().await).await;
+    assert!(description.contains("introspection"), "{description}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_can_be_turned_off() {
+    let f = fixture_with(Engine::Sqlite, &[("TESSERA_TOKEN_RATE_LIMIT", "off")]).await;
+    for _ in 0..150 {
+        let res = form(
+            &f.app,
+            &f.app.address,
+            "/oauth/token",
+            &[("grant_type", "client_credentials")],
+            Some(("rs", &f.rs)),
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+    }
+}
+
+/// Failed logins, one per forwarded address; the per-network cap (2) shows
+/// which address the service believed.
+async fn failures_from(base: &str, forwarded_for: &[&str]) -> Vec<u16> {
+    let mut statuses = vec![];
+    for (i, xff) in forwarded_for.iter().enumerate() {
+        let res = reqwest::Client::new()
+            .post(format!("{base}/oauth/token"))
+            .header("x-forwarded-for", *xff)
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "spa"),
+                ("username", &format!("nobody{i}")),
+                ("password", "guess"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_from_trusted_proxies() {
+    let limits = [
+        ("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "2"),
+        ("TESSERA_LOGIN_FAILURE_WINDOW", "1h"),
+    ];
+    // Untrusted peer: the header is the client's own claim and is ignored,
+    // so rotating it does not escape the per-network cap.
+    let f = fixture_with(Engine::Sqlite, &limits).await;
+    let spoofed = ["203.0.113.1", "198.51.100.1", "192.0.2.1"];
+    assert_eq!(
+        failures_from(&f.app.address, &spoofed).await,
+        [400, 400, 429]
+    );
+
+    // Behind a trusted proxy (the test's loopback peer), the rightmost
+    // untrusted hop is the client: different networks get their own count,
+    // and an address the client prepended itself changes nothing.
+    let mut trusted = limits.to_vec();
+    trusted.push(("TESSERA_TRUSTED_PROXIES", "127.0.0.1/32, ::1"));
+    let f = fixture_with(Engine::Sqlite, &trusted).await;
+    let hops = [
+        "203.0.113.1",
+        "1.1.1.1, 198.51.100.1",
+        "2.2.2.2, 203.0.113.1, 127.0.0.1",
+        "3.3.3.3, 198.51.100.1",
+        "192.0.2.1",
+    ];
+    assert_eq!(
+        failures_from(&f.app.address, &hops).await,
+        [400, 400, 400, 400, 400]
+    );
+    assert_eq!(
+        failures_from(&f.app.address, &["4.4.4.4, 203.0.113.1"]).await,
+        [429],
+        "the third failure from 203.0.113.1"
+    );
+    // The audit log (written in the background) records the forwarded
+    // network, not the proxy's.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let rows = f.app.store.audit_page(0, 1000).await.unwrap();
+        let text = format!("{rows:?}");
+        if text.contains("198.51.100.0/24") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn self_signed() -> (tempfile::TempDir, String, String, String) {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cert_file = dir.path().join("cert.pem");
+    let key_file = dir.path().join("key.pem");
+    std::fs::write(&cert_file, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    let (c, k) = (
+        cert_file.display().to_string(),
+        key_file.display().to_string(),
+    );
+    (dir, c, k, key.cert.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_tls_1_2_and_1_3_only_with_hsts() {
+    let (_dir, cert_file, key_file, cert_pem) = self_signed();
+    let app = spawn_app_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_TLS_CERT_FILE", &cert_file),
+            ("TESSERA_TLS_KEY_FILE", &key_file),
+        ],
+    )
+    .await;
+    let port = port(&app.address);
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let res = https
+        .get(format!("https://127.0.0.1:{port}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    // Plain HTTP on the TLS port gets no answer.
+    assert!(
+        app.client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
+
+    // Protocol versions and suites, from an independent TLS stack (OpenSSL).
+    let handshake = |max: openssl::ssl::SslVersion, ciphers: Option<&'static str>| {
+        let addr = format!("127.0.0.1:{port}");
+        std::thread::spawn(move || {
+            use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+            let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+            b.set_verify(SslVerifyMode::NONE);
+            b.set_min_proto_version(None).unwrap();
+            b.set_max_proto_version(Some(max)).unwrap();
+            // Let OpenSSL offer legacy versions so that refusing them is the server's doing.
+            b.set_security_level(0);
+            if let Some(c) = ciphers {
+                b.set_cipher_list(c).unwrap();
+            }
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            b.build()
+                .configure()
+                .unwrap()
+                .verify_hostname(false)
+                .connect("localhost", tcp)
+                .map(|s| {
+                    (
+                        s.ssl().version_str().to_owned(),
+                        s.ssl().current_cipher().unwrap().name().to_owned(),
+                    )
+                })
+                .map_err(|e| e.to_string())
+        })
+        .join()
+        .unwrap()
+    };
+    use openssl::ssl::SslVersion;
+    let (version, _) = handshake(SslVersion::TLS1_3, None).unwrap();
+    assert_eq!(version, "TLSv1.3", "1.3 is preferred");
+    let (version, cipher) = handshake(SslVersion::TLS1_2, None).unwrap();
+    assert_eq!(version, "TLSv1.2");
+    assert!(
+        cipher.starts_with("ECDHE-") && (cipher.contains("GCM") || cipher.contains("CHACHA")),
+        "{cipher}"
+    );
+    assert!(
+        handshake(SslVersion::TLS1_1, None).is_err(),
+        "TLS 1.1 refused"
+    );
+    assert!(
+        handshake(SslVersion::TLS1, None).is_err(),
+        "TLS 1.0 refused"
+    );
+    for weak in ["AES128-SHA", "ECDHE-ECDSA-AES128-SHA", "AES256-GCM-SHA384"] {
+        assert!(
+            handshake(SslVersion::TLS1_2, Some(weak)).is_err(),
+            "{weak} must be refused"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tls_settings_stop_start_up_naming_the_key() {
+    let (dir, cert_file, key_file, _) = self_signed();
+    let data = tempfile::tempdir().unwrap();
+    let load = |extra: &[(&str, &str)]| {
+        let mut env = vec![(
+            "TESSERA_DATA_DIR".to_string(),
+            data.path().display().to_string(),
+        )];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        tessera::config::Config::load(None, env)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert!(
+        load(&[
+            ("TESSERA_TLS_CERT_FILE", &cert_file),
+            ("TESSERA_TLS_KEY_FILE", &key_file)
+        ])
+        .is_ok()
+    );
+    let e = load(&[("TESSERA_TLS_CERT_FILE", &cert_file)]).unwrap_err();
+    assert!(e.starts_with("TESSERA_TLS_KEY_FILE: required"), "{e}");
+    let e = load(&[
+        ("TESSERA_TLS_CERT_FILE", &key_file),
+        ("TESSERA_TLS_KEY_FILE", &key_file),
+    ])
+    .unwrap_err();
+    assert!(e.starts_with("TESSERA_TLS_CERT_FILE: "), "{e}");
+    // A key that is not the certificate's.
+    let (_other_dir, _, other_key, _) = self_signed();
+    let e = load(&[
+        ("TESSERA_TLS_CERT_FILE", &cert_file),
+        ("TESSERA_TLS_KEY_FILE", &other_key),
+    ])
+    .unwrap_err();
+    assert!(e.starts_with("TESSERA_TLS_KEY_FILE: "), "{e}");
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let e = load(&[
+        ("TESSERA_TLS_CERT_FILE", &missing),
+        ("TESSERA_TLS_KEY_FILE", &key_file),
+    ])
+    .unwrap_err();
+    assert!(e.contains("cannot read"), "{e}");
+    // Nothing of the key file's content is echoed.
+    let pem = std::fs::read_to_string(&key_file).unwrap();
+    let body_line = pem.lines().nth(1).unwrap();
+    let e = load(&[
+        ("TESSERA_TLS_CERT_FILE", &key_file),
+        ("TESSERA_TLS_KEY_FILE", &key_file),
+    ])
+    .unwrap_err();
+    assert!(!e.contains(body_line), "{e}");
+    let e = load(&[("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal")]).unwrap_err();
+    assert!(
+        e.starts_with("TESSERA_TRUSTED_PROXIES: 'proxy.internal'"),
+        "{e}"
+    );
+    let e = load(&[("TESSERA_TOKEN_RATE_LIMIT", "100")]).unwrap_err();
+    assert!(
+        e.starts_with("TESSERA_TOKEN_RATE_LIMIT: '100' is not a rate"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431_and_the_service_stays_up() {
+    let app = spawn_app_with(Engine::Sqlite, &[]).await;
+    let res = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-filler", "a".repeat(17 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 431);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("16384 bytes")
+    );
+    // Far beyond: the HTTP parser refuses the head before any handler.
+    let res = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .header("x-filler", "a".repeat(200 * 1024))
+        .send()
+        .await;
+    assert!(res.map_or(true, |r| r.status() == 431));
+    let res = reqwest::get(format!("{}/healthz", app.address)).await;
+    assert_eq!(res.map_err(|e| format!("{e:?}")).unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let app = spawn_app_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_CLIENT_REQUEST_TIMEOUT", "1"),
+            ("TESSERA_KEEP_ALIVE", "1"),
+        ],
+    )
+    .await;
+    let addr = format!("127.0.0.1:{}", port(&app.address));
+    // Slowloris: half a request head, then silence.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // An idle keep-alive connection is closed after its timeout.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
