@@ -65,31 +65,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         actix_web::error::InternalError::from_response(e, response).into()
                     }),
             )
-            .route("/users", web::post().to(create_user))
-            .route("/users/{username}/disable", web::post().to(disable_user))
-            .route("/users/{username}/password", web::post().to(set_password))
-            .route("/users/{username}/totp", web::post().to(enrol_totp))
-            .route("/users/{username}/sessions", web::get().to(list_sessions))
-            .route(
-                "/users/{username}/sessions",
-                web::delete().to(logout_everywhere),
+            .service(resource("/users", "POST").route(web::post().to(create_user)))
+            .service(
+                resource("/users/{username}/disable", "POST").route(web::post().to(disable_user)),
             )
-            .route("/sessions/{sid}", web::delete().to(revoke_session))
-            .route("/clients", web::post().to(create_client))
-            .route(
-                "/clients/{client_id}/disable",
-                web::post().to(disable_client),
+            .service(
+                resource("/users/{username}/password", "POST").route(web::post().to(set_password)),
             )
-            .route(
-                "/clients/{client_id}/tokens",
-                web::delete().to(revoke_client),
+            .service(resource("/users/{username}/totp", "POST").route(web::post().to(enrol_totp)))
+            .service(
+                resource("/users/{username}/sessions", "GET, DELETE")
+                    .route(web::get().to(list_sessions))
+                    .route(web::delete().to(logout_everywhere)),
             )
-            .route("/tokens/{jti}", web::delete().to(revoke_jti))
-            .route("/keys", web::get().to(list_keys))
-            .route("/keys/rotate", web::post().to(rotate_keys))
-            .route("/audit", web::get().to(audit))
+            .service(resource("/sessions/{sid}", "DELETE").route(web::delete().to(revoke_session)))
+            .service(resource("/clients", "POST").route(web::post().to(create_client)))
+            .service(
+                resource("/clients/{client_id}/disable", "POST")
+                    .route(web::post().to(disable_client)),
+            )
+            .service(
+                resource("/clients/{client_id}/tokens", "DELETE")
+                    .route(web::delete().to(revoke_client)),
+            )
+            .service(resource("/tokens/{jti}", "DELETE").route(web::delete().to(revoke_jti)))
+            .service(resource("/keys", "GET").route(web::get().to(list_keys)))
+            .service(resource("/keys/rotate", "POST").route(web::post().to(rotate_keys)))
+            .service(resource("/audit", "GET").route(web::get().to(audit)))
             .default_service(web::to(super::not_found)),
     );
+}
+
+/// A resource answering 405 with `Allow` to methods it does not serve.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| async move {
+        super::method_not_allowed(req, allow)
+    }))
 }
 
 /// The admin client behind a request, as an audit actor.

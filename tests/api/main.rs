@@ -15,6 +15,7 @@ mod keys;
 mod revocation;
 mod sessions;
 mod store;
+mod sweep;
 mod throttle;
 mod token;
 mod tokens;
