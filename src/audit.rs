@@ -167,6 +167,7 @@ impl Auditor {
 
     /// Queues a routine event (login, refresh).
     pub async fn record(&self, event: Event) {
+        crate::metrics::metrics().audit_event(event.action);
         let event = event.at(now());
         match &self.sink {
             Sink::Queued(tx) => {
@@ -185,6 +186,9 @@ impl Auditor {
     /// Records a security event and waits until it is stored; false (and an
     /// error log) if it could not be.
     pub async fn record_durable(&self, event: Event) -> bool {
+        if matches!(self.sink, Sink::Direct(_)) {
+            crate::metrics::metrics().audit_event(event.action);
+        }
         match &self.sink {
             Sink::Queued(_) => {
                 self.record(event).await;

@@ -26,6 +26,8 @@ pub mod http;
 #[cfg(feature = "server")]
 pub mod keys;
 #[cfg(feature = "server")]
+pub mod metrics;
+#[cfg(feature = "server")]
 pub mod revocation;
 #[cfg(feature = "server")]
 pub mod startup;

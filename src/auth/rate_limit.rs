@@ -3,9 +3,10 @@
 //! In memory and per instance, on purpose: these limits keep one client from
 //! starving the others, which each instance can judge alone. (Failed-login
 //! limits, which stop password guessing, are shared through the database:
-//! see `auth::throttle`.) Keys are authenticated client ids, so an attacker
-//! cannot spend another client's budget or invent keys; the map is bounded
-//! regardless.
+//! see `auth::throttle`.) Keys are authenticated confidential client ids,
+//! so an attacker cannot spend such a client's budget or invent keys; a
+//! public client (whose id anyone can send) has one budget per client
+//! network. The map is bounded regardless.
 //!
 //! The algorithm is GCRA (the "virtual scheduling" form of a token bucket):
 //! one instant per key, a request at `now` is allowed while the key's

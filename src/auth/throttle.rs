@@ -105,6 +105,10 @@ impl LoginThrottle {
         if let Some(f) = self.store.login_failures(&account_key(username)).await?
             && let Some(until) = self.account_locked_until(&f, now)
         {
+            crate::metrics::metrics()
+                .rate_limited
+                .with_label_values(&["login_account"])
+                .inc();
             return Ok(Some(Throttled {
                 retry_after: until - now,
                 account: true,
@@ -115,6 +119,10 @@ impl LoginThrottle {
         {
             let end = f.window_start + self.policy.window;
             if f.failures >= self.policy.network_failures && end > now {
+                crate::metrics::metrics()
+                    .rate_limited
+                    .with_label_values(&["login_network"])
+                    .inc();
                 return Ok(Some(Throttled {
                     retry_after: end - now,
                     account: false,

@@ -8,6 +8,7 @@ pub mod cors;
 mod discovery;
 mod health;
 mod limits;
+mod metrics;
 pub mod proxy;
 mod request_log;
 mod revocation;
@@ -59,6 +60,7 @@ pub struct AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/healthz", health::healthz))
         .service(get("/readyz", health::readyz))
+        .service(get("/metrics", metrics::metrics_endpoint))
         .service(get("/.well-known/jwks.json", discovery::jwks))
         .service(get(
             "/.well-known/oauth-authorization-server",

@@ -40,6 +40,7 @@ pub async fn request_log(
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
+            record_metrics(&res, status, started.elapsed().as_secs_f64());
             // A 503 from /readyz is an answer, not a failure: probes log at debug.
             if probe {
                 tracing::debug!(status, latency_ms, "request completed");
@@ -59,6 +60,25 @@ pub async fn request_log(
             Err(e)
         }
     }
+}
+
+/// Counts the request under its route pattern (`/admin/v1/users/{username}/…`,
+/// never the concrete path) and a known method, so labels stay few.
+fn record_metrics<B>(res: &ServiceResponse<B>, status: u16, seconds: f64) {
+    let req = res.request();
+    let route = req.match_pattern();
+    let route = route.as_deref().unwrap_or("unmatched");
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+        _ => "other",
+    };
+    let m = crate::metrics::metrics();
+    m.http_requests
+        .with_label_values(&[route, method, &status.to_string()])
+        .inc();
+    m.http_duration
+        .with_label_values(&[route, method])
+        .observe(seconds);
 }
 
 /// A caller-supplied id is kept only if it cannot smuggle anything into logs.

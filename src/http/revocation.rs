@@ -137,7 +137,12 @@ pub async fn introspect(
         Ok(v) => v,
         Err(response) => return response,
     };
-    if let Err(e) = check_rate(&state.introspection_limit, &client, "introspection") {
+    if let Err(e) = check_rate(
+        &state.introspection_limit,
+        &client,
+        client_ip(&req),
+        "introspection",
+    ) {
         return oauth_error(&e);
     }
     let token = match required(&params, "token") {

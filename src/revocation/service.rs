@@ -106,6 +106,11 @@ pub struct Revoker {
 pub const MAX_FEED_PAGE: i64 = 1000;
 
 impl Revoker {
+    /// Entries in this instance's revocation list.
+    pub fn list_len(&self) -> usize {
+        self.cache.set().len()
+    }
+
     /// A revoker over `store`, keeping `cache` current.
     pub fn new(
         store: Arc<dyn Store>,

@@ -95,11 +95,24 @@ pub(crate) type AuditRow<'a> = (i64, &'a NewAuditEvent, Vec<u8>, Vec<u8>);
 /// Result alias of the storage layer.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Connections of the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolState {
+    /// Open and idle.
+    pub idle: u32,
+    /// Checked out by a query.
+    pub in_use: u32,
+    /// The configured maximum.
+    pub max: u32,
+}
+
 /// Connection, health and schema management: written per engine.
 #[async_trait]
 pub trait Lifecycle: Send + Sync {
     /// Which engine this is.
     fn engine(&self) -> Engine;
+    /// The connection pool's current state, for metrics.
+    fn pool_state(&self) -> PoolState;
     /// One cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
     /// Applies pending migrations (safe to run from many instances at once).

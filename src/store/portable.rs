@@ -16,6 +16,16 @@ macro_rules! portable_lifecycle {
                 $engine
             }
 
+            fn pool_state(&self) -> $crate::store::PoolState {
+                let size = self.pool.size();
+                let idle = self.pool.num_idle() as u32;
+                $crate::store::PoolState {
+                    idle,
+                    in_use: size.saturating_sub(idle),
+                    max: self.pool.options().get_max_connections(),
+                }
+            }
+
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())

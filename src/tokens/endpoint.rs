@@ -260,7 +260,7 @@ impl TokenEndpoint {
                 return Err(e);
             }
         };
-        check_rate(&self.rate_limit, &client, "token")?;
+        check_rate(&self.rate_limit, &client, ip, "token")?;
         if !client.grant_types.iter().any(|g| g == grant_type) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -269,7 +269,7 @@ impl TokenEndpoint {
         }
         // Before anything is consumed: a refused browser request changes nothing.
         check_browser_request(&client, &presented)?;
-        match grant_type.as_str() {
+        let result = match grant_type.as_str() {
             "client_credentials" => {
                 let issued = self.client_credentials(&client, params, now)?;
                 self.auditor
@@ -287,7 +287,20 @@ impl TokenEndpoint {
                 self.refresh(&client, params, cookie, user_agent, ip, now)
                     .await
             }
+        };
+        if result.is_ok() {
+            let m = crate::metrics::metrics();
+            let grant = match grant_type.as_str() {
+                "client_credentials" => "client_credentials",
+                "password" => "password",
+                _ => {
+                    m.refresh_rotations.inc();
+                    "refresh_token"
+                }
+            };
+            m.tokens_issued.with_label_values(&[grant]).inc();
         }
+        result
     }
 
     /// Scopes: each requested one must be allowed; none requested means all allowed.
@@ -771,15 +784,30 @@ fn mint_error(e: MintError) -> OAuthError {
 
 /// Spends one request of `client`'s budget at `endpoint`, or answers 429
 /// with how long to wait.
+///
+/// A public client is identified by its id alone, which anyone can send, so
+/// its budget is kept per client network: a flood from one place cannot
+/// starve the client's users elsewhere.
 pub fn check_rate(
     limiter: &RateLimiter,
     client: &Client,
+    ip: Option<std::net::IpAddr>,
     endpoint: &str,
 ) -> Result<(), OAuthError> {
+    let key = if client.confidential {
+        std::borrow::Cow::Borrowed(client.id.as_str())
+    } else {
+        let network = ip.map_or_else(|| "unknown".to_owned(), refresh::network_prefix);
+        std::borrow::Cow::Owned(format!("{} {network}", client.id))
+    };
     limiter
-        .check(&client.id, std::time::Instant::now())
+        .check(&key, std::time::Instant::now())
         .map_err(|wait| {
             tracing::debug!(client = %client.id, endpoint, "client rate limit reached");
+            crate::metrics::metrics()
+                .rate_limited
+                .with_label_values(&[endpoint])
+                .inc();
             let rate = limiter.rate().map_or_else(String::new, |r| r.to_string());
             OAuthError {
                 code: ErrorCode::TooManyRequests,

@@ -427,3 +427,34 @@ async fn slow_clients_are_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_clients_budget_is_kept_per_network() {
+    // Anyone can send a public client's id: a flood from one network must
+    // not starve the client's users on others.
+    let f = fixture_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_TOKEN_RATE_LIMIT", "2/m"),
+            ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let from = |xff: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/oauth/token", f.app.address))
+            .header("x-forwarded-for", xff)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", "spa"),
+                ("refresh_token", "not-a-token"),
+            ])
+            .send()
+    };
+    let mut statuses = vec![];
+    for _ in 0..3 {
+        statuses.push(from("203.0.113.9").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429]);
+    assert_eq!(from("198.51.100.9").await.unwrap().status(), 400);
+}

@@ -12,6 +12,7 @@ mod hardening;
 mod health;
 mod interop;
 mod keys;
+mod metrics;
 mod revocation;
 mod sessions;
 mod store;
