@@ -79,7 +79,16 @@ fn valid_scope(s: &str) -> bool {
 fn origin(value: &str) -> Result<String, AccountError> {
     let invalid = |why: &str| AccountError::Invalid(format!("origin {value}: {why}"));
     let url = url::Url::parse(value).map_err(|_| invalid("not a URL"))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
+    // Plain http is allowed only where no network is crossed.
+    let local = matches!(url.host(), Some(url::Host::Domain("localhost")))
+        || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+    let allowed = match url.scheme() {
+        "https" => url.host_str().is_some(),
+        "http" => local,
+        _ => false,
+    };
+    if !allowed {
         return Err(invalid(
             "must be https://host[:port] (http only for localhost development)",
         ));

@@ -1,8 +1,9 @@
 //! Identifiers validated at the edge: usernames and client ids.
 //!
 //! Both are restricted to a small ASCII alphabet. Unicode look-alikes
-//! (`аdmin` with a Cyrillic `а`), invisible characters and case tricks
-//! cannot create a second account that reads like an existing one.
+//! (`аdmin` with a Cyrillic `а`) and invisible characters cannot create a
+//! second account that reads like an existing one; names that differ only
+//! in case are refused by unique indexes on `lower(…)` in the database.
 
 use std::fmt;
 

@@ -114,9 +114,15 @@ impl LoginThrottle {
                 account: true,
             }));
         }
-        if let Some(ip) = ip
-            && let Some(f) = self.store.login_failures(&network_key(ip)).await?
-        {
+        match ip {
+            Some(ip) => self.network_throttled(ip, now).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the network of `ip` has used up its failures for the window.
+    pub async fn network_throttled(&self, ip: IpAddr, now: i64) -> StoreResult<Option<Throttled>> {
+        if let Some(f) = self.store.login_failures(&network_key(ip)).await? {
             let end = f.window_start + self.policy.window;
             if f.failures >= self.policy.network_failures && end > now {
                 crate::metrics::metrics()
@@ -130,6 +136,15 @@ impl LoginThrottle {
             }
         }
         Ok(None)
+    }
+
+    /// Counts a failed client authentication against the network of `ip`
+    /// (the same count as failed logins: both are guessing).
+    pub async fn failed_network(&self, ip: IpAddr, now: i64) -> StoreResult<()> {
+        self.store
+            .record_login_failure(&network_key(ip), now, self.policy.window)
+            .await
+            .map(|_| ())
     }
 
     /// Counts a failed login; true if this failure locked the account.

@@ -249,6 +249,29 @@ impl TokenEndpoint {
             Ok(c) => c,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
+                    // Guessing client secrets counts like guessing passwords;
+                    // past the network's cap, failures are refused without a
+                    // database write or an audit row each (nothing to flood).
+                    if let Some(ip) = ip {
+                        if let Some(t) = self
+                            .throttle
+                            .network_throttled(ip, now)
+                            .await
+                            .map_err(unavailable)?
+                        {
+                            return Err(OAuthError {
+                                retry_after: Some(t.retry_after),
+                                ..OAuthError::new(
+                                    ErrorCode::TooManyRequests,
+                                    "too many failed authentications from this network; retry later",
+                                )
+                            });
+                        }
+                        self.throttle
+                            .failed_network(ip, now)
+                            .await
+                            .map_err(unavailable)?;
+                    }
                     self.auditor
                         .record(
                             Event::new("anonymous", "client_auth_failed")

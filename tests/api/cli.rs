@@ -470,7 +470,22 @@ fn users_and_clients_from_the_command_line() {
             ],
             "no path",
         ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--origin",
+                "http://app.example",
+            ],
+            "http only for localhost",
+        ),
         (vec!["client", "add", "x/y", "--public"], "client_id: "),
+        (
+            vec!["client", "add", "BACKEND", "--public"],
+            "already exists",
+        ),
         (
             vec!["client", "add", "x", "--public", "--scope", "a\"b"],
             "scope \"a\\\"b\"",

@@ -21,7 +21,7 @@ async fn too_many(res: reqwest::Response) -> String {
         .unwrap()
         .parse()
         .unwrap();
-    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert!((1..=86_400).contains(&retry), "Retry-After {retry}");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "too_many_requests");
     body["error_description"].as_str().unwrap().to_owned()
@@ -457,4 +457,47 @@ async fn a_public_clients_budget_is_kept_per_network() {
     }
     assert_eq!(statuses, [400, 400, 429]);
     assert_eq!(from("198.51.100.9").await.unwrap().status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_client_secrets_is_capped_per_network_and_cannot_flood_the_audit_log() {
+    let f = fixture_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3"),
+            ("TESSERA_LOGIN_FAILURE_WINDOW", "1h"),
+        ],
+    )
+    .await;
+    let cc = |secret: String| {
+        let app = &f.app;
+        async move {
+            form(
+                app,
+                &app.address,
+                "/oauth/token",
+                &[("grant_type", "client_credentials")],
+                Some(("rs", &secret)),
+            )
+            .await
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(cc(format!("guess-{i}")).await.status(), 401);
+    }
+    for i in 0..20 {
+        too_many(cc(format!("more-{i}")).await).await;
+    }
+    // The real secret still works: the cap stops guessing, not the client.
+    assert_eq!(cc(f.rs.clone()).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = f.app.store.audit_page(0, 1000).await.unwrap();
+    let failures = rows
+        .iter()
+        .filter(|r| r.action == "client_auth_failed")
+        .count();
+    assert_eq!(
+        failures, 3,
+        "one audit row per counted failure, none past the cap"
+    );
 }

@@ -82,7 +82,14 @@ async fn duplicate_usernames_conflict_and_change_nothing(engine: Engine) {
     let first = store.create_user(&new_user("bob"), 1).await.unwrap();
     let err = store.create_user(&new_user("bob"), 2).await.unwrap_err();
     assert!(matches!(err, StoreError::Conflict("user")), "{err:?}");
+    // A name differing only in case would read as the same account.
+    let err = store.create_user(&new_user("Bob"), 2).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("user")), "{err:?}");
     assert_eq!(store.user_by_username("bob").await.unwrap().unwrap(), first);
+    assert!(
+        store.user_by_username("BOB").await.unwrap().is_none(),
+        "lookups stay exact"
+    );
 }
 
 async fn hostile_strings_are_data_not_sql(engine: Engine) {
@@ -126,6 +133,11 @@ async fn clients_round_trip_with_their_lists(engine: Engine) {
 
     let err = store
         .create_client(&new_client("spa", None), 7)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict("client")), "{err:?}");
+    let err = store
+        .create_client(&new_client("SPA", None), 7)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict("client")), "{err:?}");
