@@ -37,7 +37,7 @@ pub enum AccountError {
 
 /// A client to register: the options of `tessera client add`, or the JSON
 /// body of `POST /admin/v1/clients`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     /// The client_id.

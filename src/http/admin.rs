@@ -98,6 +98,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// A resource answering 405 with `Allow` to methods it does not serve.
 fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    super::record(allow, &format!("/admin/v1{path}"));
     web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| async move {
         super::method_not_allowed(req, allow)
     }))
@@ -188,16 +189,17 @@ macro_rules! admin {
     };
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUserBody {
+pub(crate) struct NewUserBody {
     username: String,
+    #[schema(value_type = String)]
     password: Zeroizing<String>,
     #[serde(default)]
     totp: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CreatedUser {
     id: String,
     username: String,
@@ -205,7 +207,9 @@ struct CreatedUser {
     totp_uri: Option<String>,
 }
 
-async fn create_user(
+#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", security(("admin_bearer" = [])), request_body = NewUserBody,
+    responses((status = 201, description = "created", body = CreatedUser), (status = 409, description = "the username is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<NewUserBody>,
@@ -235,12 +239,14 @@ async fn create_user(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Revoked {
     sessions_revoked: u64,
 }
 
-async fn disable_user(
+#[utoipa::path(post, path = "/admin/v1/users/{username}/disable", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "disabled; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn disable_user(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -261,13 +267,16 @@ async fn disable_user(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordBody {
+pub(crate) struct PasswordBody {
+    #[schema(value_type = String)]
     password: Zeroizing<String>,
 }
 
-async fn set_password(
+#[utoipa::path(post, path = "/admin/v1/users/{username}/password", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")), request_body = PasswordBody,
+    responses((status = 200, description = "changed; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn set_password(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -290,12 +299,14 @@ async fn set_password(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Enrolled {
     totp_uri: String,
 }
 
-async fn enrol_totp(
+#[utoipa::path(post, path = "/admin/v1/users/{username}/totp", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "enrolled; the otpauth:// URI (shown once); sessions revoked", body = Enrolled), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn enrol_totp(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -308,7 +319,7 @@ async fn enrol_totp(
 }
 
 /// A session as an administrator sees it: no token, no raw User-Agent.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionView {
     sid: String,
     client_id: String,
@@ -338,13 +349,15 @@ impl From<Session> for SessionView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct SessionList {
     sub: String,
     sessions: Vec<SessionView>,
 }
 
-async fn list_sessions(
+#[utoipa::path(get, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "the user's live sessions", body = SessionList), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn list_sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -366,7 +379,9 @@ async fn list_sessions(
     }
 }
 
-async fn logout_everywhere(
+#[utoipa::path(delete, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "every session revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn logout_everywhere(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -391,7 +406,9 @@ async fn logout_everywhere(
     }
 }
 
-async fn revoke_session(
+#[utoipa::path(delete, path = "/admin/v1/sessions/{sid}", tag = "admin", security(("admin_bearer" = [])), params(("sid" = String, Path, description = "session id (UUID)")),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such session", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn revoke_session(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -412,7 +429,7 @@ fn no_content() -> HttpResponse {
         .finish()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CreatedClient {
     client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,7 +439,9 @@ struct CreatedClient {
     grants: Vec<String>,
 }
 
-async fn create_client(
+#[utoipa::path(post, path = "/admin/v1/clients", tag = "admin", security(("admin_bearer" = [])), request_body = crate::auth::accounts::ClientSpec,
+    responses((status = 201, description = "created; a confidential client's secret is shown once", body = CreatedClient), (status = 409, description = "the client id is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<ClientSpec>,
@@ -447,7 +466,9 @@ async fn create_client(
     }
 }
 
-async fn disable_client(
+#[utoipa::path(post, path = "/admin/v1/clients/{client_id}/disable", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
+    responses((status = 200, description = "disabled; its tokens revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn disable_client(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -468,7 +489,9 @@ async fn disable_client(
     }
 }
 
-async fn revoke_client(
+#[utoipa::path(delete, path = "/admin/v1/clients/{client_id}/tokens", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
+    responses((status = 200, description = "every token of the client revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn revoke_client(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -489,7 +512,9 @@ async fn revoke_client(
     }
 }
 
-async fn revoke_jti(
+#[utoipa::path(delete, path = "/admin/v1/tokens/{jti}", tag = "admin", security(("admin_bearer" = [])), params(("jti" = String, Path, description = "the access token's jti")),
+    responses((status = 204, description = "revoked (also when unknown: a jti cannot be checked)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn revoke_jti(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -509,7 +534,9 @@ async fn revoke_jti(
     }
 }
 
-async fn list_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", security(("admin_bearer" = [])),
+    responses((status = 200, description = "signing keys with their states and schedule"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn list_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let _admin = admin!(req, state);
     json(
         StatusCode::OK,
@@ -517,7 +544,9 @@ async fn list_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     )
 }
 
-async fn rotate_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", security(("admin_bearer" = [])),
+    responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn rotate_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let admin = admin!(req, state);
     match state.keys.rotate(now()).await {
         Ok(status) => {
@@ -543,13 +572,14 @@ async fn rotate_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuditRow {
     seq: i64,
     at: i64,
     actor: String,
     action: String,
     subject: Option<String>,
+    #[schema(value_type = Object)]
     detail: serde_json::Value,
     network: Option<String>,
     hash: String,
@@ -570,7 +600,7 @@ impl From<AuditRecord> for AuditRow {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuditPage {
     entries: Vec<AuditRow>,
     /// Pass as `after` for the next page.
@@ -578,7 +608,9 @@ struct AuditPage {
     has_more: bool,
 }
 
-async fn audit(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("admin_bearer" = [])), params(("after" = Option<i64>, Query, description = "sequence number to start after"), ("limit" = Option<i64>, Query, description = "rows per page")),
+    responses((status = 200, description = "audit rows, oldest first, with their chain hashes", body = AuditPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn audit(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let _admin = admin!(req, state);
     let mut after = 0;
     let mut limit = 100;

@@ -8,6 +8,7 @@ use super::AppState;
 
 /// `GET /.well-known/jwks.json`: public signing keys, cacheable for the
 /// configured max-age (rotation publishes keys at least that long before use).
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery", responses((status = 200, description = "the published ES256 verification keys (RFC 7517), Cache-Control: public, max-age")))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
     let max_age = state.config.jwks_max_age.as_secs();
     HttpResponse::Ok()
@@ -18,6 +19,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414). Lists only
 /// endpoints this build serves.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery", responses((status = 200, description = "RFC 8414 authorization server metadata")))]
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
     let issuer = &state.config.issuer;
     let base = issuer.trim_end_matches('/');

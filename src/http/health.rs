@@ -13,6 +13,7 @@ use super::AppState;
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /healthz`: the process is alive and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the process is alive")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
@@ -21,6 +22,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: the database answers and a signing key is loaded. 503 (never a crash) while it does not;
 /// the pool reconnects by itself, so readiness returns when the database does.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "the database answers and a signing key is loaded"), (status = 503, description = "not ready")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => "ok",

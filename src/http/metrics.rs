@@ -10,6 +10,7 @@ use super::AppState;
 use crate::metrics::metrics;
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format (version 0.0.4)", content_type = "text/plain")))]
 pub async fn metrics_endpoint(state: web::Data<AppState>) -> HttpResponse {
     let m = metrics();
     let now = chrono::Utc::now().timestamp();

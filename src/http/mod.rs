@@ -9,6 +9,7 @@ mod discovery;
 mod health;
 mod limits;
 mod metrics;
+mod openapi;
 pub mod proxy;
 mod request_log;
 mod revocation;
@@ -61,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/healthz", health::healthz))
         .service(get("/readyz", health::readyz))
         .service(get("/metrics", metrics::metrics_endpoint))
+        .service(get("/openapi.json", openapi::openapi_json))
         .service(get("/.well-known/jwks.json", discovery::jwks))
         .service(get(
             "/.well-known/oauth-authorization-server",
@@ -74,6 +76,29 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .configure(admin::routes);
 }
 
+/// Every (method, path) registered, recorded by the helpers that register
+/// them, so a test can hold the OpenAPI document against the real routes.
+static REGISTERED: std::sync::Mutex<std::collections::BTreeSet<(String, String)>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn record(methods: &str, path: &str) {
+    let mut set = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    for method in methods.split(", ").filter(|m| *m != "HEAD") {
+        set.insert((method.to_owned(), path.to_owned()));
+    }
+}
+
+/// The (method, path) pairs registered so far (every route once an app has
+/// been built), HEAD left out.
+pub fn registered_routes() -> Vec<(String, String)> {
+    REGISTERED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
 /// A GET (and HEAD) resource that answers 405 with `Allow` to other methods.
 fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
 where
@@ -81,6 +106,7 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    record("GET", path);
     web::resource(path)
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
@@ -96,6 +122,7 @@ where
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
+    record("POST", path);
     web::resource(path)
         .route(web::post().to(handler))
         .default_service(web::to(|req: actix_web::HttpRequest| async move {
@@ -114,7 +141,7 @@ pub fn error_response(
         .json(serde_json::json!({ "error": error, "error_description": description }))
 }
 
-fn method_not_allowed(req: actix_web::HttpRequest, allow: &'static str) -> HttpResponse {
+pub(crate) fn method_not_allowed(req: actix_web::HttpRequest, allow: &'static str) -> HttpResponse {
     let mut res = error_response(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request",

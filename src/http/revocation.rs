@@ -63,6 +63,10 @@ fn revoke_error(e: RevokeError) -> HttpResponse {
 
 /// `POST /oauth/revoke`: `token` (and an optional `token_type_hint`, which
 /// is not needed: refresh and access tokens cannot be confused).
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
+    request_body(content = super::openapi::RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses((status = 200, description = "revoked, or the token was unknown (RFC 7009)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub async fn revoke(
     req: HttpRequest,
     payload: web::Payload,
@@ -85,6 +89,10 @@ pub async fn revoke(
 
 /// `POST /oauth/logout`: ends the session of `refresh_token` (from the
 /// body, or the cookie for cookie-mode clients) and expires the cookie.
+#[utoipa::path(post, path = "/oauth/logout", tag = "oauth",
+    request_body(content = super::openapi::LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses((status = 204, description = "the session is ended (cookie mode: the cookie is expired)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "access_denied (cookie mode)", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub async fn logout(
     req: HttpRequest,
     payload: web::Payload,
@@ -128,6 +136,10 @@ pub async fn logout(
 }
 
 /// `POST /oauth/introspect`, for confidential clients.
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
+    request_body(content = super::openapi::IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    security(("client_basic" = [])),
+    responses((status = 200, description = "RFC 7662 answer; {\"active\": false} for anything not valid now", body = crate::revocation::Introspection), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub async fn introspect(
     req: HttpRequest,
     payload: web::Payload,
@@ -157,6 +169,10 @@ pub async fn introspect(
 
 /// `GET /v1/revocations?since=CURSOR&limit=N`, for confidential clients
 /// (HTTP Basic).
+#[utoipa::path(get, path = "/v1/revocations", tag = "oauth",
+    params(("since" = Option<u64>, Query, description = "cursor from the previous page's next_cursor (default 0)"), ("limit" = Option<u32>, Query, description = "1 to 1000 (default 1000)")),
+    security(("client_basic" = [])),
+    responses((status = 200, description = "revocations after the cursor, oldest first", body = crate::verify::FeedPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let basic = match presented(&req) {
         Ok(p) => p.basic,

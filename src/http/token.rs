@@ -19,6 +19,11 @@ use crate::tokens::{ErrorCode, OAuthError, Presented};
 pub const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// `POST /oauth/token`.
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth",
+    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    security((), ("client_basic" = [])),
+    responses((status = 200, description = "tokens issued (Cache-Control: no-store); in cookie mode the refresh token is set as the __Host-tessera-rt cookie instead", body = crate::tokens::TokenResponse),
+        (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "access_denied: a cookie-mode request without an allowed Origin or X-Tessera-CSRF: 1", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub async fn token(
     req: HttpRequest,
     payload: web::Payload,

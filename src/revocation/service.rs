@@ -28,7 +28,7 @@ pub enum RevokeError {
 
 /// An RFC 7662 introspection answer: `active` and, only when active, the
 /// token's facts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Introspection {
     /// Whether the token is valid now.
     pub active: bool,
@@ -43,6 +43,7 @@ pub struct Introspection {
     pub sub: Option<String>,
     /// Audience(s).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub aud: Option<crate::verify::Audience>,
     /// Granted scopes.
     #[serde(skip_serializing_if = "Option::is_none")]

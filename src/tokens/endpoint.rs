@@ -141,7 +141,7 @@ pub struct SessionPolicy {
 }
 
 /// A successful token response (RFC 6749 §5.1).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     /// The access token (JWS, or JWE for encrypted audiences).
     pub access_token: String,

@@ -19,6 +19,7 @@ use super::AccessClaims;
 
 /// What a revocation entry names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationKind {
     /// One access token, by `jti`.
@@ -56,6 +57,7 @@ impl RevocationKind {
 
 /// One entry of the feed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FeedEntry {
     /// What is revoked.
     pub kind: RevocationKind,
@@ -69,6 +71,7 @@ pub struct FeedEntry {
 
 /// A page of the feed (`GET /v1/revocations?since=CURSOR`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
 pub struct FeedPage {
     /// Entries after the cursor, oldest first.
     pub revocations: Vec<FeedEntry>,

@@ -13,6 +13,7 @@ mod health;
 mod interop;
 mod keys;
 mod metrics;
+mod openapi;
 mod readme;
 mod revocation;
 mod sessions;
