@@ -42,7 +42,21 @@ impl Decryption {
 
     /// Checks the JWE header and returns the nested JWS.
     pub(crate) fn decrypt(&self, token: &str) -> Result<String, VerifyError> {
-        let protected = token.split('.').next().unwrap_or_default();
+        let [protected, _, iv, _, tag] = token.split('.').collect::<Vec<_>>()[..] else {
+            return Err(VerifyError::Malformed("a JWE has five segments"));
+        };
+        // A256GCM takes a 96-bit IV and a 128-bit tag (RFC 7518 §5.3).
+        // josekit hands the tag to OpenSSL, which compares only as many
+        // bytes as it is given: a 1-byte tag would pass 1 time in 256, and
+        // the verifier's later answers would then leak the plaintext.
+        // (Found by the verify_jwe fuzz target.)
+        if header::b64(iv, "JWE IV is not base64url")?.len() != 12
+            || header::b64(tag, "JWE tag is not base64url")?.len() != 16
+        {
+            return Err(VerifyError::Encryption(
+                "A256GCM needs a 96-bit IV and a 128-bit tag",
+            ));
+        }
         let h = header::parse(protected)?;
         header::check_jwe(&h, self.alg)?;
         if self.alg == "ECDH-ES+A256KW" {

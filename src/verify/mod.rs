@@ -418,9 +418,18 @@ impl Verifier {
         let kid = header::check_jws(&header::parse(h)?)?;
         header::check_es256_signature(sig)?;
         let key = self.keys.key(&kid).await?;
-        jsonwebtoken::decode::<AccessClaims>(jws, &key, &self.validation)
+        let claims = jsonwebtoken::decode::<AccessClaims>(jws, &key, &self.validation)
             .map(|data| data.claims)
-            .map_err(map_error)
+            .map_err(map_error)?;
+        // `iat` in the future would put the token after a later "revoke
+        // everything issued before" line (sub and client revocations).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if claims.iat > now + self.validation.leeway as i64 {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(claims)
     }
 }
 

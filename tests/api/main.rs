@@ -8,6 +8,7 @@ mod audit;
 mod browser;
 mod cli;
 mod cookie;
+mod fuzz_regressions;
 mod hardening;
 mod health;
 mod interop;

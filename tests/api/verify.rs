@@ -228,6 +228,13 @@ async fn claims_rules_iss_aud_time() {
         v.verify(&with(&|c| c["nbf"] = json!(t + 10))).await.is_ok(),
         "within the leeway"
     );
+    // Issued in the future: it would slip past "revoke everything issued
+    // before now" (sub and client revocations).
+    assert_eq!(
+        refused(&v, &with(&|c| c["iat"] = json!(t + 120))).await,
+        VerifyError::NotYetValid
+    );
+    assert!(v.verify(&with(&|c| c["iat"] = json!(t + 10))).await.is_ok());
     for claim in [
         "exp",
         "nbf",
