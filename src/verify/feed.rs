@@ -125,7 +125,15 @@ impl FeedPoller {
         if body.len() > MAX_PAGE_BYTES {
             return Err("feed page too large".into());
         }
-        serde_json::from_slice(&body).map_err(|e| format!("not a revocation feed page: {e}"))
+        // Only the position: serde's message can quote the (untrusted) body.
+        serde_json::from_slice(&body).map_err(|e| {
+            format!(
+                "not a revocation feed page ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })
     }
 }
 

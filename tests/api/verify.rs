@@ -711,6 +711,16 @@ async fn a_feed_that_never_advances_cannot_trap_the_poller() {
         json!({"revocations": [], "next_cursor": "9".repeat(10_000), "has_more": false})
             .to_string();
     assert!(v.poll_revocations().await.is_err());
+    // A malformed page's text never reaches the error (and so the logs).
+    *body.lock().unwrap() =
+        json!({"revocations": [{"kind": "evil\u{1b}[31m-injected", "value": "x",
+        "revoked_at": 1, "relevant_until": 2}], "next_cursor": "1", "has_more": false})
+        .to_string();
+    let e = v.poll_revocations().await.unwrap_err();
+    assert!(
+        e.starts_with("not a revocation feed page") && !e.contains("injected"),
+        "{e}"
+    );
     // The verifier keeps working on its last list.
     assert!(
         v.verify(&sign(&key, &header(&key), &claims()))
