@@ -259,13 +259,10 @@ impl TokenEndpoint {
                             .await
                             .map_err(unavailable)?
                         {
-                            return Err(OAuthError {
-                                retry_after: Some(t.retry_after),
-                                ..OAuthError::new(
-                                    ErrorCode::TooManyRequests,
-                                    "too many failed authentications from this network; retry later",
-                                )
-                            });
+                            return Err(too_many_requests(
+                                t.retry_after,
+                                "too many failed authentications from this network; retry later",
+                            ));
                         }
                         self.throttle
                             .failed_network(ip, now)
@@ -414,23 +411,18 @@ impl TokenEndpoint {
             .await
             .map_err(unavailable)?
         {
-            return Err(OAuthError {
-                retry_after: Some(t.retry_after),
-                ..OAuthError::new(
-                    ErrorCode::TooManyRequests,
-                    if t.account {
-                        format!(
-                            "too many failed logins for this account; retry in {} s",
-                            t.retry_after
-                        )
-                    } else {
-                        format!(
-                            "too many failed logins from this network; retry in {} s",
-                            t.retry_after
-                        )
-                    },
-                )
-            });
+            let from = if t.account {
+                "for this account"
+            } else {
+                "from this network"
+            };
+            return Err(too_many_requests(
+                t.retry_after,
+                format!(
+                    "too many failed logins {from}; retry in {} s",
+                    t.retry_after
+                ),
+            ));
         }
         // An impossible username is looked up as nobody: the same Argon2 work is done.
         let user = match Username::parse(username) {
@@ -787,6 +779,14 @@ fn narrow(allowed: &[&str], requested: &str, whose: &str) -> Result<String, OAut
     Ok(granted.join(" "))
 }
 
+/// 429 `too_many_requests` with `Retry-After: retry_after` seconds.
+fn too_many_requests(retry_after: i64, description: impl Into<String>) -> OAuthError {
+    OAuthError {
+        retry_after: Some(retry_after),
+        ..OAuthError::new(ErrorCode::TooManyRequests, description)
+    }
+}
+
 pub(crate) fn unavailable(e: crate::store::StoreError) -> OAuthError {
     tracing::error!(error = %e, "database error at the token endpoint");
     OAuthError::new(ErrorCode::TemporarilyUnavailable, "try again shortly")
@@ -832,14 +832,12 @@ pub fn check_rate(
                 .with_label_values(&[endpoint])
                 .inc();
             let rate = limiter.rate().map_or_else(String::new, |r| r.to_string());
-            OAuthError {
-                code: ErrorCode::TooManyRequests,
-                description: format!(
+            too_many_requests(
+                crate::auth::rate_limit::retry_after_secs(wait),
+                format!(
                     "client {} is over its {endpoint} request limit ({rate}); retry later",
                     client.id
                 ),
-                basic_challenge: false,
-                retry_after: Some(crate::auth::rate_limit::retry_after_secs(wait)),
-            }
+            )
         })
 }
