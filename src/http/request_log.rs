@@ -35,12 +35,13 @@ pub async fn request_log(
     );
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let seconds = started.elapsed().as_secs_f64();
+    let latency_ms = seconds * 1000.0;
     let _entered = span.enter();
     match result {
         Ok(mut res) => {
             let status = res.status().as_u16();
-            record_metrics(&res, status, started.elapsed().as_secs_f64());
+            record_metrics(&res, status, seconds);
             // A 503 from /readyz is an answer, not a failure: probes log at debug.
             if probe {
                 tracing::debug!(status, latency_ms, "request completed");
