@@ -3,6 +3,7 @@
 //!
 //! - `es256/raw_sign` vs `tessera/mint_jws`
 //! - `es256/raw_verify_parsed` (key parsed once) vs `tessera/verify_jws`
+//!   (every check, cache off) and `tessera/verify_jws_cached` (a token seen before)
 //! - `jwe/raw_encrypt` + `jwe/raw_decrypt` (josekit ECDH-ES+A256KW, A256GCM)
 //!   vs `tessera/mint_jwe` and `tessera/verify_jwe`
 //! - `jsonwebtoken/encode` and `jsonwebtoken/decode` for reference.
@@ -129,13 +130,26 @@ fn benches(c: &mut Criterion) {
     g.bench_function("mint_jws", |b| {
         b.iter(|| s.minter.mint(request("https://api.example"), now).unwrap())
     });
+    // Every check on every call (the cache of verified tokens is off), so
+    // the ratio to the primitive is the cost of our rules.
     let verifier = Verifier::builder(ISS, "https://api.example")
         .static_jwks(jwks.clone())
+        .verified_cache(0)
         .build()
         .unwrap();
     g.bench_function("verify_jws", |b| {
         b.to_async(&rt)
             .iter(|| async { verifier.verify(black_box(&jws)).await.unwrap() })
+    });
+    // The same token again with the cache on (the default): what a
+    // resource server or introspection pays for a token it has seen.
+    let cached = Verifier::builder(ISS, "https://api.example")
+        .static_jwks(jwks.clone())
+        .build()
+        .unwrap();
+    g.bench_function("verify_jws_cached", |b| {
+        b.to_async(&rt)
+            .iter(|| async { cached.verify(black_box(&jws)).await.unwrap() })
     });
 
     let jwe = s
@@ -149,6 +163,7 @@ fn benches(c: &mut Criterion) {
     let jwe_verifier = Verifier::builder(ISS, "https://enc.example")
         .static_jwks(jwks.clone())
         .decryption_key(s.audience_key.to_jwk_key_pair().to_string())
+        .verified_cache(0)
         .build()
         .unwrap();
     g.bench_function("verify_jwe", |b| {

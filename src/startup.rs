@@ -51,15 +51,16 @@ impl Application {
     pub async fn build(config: Config, migrations: Migrations) -> anyhow::Result<Application> {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
-        let clients = Arc::new(ClientAuthenticator::new(
-            store.clone(),
-            SecretDigester::new(&master_key),
-        ));
         let keys = open_key_ring(&config, store.clone(), master_key.clone()).await?;
         let now = chrono::Utc::now().timestamp();
         let cache = RevocationCache::load(store.clone(), now)
             .await
             .context("loading the revocation list")?;
+        let clients = Arc::new(ClientAuthenticator::new(
+            store.clone(),
+            SecretDigester::new(&master_key),
+            cache.set(),
+        ));
         let (auditor, audit_writer) = Auditor::spawn(store.clone());
         let access_ttl = config.access_token_ttl.as_secs() as i64;
         // Our own tokens: keys from the ring, any audience (callers compare

@@ -2,6 +2,7 @@
 //! `POST /oauth/logout`, and `GET /v1/revocations` (the feed).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -26,7 +27,7 @@ async fn form_and_client(
     payload: web::Payload,
     state: &AppState,
     confidential: bool,
-) -> Result<(HashMap<String, String>, Client), HttpResponse> {
+) -> Result<(HashMap<String, String>, Arc<Client>), HttpResponse> {
     let params = read_form(req, payload).await?;
     let basic = presented(req).map_err(|e| oauth_error(&e))?.basic;
     let client = if confidential {

@@ -107,7 +107,7 @@ struct Snapshot {
     rows: Vec<SigningKey>,
     jwks: Arc<[u8]>,
     /// The published keys as verification keys, for introspection.
-    verifying: HashMap<String, Arc<crate::verify::DecodingKey>>,
+    verifying: HashMap<String, Arc<crate::verify::VerifyingKey>>,
 }
 
 /// The signing keys of this issuer.
@@ -130,7 +130,7 @@ fn context(kid: &str) -> Vec<u8> {
 }
 
 impl crate::verify::KeyProvider for KeyRing {
-    fn decoding_key(&self, kid: &str) -> Option<Arc<crate::verify::DecodingKey>> {
+    fn verifying_key(&self, kid: &str) -> Option<Arc<crate::verify::VerifyingKey>> {
         self.snapshot().verifying.get(kid).cloned()
     }
 }

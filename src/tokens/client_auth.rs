@@ -1,23 +1,95 @@
 //! Client authentication (RFC 6749 §2.3), shared by every endpoint a
 //! client calls: token, revoke, introspect, logout and the feed.
+//!
+//! Client records are cached in memory: every token and introspection
+//! request authenticates a client, and a database round trip for a record
+//! that changes only when an administrator acts would be most of the cost
+//! of `client_credentials` and introspection. The cache is exact about what
+//! matters: a client is only ever changed by being disabled, which adds a
+//! client entry to the revocation list, which moves
+//! [`RevocationSet::client_generation`]; entries read under an older
+//! generation are read again. So a disabled client is refused on every
+//! instance as soon as that instance sees the revocation (under a second,
+//! like any revocation). Unknown ids are never cached (a new client works
+//! at once), and entries are re-read after a minute in any case.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use super::endpoint::{ErrorCode, OAuthError, invalid_request};
 use crate::auth::client::SecretDigester;
 use crate::store::{Client, Store};
+use crate::verify::RevocationSet;
+
+/// Longest a cached client record is used without re-reading it.
+const CLIENT_TTL: Duration = Duration::from_secs(60);
+/// Most client records cached (the cache is emptied when full).
+const MAX_CACHED_CLIENTS: usize = 10_000;
+
+struct Cached {
+    client: Arc<Client>,
+    generation: u64,
+    read_at: Instant,
+}
 
 /// Checks client credentials against the store.
 pub struct ClientAuthenticator {
     store: Arc<dyn Store>,
     digester: SecretDigester,
+    revocations: Arc<RevocationSet>,
+    cache: RwLock<HashMap<String, Cached>>,
 }
 
 impl ClientAuthenticator {
-    /// Checks secrets with `digester`.
-    pub fn new(store: Arc<dyn Store>, digester: SecretDigester) -> ClientAuthenticator {
-        ClientAuthenticator { store, digester }
+    /// Checks secrets with `digester`; `revocations` tells when cached
+    /// client records must be re-read.
+    pub fn new(
+        store: Arc<dyn Store>,
+        digester: SecretDigester,
+        revocations: Arc<RevocationSet>,
+    ) -> ClientAuthenticator {
+        ClientAuthenticator {
+            store,
+            digester,
+            revocations,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The client `id`, from the cache if it is current there.
+    async fn client(&self, id: &str) -> crate::store::StoreResult<Option<Arc<Client>>> {
+        // Read before the query: a disable that lands during the query
+        // moves the generation past what the entry records.
+        let generation = self.revocations.client_generation();
+        if let Some(c) = self.cache.read().expect("client cache lock").get(id)
+            && c.generation == generation
+            && c.read_at.elapsed() < CLIENT_TTL
+        {
+            return Ok(Some(c.client.clone()));
+        }
+        let read_at = Instant::now();
+        let client = self.store.client_by_id(id).await?.map(Arc::new);
+        let mut cache = self.cache.write().expect("client cache lock");
+        match &client {
+            Some(c) => {
+                if cache.len() >= MAX_CACHED_CLIENTS {
+                    cache.clear();
+                }
+                cache.insert(
+                    id.to_owned(),
+                    Cached {
+                        client: c.clone(),
+                        generation,
+                        read_at,
+                    },
+                );
+            }
+            None => {
+                cache.remove(id);
+            }
+        }
+        Ok(client)
     }
 
     /// The secret digester (to issue new secrets).
@@ -33,7 +105,7 @@ impl ClientAuthenticator {
         &self,
         params: &HashMap<String, String>,
         basic: Option<(String, String)>,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Arc<Client>, OAuthError> {
         let used_basic = basic.is_some();
         let (id, secret) = match (basic, params.get("client_secret")) {
             (Some(_), Some(_)) => {
@@ -65,7 +137,7 @@ impl ClientAuthenticator {
             basic_challenge: used_basic,
             retry_after: None,
         };
-        let client = match self.store.client_by_id(&id).await {
+        let client = match self.client(&id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "client lookup failed");
@@ -95,7 +167,7 @@ impl ClientAuthenticator {
         &self,
         params: &HashMap<String, String>,
         basic: Option<(String, String)>,
-    ) -> Result<Client, OAuthError> {
+    ) -> Result<Arc<Client>, OAuthError> {
         let used_basic = basic.is_some();
         let client = self.authenticate(params, basic).await?;
         if !client.confidential {

@@ -95,10 +95,17 @@ pub(crate) fn check_jwe(h: &Map<String, Value>, expected_alg: &str) -> Result<()
 /// An ES256 signature is `r || s`, 32 bytes each, with 1 ≤ r, s ≤ n − 1.
 /// Checked explicitly because some implementations once accepted r = s = 0
 /// ("psychic signatures", CVE-2022-21449).
-pub(crate) fn check_es256_signature(segment: &str) -> Result<(), VerifyError> {
-    let sig = b64(segment, "signature is not base64url")?;
-    if sig.len() != 64 {
+/// Returns the decoded signature.
+pub(crate) fn es256_signature(segment: &str) -> Result<[u8; 64], VerifyError> {
+    let mut sig = [0u8; 64];
+    // 64 bytes are 86 base64url characters; anything else is not ES256.
+    if segment.len() != 86 {
         return Err(VerifyError::BadSignature);
+    }
+    match URL_SAFE_NO_PAD.decode_slice(segment, &mut sig) {
+        Ok(64) => {}
+        Ok(_) => return Err(VerifyError::BadSignature),
+        Err(_) => return Err(VerifyError::Malformed("signature is not base64url")),
     }
     let (r, s) = sig.split_at(32);
     for half in [r, s] {
@@ -106,7 +113,7 @@ pub(crate) fn check_es256_signature(segment: &str) -> Result<(), VerifyError> {
             return Err(VerifyError::BadSignature);
         }
     }
-    Ok(())
+    Ok(sig)
 }
 
 #[cfg(test)]
@@ -129,12 +136,12 @@ mod tests {
             b[31] -= 1;
             b
         };
-        assert!(check_es256_signature(&sig(one, n_minus_1)).is_ok());
-        assert!(check_es256_signature(&sig([0; 32], one)).is_err());
-        assert!(check_es256_signature(&sig(one, [0; 32])).is_err());
-        assert!(check_es256_signature(&sig(P256_ORDER, one)).is_err());
-        assert!(check_es256_signature(&sig(one, [0xFF; 32])).is_err());
-        assert!(check_es256_signature(&URL_SAFE_NO_PAD.encode([1u8; 63])).is_err());
-        assert!(check_es256_signature("!!!").is_err());
+        assert!(es256_signature(&sig(one, n_minus_1)).is_ok());
+        assert!(es256_signature(&sig([0; 32], one)).is_err());
+        assert!(es256_signature(&sig(one, [0; 32])).is_err());
+        assert!(es256_signature(&sig(P256_ORDER, one)).is_err());
+        assert!(es256_signature(&sig(one, [0xFF; 32])).is_err());
+        assert!(es256_signature(&URL_SAFE_NO_PAD.encode([1u8; 63])).is_err());
+        assert!(es256_signature("!!!").is_err());
     }
 }

@@ -7,13 +7,52 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::DecodingKey;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use super::VerifyError;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// An ES256 (P-256) public key, parsed and checked on the curve once, when
+/// the key set is read, so that verifying a token costs only the signature
+/// check itself.
+pub struct VerifyingKey(ParsedPublicKey);
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VerifyingKey(ES256)")
+    }
+}
+
+impl VerifyingKey {
+    /// From the `x` and `y` members of a P-256 JWK (base64url, 32 bytes
+    /// each); refuses a point that is not on the curve.
+    pub fn from_ec_components(x: &str, y: &str) -> Result<VerifyingKey, String> {
+        let coordinate = |c: &str| {
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| "x and y must be 32 bytes of base64url each".to_owned())
+        };
+        let mut point = Vec::with_capacity(65);
+        point.push(0x04); // uncompressed
+        point.extend(coordinate(x)?);
+        point.extend(coordinate(y)?);
+        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+            .map(VerifyingKey)
+            .map_err(|_| "not a point on P-256".to_owned())
+    }
+
+    /// Whether `signature` (`r || s`) signs `message`.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.0.verify_sig(message, signature).is_ok()
+    }
+}
 
 #[derive(Deserialize)]
 struct RawSet {
@@ -22,7 +61,7 @@ struct RawSet {
 
 /// Extracts the ES256 verification keys of a JWKS document; members of any
 /// other type, curve, algorithm or use are ignored, and so is private material.
-pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>, String> {
+pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>>, String> {
     let set: RawSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
     let mut keys = HashMap::new();
     for k in set.keys {
@@ -36,7 +75,7 @@ pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>
         let (Some(kid), Some(x), Some(y)) = (s("kid"), s("x"), s("y")) else {
             continue;
         };
-        if let Ok(key) = DecodingKey::from_ec_components(x, y) {
+        if let Ok(key) = VerifyingKey::from_ec_components(x, y) {
             keys.insert(kid.to_owned(), Arc::new(key));
         }
     }
@@ -44,7 +83,7 @@ pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<DecodingKey>>
 }
 
 pub(crate) enum KeySource {
-    Static(HashMap<String, Arc<DecodingKey>>),
+    Static(HashMap<String, Arc<VerifyingKey>>),
     Provider(Arc<dyn super::KeyProvider>),
     Remote(Arc<Remote>),
 }
@@ -60,7 +99,7 @@ pub(crate) struct Remote {
 }
 
 struct Cache {
-    keys: HashMap<String, Arc<DecodingKey>>,
+    keys: HashMap<String, Arc<VerifyingKey>>,
     fresh_until: Option<Instant>,
     /// Whether the last fetch failed (an unknown kid is then "keys
     /// unavailable", not "invalid token").
@@ -92,23 +131,23 @@ impl KeySource {
     }
 
     /// The key for `kid`.
-    pub(crate) async fn key(&self, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+    pub(crate) async fn key(&self, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
         match self {
             KeySource::Static(keys) => keys.get(kid).cloned().ok_or(VerifyError::UnknownKey),
-            KeySource::Provider(p) => p.decoding_key(kid).ok_or(VerifyError::UnknownKey),
+            KeySource::Provider(p) => p.verifying_key(kid).ok_or(VerifyError::UnknownKey),
             KeySource::Remote(remote) => Remote::key(remote, kid).await,
         }
     }
 }
 
 impl Remote {
-    fn lookup(&self, kid: &str) -> (Option<Arc<DecodingKey>>, bool, bool) {
+    fn lookup(&self, kid: &str) -> (Option<Arc<VerifyingKey>>, bool, bool) {
         let cache = self.cache.read().expect("jwks cache lock");
         let fresh = cache.fresh_until.is_some_and(|t| Instant::now() < t);
         (cache.keys.get(kid).cloned(), fresh, cache.last_failed)
     }
 
-    async fn key(this: &Arc<Remote>, kid: &str) -> Result<Arc<DecodingKey>, VerifyError> {
+    async fn key(this: &Arc<Remote>, kid: &str) -> Result<Arc<VerifyingKey>, VerifyError> {
         match this.lookup(kid) {
             (Some(key), true, _) => return Ok(key),
             // Known but stale: answer now, refresh in the background, so
@@ -152,7 +191,7 @@ impl Remote {
         }
     }
 
-    async fn fetch(&self) -> Result<(HashMap<String, Arc<DecodingKey>>, Duration), String> {
+    async fn fetch(&self) -> Result<(HashMap<String, Arc<VerifyingKey>>, Duration), String> {
         let res = self
             .client
             .get(&self.url)

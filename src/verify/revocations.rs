@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,17 +110,32 @@ impl FeedPage {
 
 #[derive(Default)]
 struct Inner {
-    /// jti and sid entries: until when they matter.
-    exact: HashMap<(RevocationKind, String), i64>,
-    /// sub and client entries: (latest revoked_at, relevant_until).
-    issued_before: HashMap<(RevocationKind, String), (i64, i64)>,
+    /// By `jti` and by `sid`: until when the entry matters.
+    jti: HashMap<String, i64>,
+    sid: HashMap<String, i64>,
+    /// By `sub` and by client: (latest revoked_at, relevant_until).
+    sub: HashMap<String, (i64, i64)>,
+    client: HashMap<String, (i64, i64)>,
     cursor: String,
 }
 
-/// Revoked tokens, in memory. Cheap to query from many threads.
+impl Inner {
+    fn is_empty(&self) -> bool {
+        self.jti.is_empty() && self.sid.is_empty() && self.sub.is_empty() && self.client.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.jti.len() + self.sid.len() + self.sub.len() + self.client.len()
+    }
+}
+
+/// Revoked tokens, in memory. Cheap to query from many threads: one map
+/// per kind, so a check borrows the claim values instead of copying them.
 #[derive(Default)]
 pub struct RevocationSet {
     inner: RwLock<Inner>,
+    /// Bumped whenever a client entry is added.
+    client_generation: AtomicU64,
 }
 
 impl RevocationSet {
@@ -130,24 +146,45 @@ impl RevocationSet {
 
     /// Adds entries (from the feed or local knowledge).
     pub fn apply<'a>(&self, entries: impl IntoIterator<Item = &'a FeedEntry>) {
-        let mut inner = self.inner.write().expect("revocation set lock");
-        for e in entries {
-            let key = (e.kind, e.value.clone());
-            match e.kind {
-                RevocationKind::Jti | RevocationKind::Sid => {
-                    let until = inner.exact.entry(key).or_insert(e.relevant_until);
-                    *until = (*until).max(e.relevant_until);
-                }
-                RevocationKind::Sub | RevocationKind::Client => {
-                    let (at, until) = inner
-                        .issued_before
-                        .entry(key)
-                        .or_insert((e.revoked_at, e.relevant_until));
-                    *at = (*at).max(e.revoked_at);
-                    *until = (*until).max(e.relevant_until);
-                }
+        let mut clients_changed = false;
+        {
+            let mut inner = self.inner.write().expect("revocation set lock");
+            for e in entries {
+                let exact = match e.kind {
+                    RevocationKind::Jti => &mut inner.jti,
+                    RevocationKind::Sid => &mut inner.sid,
+                    RevocationKind::Sub | RevocationKind::Client => {
+                        clients_changed |= e.kind == RevocationKind::Client;
+                        let map = if e.kind == RevocationKind::Sub {
+                            &mut inner.sub
+                        } else {
+                            &mut inner.client
+                        };
+                        let (at, until) = map
+                            .entry(e.value.clone())
+                            .or_insert((e.revoked_at, e.relevant_until));
+                        *at = (*at).max(e.revoked_at);
+                        *until = (*until).max(e.relevant_until);
+                        continue;
+                    }
+                };
+                let until = exact.entry(e.value.clone()).or_insert(e.relevant_until);
+                *until = (*until).max(e.relevant_until);
             }
         }
+        if clients_changed {
+            // After the entry is visible: a reader that sees the new
+            // generation also sees the entry.
+            self.client_generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Changes whenever an entry naming a client is added (a client was
+    /// disabled or had its tokens revoked). Whoever caches facts about
+    /// clients re-reads them when this moves, so a disabled client is
+    /// refused as soon as its revocation reaches this set.
+    pub fn client_generation(&self) -> u64 {
+        self.client_generation.load(Ordering::SeqCst)
     }
 
     /// Applies a feed page and moves the cursor past it.
@@ -168,14 +205,15 @@ impl RevocationSet {
     /// Forgets entries no token can need any more.
     pub fn prune(&self, now: i64) {
         let mut inner = self.inner.write().expect("revocation set lock");
-        inner.exact.retain(|_, until| *until >= now);
-        inner.issued_before.retain(|_, (_, until)| *until >= now);
+        inner.jti.retain(|_, until| *until >= now);
+        inner.sid.retain(|_, until| *until >= now);
+        inner.sub.retain(|_, (_, until)| *until >= now);
+        inner.client.retain(|_, (_, until)| *until >= now);
     }
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        let inner = self.inner.read().expect("revocation set lock");
-        inner.exact.len() + inner.issued_before.len()
+        self.inner.read().expect("revocation set lock").len()
     }
 
     /// Whether the set holds no entry.
@@ -204,20 +242,17 @@ impl RevocationSet {
         iat: i64,
     ) -> bool {
         let inner = self.inner.read().expect("revocation set lock");
-        if inner.exact.is_empty() && inner.issued_before.is_empty() {
+        if inner.is_empty() {
             return false;
         }
-        let exact = |kind, value: &str| inner.exact.contains_key(&(kind, value.to_owned()));
-        let before = |kind, value: &str| {
-            inner
-                .issued_before
-                .get(&(kind, value.to_owned()))
+        let before = |map: &HashMap<String, (i64, i64)>, value: &str| {
+            map.get(value)
                 .is_some_and(|(revoked_at, _)| iat <= *revoked_at)
         };
-        exact(RevocationKind::Jti, jti)
-            || sid.is_some_and(|sid| exact(RevocationKind::Sid, sid))
-            || before(RevocationKind::Sub, sub)
-            || before(RevocationKind::Client, client_id)
+        inner.jti.contains_key(jti)
+            || sid.is_some_and(|sid| inner.sid.contains_key(sid))
+            || before(&inner.sub, sub)
+            || before(&inner.client, client_id)
     }
 }
 
@@ -257,6 +292,21 @@ mod tests {
         set.prune(100 + 901);
         assert!(!set.is_revoked_parts("j1", None, "u", "c", 500));
         assert_eq!(set.len(), 1, "only the later sub entry is still relevant");
+    }
+
+    #[test]
+    fn the_client_generation_moves_only_with_client_entries() {
+        let set = RevocationSet::new();
+        let g = set.client_generation();
+        set.apply(&[
+            entry(RevocationKind::Jti, "j", 1),
+            entry(RevocationKind::Sub, "u", 1),
+        ]);
+        assert_eq!(set.client_generation(), g);
+        set.apply(&[entry(RevocationKind::Client, "c", 1)]);
+        assert_eq!(set.client_generation(), g + 1);
+        set.apply(&[]);
+        assert_eq!(set.client_generation(), g + 1);
     }
 
     fn page(cursor: &str, has_more: bool) -> FeedPage {

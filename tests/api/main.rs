@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod audit;
 mod browser;
+mod caches;
 mod cli;
 mod cookie;
 mod fuzz_regressions;
