@@ -29,6 +29,18 @@ impl PgStore {
             .application_name("tessera");
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
+            // sqlx pings every connection it hands out by default: a second
+            // round trip for every query. A connection in steady use is
+            // known to be alive; only one idle for a while is checked.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             // Short enough that /readyz answers promptly when the server is gone.
             .acquire_timeout(Duration::from_secs(3))
             .idle_timeout(Duration::from_secs(600))
