@@ -176,7 +176,7 @@ impl Auditor {
                 }
             }
             Sink::Direct(store) => {
-                if let Err(e) = store.append_audit(&[event]).await {
+                if let Err(e) = store.append_audit(&[event], true).await {
                     tracing::error!(error = %e, "audit event could not be stored");
                 }
             }
@@ -194,7 +194,7 @@ impl Auditor {
                 self.record(event).await;
                 self.flush().await
             }
-            Sink::Direct(store) => match store.append_audit(&[event.at(now())]).await {
+            Sink::Direct(store) => match store.append_audit(&[event.at(now())], true).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "audit event could not be stored");
@@ -240,7 +240,9 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
                 next = rx.try_recv().ok();
             }
         }
-        let stored = append_with_retry(&*store, &events).await;
+        // A batch someone waits on (a security event) is flushed to disk
+        // before the commit returns; routine batches are not.
+        let stored = append_with_retry(&*store, &events, !acks.is_empty()).await;
         events.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(stored);
@@ -248,11 +250,11 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-async fn append_with_retry(store: &dyn Store, events: &[NewAuditEvent]) -> bool {
+async fn append_with_retry(store: &dyn Store, events: &[NewAuditEvent], durable: bool) -> bool {
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match store.append_audit(events).await {
+        match store.append_audit(events, durable).await {
             Ok(()) => return true,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, events = events.len(), "audit append failed; retrying");

@@ -316,7 +316,10 @@ pub trait Sessions: Send + Sync {
 pub trait AuditLog: Send + Sync {
     /// Appends `events` in order, chaining each to the row before it, in one
     /// transaction serialized with every other writer (on every instance).
-    async fn append_audit(&self, events: &[NewAuditEvent]) -> StoreResult<()>;
+    /// Unless `durable`, the engine may acknowledge the commit before it is
+    /// flushed to disk (PostgreSQL: `synchronous_commit = off` for this
+    /// transaction): for routine events, already queued in memory.
+    async fn append_audit(&self, events: &[NewAuditEvent], durable: bool) -> StoreResult<()>;
     /// Up to `limit` rows with `seq > after`, in order.
     async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
 }

@@ -840,11 +840,12 @@ macro_rules! portable_sessions {
             async fn append_audit(
                 &self,
                 events: &[$crate::store::NewAuditEvent],
+                durable: bool,
             ) -> $crate::store::StoreResult<()> {
                 if events.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.begin_audit().await?;
+                let mut tx = self.begin_audit(durable).await?;
                 let last: Option<(i64, Vec<u8>)> =
                     sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                         .fetch_optional(&mut *tx)

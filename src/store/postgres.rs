@@ -21,6 +21,38 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// sqlx 0.9.0 stopped setting `TCP_NODELAY` on its sockets (sqlx issue
+/// #4335; fixed upstream, not yet released). Without it, a message that
+/// leaves in two segments (a TLS record boundary, an audit batch) waits for
+/// PostgreSQL's delayed ACK: 40 ms stalls that capped the audit writer at
+/// one batch per 40 ms and put a 40 ms tail on every endpoint that audits.
+/// sqlx gives no access to its socket, so after each new connection every
+/// TCP socket of the process gets `TCP_NODELAY` (which the HTTP sockets want
+/// too); on any other descriptor the call fails harmlessly. Remove once sqlx
+/// sets it again.
+fn disable_nagle() {
+    #[cfg(target_os = "linux")]
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        for entry in dir.flatten() {
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let on: libc::c_int = 1;
+            // SAFETY: setsockopt only reads `on`; a descriptor that is not
+            // a TCP socket (or was closed meanwhile) makes it return an error.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_NODELAY,
+                    (&on as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+    }
+}
+
 impl PgStore {
     /// Connects (failing fast if the server cannot be reached).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
@@ -33,6 +65,12 @@ impl PgStore {
             // round trip for every query. A connection in steady use is
             // known to be alive; only one idle for a while is checked.
             .test_before_acquire(false)
+            .after_connect(|_, _| {
+                Box::pin(async {
+                    disable_nagle();
+                    Ok(())
+                })
+            })
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
                     if meta.idle_for > Duration::from_secs(1) {
@@ -151,8 +189,16 @@ impl PgStore {
     }
 
     /// An audit transaction: one writer at a time across every instance.
-    async fn begin_audit(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    /// Routine batches (`durable` false) commit without waiting for the WAL
+    /// flush: they are already only as durable as the in-memory queue they
+    /// come from, and their flushes would compete with the rotations'.
+    async fn begin_audit(&self, durable: bool) -> StoreResult<Transaction<'static, Postgres>> {
         let mut tx = self.pool.begin().await?;
+        if !durable {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(AUDIT_LOCK)
             .execute(&mut *tx)

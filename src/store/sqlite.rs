@@ -131,7 +131,7 @@ impl SqliteStore {
         Ok(Some(session))
     }
 
-    async fn begin_audit(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+    async fn begin_audit(&self, _durable: bool) -> StoreResult<Transaction<'static, Sqlite>> {
         self.begin_write().await
     }
 

@@ -20,7 +20,7 @@ fn event(n: usize) -> NewAuditEvent {
 async fn with_rows(engine: Engine, rows: usize) -> TestStore {
     let s = test_store(engine).await;
     let events: Vec<_> = (0..rows).map(event).collect();
-    s.store.append_audit(&events).await.unwrap();
+    s.store.append_audit(&events, true).await.unwrap();
     s
 }
 
@@ -32,7 +32,7 @@ async fn concurrent_writers_build_one_chain(engine: Engine) {
             for b in 0..5 {
                 let batch: Vec<_> = (0..3).map(|i| event(w * 100 + b * 10 + i)).collect();
                 store
-                    .append_audit(&batch)
+                    .append_audit(&batch, false)
                     .await
                     .expect("append under contention");
             }

@@ -345,3 +345,56 @@ on_both_engines!(
     settings_are_initialised_once,
     audit_log_is_append_only,
 );
+
+/// sqlx 0.9.0 leaves Nagle's algorithm on; the store turns it off (see
+/// `store/postgres.rs`), or batches that leave in two segments wait 40 ms
+/// for PostgreSQL's delayed ACK.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn postgres_connections_have_tcp_nodelay() {
+    let db = crate::helpers::TestDb::new(Engine::Postgres).await;
+    let url = url::Url::parse(&db.url).unwrap();
+    let port = url.port().unwrap_or(5432);
+    let (store, _raw) = crate::helpers::connect_store(&db).await;
+    store.ping().await.unwrap();
+    let mut checked = 0;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let mut peer: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: getpeername writes at most `len` bytes into `peer`.
+        let rc = unsafe {
+            libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_in).cast(), &mut len)
+        };
+        if rc != 0
+            || peer.sin_family != libc::AF_INET as libc::sa_family_t
+            || u16::from_be(peer.sin_port) != port
+        {
+            continue;
+        }
+        let mut on: libc::c_int = 0;
+        let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes one c_int into `on`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_NODELAY,
+                (&mut on as *mut libc::c_int).cast(),
+                &mut size,
+            )
+        };
+        assert_eq!(rc, 0);
+        assert_eq!(
+            on, 1,
+            "a connection to PostgreSQL still uses Nagle's algorithm"
+        );
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no TCP connection to PostgreSQL on port {port} found"
+    );
+}
