@@ -431,8 +431,16 @@ macro_rules! portable_sessions {
                 relevant_until: i64,
                 list_sid: bool,
             ) -> $crate::store::StoreResult<bool> {
-                // Revocation lock before any row lock: one lock order everywhere.
+                // Revocation lock before any row lock, then token rows before
+                // the session row, as a rotation takes them: one lock order
+                // everywhere, so a revocation racing a refresh waits instead
+                // of deadlocking. (A successor the racing rotation inserts
+                // stays `active` on a revoked session, which nothing honours.)
                 Self::lock_revocations_in(tx).await?;
+                sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
                 let revoked = sqlx::query(
                     "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
                 )
@@ -443,10 +451,6 @@ macro_rules! portable_sessions {
                 .await?
                 .rows_affected()
                     == 1;
-                sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
                 if revoked && list_sid {
                     Self::insert_revocation_in(
                         tx,

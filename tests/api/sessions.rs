@@ -377,7 +377,77 @@ async fn an_older_token_revokes_even_inside_the_grace_window(engine: Engine) {
     );
 }
 
+fn random_token() -> [u8; 32] {
+    let mut t = [0u8; 32];
+    t[..16].copy_from_slice(Uuid::new_v4().as_bytes());
+    t[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    t
+}
+
+/// Revoking a user's sessions (password change, disable, logout
+/// everywhere) while those sessions rotate must never fail: both take the
+/// token rows before the session row, so neither can wait on the other in
+/// a cycle (PostgreSQL would abort one as a deadlock after a second).
+async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
+    let s = test_store(engine).await;
+    let store = s.store.clone();
+    let (user, _) = login(&store).await;
+    for round in 0..15 {
+        let mut chains = Vec::new();
+        for _ in 0..8 {
+            let sid = Uuid::new_v4();
+            let t = random_token();
+            store
+                .create_session(
+                    &NewSession {
+                        id: sid,
+                        user_id: user,
+                        client_id: "spa".into(),
+                        scope: "read".into(),
+                        created_at: T0,
+                        idle_expires_at: T0 + IDLE,
+                        absolute_expires_at: T0 + ABSOLUTE,
+                        user_agent_hash: None,
+                        network_prefix: None,
+                        user_agent_summary: None,
+                    },
+                    &t,
+                )
+                .await
+                .unwrap();
+            chains.push((sid, t));
+        }
+        let rotating = chains.into_iter().map(|(_, mut current)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = random_token();
+                    let mut req = request(0, 0, "spa", T0 + 10, 0);
+                    req.presented = current;
+                    req.next = next;
+                    match store.rotate_refresh_token(&req).await? {
+                        Rotation::Rotated { .. } => current = next,
+                        _ => return Ok::<_, tessera::store::StoreError>(()),
+                    }
+                }
+            })
+        });
+        let rotating: Vec<_> = rotating.collect();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        store
+            .revoke_user_sessions(user, true, T0 + 10, "test", T0 + 910)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: revoking failed: {e}"));
+        for r in rotating {
+            r.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: a rotation failed: {e}"));
+        }
+    }
+}
+
 on_both_engines!(
+    revoking_sessions_while_they_rotate_never_deadlocks,
     the_grace_window_allows_one_reuse_of_the_previous_token,
     an_older_token_revokes_even_inside_the_grace_window,
     a_chain_of_rotations_slides_the_idle_expiry,
