@@ -464,7 +464,7 @@ impl Verifier {
         else {
             return Err(VerifyError::Malformed("wrong number of segments"));
         };
-        let kid = header::check_jws(&header::parse(h)?)?;
+        let kid = header::check_jws(h)?;
         let signature = header::es256_signature(sig)?;
         let key = self.keys.key(&kid).await?;
         let signing_input = &jws[..h.len() + 1 + payload.len()];
