@@ -14,6 +14,7 @@ use tessera::verify::{KeyProvider, Verifier, VerifyError, VerifyingKey};
 
 use crate::helpers::{Engine, on_both_engines, spawn_peer};
 use crate::revocation::{Fixture, fixture, form, introspect_at, login};
+use crate::verify::now;
 
 async fn client_credentials(f: &Fixture, base: &str, id: &str, secret: &str) -> u16 {
     form(
@@ -115,13 +116,6 @@ on_both_engines!(a_disabled_client_is_refused_at_once_on_every_instance);
 
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "https://api.example";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 fn token(key: &SigningKeyPair, exp: i64, jti: &str) -> String {
     let b64 = |v: Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&v).unwrap());

@@ -16,6 +16,22 @@ fn token(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
+/// A live session `sid` of `user` through the `spa` client, opened at `T0`.
+fn spa_session(sid: Uuid, user: Uuid) -> NewSession {
+    NewSession {
+        id: sid,
+        user_id: user,
+        client_id: "spa".into(),
+        scope: "read".into(),
+        created_at: T0,
+        idle_expires_at: T0 + IDLE,
+        absolute_expires_at: T0 + ABSOLUTE,
+        user_agent_hash: None,
+        network_prefix: None,
+        user_agent_summary: None,
+    }
+}
+
 /// A user, a client and a session whose first refresh token is `token(0)`.
 async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
     let user = Uuid::new_v4();
@@ -51,21 +67,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
     }
     let sid = Uuid::new_v4();
     store
-        .create_session(
-            &NewSession {
-                id: sid,
-                user_id: user,
-                client_id: "spa".into(),
-                scope: "read".into(),
-                created_at: T0,
-                idle_expires_at: T0 + IDLE,
-                absolute_expires_at: T0 + ABSOLUTE,
-                user_agent_hash: None,
-                network_prefix: None,
-                user_agent_summary: None,
-            },
-            &token(0),
-        )
+        .create_session(&spa_session(sid, user), &token(0))
         .await
         .unwrap();
     (user, sid)
@@ -398,21 +400,7 @@ async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
             let sid = Uuid::new_v4();
             let t = random_token();
             store
-                .create_session(
-                    &NewSession {
-                        id: sid,
-                        user_id: user,
-                        client_id: "spa".into(),
-                        scope: "read".into(),
-                        created_at: T0,
-                        idle_expires_at: T0 + IDLE,
-                        absolute_expires_at: T0 + ABSOLUTE,
-                        user_agent_hash: None,
-                        network_prefix: None,
-                        user_agent_summary: None,
-                    },
-                    &t,
-                )
+                .create_session(&spa_session(sid, user), &t)
                 .await
                 .unwrap();
             chains.push((sid, t));

@@ -16,7 +16,7 @@ use tessera::verify::{Verifier, VerifyError};
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "https://api.example";
 
-fn now() -> i64 {
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
