@@ -1,10 +1,19 @@
 //! The audit trail: who did what, when, from where — append-only and
-//! hash-chained, so an edited, removed or inserted row is detectable.
+//! chained under a key, so an edited, removed or inserted row is detectable
+//! even by someone who can write the database but does not hold the master key.
 //!
-//! Row `n` stores `SHA-256("tessera-audit-v1" ‖ n ‖ hash(n−1) ‖ fields)`,
-//! each field length-prefixed so no two rows can encode alike. The first
-//! row chains to 32 zero bytes. [`verify_chain`] recomputes every hash and
-//! names the first row that does not match.
+//! Row `n` stores `HMAC(k, "tessera-audit-v2" ‖ n ‖ hash(n−1) ‖ fields)`
+//! with `k` derived from the master key ([`ChainKey`]), each field
+//! length-prefixed so no two rows can encode alike. The first row chains to
+//! 32 zero bytes. Rows written before the chain was keyed (up to the
+//! `legacy_end` the migration recorded) carry unkeyed SHA-256 links
+//! ([`legacy_link`]) and are checked as such.
+//!
+//! Checkpoints of the head (sequence, hash and a MAC, in their own table, in
+//! the log and in `/metrics`) are written within seconds of new rows and at
+//! a clean shutdown; [`verify_chain`] recomputes every link, names the first
+//! row that does not match, and compares the head with the newest checkpoint,
+//! so rows cut from the end are found too.
 //!
 //! Events never carry passwords, tokens or secrets; users appear as their
 //! opaque `sub`.
@@ -22,7 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{AuditRecord, NewAuditEvent, Store, StoreError};
+use crate::store::{AuditCheckpoint, AuditRecord, NewAuditEvent, Store, StoreError};
 
 /// `prev_hash` of the first row.
 pub const GENESIS: [u8; 32] = [0; 32];
@@ -32,18 +41,41 @@ const BATCH: usize = 256;
 /// Events waiting at most before callers are slowed down.
 const QUEUE: usize = 8192;
 
-/// The hash of row `seq` with predecessor hash `prev`.
-pub fn chain_hash(seq: i64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
+/// Something a chain link can be computed with (SHA-256 or HMAC).
+trait Absorb {
+    fn absorb(&mut self, bytes: &[u8]);
+}
+
+impl Absorb for ring::digest::Context {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Absorb for ring::hmac::Context {
+    fn absorb(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// Every field of a row after `label`, each length-prefixed.
+fn encode_row(ctx: &mut impl Absorb, label: &[u8], seq: i64, prev: &[u8], e: &NewAuditEvent) {
+    ctx.absorb(label);
+    ctx.absorb(&seq.to_be_bytes());
+    field(ctx, Some(prev));
+    ctx.absorb(&e.at.to_be_bytes());
+    field(ctx, Some(e.actor.as_bytes()));
+    field(ctx, Some(e.action.as_bytes()));
+    field(ctx, e.subject.as_deref().map(str::as_bytes));
+    field(ctx, Some(e.detail.as_bytes()));
+    field(ctx, e.network_prefix.as_deref().map(str::as_bytes));
+}
+
+/// The unkeyed link of rows written before the chain was keyed:
+/// `SHA-256("tessera-audit-v1" ‖ …)`. Only checked, never written.
+pub fn legacy_link(seq: i64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"tessera-audit-v1");
-    ctx.update(&seq.to_be_bytes());
-    field(&mut ctx, Some(prev));
-    ctx.update(&e.at.to_be_bytes());
-    field(&mut ctx, Some(e.actor.as_bytes()));
-    field(&mut ctx, Some(e.action.as_bytes()));
-    field(&mut ctx, e.subject.as_deref().map(str::as_bytes));
-    field(&mut ctx, Some(e.detail.as_bytes()));
-    field(&mut ctx, e.network_prefix.as_deref().map(str::as_bytes));
+    encode_row(&mut ctx, b"tessera-audit-v1", seq, prev, e);
     ctx.finish()
         .as_ref()
         .try_into()
@@ -51,15 +83,67 @@ pub fn chain_hash(seq: i64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
 }
 
 /// Absent (0) or present (1) with a length, then the bytes.
-fn field(ctx: &mut ring::digest::Context, value: Option<&[u8]>) {
+fn field(ctx: &mut impl Absorb, value: Option<&[u8]>) {
     match value {
-        None => ctx.update(&[0]),
+        None => ctx.absorb(&[0]),
         Some(v) => {
-            ctx.update(&[1]);
-            ctx.update(&(v.len() as u64).to_be_bytes());
-            ctx.update(v);
+            ctx.absorb(&[1]);
+            ctx.absorb(&(v.len() as u64).to_be_bytes());
+            ctx.absorb(v);
         }
     }
+}
+
+/// The key of the audit chain and its checkpoints, derived from the master
+/// key for this purpose alone. Without it a link cannot be recomputed, so
+/// database access alone cannot rewrite history undetected.
+#[derive(Clone)]
+pub struct ChainKey(ring::hmac::Key);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey")
+    }
+}
+
+impl ChainKey {
+    /// The chain key of `master`.
+    pub fn new(master: &crate::keys::master::MasterKey) -> ChainKey {
+        ChainKey(master.derive_hmac_key(b"tessera/audit-chain/v2"))
+    }
+
+    /// The link (`hash` column) of row `seq` with predecessor `prev`.
+    pub fn link(&self, seq: i64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        encode_row(&mut ctx, b"tessera-audit-v2", seq, prev, e);
+        tag32(ctx.sign())
+    }
+
+    /// The MAC of a checkpoint.
+    pub fn checkpoint_mac(&self, seq: i64, head: &[u8], legacy_end: i64, at: i64) -> [u8; 32] {
+        let mut ctx = ring::hmac::Context::with_key(&self.0);
+        ctx.update(b"tessera-audit-checkpoint-v1");
+        ctx.update(&seq.to_be_bytes());
+        field(&mut ctx, Some(head));
+        ctx.update(&legacy_end.to_be_bytes());
+        ctx.update(&at.to_be_bytes());
+        tag32(ctx.sign())
+    }
+
+    fn checkpoint_is_genuine(&self, c: &AuditCheckpoint) -> bool {
+        c.mac.as_deref().is_some_and(|mac| {
+            let expected = self.checkpoint_mac(c.seq, &c.head, c.legacy_end, c.at);
+            constant_time_eq(&expected, mac)
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && openssl::memcmp::eq(a, b)
+}
+
+fn tag32(tag: ring::hmac::Tag) -> [u8; 32] {
+    tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
 }
 
 /// An event being described; [`Auditor`] timestamps and chains it.
@@ -141,15 +225,15 @@ enum Sink {
     /// Through the writer task (the service).
     Queued(mpsc::Sender<Message>),
     /// Each event in its own transaction (the CLI).
-    Direct(Arc<dyn Store>),
+    Direct(Arc<dyn Store>, ChainKey),
 }
 
 impl Auditor {
     /// An auditor writing through a background task (the service). The task
     /// ends, after storing what is queued, when every clone is dropped.
-    pub fn spawn(store: Arc<dyn Store>) -> (Auditor, tokio::task::JoinHandle<()>) {
+    pub fn spawn(store: Arc<dyn Store>, key: ChainKey) -> (Auditor, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(writer(store, rx));
+        let task = tokio::spawn(writer(store, key, rx));
         (
             Auditor {
                 sink: Sink::Queued(tx),
@@ -159,9 +243,9 @@ impl Auditor {
     }
 
     /// An auditor that stores each event before returning (the CLI).
-    pub fn direct(store: Arc<dyn Store>) -> Auditor {
+    pub fn direct(store: Arc<dyn Store>, key: ChainKey) -> Auditor {
         Auditor {
-            sink: Sink::Direct(store),
+            sink: Sink::Direct(store, key),
         }
     }
 
@@ -175,10 +259,11 @@ impl Auditor {
                     tracing::error!("audit writer has stopped; event lost");
                 }
             }
-            Sink::Direct(store) => {
-                if let Err(e) = store.append_audit(&[event], true).await {
+            Sink::Direct(store, key) => {
+                if let Err(e) = store.append_audit(&[event], true, key).await {
                     tracing::error!(error = %e, "audit event could not be stored");
                 }
+                direct_checkpoint(store.as_ref(), key).await;
             }
         }
     }
@@ -186,7 +271,7 @@ impl Auditor {
     /// Records a security event and waits until it is stored; false (and an
     /// error log) if it could not be.
     pub async fn record_durable(&self, event: Event) -> bool {
-        if matches!(self.sink, Sink::Direct(_)) {
+        if matches!(self.sink, Sink::Direct(..)) {
             crate::metrics::metrics().audit_event(event.action);
         }
         match &self.sink {
@@ -194,8 +279,11 @@ impl Auditor {
                 self.record(event).await;
                 self.flush().await
             }
-            Sink::Direct(store) => match store.append_audit(&[event.at(now())], true).await {
-                Ok(()) => true,
+            Sink::Direct(store, key) => match store.append_audit(&[event.at(now())], true, key).await {
+                Ok(()) => {
+                    direct_checkpoint(store.as_ref(), key).await;
+                    true
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "audit event could not be stored");
                     false
@@ -214,8 +302,15 @@ impl Auditor {
                 }
                 done.await.unwrap_or(false)
             }
-            Sink::Direct(_) => true,
+            Sink::Direct(..) => true,
         }
+    }
+}
+
+/// The CLI has no checkpoint task: it vouches for its rows at once.
+async fn direct_checkpoint(store: &dyn Store, key: &ChainKey) {
+    if let Err(e) = checkpoint(store, key, None).await {
+        tracing::error!(error = %e, "audit checkpoint could not be written");
     }
 }
 
@@ -226,7 +321,7 @@ fn now() -> i64 {
 /// Appends queued events in batches. A failed batch is retried with backoff
 /// (the database may be restarting); after a minute of failures it is
 /// dropped with an error log rather than blocking the service forever.
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
+async fn writer(store: Arc<dyn Store>, key: ChainKey, mut rx: mpsc::Receiver<Message>) {
     let mut events = Vec::with_capacity(BATCH);
     let mut acks = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -242,7 +337,7 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
         }
         // A batch someone waits on (a security event) is flushed to disk
         // before the commit returns; routine batches are not.
-        let stored = append_with_retry(&*store, &events, !acks.is_empty()).await;
+        let stored = append_with_retry(&*store, &key, &events, !acks.is_empty()).await;
         events.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(stored);
@@ -250,11 +345,16 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-async fn append_with_retry(store: &dyn Store, events: &[NewAuditEvent], durable: bool) -> bool {
+async fn append_with_retry(
+    store: &dyn Store,
+    key: &ChainKey,
+    events: &[NewAuditEvent],
+    durable: bool,
+) -> bool {
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match store.append_audit(events, durable).await {
+        match store.append_audit(events, durable, key).await {
             Ok(()) => return true,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, events = events.len(), "audit append failed; retrying");
@@ -272,13 +372,36 @@ async fn append_with_retry(store: &dyn Store, events: &[NewAuditEvent], durable:
 /// Where and why the chain is broken.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    /// A row does not match its hash or its predecessor.
+    /// A row does not match its link or its predecessor.
     #[error("audit log broken at row {seq}: {reason}")]
     Broken {
         /// The first bad row.
         seq: i64,
         /// What does not match.
         reason: &'static str,
+    },
+    /// Rows the newest checkpoint vouches for are gone: cut from the end.
+    #[error(
+        "audit log truncated: the checkpoint written at {at} vouches for {checkpoint} row(s), \
+         the log now ends at row {last}; rows {first_missing}–{checkpoint} are missing"
+    )]
+    Truncated {
+        /// The checkpoint's row count.
+        checkpoint: i64,
+        /// When it was written (RFC 3339).
+        at: String,
+        /// The last row present.
+        last: i64,
+        /// The first row missing.
+        first_missing: i64,
+    },
+    /// The row a checkpoint names is there but is not the row it vouched for.
+    #[error("audit log rewritten: row {seq} is not the row the checkpoint written at {at} vouches for")]
+    Rewritten {
+        /// The checkpoint's row.
+        seq: i64,
+        /// When it was written.
+        at: String,
     },
     /// The log could not be read.
     #[error("{0}")]
@@ -291,24 +414,133 @@ impl From<StoreError> for ChainError {
     }
 }
 
-/// Walks the whole log; returns the number of rows if every one checks out.
-pub async fn verify_chain(store: &dyn Store) -> Result<u64, ChainError> {
+/// What [`verify_chain`] checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Rows checked (1 to `rows`, no gaps).
+    pub rows: i64,
+    /// Rows 1 to `legacy_end` were written before the chain was keyed and
+    /// carry unkeyed SHA-256 links.
+    pub legacy_end: i64,
+    /// The newest checkpoint with a valid MAC, if any: rows it vouches for
+    /// and when it was written.
+    pub checkpoint: Option<(i64, i64)>,
+}
+
+impl std::fmt::Display for ChainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keyed_from = self.legacy_end + 1;
+        match (self.rows, self.legacy_end) {
+            (0, _) => write!(f, "audit log intact: no rows yet")?,
+            (rows, 0) => write!(
+                f,
+                "audit log intact: rows 1–{rows} verified, each linked to the one before by an HMAC under the master key"
+            )?,
+            (rows, legacy) if rows <= legacy => write!(
+                f,
+                "audit log intact: rows 1–{rows} verified (written before the chain was keyed: unkeyed SHA-256 links)"
+            )?,
+            (rows, legacy) => write!(
+                f,
+                "audit log intact: rows 1–{rows} verified (rows 1–{legacy} written before the chain was keyed: \
+                 unkeyed SHA-256 links; rows {keyed_from}–{rows}: HMAC under the master key)"
+            )?,
+        }
+        match self.checkpoint {
+            Some((seq, at)) => write!(
+                f,
+                "; newest checkpoint (row {seq}, written {}) matches; {} row(s) after it",
+                rfc3339(at),
+                self.rows - seq
+            ),
+            None => write!(
+                f,
+                "; no checkpoint yet, so rows cut from the end could not be detected"
+            ),
+        }
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Checkpoints read to find the newest genuine one.
+const CHECKPOINTS_READ: i64 = 1000;
+
+/// The newest checkpoint with a valid MAC, and where the unkeyed rows end:
+/// from that checkpoint, else from the migration's record (the one without
+/// a MAC), else nowhere (every row must be keyed).
+async fn trusted_checkpoint(
+    store: &dyn Store,
+    key: &ChainKey,
+) -> Result<(Option<AuditCheckpoint>, i64), ChainError> {
+    let checkpoints = store.audit_checkpoints(CHECKPOINTS_READ).await?;
+    if let Some(c) = checkpoints.iter().find(|c| key.checkpoint_is_genuine(c)) {
+        return Ok((Some(c.clone()), c.legacy_end));
+    }
+    let legacy_end = checkpoints
+        .iter()
+        .filter(|c| c.mac.is_none())
+        .map(|c| c.legacy_end)
+        .min()
+        .unwrap_or(0);
+    Ok((None, legacy_end))
+}
+
+/// Walks the whole log and compares its head with the newest genuine
+/// checkpoint.
+pub async fn verify_chain(store: &dyn Store, key: &ChainKey) -> Result<ChainReport, ChainError> {
+    let (checkpoint, legacy_end) = trusted_checkpoint(store, key).await?;
     let mut expected_seq = 1;
     let mut prev = GENESIS.to_vec();
     loop {
         let page = store.audit_page(expected_seq - 1, 1000).await?;
         if page.is_empty() {
-            return Ok((expected_seq - 1) as u64);
+            break;
         }
         for row in page {
-            check_row(&row, expected_seq, &prev)?;
+            check_row(&row, expected_seq, &prev, key, legacy_end)?;
+            if let Some(c) = &checkpoint
+                && c.seq == row.seq
+                && c.head != row.hash
+            {
+                return Err(ChainError::Rewritten {
+                    seq: c.seq,
+                    at: rfc3339(c.at),
+                });
+            }
             prev = row.hash;
             expected_seq += 1;
         }
     }
+    let rows = expected_seq - 1;
+    if let Some(c) = &checkpoint
+        && c.seq > rows
+    {
+        return Err(ChainError::Truncated {
+            checkpoint: c.seq,
+            at: rfc3339(c.at),
+            last: rows,
+            first_missing: rows + 1,
+        });
+    }
+    Ok(ChainReport {
+        rows,
+        legacy_end,
+        checkpoint: checkpoint.map(|c| (c.seq, c.at)),
+    })
 }
 
-fn check_row(row: &AuditRecord, expected_seq: i64, prev: &[u8]) -> Result<(), ChainError> {
+fn check_row(
+    row: &AuditRecord,
+    expected_seq: i64,
+    prev: &[u8],
+    key: &ChainKey,
+    legacy_end: i64,
+) -> Result<(), ChainError> {
     let broken = |reason| ChainError::Broken {
         seq: row.seq,
         reason,
@@ -330,10 +562,88 @@ fn check_row(row: &AuditRecord, expected_seq: i64, prev: &[u8]) -> Result<(), Ch
         detail: row.detail.clone(),
         network_prefix: row.network_prefix.clone(),
     };
-    if chain_hash(row.seq, prev, &event).as_slice() != row.hash {
-        return Err(broken("content does not match its hash (edited)"));
+    let expected = if row.seq <= legacy_end {
+        legacy_link(row.seq, prev, &event)
+    } else {
+        key.link(row.seq, prev, &event)
+    };
+    if !constant_time_eq(&expected, &row.hash) {
+        return Err(broken(
+            "content does not match its link (edited, or written without the master key)",
+        ));
     }
     Ok(())
+}
+
+/// Writes a checkpoint of the current head if it moved past `last` (the
+/// sequence of the newest checkpoint this process knows), logs it and
+/// exports it as a metric; returns the head's sequence.
+pub async fn checkpoint(store: &dyn Store, key: &ChainKey, last: Option<i64>) -> Result<i64, ChainError> {
+    let (seq, head) = store
+        .audit_head()
+        .await?
+        .unwrap_or_else(|| (0, GENESIS.to_vec()));
+    if last == Some(seq) {
+        return Ok(seq);
+    }
+    let (newest, legacy_end) = trusted_checkpoint(store, key).await?;
+    if last.is_none() && newest.as_ref().is_some_and(|c| c.seq == seq && c.head == head) {
+        crate::metrics::metrics().audit_checkpoint.set(seq);
+        return Ok(seq);
+    }
+    let at = now();
+    let mac = key.checkpoint_mac(seq, &head, legacy_end, at);
+    store
+        .add_audit_checkpoint(&AuditCheckpoint {
+            seq,
+            head: head.clone(),
+            legacy_end,
+            at,
+            mac: Some(mac.to_vec()),
+        })
+        .await?;
+    crate::metrics::metrics().audit_checkpoint.set(seq);
+    tracing::info!(
+        seq,
+        head = %hex(&head),
+        mac = %hex(&mac),
+        "audit checkpoint (keep a copy: `tessera audit verify` detects rows cut after it)"
+    );
+    Ok(seq)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes a checkpoint within `every` of new rows, until aborted.
+pub fn spawn_checkpoints(
+    store: Arc<dyn Store>,
+    key: ChainKey,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match checkpoint(store.as_ref(), &key, last).await {
+                Ok(seq) => last = Some(seq),
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed; will retry"),
+            }
+        }
+    })
+}
+
+/// Chains the events a migration left in `audit_pending` (it could not
+/// compute keyed links), once, whichever process gets there first.
+pub async fn chain_pending(store: &dyn Store, key: &ChainKey) -> Result<u64, StoreError> {
+    let n = store.chain_pending_audit(key).await?;
+    if n > 0 {
+        tracing::info!(events = n, "recorded the audit events of a database migration");
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -352,20 +662,23 @@ mod tests {
     }
 
     #[test]
-    fn every_field_and_the_position_change_the_hash() {
-        let base = chain_hash(1, &GENESIS, &event(Some("a")));
-        assert_ne!(base, chain_hash(2, &GENESIS, &event(Some("a"))));
-        assert_ne!(base, chain_hash(1, &[1; 32], &event(Some("a"))));
-        assert_ne!(base, chain_hash(1, &GENESIS, &event(None)));
-        assert_ne!(base, chain_hash(1, &GENESIS, &event(Some(""))));
+    fn every_field_and_the_position_change_the_link() {
+        let key = ChainKey::new(&crate::keys::master::MasterKey::from_bytes(&[3; 32]));
+        let link = |seq, prev: &[u8], e: &NewAuditEvent| key.link(seq, prev, e);
+        let base = link(1, &GENESIS, &event(Some("a")));
+        assert_ne!(base, link(2, &GENESIS, &event(Some("a"))));
+        assert_ne!(base, link(1, &[1; 32], &event(Some("a"))));
+        assert_ne!(base, link(1, &GENESIS, &event(None)));
+        assert_ne!(base, link(1, &GENESIS, &event(Some(""))));
         let mut moved = event(Some("a"));
         moved.actor = "clix".into();
         moved.action = String::new();
         let mut original = event(Some("a"));
         original.action = "x".into();
-        assert_ne!(
-            chain_hash(1, &GENESIS, &moved),
-            chain_hash(1, &GENESIS, &original)
-        );
+        assert_ne!(link(1, &GENESIS, &moved), link(1, &GENESIS, &original));
+        // Keyed: another master key, or the unkeyed hash, gives another link.
+        let other = ChainKey::new(&crate::keys::master::MasterKey::from_bytes(&[4; 32]));
+        assert_ne!(base, other.link(1, &GENESIS, &event(Some("a"))));
+        assert_ne!(base, legacy_link(1, &GENESIS, &event(Some("a"))));
     }
 }

@@ -44,6 +44,7 @@ pub const KEYS: &[&str] = &[
     "tls_cert_file",
     "tls_key_file",
     "client_request_timeout",
+    "client_body_timeout",
     "keep_alive",
 ];
 
@@ -97,6 +98,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Time a client has to send a complete request head.
     pub client_request_timeout: Duration,
+    /// Time a client has to send a whole request body once its head is in;
+    /// slower clients get 408 and are disconnected.
+    pub client_body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open (0: closed after each request).
     pub keep_alive: Duration,
 }
@@ -147,6 +151,7 @@ impl fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("tls", &self.tls)
             .field("client_request_timeout", &self.client_request_timeout)
+            .field("client_body_timeout", &self.client_body_timeout)
             .field("keep_alive", &self.keep_alive)
             .finish()
     }
@@ -415,6 +420,9 @@ impl Config {
         let client_request_timeout = src.parse("client_request_timeout", "5", |v| {
             parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(60))
         })?;
+        let client_body_timeout = src.parse("client_body_timeout", "10", |v| {
+            parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(60))
+        })?;
         let keep_alive = src.parse("keep_alive", "5", |v| {
             parse_duration_within(v, Duration::ZERO, Duration::from_secs(300))
         })?;
@@ -458,6 +466,7 @@ impl Config {
             trusted_proxies,
             tls,
             client_request_timeout,
+            client_body_timeout,
             keep_alive,
         })
     }

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub db_connections: IntGaugeVec,
     /// Entries in the in-memory revocation list.
     pub revocation_list_entries: IntGauge,
+    /// Rows the newest audit checkpoint written by this process vouches for.
+    pub audit_checkpoint: IntGauge,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -160,6 +162,11 @@ impl Metrics {
                 &registry,
                 "revocation_list_entries",
                 "Entries in this instance's in-memory revocation list.",
+            ),
+            audit_checkpoint: gauge(
+                &registry,
+                "audit_checkpoint_seq",
+                "Audit rows vouched for by the newest checkpoint this process wrote (compare with `tessera audit verify`).",
             ),
             registry,
         }

@@ -13,7 +13,9 @@ use super::password;
 use crate::audit::{Auditor, Event};
 use crate::keys::master::MasterKey;
 use crate::revocation::{RevocationCache, relevant_until};
-use crate::store::{Client, NewClient, NewUser, Store, StoreError, User};
+use crate::store::{
+    Client, CredentialChange, Cutoff, NewClient, NewUser, Store, StoreError, User,
+};
 
 /// The scope that grants the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
@@ -47,11 +49,13 @@ pub struct ClientSpec {
     /// Scopes it may request.
     #[serde(default)]
     pub scopes: Vec<String>,
-    /// Audiences it may obtain tokens for (default: the issuer).
+    /// Audiences it may obtain tokens for (and, for a resource server,
+    /// whose tokens it may introspect). Required, except for admin clients,
+    /// whose default is the issuer (the admin API's audience).
     #[serde(default)]
     pub audiences: Vec<String>,
     /// Grants (default: client_credentials if confidential, else password
-    /// and refresh_token).
+    /// and refresh_token). Admin clients: client_credentials only.
     #[serde(default)]
     pub grants: Vec<String>,
     /// SPA cookie mode.
@@ -60,9 +64,13 @@ pub struct ClientSpec {
     /// Allowed browser origins.
     #[serde(default)]
     pub origins: Vec<String>,
-    /// May obtain `tessera:admin`.
+    /// May obtain `tessera:admin` (confidential, client_credentials only).
     #[serde(default)]
     pub admin: bool,
+    /// May introspect tokens of its audiences and read the revocation feed
+    /// (confidential only).
+    #[serde(default)]
+    pub resource_server: bool,
     /// `audit` (default) or `revoke`.
     #[serde(default)]
     pub on_binding_change: Option<String>,
@@ -144,9 +152,6 @@ impl ClientSpec {
                 audiences.push(a.clone());
             }
         }
-        if audiences.is_empty() {
-            audiences.push(issuer.to_owned());
-        }
         let mut grants: Vec<String> = Vec::new();
         for g in &self.grants {
             if !matches!(
@@ -173,6 +178,20 @@ impl ClientSpec {
                 "grant client_credentials needs a confidential client (a public client cannot keep a secret)".into(),
             ));
         }
+        // tessera:admin only ever reaches a token a confidential client
+        // obtained for itself: never one that carries a user.
+        if self.admin && (!self.confidential || grants.iter().any(|g| g != "client_credentials")) {
+            return Err(invalid(
+                "an admin client (--admin) must be confidential with client_credentials as its only grant"
+                    .into(),
+            ));
+        }
+        if self.resource_server && !self.confidential {
+            return Err(invalid(
+                "a resource server (--resource-server) must be confidential: introspection and the feed need a client secret"
+                    .into(),
+            ));
+        }
         let origins = self
             .origins
             .iter()
@@ -192,6 +211,20 @@ impl ClientSpec {
                 "on_binding_change {on_binding_change:?}: audit or revoke"
             )));
         }
+        if audiences.is_empty() {
+            if !self.admin {
+                return Err(invalid(format!(
+                    "client {id} needs at least one audience (--audience): the API its tokens are for{}",
+                    if self.resource_server {
+                        ", and whose tokens it may introspect"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            // The admin API is the issuer's own: its tokens are for the issuer.
+            audiences.push(issuer.to_owned());
+        }
         Ok(NewClient {
             id: id.as_str().to_owned(),
             secret_digest: None,
@@ -201,6 +234,7 @@ impl ClientSpec {
             origins,
             cookie: self.cookie,
             admin: self.admin,
+            resource_server: self.resource_server,
             on_binding_change,
         })
     }
@@ -223,6 +257,8 @@ pub struct Accounts {
     auditor: Auditor,
     /// Woken after revocations (absent in the CLI: instances poll).
     cache: Option<Arc<RevocationCache>>,
+    /// This instance's cached client records (absent in the CLI).
+    clients: Option<Arc<crate::tokens::ClientAuthenticator>>,
     issuer: String,
     access_ttl: i64,
 }
@@ -234,6 +270,7 @@ impl Accounts {
         master: MasterKey,
         auditor: Auditor,
         cache: Option<Arc<RevocationCache>>,
+        clients: Option<Arc<crate::tokens::ClientAuthenticator>>,
         issuer: String,
         access_ttl: i64,
     ) -> Accounts {
@@ -243,6 +280,7 @@ impl Accounts {
             master,
             auditor,
             cache,
+            clients,
             issuer,
             access_ttl,
         }
@@ -313,9 +351,7 @@ impl Accounts {
         self.store
             .set_user_disabled(&user.username, true, now)
             .await?;
-        let revoked = self
-            .revoke_user(user.id, true, "user disabled", now)
-            .await?;
+        let revoked = self.revoke_disabled_user(user.id, now).await?;
         self.auditor
             .record_durable(
                 Event::new(actor, "user_disabled")
@@ -337,9 +373,13 @@ impl Accounts {
     ) -> Result<u64, AccountError> {
         let user = self.user(username).await?;
         let hash = hash_password(password).await?;
-        self.store.set_user_password(user.id, &hash, now).await?;
         let revoked = self
-            .revoke_user(user.id, false, "password changed", now)
+            .change_credentials(
+                &user,
+                CredentialChange::Password(hash),
+                "password changed",
+                now,
+            )
             .await?;
         self.auditor
             .record_durable(
@@ -364,11 +404,8 @@ impl Accounts {
         let sealed = self
             .master
             .seal(&secret, &crate::auth::totp::seal_context(user.id));
-        self.store
-            .set_user_totp(user.id, Some(&sealed), now)
-            .await?;
         let revoked = self
-            .revoke_user(user.id, false, "TOTP enrolled", now)
+            .change_credentials(&user, CredentialChange::Totp(sealed), "TOTP enrolled", now)
             .await?;
         self.auditor
             .record_durable(
@@ -384,27 +421,92 @@ impl Accounts {
         ))
     }
 
-    async fn revoke_user(
+    /// Changes credentials and revokes the user's sessions in one
+    /// transaction (logins still in flight with the old credentials are
+    /// refused when they try to open their session).
+    async fn change_credentials(
         &self,
-        user: uuid::Uuid,
-        by_sub: bool,
+        user: &User,
+        change: CredentialChange,
         reason: &str,
         now: i64,
     ) -> Result<u64, AccountError> {
         let revoked = self
             .store
-            .revoke_user_sessions(
-                user,
-                by_sub,
+            .change_credentials(
+                user.id,
+                &change,
                 now,
                 reason,
                 relevant_until(now, self.access_ttl),
             )
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no user named {}", user.username)))?;
+        self.refresh_revocations().await;
+        Ok(revoked)
+    }
+
+    /// Every session and token of a disabled user, whenever it was minted.
+    async fn revoke_disabled_user(&self, user: uuid::Uuid, now: i64) -> Result<u64, AccountError> {
+        let revoked = self
+            .store
+            .revoke_user_sessions(
+                user,
+                Some(Cutoff::Always),
+                now,
+                "user disabled",
+                relevant_until(now, self.access_ttl),
+            )
             .await?;
+        self.refresh_revocations().await;
+        Ok(revoked)
+    }
+
+    async fn refresh_revocations(&self) {
         if let Some(cache) = &self.cache {
             cache.refresh_now().await;
         }
-        Ok(revoked)
+    }
+
+    /// Shows one client.
+    pub async fn client(&self, client_id: &str) -> Result<Client, AccountError> {
+        self.store
+            .client_by_id(client_id)
+            .await?
+            .ok_or_else(|| AccountError::NotFound(format!("no client {client_id:?}")))
+    }
+
+    /// Grants or withdraws introspection and the revocation feed.
+    pub async fn set_resource_server(
+        &self,
+        actor: &str,
+        client_id: &str,
+        resource_server: bool,
+    ) -> Result<Client, AccountError> {
+        let client = self.client(client_id).await?;
+        if resource_server && !client.confidential {
+            return Err(AccountError::Invalid(format!(
+                "client {client_id} is public: a resource server must be confidential"
+            )));
+        }
+        if !self
+            .store
+            .set_client_resource_server(client_id, resource_server)
+            .await?
+        {
+            return Err(AccountError::NotFound(format!("no client {client_id:?}")));
+        }
+        if let Some(clients) = &self.clients {
+            clients.forget(client_id);
+        }
+        self.auditor
+            .record_durable(
+                Event::new(actor, "client_updated")
+                    .subject(client_id)
+                    .detail("resource_server", resource_server),
+            )
+            .await;
+        self.client(client_id).await
     }
 
     /// Registers a client; returns it and, if confidential, its secret
@@ -437,6 +539,7 @@ impl Accounts {
                     .subject(&client.id)
                     .detail("confidential", client.confidential)
                     .detail("admin", client.admin)
+                    .detail("resource_server", client.resource_server)
                     .detail("scopes", client.scopes.join(" ")),
             )
             .await;
@@ -457,14 +560,13 @@ impl Accounts {
             .store
             .revoke_client_tokens(
                 client_id,
+                Cutoff::Always,
                 now,
                 "client disabled",
                 relevant_until(now, self.access_ttl),
             )
             .await?;
-        if let Some(cache) = &self.cache {
-            cache.refresh_now().await;
-        }
+        self.refresh_revocations().await;
         self.auditor
             .record_durable(
                 Event::new(actor, "client_disabled")

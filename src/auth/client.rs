@@ -4,6 +4,10 @@
 //! derived from the master key means a stolen database alone cannot even
 //! test guesses, and checking costs microseconds, so `client_credentials`
 //! stays about as cheap as one ES256 signature. Comparison is constant-time.
+//!
+//! Digests are `0x02 ‖ HMAC(k, secret)` with `k` expanded by HKDF from the
+//! master key. 32-byte digests without the prefix were written before the
+//! HKDF separation (`k = HMAC(master, purpose)`) and are still checked.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,7 +21,12 @@ use crate::keys::master::MasterKey;
 #[derive(Clone)]
 pub struct SecretDigester {
     key: hmac::Key,
+    legacy: hmac::Key,
 }
+
+/// First byte of a current digest.
+const DIGEST_VERSION: u8 = 2;
+const PURPOSE: &[u8] = b"tessera/client-secret/v1";
 
 impl std::fmt::Debug for SecretDigester {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,7 +38,8 @@ impl SecretDigester {
     /// A digester keyed from the master key.
     pub fn new(master: &MasterKey) -> SecretDigester {
         SecretDigester {
-            key: master.derive_hmac_key(b"tessera/client-secret/v1"),
+            key: master.derive_hmac_key(PURPOSE),
+            legacy: master.derive_legacy_hmac_key(PURPOSE),
         }
     }
 
@@ -44,12 +54,26 @@ impl SecretDigester {
 
     /// The stored form of `secret`.
     pub fn digest(&self, secret: &str) -> Vec<u8> {
-        hmac::sign(&self.key, secret.as_bytes()).as_ref().to_vec()
+        let mut out = vec![DIGEST_VERSION];
+        out.extend_from_slice(hmac::sign(&self.key, secret.as_bytes()).as_ref());
+        out
     }
 
     /// Whether `secret` matches `stored`, in constant time.
     pub fn verify(&self, stored: &[u8], secret: &str) -> bool {
-        hmac::verify(&self.key, secret.as_bytes(), stored).is_ok()
+        match stored {
+            [DIGEST_VERSION, tag @ ..] if tag.len() == 32 => {
+                hmac::verify(&self.key, secret.as_bytes(), tag).is_ok()
+            }
+            legacy if legacy.len() == 32 => {
+                hmac::verify(&self.legacy, secret.as_bytes(), legacy).is_ok()
+            }
+            _ => {
+                // Same work as a real check, so a malformed row is not told apart by time.
+                let _ = hmac::verify(&self.key, secret.as_bytes(), &[0; 32]);
+                false
+            }
+        }
     }
 }
 
@@ -62,6 +86,7 @@ mod tests {
         let d = SecretDigester::new(&MasterKey::from_bytes(&[1; 32]));
         let (secret, digest) = d.generate();
         assert_eq!(secret.len(), 43);
+        assert_eq!(digest.len(), 33);
         assert!(d.verify(&digest, &secret));
         assert!(!d.verify(&digest, &format!("{}x", &*secret)));
         assert!(!d.verify(&digest, ""));
@@ -73,5 +98,22 @@ mod tests {
                 .windows(8)
                 .any(|w| secret.as_bytes().windows(8).any(|s| s == w))
         );
+    }
+
+    #[test]
+    fn digests_stored_before_the_hkdf_separation_still_verify() {
+        let master = MasterKey::from_bytes(&[1; 32]);
+        let d = SecretDigester::new(&master);
+        let legacy_key = master.derive_legacy_hmac_key(PURPOSE);
+        let legacy = hmac::sign(&legacy_key, b"old-secret").as_ref().to_vec();
+        assert!(d.verify(&legacy, "old-secret"));
+        assert!(!d.verify(&legacy, "other"));
+        // A legacy tag is not accepted as a current one, nor the reverse.
+        let mut prefixed = vec![DIGEST_VERSION];
+        prefixed.extend_from_slice(&legacy);
+        assert!(!d.verify(&prefixed, "old-secret"));
+        let current = d.digest("new-secret");
+        assert!(!d.verify(&current[1..], "new-secret"));
+        assert!(!d.verify(&[], "x"));
     }
 }

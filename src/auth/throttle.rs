@@ -1,19 +1,24 @@
 //! Failed-login limits: per account name (lockout with exponential
 //! back-off) and per client network (a cap per window), counted in the
 //! database so every instance sees the same counts and an attacker cannot
-//! spread guesses over instances. Memory does not grow with the attack: one
-//! row per account name or network tried, deleted after the window.
+//! spread guesses over instances.
 //!
-//! A locked account is refused before its password is checked, so a
-//! lockout also spares the Argon2 work; refusals while locked do not count
-//! as failures (a lockout cannot be extended forever by someone else).
+//! An attempt is counted *before* its password is checked, with one atomic
+//! conditional upsert per counter ([`Store::count_attempt`]), and given back
+//! if the login turns out right. So however many requests race, on however
+//! many instances, no more passwords (or TOTP codes) are checked per account
+//! and per network than the limits allow; a refused attempt spares the
+//! Argon2 work and counts nothing (a lockout cannot be extended forever by
+//! someone else).
+//!
 //! Account keys are SHA-256 digests of the name as typed: people type
 //! passwords into the username field, and this table must not keep them.
+//! Rows are purged once their window is over and they lock nothing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::store::{LoginFailures, Store, StoreResult};
+use crate::store::{Lockout, LoginFailures, Store, StoreResult};
 
 /// Limits, in failures and seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +47,7 @@ impl Default for LoginPolicy {
 }
 
 /// The login throttle.
+#[derive(Clone)]
 pub struct LoginThrottle {
     store: Arc<dyn Store>,
     policy: LoginPolicy,
@@ -73,6 +79,36 @@ fn network_key(ip: IpAddr) -> String {
     }
 }
 
+/// An attempt counted before the password is checked: give it back with
+/// [`LoginThrottle::succeeded`] if the login is right.
+#[derive(Debug)]
+#[must_use = "a reservation is a counted failure unless given back"]
+pub struct Attempt {
+    account: String,
+    account_window: i64,
+    network: Option<(String, i64)>,
+    /// The account's count including this attempt.
+    account_failures: i64,
+}
+
+impl Attempt {
+    /// Whether this attempt, if it fails, is the one that locks the account.
+    pub fn locks_account(&self, policy: &LoginPolicy) -> bool {
+        self.account_failures == policy.account_failures
+    }
+}
+
+/// What happened to a failed client authentication counted against its network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkCount {
+    /// Counted, under the cap: audit it.
+    Counted,
+    /// This one reached the cap: refuse it and write one summary audit row.
+    CapReached(Throttled),
+    /// Past the cap: refuse it, write nothing.
+    Capped(Throttled),
+}
+
 impl LoginThrottle {
     /// A throttle over `store` with `policy`.
     pub fn new(store: Arc<dyn Store>, policy: LoginPolicy) -> LoginThrottle {
@@ -82,6 +118,12 @@ impl LoginThrottle {
     /// The policy in force.
     pub fn policy(&self) -> LoginPolicy {
         self.policy
+    }
+
+    fn lockout(&self) -> Lockout {
+        Lockout::Doubling {
+            max: self.policy.max_lockout,
+        }
     }
 
     /// Until when failures `f` lock an account, if they do.
@@ -95,77 +137,162 @@ impl LoginThrottle {
         (until > now).then_some(until)
     }
 
-    /// Whether a login for `username` from `ip` may be tried now.
-    pub async fn check(
+    /// Until when failures `f` close a network, if they do.
+    fn network_closed_until(&self, f: &LoginFailures, now: i64) -> Option<i64> {
+        let end = f.window_start + self.policy.window;
+        (f.failures >= self.policy.network_failures && end > now).then_some(end)
+    }
+
+    fn refused(retry_after: i64, account: bool) -> Throttled {
+        let limit = if account {
+            "login_account"
+        } else {
+            "login_network"
+        };
+        crate::metrics::metrics()
+            .rate_limited
+            .with_label_values(&[limit])
+            .inc();
+        Throttled {
+            retry_after: retry_after.max(1),
+            account,
+        }
+    }
+
+    /// The refusal for `key` as its counter stands now (after a refused count).
+    async fn refusal(&self, key: &str, account: bool, now: i64) -> StoreResult<Throttled> {
+        let f = self.store.login_failures(key).await?;
+        let until = f.and_then(|f| {
+            if account {
+                self.account_locked_until(&f, now)
+            } else {
+                self.network_closed_until(&f, now)
+            }
+        });
+        Ok(Self::refused(until.map_or(1, |u| u - now), account))
+    }
+
+    /// Counts a login attempt for `username` from `ip` before its password
+    /// is checked, or refuses it (the account is locked, the network used
+    /// up its failures). A cheap read first turns away floods without a
+    /// write; the counting itself is atomic.
+    pub async fn attempt(
         &self,
         username: &str,
         ip: Option<IpAddr>,
         now: i64,
-    ) -> StoreResult<Option<Throttled>> {
-        if let Some(f) = self.store.login_failures(&account_key(username)).await?
+    ) -> StoreResult<Result<Attempt, Throttled>> {
+        let account = account_key(username);
+        if let Some(f) = self.store.login_failures(&account).await?
             && let Some(until) = self.account_locked_until(&f, now)
         {
-            crate::metrics::metrics()
-                .rate_limited
-                .with_label_values(&["login_account"])
-                .inc();
-            return Ok(Some(Throttled {
-                retry_after: until - now,
-                account: true,
-            }));
+            return Ok(Err(Self::refused(until - now, true)));
         }
-        match ip {
-            Some(ip) => self.network_throttled(ip, now).await,
-            None => Ok(None),
-        }
+        let network = match ip {
+            None => None,
+            Some(ip) => {
+                let key = network_key(ip);
+                match self.count_network(&key, now).await? {
+                    Some(f) if f.failures <= self.policy.network_failures => {
+                        Some((key, f.window_start))
+                    }
+                    _ => return Ok(Err(self.refusal(&key, false, now).await?)),
+                }
+            }
+        };
+        let counted = self
+            .store
+            .count_attempt(
+                &account,
+                now,
+                self.policy.window,
+                self.policy.account_failures,
+                self.lockout(),
+            )
+            .await?;
+        let Some(f) = counted else {
+            // Locked meanwhile by attempts racing this one: give the
+            // network its count back.
+            if let Some((key, window_start)) = &network {
+                self.store.uncount_attempt(key, *window_start).await?;
+            }
+            return Ok(Err(self.refusal(&account, true, now).await?));
+        };
+        Ok(Ok(Attempt {
+            account,
+            account_window: f.window_start,
+            network,
+            account_failures: f.failures,
+        }))
     }
 
-    /// Whether the network of `ip` has used up its failures for the window.
-    pub async fn network_throttled(&self, ip: IpAddr, now: i64) -> StoreResult<Option<Throttled>> {
-        if let Some(f) = self.store.login_failures(&network_key(ip)).await? {
-            let end = f.window_start + self.policy.window;
-            if f.failures >= self.policy.network_failures && end > now {
-                crate::metrics::metrics()
-                    .rate_limited
-                    .with_label_values(&["login_network"])
-                    .inc();
-                return Ok(Some(Throttled {
-                    retry_after: end - now,
-                    account: false,
-                }));
-            }
+    async fn count_network(&self, key: &str, now: i64) -> StoreResult<Option<LoginFailures>> {
+        if let Some(f) = self.store.login_failures(key).await?
+            && self.network_closed_until(&f, now).is_some()
+        {
+            return Ok(None);
         }
-        Ok(None)
+        self.store
+            .count_attempt(
+                key,
+                now,
+                self.policy.window,
+                self.policy.network_failures,
+                Lockout::UntilWindowEnds,
+            )
+            .await
     }
 
     /// Counts a failed client authentication against the network of `ip`
-    /// (the same count as failed logins: both are guessing).
-    pub async fn failed_network(&self, ip: IpAddr, now: i64) -> StoreResult<()> {
-        self.store
-            .record_login_failure(&network_key(ip), now, self.policy.window)
-            .await
-            .map(|_| ())
-    }
-
-    /// Counts a failed login; true if this failure locked the account.
-    pub async fn failed(&self, username: &str, ip: Option<IpAddr>, now: i64) -> StoreResult<bool> {
-        let account = self
-            .store
-            .record_login_failure(&account_key(username), now, self.policy.window)
-            .await?;
-        if let Some(ip) = ip {
-            self.store
-                .record_login_failure(&network_key(ip), now, self.policy.window)
-                .await?;
+    /// (the same count as failed logins: both are guessing). Past the cap
+    /// nothing is written: one summary when it is reached, then silence.
+    pub async fn failed_client_auth(&self, ip: IpAddr, now: i64) -> StoreResult<NetworkCount> {
+        let key = network_key(ip);
+        match self.count_network(&key, now).await? {
+            Some(f) if f.failures <= self.policy.network_failures => Ok(NetworkCount::Counted),
+            Some(f) => Ok(NetworkCount::CapReached(Self::refused(
+                f.window_start + self.policy.window - now,
+                false,
+            ))),
+            None => Ok(NetworkCount::Capped(self.refusal(&key, false, now).await?)),
         }
-        Ok(account.failures == self.policy.account_failures)
     }
 
-    /// A successful login clears the account's count (not the network's).
-    pub async fn succeeded(&self, username: &str) -> StoreResult<()> {
+    /// The login was right: the account's count is cleared and the
+    /// network's attempt given back.
+    pub async fn succeeded(&self, attempt: Attempt) -> StoreResult<()> {
+        self.store.clear_login_failures(&attempt.account).await?;
+        if let Some((key, window_start)) = &attempt.network {
+            self.store.uncount_attempt(key, *window_start).await?;
+        }
+        Ok(())
+    }
+
+    /// The login was not checked (no one-time password sent): the attempt is
+    /// given back on both counters.
+    pub async fn not_checked(&self, attempt: Attempt) -> StoreResult<()> {
         self.store
-            .clear_login_failures(&account_key(username))
-            .await
+            .uncount_attempt(&attempt.account, attempt.account_window)
+            .await?;
+        if let Some((key, window_start)) = &attempt.network {
+            self.store.uncount_attempt(key, *window_start).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes counters that no longer count or lock anything.
+    pub async fn purge(&self, now: i64) -> StoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let n = self
+                .store
+                .purge_login_failures(now, self.policy.window, self.policy.max_lockout, 1000)
+                .await?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
     }
 }
 

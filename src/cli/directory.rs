@@ -55,6 +55,19 @@ pub enum UserCommand {
 pub enum ClientCommand {
     /// Register a client; a confidential client's secret is printed once.
     Add(ClientAdd),
+    /// Show a client's registration (never its secret).
+    Show {
+        /// The client_id.
+        client_id: String,
+    },
+    /// Change a client's registration.
+    Update {
+        /// The client_id.
+        client_id: String,
+        /// Grant (true) or withdraw (false) introspection and the revocation feed.
+        #[arg(long, value_name = "BOOL", required = true, action = clap::ArgAction::Set)]
+        resource_server: bool,
+    },
 }
 
 /// Options of `tessera client add`.
@@ -72,7 +85,9 @@ pub struct ClientAdd {
     /// A scope the client may request (repeatable).
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
-    /// An audience the client may obtain tokens for (repeatable; default: the issuer).
+    /// An audience the client may obtain tokens for, and as a resource server
+    /// introspect tokens of (repeatable; required except with --admin, whose
+    /// default is the issuer).
     #[arg(long = "audience", value_name = "AUDIENCE")]
     pub audiences: Vec<String>,
     /// An allowed grant (repeatable; default: client_credentials for confidential
@@ -85,9 +100,12 @@ pub struct ClientAdd {
     /// A browser origin allowed to use the client (repeatable), e.g. https://app.example.
     #[arg(long = "origin", value_name = "URL")]
     pub origins: Vec<String>,
-    /// May obtain the tessera:admin scope (the admin API).
+    /// May obtain the tessera:admin scope (the admin API): confidential, client_credentials only.
     #[arg(long)]
     pub admin: bool,
+    /// A resource server: may introspect tokens of its audiences and read the revocation feed.
+    #[arg(long)]
+    pub resource_server: bool,
     /// What a change of User-Agent or network on refresh does: audit, or revoke the session.
     #[arg(long, default_value = "audit", value_parser = ["audit", "revoke"])]
     pub on_binding_change: String,
@@ -102,10 +120,13 @@ const ACTOR: &str = "cli";
 async fn accounts(config: &Config) -> anyhow::Result<(Accounts, Arc<dyn Store>)> {
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
+    let chain = crate::audit::ChainKey::new(&master);
+    crate::audit::chain_pending(store.as_ref(), &chain).await?;
     let accounts = Accounts::new(
         store.clone(),
-        master,
-        Auditor::direct(store.clone()),
+        master.clone(),
+        Auditor::direct(store.clone(), chain),
+        None,
         None,
         config.issuer.clone(),
         config.access_token_ttl.as_secs() as i64,
@@ -204,13 +225,38 @@ impl ClientAdd {
             cookie: self.cookie,
             origins: self.origins.clone(),
             admin: self.admin,
+            resource_server: self.resource_server,
             on_binding_change: Some(self.on_binding_change.clone()),
         }
     }
 }
 
 pub(super) async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
-    let ClientCommand::Add(add) = cmd;
+    let add = match cmd {
+        ClientCommand::Add(add) => add,
+        ClientCommand::Show { client_id } => {
+            let (accounts, store) = accounts(config).await?;
+            let client = accounts.client(&client_id).await;
+            store.close().await;
+            print_client(&client?);
+            return Ok(());
+        }
+        ClientCommand::Update {
+            client_id,
+            resource_server,
+        } => {
+            let (accounts, store) = accounts(config).await?;
+            let client = accounts
+                .set_resource_server(ACTOR, &client_id, resource_server)
+                .await;
+            store.close().await;
+            print_client(&client?);
+            eprintln!(
+                "Running instances re-read the client within a minute (disable it to cut it off at once)."
+            );
+            return Ok(());
+        }
+    };
     let spec = add.spec();
     // Check the options before touching the database.
     spec.validate(&config.issuer)?;
@@ -226,4 +272,19 @@ pub(super) async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Resul
         );
     }
     Ok(())
+}
+
+/// One `key=value` line per field, lists space-separated.
+fn print_client(c: &crate::store::Client) {
+    println!("client_id={}", c.id);
+    println!("confidential={}", c.confidential);
+    println!("grants={}", c.grant_types.join(" "));
+    println!("scopes={}", c.scopes.join(" "));
+    println!("audiences={}", c.audiences.join(" "));
+    println!("origins={}", c.origins.join(" "));
+    println!("cookie={}", c.cookie);
+    println!("admin={}", c.admin);
+    println!("resource_server={}", c.resource_server);
+    println!("on_binding_change={}", c.on_binding_change);
+    println!("disabled={}", c.disabled);
 }

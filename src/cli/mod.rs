@@ -60,7 +60,9 @@ pub enum Command {
 /// `tessera audit …`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of the whole audit log; names the first broken row.
+    /// Check the keyed chain of the whole audit log and its newest checkpoint;
+    /// names the first broken row or the rows cut from the end, then writes a
+    /// new checkpoint.
     Verify,
 }
 
@@ -121,11 +123,17 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             encrypt_to,
         }) => add_audience(&config, audience, encrypt_to).await,
         Command::Audit(AuditCommand::Verify) => {
-            let store = open_store(&config, Migrations::Apply).await?;
-            let result = crate::audit::verify_chain(store.as_ref()).await;
+            let (store, key) = store_and_chain_key(&config).await?;
+            let result = crate::audit::verify_chain(store.as_ref(), &key).await;
+            let result = match result {
+                // What was verified is vouched for from now on.
+                Ok(report) => crate::audit::checkpoint(store.as_ref(), &key, None)
+                    .await
+                    .map(|_| report),
+                Err(e) => Err(e),
+            };
             store.close().await;
-            let rows = result?;
-            println!("audit log intact: {rows} row(s), hash chain verified");
+            println!("{}", result?);
             Ok(())
         }
     }
@@ -145,6 +153,7 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     };
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
+    let key = crate::audit::ChainKey::new(&master);
     let ring = open_key_ring(config, store.clone(), master).await?;
     let now = chrono::Utc::now().timestamp();
     match (cmd, imported) {
@@ -166,12 +175,12 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
         (KeysCommand::Rotate, _) => {
             let added = ring.rotate(now).await?;
-            audit_key(&store, "key_rotated", &added).await;
+            audit_key(&store, &key, "key_rotated", &added).await;
             report_added(added, now);
         }
         (KeysCommand::Import { .. }, Some(pair)) => {
             let added = ring.add(pair, now).await?;
-            audit_key(&store, "key_imported", &added).await;
+            audit_key(&store, &key, "key_imported", &added).await;
             report_added(added, now);
         }
         (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
@@ -182,16 +191,29 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
 
 async fn audit_key(
     store: &std::sync::Arc<dyn crate::store::Store>,
+    chain: &crate::audit::ChainKey,
     action: &'static str,
     key: &crate::keys::keyring::KeyStatus,
 ) {
-    crate::audit::Auditor::direct(store.clone())
+    crate::audit::Auditor::direct(store.clone(), chain.clone())
         .record_durable(
             crate::audit::Event::new("cli", action)
                 .subject(&key.kid)
                 .detail("activate_at", key.activate_at),
         )
         .await;
+}
+
+/// The store and the audit chain key (from the master key, checked against
+/// the database), with any audit events a migration left chained.
+async fn store_and_chain_key(
+    config: &Config,
+) -> anyhow::Result<(std::sync::Arc<dyn crate::store::Store>, crate::audit::ChainKey)> {
+    let store = open_store(config, Migrations::Apply).await?;
+    let master = load_master_key(config, store.as_ref()).await?;
+    let key = crate::audit::ChainKey::new(&master);
+    crate::audit::chain_pending(store.as_ref(), &key).await?;
+    Ok((store, key))
 }
 
 fn report_added(k: crate::keys::keyring::KeyStatus, now: i64) {
@@ -235,14 +257,14 @@ async fn add_audience(
             Some((serde_json::to_string(&json)?, key.alg))
         }
     };
-    let store = open_store(config, Migrations::Apply).await?;
+    let (store, key) = store_and_chain_key(config).await?;
     let audience = Audience {
         name: name.clone(),
         encrypt_jwk: encrypt_jwk.as_ref().map(|(j, _)| j.clone()),
         created_at: chrono::Utc::now().timestamp(),
     };
     store.put_audience(&audience).await?;
-    crate::audit::Auditor::direct(store.clone())
+    crate::audit::Auditor::direct(store.clone(), key)
         .record_durable(
             crate::audit::Event::new("cli", "audience_added")
                 .subject(&name)

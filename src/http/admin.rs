@@ -32,9 +32,6 @@ use crate::revocation::RevokeError;
 use crate::store::{AuditRecord, Session};
 use crate::verify::{BearerError, VerifyError, bearer};
 
-/// Largest JSON body the admin API reads.
-const MAX_JSON_BYTES: usize = 16 * 1024;
-
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -43,28 +40,6 @@ fn now() -> i64 {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(MAX_JSON_BYTES)
-                    .error_handler(|e, _| {
-                        let status = match &e {
-                            actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
-                            | actix_web::error::JsonPayloadError::Overflow { .. } => {
-                                StatusCode::PAYLOAD_TOO_LARGE
-                            }
-                            actix_web::error::JsonPayloadError::ContentType => {
-                                StatusCode::UNSUPPORTED_MEDIA_TYPE
-                            }
-                            _ => StatusCode::BAD_REQUEST,
-                        };
-                        let response = error_response(
-                            status,
-                            "invalid_request",
-                            &format!("request body: {e}"),
-                        );
-                        actix_web::error::InternalError::from_response(e, response).into()
-                    }),
-            )
             .service(resource("/users", "POST").route(web::post().to(create_user)))
             .service(
                 resource("/users/{username}/disable", "POST").route(web::post().to(disable_user)),
@@ -80,6 +55,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             )
             .service(resource("/sessions/{sid}", "DELETE").route(web::delete().to(revoke_session)))
             .service(resource("/clients", "POST").route(web::post().to(create_client)))
+            .service(
+                resource("/clients/{client_id}", "GET, PATCH")
+                    .route(web::get().to(show_client))
+                    .route(web::patch().to(update_client)),
+            )
             .service(
                 resource("/clients/{client_id}/disable", "POST")
                     .route(web::post().to(disable_client)),
@@ -113,7 +93,7 @@ fn forbidden() -> HttpResponse {
     let mut res = error_response(
         StatusCode::FORBIDDEN,
         "insufficient_scope",
-        "this API needs an access token with scope tessera:admin from an admin client",
+        "this API needs an access token with scope tessera:admin that an admin client obtained for itself (client_credentials)",
     );
     res.headers_mut().insert(
         WWW_AUTHENTICATE,
@@ -136,7 +116,9 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Admin, HttpRes
     if !claims.aud.contains(state.revoker.issuer()) {
         return Err(refuse(BearerError::Invalid(VerifyError::WrongAudience)));
     }
-    if !claims.has_scope(ADMIN_SCOPE) {
+    // Only a token an admin client obtained for itself (client_credentials):
+    // never one that carries a user, whatever scope it lists.
+    if !claims.has_scope(ADMIN_SCOPE) || claims.sid.is_some() || claims.sub != claims.client_id {
         return Err(forbidden());
     }
     // The client may have lost its admin right or been disabled since.
@@ -147,6 +129,56 @@ async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Admin, HttpRes
         Ok(_) => Err(forbidden()),
         Err(e) => Err(super::token::unavailable(&e)),
     }
+}
+
+/// Reads a JSON body, after the caller is authorized: an anonymous request
+/// learns nothing about the schema.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<T, HttpResponse> {
+    let mime = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "request body: Content-Type must be application/json",
+        ));
+    }
+    // Already read whole and bounded by the body limit (see `limits`).
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
+        let chunk = chunk.map_err(|_| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body could not be read",
+            )
+        })?;
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("request body: {e}"),
+        )
+    })
+}
+
+macro_rules! body {
+    ($req:expr, $payload:expr) => {
+        match json_body(&$req, $payload).await {
+            Ok(body) => body,
+            Err(response) => return response,
+        }
+    };
 }
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
@@ -212,10 +244,10 @@ struct CreatedUser {
 pub(crate) async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<NewUserBody>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let admin = admin!(req, state);
-    let body = body.into_inner();
+    let body: NewUserBody = body!(req, payload);
     match state
         .accounts
         .create_user(
@@ -280,10 +312,10 @@ pub(crate) async fn set_password(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<PasswordBody>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let admin = admin!(req, state);
-    let body = body.into_inner();
+    let body: PasswordBody = body!(req, payload);
     match state
         .accounts
         .set_password(&admin.actor, &path, body.password, now())
@@ -437,6 +469,85 @@ struct CreatedClient {
     scopes: Vec<String>,
     audiences: Vec<String>,
     grants: Vec<String>,
+    resource_server: bool,
+}
+
+/// A client as an administrator sees it (never its secret or digest).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ClientView {
+    client_id: String,
+    confidential: bool,
+    grants: Vec<String>,
+    scopes: Vec<String>,
+    audiences: Vec<String>,
+    origins: Vec<String>,
+    cookie: bool,
+    admin: bool,
+    resource_server: bool,
+    on_binding_change: String,
+    disabled: bool,
+    created_at: i64,
+}
+
+impl From<crate::store::Client> for ClientView {
+    fn from(c: crate::store::Client) -> ClientView {
+        ClientView {
+            client_id: c.id,
+            confidential: c.confidential,
+            grants: c.grant_types,
+            scopes: c.scopes,
+            audiences: c.audiences,
+            origins: c.origins,
+            cookie: c.cookie,
+            admin: c.admin,
+            resource_server: c.resource_server,
+            on_binding_change: c.on_binding_change,
+            disabled: c.disabled,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// The fields of a client an administrator may change.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClientUpdate {
+    /// Grant or withdraw introspection and the revocation feed.
+    resource_server: bool,
+}
+
+#[utoipa::path(get, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
+    responses((status = 200, description = "the client (never its secret)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn show_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let _admin = admin!(req, state);
+    match state.accounts.client(&path).await {
+        Ok(c) => json(StatusCode::OK, &ClientView::from(c)),
+        Err(e) => account_error(e),
+    }
+}
+
+#[utoipa::path(patch, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)), request_body = ClientUpdate,
+    responses((status = 200, description = "updated; the client as it is now (other instances re-read it within a minute)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request: a public client cannot be a resource server, or a malformed body", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 415, description = "the body is not application/json", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn update_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> HttpResponse {
+    let admin = admin!(req, state);
+    let body: ClientUpdate = body!(req, payload);
+    match state
+        .accounts
+        .set_resource_server(&admin.actor, &path, body.resource_server)
+        .await
+    {
+        Ok(c) => json(StatusCode::OK, &ClientView::from(c)),
+        Err(e) => account_error(e),
+    }
 }
 
 #[utoipa::path(post, path = "/admin/v1/clients", tag = "admin", security(("admin_bearer" = [])), request_body = crate::auth::accounts::ClientSpec,
@@ -444,9 +555,10 @@ struct CreatedClient {
 pub(crate) async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<ClientSpec>,
+    payload: web::Payload,
 ) -> HttpResponse {
     let admin = admin!(req, state);
+    let body: ClientSpec = body!(req, payload);
     match state
         .accounts
         .create_client(&admin.actor, &body, now())
@@ -460,6 +572,7 @@ pub(crate) async fn create_client(
                 scopes: client.scopes,
                 audiences: client.audiences,
                 grants: client.grant_types,
+                resource_server: client.resource_server,
             },
         ),
         Err(e) => account_error(e),

@@ -29,7 +29,7 @@ use crate::store::Store;
 use crate::tokens::{ClientAuthenticator, TokenEndpoint};
 
 pub use cors::cors;
-pub use limits::limit_headers;
+pub use limits::{limit_headers, read_body};
 pub use request_log::request_log;
 
 /// Shared state handed to every handler.

@@ -125,6 +125,8 @@ impl Modify for SecuritySchemes {
         admin::logout_everywhere,
         admin::revoke_session,
         admin::create_client,
+        admin::show_client,
+        admin::update_client,
         admin::disable_client,
         admin::revoke_client,
         admin::revoke_jti,

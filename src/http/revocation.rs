@@ -21,19 +21,19 @@ fn now() -> i64 {
 }
 
 /// Reads the form and authenticates the client (any client, or only
-/// confidential ones).
+/// resource servers).
 async fn form_and_client(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    confidential: bool,
+    resource_server: bool,
 ) -> Result<(HashMap<String, String>, Arc<Client>), HttpResponse> {
     let params = read_form(req, payload).await?;
     let basic = presented(req).map_err(|e| oauth_error(&e))?.basic;
-    let client = if confidential {
+    let client = if resource_server {
         state
             .clients
-            .authenticate_confidential(&params, basic)
+            .authenticate_resource_server(&params, basic)
             .await
     } else {
         state.clients.authenticate(&params, basic).await
@@ -136,7 +136,7 @@ pub async fn logout(
     }
 }
 
-/// `POST /oauth/introspect`, for confidential clients.
+/// `POST /oauth/introspect`, for resource servers.
 #[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
     request_body(content = super::openapi::IntrospectForm, content_type = "application/x-www-form-urlencoded"),
     security(("client_basic" = [])),
@@ -168,7 +168,7 @@ pub async fn introspect(
     }
 }
 
-/// `GET /v1/revocations?since=CURSOR&limit=N`, for confidential clients
+/// `GET /v1/revocations?since=CURSOR&limit=N`, for resource servers
 /// (HTTP Basic).
 #[utoipa::path(get, path = "/v1/revocations", tag = "oauth",
     params(("since" = Option<u64>, Query, description = "cursor from the previous page's next_cursor (default 0)"), ("limit" = Option<u32>, Query, description = "1 to 1000 (default 1000)")),
@@ -189,7 +189,7 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
     }
     if let Err(e) = state
         .clients
-        .authenticate_confidential(&HashMap::new(), basic)
+        .authenticate_resource_server(&HashMap::new(), basic)
         .await
     {
         return oauth_error(&e);

@@ -15,9 +15,6 @@ use actix_web::cookie::{Cookie, SameSite};
 use crate::tokens::endpoint::REFRESH_COOKIE;
 use crate::tokens::{ErrorCode, OAuthError, Presented};
 
-/// Largest form body accepted; token requests are a few hundred bytes.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
-
 /// `POST /oauth/token`.
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
     request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
@@ -145,23 +142,13 @@ pub(super) async fn read_form(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
+    // Already read whole, within the body limit and deadline (see `limits`).
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| bad_request("the request body could not be read"))?;
-        if body.len() + chunk.len() > MAX_FORM_BYTES {
-            return Err(oauth_error_status(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is larger than {MAX_FORM_BYTES} bytes"),
-            ));
-        }
         body.extend_from_slice(&chunk);
     }
     crate::tokens::form::parse_form(&body).map_err(|e| bad_request(&e.0))
-}
-
-fn oauth_error_status(status: StatusCode, description: &str) -> HttpResponse {
-    no_store(HttpResponse::build(status))
-        .json(serde_json::json!({ "error": "invalid_request", "error_description": description }))
 }
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: the id

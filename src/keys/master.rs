@@ -7,8 +7,14 @@
 //! context (for example `signing_key:<kid>`) as AES-GCM associated data, so a
 //! ciphertext copied into another row fails to open instead of being used.
 //!
-//! Sealed layout (version 1):
-//! `0x01 | key_id[8] | dek_nonce[12] | wrapped_dek[32+16] | nonce[12] | ciphertext+tag`
+//! Sealed layout:
+//! `version | key_id[8] | dek_nonce[12] | wrapped_dek[32+16] | nonce[12] | ciphertext+tag`
+//!
+//! The master key itself never encrypts or MACs anything: HKDF-SHA256 derives
+//! one key-encryption key and one MAC root from it under distinct labels, so
+//! no two uses share key material. Version 2 wraps data keys under the
+//! derived KEK; version 1 (written before the separation, where the raw
+//! master key was the KEK) is still opened.
 
 use std::fmt;
 use std::io::Write;
@@ -20,7 +26,9 @@ use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Sealed under the raw master key (before HKDF separation): opened, never written.
+const LEGACY_VERSION: u8 = 1;
 const KEY_LEN: usize = 32;
 const TAG_LEN: usize = 16;
 const KEY_ID_LEN: usize = 8;
@@ -31,9 +39,15 @@ const DEK_AAD: &[u8] = b"tessera/dek/v1";
 /// prints key material.
 #[derive(Clone)]
 pub struct MasterKey {
+    /// HKDF-derived key-encryption key (sealed version 2).
     kek: std::sync::Arc<LessSafeKey>,
-    /// HMAC key from which purpose-specific MAC keys are derived.
-    derivation: ring::hmac::Key,
+    /// The raw key as KEK: only to open version-1 values.
+    legacy_kek: std::sync::Arc<LessSafeKey>,
+    /// HKDF pseudo-random key from which purpose-specific MAC keys are expanded.
+    derivation: std::sync::Arc<ring::hkdf::Prk>,
+    /// `HMAC(master, purpose)` derivation of version-1 MAC keys (client
+    /// secret digests stored before the separation).
+    legacy_derivation: ring::hmac::Key,
     id: [u8; KEY_ID_LEN],
 }
 
@@ -80,7 +94,17 @@ pub enum OpenError {
 impl MasterKey {
     /// A master key from its 32 raw bytes.
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
-        let kek = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"));
+        let legacy_kek =
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"));
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tessera/master/v2").extract(bytes);
+        let kek = LessSafeKey::new(UnboundKey::from(
+            prk.expand(&[b"tessera/kek/v2"], &AES_256_GCM)
+                .expect("HKDF output of one AES key"),
+        ));
+        let mac_root: ring::hkdf::Prk = prk
+            .expand(&[b"tessera/mac-root/v2"], ring::hkdf::HKDF_SHA256)
+            .expect("HKDF output of one SHA-256 block")
+            .into();
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
             &[b"tessera/master-key-id/v1".as_slice(), bytes].concat(),
@@ -89,7 +113,9 @@ impl MasterKey {
         id.copy_from_slice(&digest.as_ref()[..KEY_ID_LEN]);
         MasterKey {
             kek: std::sync::Arc::new(kek),
-            derivation: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
+            legacy_kek: std::sync::Arc::new(legacy_kek),
+            derivation: std::sync::Arc::new(mac_root),
+            legacy_derivation: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes),
             id,
         }
     }
@@ -171,10 +197,21 @@ impl MasterKey {
         }
     }
 
-    /// An HMAC-SHA256 key for one purpose, derived from the master key
-    /// (HMAC(master, purpose)), so no two uses share key material.
+    /// An HMAC-SHA256 key for one purpose, expanded by HKDF from the
+    /// master key's MAC root (never the key-encryption key), so no two uses
+    /// share key material.
     pub fn derive_hmac_key(&self, purpose: &[u8]) -> ring::hmac::Key {
-        let tag = ring::hmac::sign(&self.derivation, purpose);
+        ring::hmac::Key::from(
+            self.derivation
+                .expand(&[purpose], ring::hmac::HMAC_SHA256)
+                .expect("HKDF output of one HMAC key"),
+        )
+    }
+
+    /// The MAC key version 1 derived for `purpose` (HMAC(master, purpose)),
+    /// only to check values stored before the HKDF separation.
+    pub fn derive_legacy_hmac_key(&self, purpose: &[u8]) -> ring::hmac::Key {
+        let tag = ring::hmac::sign(&self.legacy_derivation, purpose);
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
     }
 
@@ -224,9 +261,14 @@ impl MasterKey {
 
     /// Decrypts a value made by [`MasterKey::seal`] with the same `context`.
     pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
-        if sealed.len() < HEADER_LEN + TAG_LEN || sealed[0] != VERSION {
+        if sealed.len() < HEADER_LEN + TAG_LEN {
             return Err(OpenError::Corrupt);
         }
+        let kek = match sealed[0] {
+            VERSION => &self.kek,
+            LEGACY_VERSION => &self.legacy_kek,
+            _ => return Err(OpenError::Corrupt),
+        };
         let (key_id, rest) = sealed[1..].split_at(KEY_ID_LEN);
         if key_id != self.id {
             return Err(OpenError::WrongKey {
@@ -239,8 +281,7 @@ impl MasterKey {
         let (nonce, body) = rest.split_at(NONCE_LEN);
 
         let mut dek = Zeroizing::new(wrapped.to_vec());
-        let dek = self
-            .kek
+        let dek = kek
             .open_in_place(nonce_of(dek_nonce), Aad::from(self.dek_aad()), &mut dek)
             .map_err(|_| OpenError::Corrupt)?;
         let dek: &[u8; KEY_LEN] = (&*dek).try_into().map_err(|_| OpenError::Corrupt)?;
@@ -310,6 +351,54 @@ mod tests {
         }
         assert!(k.open(&sealed[..sealed.len() - 1], b"ctx-a").is_err());
         assert!(k.open(&[], b"ctx-a").is_err());
+    }
+
+    /// A value sealed the version-1 way: the raw master key wraps the data key.
+    fn seal_legacy(raw: &[u8; KEY_LEN], k: &MasterKey, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+        let legacy = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).unwrap());
+        let dek = [9u8; KEY_LEN];
+        let (dek_nonce, nonce) = ([1u8; NONCE_LEN], [2u8; NONCE_LEN]);
+        let mut out = vec![LEGACY_VERSION];
+        out.extend_from_slice(&k.id);
+        out.extend_from_slice(&dek_nonce);
+        let mut wrapped = dek.to_vec();
+        legacy
+            .seal_in_place_append_tag(nonce_of(&dek_nonce), Aad::from(k.dek_aad()), &mut wrapped)
+            .unwrap();
+        out.extend_from_slice(&wrapped);
+        out.extend_from_slice(&nonce);
+        let mut body = plaintext.to_vec();
+        data_key(&dek)
+            .seal_in_place_append_tag(nonce_of(&nonce), Aad::from(context), &mut body)
+            .unwrap();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn the_kek_and_mac_keys_are_separate_derivations() {
+        let raw = [7u8; KEY_LEN];
+        let k = MasterKey::from_bytes(&raw);
+        // New values are sealed under the derived KEK: the raw key cannot open them.
+        let sealed = k.seal(b"secret", b"ctx");
+        assert_eq!(sealed[0], VERSION);
+        let mut as_legacy = sealed.clone();
+        as_legacy[0] = LEGACY_VERSION;
+        assert!(k.open(&as_legacy, b"ctx").is_err());
+        // Values sealed before the separation still open.
+        let old = seal_legacy(&raw, &k, b"old secret", b"ctx");
+        assert_eq!(&*k.open(&old, b"ctx").unwrap(), b"old secret");
+        // MAC keys differ from the legacy HMAC(master, purpose) and per purpose.
+        let tag = |key: &ring::hmac::Key| ring::hmac::sign(key, b"m").as_ref().to_vec();
+        assert_ne!(
+            tag(&k.derive_hmac_key(b"a")),
+            tag(&k.derive_legacy_hmac_key(b"a"))
+        );
+        assert_ne!(tag(&k.derive_hmac_key(b"a")), tag(&k.derive_hmac_key(b"b")));
+        assert_ne!(
+            tag(&k.derive_hmac_key(b"a")),
+            tag(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw))
+        );
     }
 
     #[test]

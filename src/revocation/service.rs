@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{RevocationCache, feed_entry, relevant_until};
 use crate::audit::{Auditor, Event, client_actor};
-use crate::store::{Client, Store, StoreError};
+use crate::store::{Client, Cutoff, Store, StoreError};
 use crate::tokens::refresh;
 use crate::verify::{AccessClaims, FeedPage, Verifier, VerifyError};
 
@@ -241,11 +241,12 @@ impl Revoker {
         Ok(())
     }
 
-    /// RFC 7662. An access token is active if it verifies (signature, expiry,
-    /// issuer), is not revoked, and is meant for one of the caller's
-    /// audiences or was issued to the caller. A refresh token is active
-    /// only for the client it was issued to. Encrypted access tokens cannot
-    /// be read by the issuer and are reported inactive.
+    /// RFC 7662, for resource servers. An access token is active if it
+    /// verifies (signature, expiry, issuer), is not revoked, and is meant
+    /// for one of the caller's audiences; the issuer itself (the admin
+    /// API's audience) is never one of a resource server's. A refresh token
+    /// is active only for the client it was issued to. Encrypted access
+    /// tokens cannot be read by the issuer and are reported inactive.
     pub async fn introspect(
         &self,
         client: &Client,
@@ -280,8 +281,10 @@ impl Revoker {
         let Ok(claims) = self.verifier.verify(token).await else {
             return Ok(Introspection::inactive());
         };
-        let for_caller = claims.client_id == client.id
-            || client.audiences.iter().any(|a| claims.aud.contains(a));
+        let for_caller = client
+            .audiences
+            .iter()
+            .any(|a| *a != self.issuer && claims.aud.contains(a));
         if !for_caller {
             return Ok(Introspection::inactive());
         }
@@ -337,7 +340,13 @@ impl Revoker {
     ) -> Result<u64, RevokeError> {
         let n = self
             .store
-            .revoke_user_sessions(user, true, now, "logout everywhere", self.until(now))
+            .revoke_user_sessions(
+                user,
+                Some(Cutoff::Commit),
+                now,
+                "logout everywhere",
+                self.until(now),
+            )
             .await?;
         self.cache.refresh_now().await;
         self.auditor
@@ -364,6 +373,7 @@ impl Revoker {
             .store
             .revoke_client_tokens(
                 client_id,
+                Cutoff::Commit,
                 now,
                 "client revoked by an administrator",
                 self.until(now),

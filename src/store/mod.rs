@@ -20,9 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use models::{
-    Audience, AuditRecord, Client, LoginFailures, NewAuditEvent, NewClient, NewSession,
-    NewSigningKey, NewUser, RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation,
-    RotationRequest, Session, SigningKey, User,
+    Audience, AuditCheckpoint, AuditRecord, Client, CredentialChange, LoginFailures,
+    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo,
+    RevocationEntry, RevocationKind, Rotation, RotationRequest, Session, SigningKey, User,
 };
 
 use crate::config::{Config, Engine, redact_url};
@@ -161,22 +161,6 @@ pub trait Directory: Send + Sync {
         now: i64,
     ) -> StoreResult<bool>;
 
-    /// Replaces a user's password hash; false if there is no such user.
-    async fn set_user_password(
-        &self,
-        user: uuid::Uuid,
-        password_hash: &str,
-        now: i64,
-    ) -> StoreResult<bool>;
-    /// Replaces (or removes) a user's sealed TOTP secret, forgetting the
-    /// last used step; false if there is no such user.
-    async fn set_user_totp(
-        &self,
-        user: uuid::Uuid,
-        sealed: Option<&[u8]>,
-        now: i64,
-    ) -> StoreResult<bool>;
-
     /// Records TOTP `step` as used if it is later than the last one; false
     /// if it is not (the code was already used: refuse it).
     async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> StoreResult<bool>;
@@ -189,21 +173,44 @@ pub trait Directory: Send + Sync {
     async fn client_origins(&self) -> StoreResult<Vec<String>>;
     /// Enables or disables a client; false if there is no such client.
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
+    /// Grants or withdraws introspection and the revocation feed; false if
+    /// there is no such client.
+    async fn set_client_resource_server(&self, id: &str, resource_server: bool)
+    -> StoreResult<bool>;
 
-    /// Counts a failed login against `key` (a new window starts when the
-    /// old one is over); returns the failures in the window and when it began.
-    async fn record_login_failure(
+    /// Counts one attempt against `key` in one atomic statement, if the
+    /// count allows it: a new window starts when the old one is over;
+    /// within a window the count may grow while it is below `limit`, and
+    /// past it only once `now` is `lockout` doubling seconds after the last
+    /// count (see [`Lockout`]). Returns the counts after this one, or `None`
+    /// if the attempt is refused (nothing is changed then). However many
+    /// callers race, on however many instances, no more attempts are
+    /// counted than the rule allows.
+    async fn count_attempt(
         &self,
         key: &str,
         now: i64,
         window: i64,
-    ) -> StoreResult<LoginFailures>;
+        limit: i64,
+        lockout: Lockout,
+    ) -> StoreResult<Option<LoginFailures>>;
+    /// Gives back one attempt counted in the window that began at
+    /// `window_start` (a login that turned out right).
+    async fn uncount_attempt(&self, key: &str, window_start: i64) -> StoreResult<()>;
     /// The failures counted against `key` (`None` if none).
     async fn login_failures(&self, key: &str) -> StoreResult<Option<LoginFailures>>;
     /// Forgets the failures of `key` (after a successful login).
     async fn clear_login_failures(&self, key: &str) -> StoreResult<()>;
-    /// Deletes counters whose window began before `before`.
-    async fn purge_login_failures(&self, before: i64) -> StoreResult<u64>;
+    /// Deletes up to `batch` counters that neither count nor lock anything
+    /// at `now` any more: the window is over and the last count is more than
+    /// `max_lockout` seconds old.
+    async fn purge_login_failures(
+        &self,
+        now: i64,
+        window: i64,
+        max_lockout: i64,
+        batch: i64,
+    ) -> StoreResult<u64>;
 
     /// Registers an audience or replaces its encryption key.
     async fn put_audience(&self, audience: &Audience) -> StoreResult<()>;
@@ -227,12 +234,73 @@ pub trait Directory: Send + Sync {
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
 }
 
+/// What [`Directory::count_attempt`] allows past the limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lockout {
+    /// Nothing until the window ends (a network's cap). The count may still
+    /// reach `limit + 1`, once: the first refusal, so a caller can tell it
+    /// from later ones (one summary audit row per window).
+    UntilWindowEnds,
+    /// One more attempt `2^(count − limit + 1)` seconds after the last one,
+    /// at most `max` seconds (an account's doubling back-off).
+    Doubling {
+        /// The longest wait, seconds.
+        max: i64,
+    },
+}
+
+/// Which tokens a `sub` or `client` revocation covers (by their `iat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cutoff {
+    /// Those issued up to the second the revocation commits (the clock is
+    /// read inside the transaction, after its locks, not when the request
+    /// arrived): logout everywhere, revoking a client's tokens.
+    Commit,
+    /// Every token until the entry stops being relevant: the user or client
+    /// is disabled, so even a token minted by a request that read it as
+    /// enabled a moment before is refused.
+    Always,
+}
+
+impl Cutoff {
+    /// The `revoked_at` to list: tokens with `iat` up to it are revoked.
+    pub(crate) fn at(self, now: i64, relevant_until: i64) -> i64 {
+        match self {
+            Cutoff::Commit => now.max(chrono::Utc::now().timestamp()),
+            Cutoff::Always => relevant_until,
+        }
+    }
+}
+
 /// Sessions and refresh tokens: the rotation rules are enforced here, in the
 /// database, so they hold across every instance.
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Opens a session with its first refresh token (generation 0).
-    async fn create_session(&self, session: &NewSession, token_hash: &[u8; 32]) -> StoreResult<()>;
+    /// Opens a session with its first refresh token (generation 0), if its
+    /// user is enabled and `session.credential_version` is still the user's
+    /// (no password change or TOTP enrolment committed since the login read
+    /// it); false otherwise, and nothing is stored. Decided under a lock on
+    /// the user row (PostgreSQL) or the single writer (SQLite), so a session
+    /// is either refused or visible to the change's revocation.
+    async fn create_session(
+        &self,
+        session: &NewSession,
+        token_hash: &[u8; 32],
+    ) -> StoreResult<bool>;
+
+    /// Applies a credential change (new password, TOTP enrolment), moves the
+    /// user's credential version, and revokes every live session of the
+    /// user, listing each `sid` as revoked until `relevant_until`, in one
+    /// transaction. Returns the number of sessions revoked, `None` if there
+    /// is no such user.
+    async fn change_credentials(
+        &self,
+        user: uuid::Uuid,
+        change: &CredentialChange,
+        now: i64,
+        reason: &str,
+        relevant_until: i64,
+    ) -> StoreResult<Option<u64>>;
 
     /// Consumes the refresh token hashing to `request.presented` and stores
     /// `request.next` in its place, if the token is active, its session live
@@ -268,25 +336,29 @@ pub trait Sessions: Send + Sync {
         revocation_relevant_until: i64,
     ) -> StoreResult<bool>;
 
-    /// Revokes every live session of `user`, listing each
-    /// `sid` as revoked; with `by_sub`, also lists the user's `sub` (every
-    /// token issued to them until `now`, sessions or not). Returns the
-    /// number of sessions revoked.
+    /// Revokes every live session of `user`, listing each `sid` as revoked
+    /// (every token minted from them, whenever it was minted); with
+    /// `by_sub`, also lists the user's `sub`, with a cut-off taken inside
+    /// the transaction (every token issued to them up to the second the
+    /// revocation commits, sessions or not). Returns the number of sessions
+    /// revoked.
     async fn revoke_user_sessions(
         &self,
         user: uuid::Uuid,
-        by_sub: bool,
+        by_sub: Option<Cutoff>,
         now: i64,
         reason: &str,
         revocation_relevant_until: i64,
     ) -> StoreResult<u64>;
 
-    /// Revokes every live session of a client and lists the client as
-    /// revoked (every token issued to it until `now`). Returns the number
-    /// of sessions revoked.
+    /// Revokes every live session of a client, listing each `sid`, and lists
+    /// the client as revoked with a cut-off taken inside the transaction
+    /// (every token issued to it up to the second the revocation commits).
+    /// Returns the number of sessions revoked.
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
+        cutoff: Cutoff,
         now: i64,
         reason: &str,
         revocation_relevant_until: i64,
@@ -306,22 +378,38 @@ pub trait Sessions: Send + Sync {
     ) -> StoreResult<Vec<RevocationEntry>>;
 
     /// Deletes up to `batch` sessions (with their refresh tokens) that
-    /// expired or were revoked before `before`, and revocation entries no
-    /// longer relevant at `now`. Returns the number of sessions deleted.
+    /// expired or were revoked before `before`, and up to `batch` revocation
+    /// entries no longer relevant at `now`. Returns the larger of the two
+    /// counts (a full batch of either means more may be left).
     async fn purge_expired(&self, before: i64, now: i64, batch: i64) -> StoreResult<u64>;
 }
 
-/// The hash-chained audit trail.
+/// The keyed, chained audit trail.
 #[async_trait]
 pub trait AuditLog: Send + Sync {
-    /// Appends `events` in order, chaining each to the row before it, in one
-    /// transaction serialized with every other writer (on every instance).
-    /// Unless `durable`, the engine may acknowledge the commit before it is
-    /// flushed to disk (PostgreSQL: `synchronous_commit = off` for this
-    /// transaction): for routine events, already queued in memory.
-    async fn append_audit(&self, events: &[NewAuditEvent], durable: bool) -> StoreResult<()>;
+    /// Appends `events` in order, linking each to the row before it with
+    /// `key`, in one transaction serialized with every other writer (on
+    /// every instance). Unless `durable`, the engine may acknowledge the
+    /// commit before it is flushed to disk (PostgreSQL: `synchronous_commit
+    /// = off` for this transaction): for routine events, already queued in
+    /// memory.
+    async fn append_audit(
+        &self,
+        events: &[NewAuditEvent],
+        durable: bool,
+        key: &crate::audit::ChainKey,
+    ) -> StoreResult<()>;
+    /// Moves the events a migration left in `audit_pending` into the chain
+    /// and deletes them, in one transaction; returns how many.
+    async fn chain_pending_audit(&self, key: &crate::audit::ChainKey) -> StoreResult<u64>;
     /// Up to `limit` rows with `seq > after`, in order.
     async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
+    /// The newest row's sequence and link.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
+    /// Stores a checkpoint and keeps only the newest thousand.
+    async fn add_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// Up to `limit` checkpoints, newest first.
+    async fn audit_checkpoints(&self, limit: i64) -> StoreResult<Vec<AuditCheckpoint>>;
 }
 
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.

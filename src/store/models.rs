@@ -22,6 +22,18 @@ pub struct User {
     pub created_at: i64,
     /// Unix seconds of the last change.
     pub updated_at: i64,
+    /// Moves with every password change and TOTP enrolment; a login opens a
+    /// session only if the version it checked is still current.
+    pub credential_version: i64,
+}
+
+/// A change of a user's credentials ([`super::Sessions::change_credentials`]).
+#[derive(Clone, Debug)]
+pub enum CredentialChange {
+    /// A new Argon2id PHC string.
+    Password(String),
+    /// A new sealed TOTP secret (the last used step is forgotten).
+    Totp(Vec<u8>),
 }
 
 /// Input for [`super::Directory::create_user`].
@@ -56,8 +68,10 @@ pub struct Client {
     pub origins: Vec<String>,
     /// SPA cookie mode: the refresh token travels only in a cookie.
     pub cookie: bool,
-    /// May obtain the `tessera:admin` scope.
+    /// May obtain the `tessera:admin` scope (confidential, client_credentials only).
     pub admin: bool,
+    /// May introspect tokens of its audiences and read the revocation feed.
+    pub resource_server: bool,
     /// `audit` or `revoke`: what a User-Agent/network change on refresh does.
     pub on_binding_change: String,
     /// A disabled client can obtain no tokens.
@@ -85,6 +99,8 @@ pub struct NewClient {
     pub cookie: bool,
     /// Admin client.
     pub admin: bool,
+    /// Resource server: may introspect and read the feed.
+    pub resource_server: bool,
     /// `audit` or `revoke`.
     pub on_binding_change: String,
 }
@@ -102,6 +118,7 @@ pub(crate) struct ClientRow {
     pub origins: String,
     pub cookie: bool,
     pub admin: bool,
+    pub resource_server: bool,
     pub on_binding_change: String,
     pub disabled: bool,
     pub created_at: i64,
@@ -126,6 +143,7 @@ impl From<ClientRow> for Client {
             origins: split(&r.origins),
             cookie: r.cookie,
             admin: r.admin,
+            resource_server: r.resource_server,
             on_binding_change: r.on_binding_change,
             disabled: r.disabled,
             created_at: r.created_at,
@@ -203,6 +221,8 @@ pub struct NewSession {
     pub network_prefix: Option<String>,
     /// Browser and platform ("Firefox on Linux"), for people reading sessions.
     pub user_agent_summary: Option<String>,
+    /// The user's credential version the login checked.
+    pub credential_version: i64,
 }
 
 /// A session (refresh-token family) as stored.
@@ -356,6 +376,22 @@ pub struct AuditRecord {
     pub prev_hash: Vec<u8>,
     /// SHA-256 over this row and `prev_hash`.
     pub hash: Vec<u8>,
+}
+
+/// A checkpoint of the audit chain's head, kept outside `audit_log`.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditCheckpoint {
+    /// Rows the checkpoint vouches for (the head's sequence; 0 for none).
+    pub seq: i64,
+    /// The head row's link (zeros for none).
+    pub head: Vec<u8>,
+    /// Rows up to this one predate the keyed chain.
+    pub legacy_end: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// MAC under the chain key; `None` only for the record the migration
+    /// that introduced checkpoints wrote.
+    pub mac: Option<Vec<u8>>,
 }
 
 /// Failed logins counted against one account name or network.

@@ -162,38 +162,6 @@ macro_rules! portable_directory {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn set_user_password(
-                &self,
-                user: uuid::Uuid,
-                password_hash: &str,
-                now: i64,
-            ) -> $crate::store::StoreResult<bool> {
-                let done = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-                    .bind(user)
-                    .bind(password_hash)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn set_user_totp(
-                &self,
-                user: uuid::Uuid,
-                sealed: Option<&[u8]>,
-                now: i64,
-            ) -> $crate::store::StoreResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE users SET totp_secret = $2, totp_last_step = NULL, updated_at = $3 WHERE id = $1",
-                )
-                .bind(user)
-                .bind(sealed)
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
             async fn use_totp_step(&self, user: uuid::Uuid, step: i64) -> $crate::store::StoreResult<bool> {
                 let done = sqlx::query(
                     "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
@@ -213,8 +181,8 @@ macro_rules! portable_directory {
             ) -> $crate::store::StoreResult<$crate::store::Client> {
                 let row: $crate::store::models::ClientRow = sqlx::query_as(
                     "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, \
-                     origins, cookie, admin, on_binding_change, disabled, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11) RETURNING *",
+                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12) RETURNING *",
                 )
                 .bind(&client.id)
                 .bind(client.secret_digest.is_some())
@@ -227,6 +195,7 @@ macro_rules! portable_directory {
                 .bind(client.admin)
                 .bind(&client.on_binding_change)
                 .bind(now)
+                .bind(client.resource_server)
                 .fetch_one(&self.pool)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))?;
@@ -274,26 +243,78 @@ macro_rules! portable_directory {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn record_login_failure(
+            async fn set_client_resource_server(
+                &self,
+                id: &str,
+                resource_server: bool,
+            ) -> $crate::store::StoreResult<bool> {
+                let done = sqlx::query("UPDATE clients SET resource_server = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(resource_server)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn count_attempt(
                 &self,
                 key: &str,
                 now: i64,
                 window: i64,
-            ) -> $crate::store::StoreResult<$crate::store::LoginFailures> {
-                // One atomic upsert: instances counting at once never lose a failure.
+                limit: i64,
+                lockout: $crate::store::Lockout,
+            ) -> $crate::store::StoreResult<Option<$crate::store::LoginFailures>> {
+                // One conditional upsert: concurrent callers serialize on the
+                // row and each re-checks the rule against the latest count, so
+                // no more attempts are counted than it allows. A refused
+                // attempt changes nothing (the WHERE fails, nothing returns).
+                // Lockout: 2^(count − limit + 1) seconds after the last count,
+                // at most $5 ($6 = 1: no lockout, only the window's end; the
+                // count may then reach limit + 1 once).
+                let (max_lockout, cap_only) = match lockout {
+                    $crate::store::Lockout::UntilWindowEnds => (0, 1),
+                    $crate::store::Lockout::Doubling { max } => (max, 0),
+                };
                 Ok(sqlx::query_as(
                     "INSERT INTO login_failures (key, failures, window_start, last_at) VALUES ($1, 1, $2, $2) \
                      ON CONFLICT (key) DO UPDATE SET \
                        failures = CASE WHEN login_failures.window_start + $3 <= $2 THEN 1 ELSE login_failures.failures + 1 END, \
                        window_start = CASE WHEN login_failures.window_start + $3 <= $2 THEN $2 ELSE login_failures.window_start END, \
                        last_at = $2 \
+                     WHERE login_failures.window_start + $3 <= $2 \
+                        OR login_failures.failures < $4 \
+                        OR ($6 = 1 AND login_failures.failures = $4) \
+                        OR ($6 = 0 AND $2 >= login_failures.last_at + CASE \
+                              WHEN login_failures.failures - $4 + 1 >= 30 THEN $5 \
+                              WHEN (CAST(1 AS BIGINT) << CAST(login_failures.failures - $4 + 1 AS INTEGER)) < $5 \
+                                THEN (CAST(1 AS BIGINT) << CAST(login_failures.failures - $4 + 1 AS INTEGER)) \
+                              ELSE $5 END) \
                      RETURNING failures, window_start, last_at",
                 )
                 .bind(key)
                 .bind(now)
                 .bind(window)
-                .fetch_one(&self.pool)
+                .bind(limit)
+                .bind(max_lockout)
+                .bind(cap_only)
+                .fetch_optional(&self.pool)
                 .await?)
+            }
+
+            async fn uncount_attempt(
+                &self,
+                key: &str,
+                window_start: i64,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "UPDATE login_failures SET failures = failures - 1 \
+                     WHERE key = $1 AND window_start = $2 AND failures > 0",
+                )
+                .bind(key)
+                .bind(window_start)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn login_failures(
@@ -316,12 +337,24 @@ macro_rules! portable_directory {
                 Ok(())
             }
 
-            async fn purge_login_failures(&self, before: i64) -> $crate::store::StoreResult<u64> {
-                Ok(sqlx::query("DELETE FROM login_failures WHERE window_start < $1")
-                    .bind(before)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected())
+            async fn purge_login_failures(
+                &self,
+                now: i64,
+                window: i64,
+                max_lockout: i64,
+                batch: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                Ok(sqlx::query(
+                    "DELETE FROM login_failures WHERE key IN (SELECT key FROM login_failures \
+                     WHERE window_start + $2 <= $1 AND last_at + $3 < $1 LIMIT $4)",
+                )
+                .bind(now)
+                .bind(window)
+                .bind(max_lockout)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
             }
 
             async fn put_audience(
@@ -499,7 +532,8 @@ macro_rules! portable_sessions {
                 let known: Option<(uuid::Uuid, uuid::Uuid, String, i64, Option<i64>, Option<i64>, String, bool, bool)> =
                     sqlx::query_as(
                         "SELECT t.session_id, s.user_id, t.state, t.generation, t.consumed_at, t.reused_at, s.client_id, \
-                         s.revoked_at IS NULL, (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled) \
+                         s.revoked_at IS NULL, (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled \
+                           AND s.credential_version = u.credential_version) \
                          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
                          WHERE t.token_hash = $1",
                     )
@@ -604,25 +638,40 @@ macro_rules! portable_sessions {
                 &self,
                 s: &$crate::store::NewSession,
                 token_hash: &[u8; 32],
-            ) -> $crate::store::StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                // The session exists only if its user is enabled and the
+                // credentials the login checked are still current. The user
+                // row is share-locked (PostgreSQL), so a password change
+                // either commits first (and this inserts nothing) or waits
+                // for this commit (and then revokes this session).
+                let sql = format!(
                     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
-                     idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(s.id)
-                .bind(s.user_id)
-                .bind(&s.client_id)
-                .bind(&s.scope)
-                .bind(s.created_at)
-                .bind(s.idle_expires_at)
-                .bind(s.absolute_expires_at)
-                .bind(&s.user_agent_hash)
-                .bind(&s.network_prefix)
-                .bind(&s.user_agent_summary)
-                .execute(&mut *tx)
-                .await?;
+                     idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary, \
+                     credential_version) \
+                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11 FROM users \
+                     WHERE id = $2 AND credential_version = $11 AND NOT disabled {}",
+                    Self::USER_SHARE_LOCK
+                );
+                let created = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(s.id)
+                    .bind(s.user_id)
+                    .bind(&s.client_id)
+                    .bind(&s.scope)
+                    .bind(s.created_at)
+                    .bind(s.idle_expires_at)
+                    .bind(s.absolute_expires_at)
+                    .bind(&s.user_agent_hash)
+                    .bind(&s.network_prefix)
+                    .bind(&s.user_agent_summary)
+                    .bind(s.credential_version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !created {
+                    return Ok(false);
+                }
                 sqlx::query(
                     "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
                      VALUES ($1, $2, 0, 'active', $3)",
@@ -633,7 +682,50 @@ macro_rules! portable_sessions {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
-                Ok(())
+                Ok(true)
+            }
+
+            async fn change_credentials(
+                &self,
+                user: uuid::Uuid,
+                change: &$crate::store::CredentialChange,
+                now: i64,
+                reason: &str,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<Option<u64>> {
+                let mut tx = self.begin_write().await?;
+                let changed = match change {
+                    $crate::store::CredentialChange::Password(hash) => sqlx::query(
+                        "UPDATE users SET password_hash = $2, credential_version = credential_version + 1, \
+                         updated_at = $3 WHERE id = $1",
+                    )
+                    .bind(user)
+                    .bind(hash)
+                    .bind(now),
+                    $crate::store::CredentialChange::Totp(sealed) => sqlx::query(
+                        "UPDATE users SET totp_secret = $2, totp_last_step = NULL, \
+                         credential_version = credential_version + 1, updated_at = $3 WHERE id = $1",
+                    )
+                    .bind(user)
+                    .bind(sealed.clone())
+                    .bind(now),
+                }
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !changed {
+                    return Ok(None);
+                }
+                let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
+                let mut revoked = 0;
+                for id in ids {
+                    if Self::revoke_session_in(&mut tx, id, now, reason, relevant_until, true).await? {
+                        revoked += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(Some(revoked))
             }
 
             async fn rotate_refresh_token(
@@ -699,7 +791,7 @@ macro_rules! portable_sessions {
             async fn revoke_user_sessions(
                 &self,
                 user: uuid::Uuid,
-                by_sub: bool,
+                by_sub: Option<$crate::store::Cutoff>,
                 now: i64,
                 reason: &str,
                 revocation_relevant_until: i64,
@@ -707,18 +799,19 @@ macro_rules! portable_sessions {
                 let mut tx = self.begin_write().await?;
                 let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
                 let mut revoked = 0;
+                // Each sid is listed too: a token minted from one of these
+                // sessions is revoked whatever second it was minted in.
                 for id in ids {
-                    // With a `sub` entry, per-session entries would be redundant.
-                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, !by_sub).await? {
+                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, true).await? {
                         revoked += 1;
                     }
                 }
-                if by_sub {
+                if let Some(cutoff) = by_sub {
                     Self::insert_revocation_in(
                         &mut tx,
                         $crate::store::RevocationKind::Sub,
                         &user.to_string(),
-                        now,
+                        cutoff.at(now, revocation_relevant_until),
                         revocation_relevant_until,
                     )
                     .await?;
@@ -730,6 +823,7 @@ macro_rules! portable_sessions {
             async fn revoke_client_tokens(
                 &self,
                 client_id: &str,
+                cutoff: $crate::store::Cutoff,
                 now: i64,
                 reason: &str,
                 revocation_relevant_until: i64,
@@ -738,7 +832,7 @@ macro_rules! portable_sessions {
                 let ids = Self::live_session_ids_in(&mut tx, "client_id", client_id).await?;
                 let mut revoked = 0;
                 for id in ids {
-                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, false).await? {
+                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, true).await? {
                         revoked += 1;
                     }
                 }
@@ -746,7 +840,7 @@ macro_rules! portable_sessions {
                     &mut tx,
                     $crate::store::RevocationKind::Client,
                     client_id,
-                    now,
+                    cutoff.at(now, revocation_relevant_until),
                     revocation_relevant_until,
                 )
                 .await?;
@@ -818,14 +912,15 @@ macro_rules! portable_sessions {
                 .execute(&self.pool)
                 .await?
                 .rows_affected();
-                sqlx::query(
+                let revocations = sqlx::query(
                     "DELETE FROM revocations WHERE id IN (SELECT id FROM revocations WHERE relevant_until < $1 LIMIT $2)",
                 )
                 .bind(now)
                 .bind(batch)
                 .execute(&self.pool)
-                .await?;
-                Ok(sessions)
+                .await?
+                .rows_affected();
+                Ok(sessions.max(revocations))
             }
 
             async fn session(
@@ -839,20 +934,17 @@ macro_rules! portable_sessions {
             }
         }
 
-        #[async_trait::async_trait]
-        impl $crate::store::AuditLog for $store {
-            async fn append_audit(
-                &self,
+        impl $store {
+            /// Links `events` after the current head and inserts them, inside
+            /// an audit transaction (one writer at a time).
+            async fn append_audit_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
                 events: &[$crate::store::NewAuditEvent],
-                durable: bool,
+                key: &$crate::audit::ChainKey,
             ) -> $crate::store::StoreResult<()> {
-                if events.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.begin_audit(durable).await?;
                 let last: Option<(i64, Vec<u8>)> =
                     sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
                 let (mut seq, mut prev) = match last {
                     Some((seq, hash)) => (seq, hash),
@@ -861,12 +953,69 @@ macro_rules! portable_sessions {
                 let mut rows = Vec::with_capacity(events.len());
                 for e in events {
                     seq += 1;
-                    let hash = $crate::audit::chain_hash(seq, &prev, e).to_vec();
-                    rows.push((seq, e, std::mem::replace(&mut prev, hash.clone()), hash));
+                    let link = key.link(seq, &prev, e).to_vec();
+                    rows.push((seq, e, std::mem::replace(&mut prev, link.clone()), link));
                 }
-                Self::insert_audit_rows_in(&mut tx, &rows).await?;
+                Self::insert_audit_rows_in(tx, &rows).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditLog for $store {
+            async fn append_audit(
+                &self,
+                events: &[$crate::store::NewAuditEvent],
+                durable: bool,
+                key: &$crate::audit::ChainKey,
+            ) -> $crate::store::StoreResult<()> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_audit(durable).await?;
+                Self::append_audit_in(&mut tx, events, key).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn chain_pending_audit(
+                &self,
+                key: &$crate::audit::ChainKey,
+            ) -> $crate::store::StoreResult<u64> {
+                // Cheap check first: nearly always there is nothing to do.
+                let any: Option<i64> = sqlx::query_scalar("SELECT id FROM audit_pending LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if any.is_none() {
+                    return Ok(0);
+                }
+                let mut tx = self.begin_audit(true).await?;
+                // Under the audit lock: another process may have chained them meanwhile.
+                let pending: Vec<(i64, i64, String, String, Option<String>, String)> = sqlx::query_as(
+                    "SELECT id, at, actor, action, subject, detail FROM audit_pending ORDER BY id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                let events: Vec<$crate::store::NewAuditEvent> = pending
+                    .iter()
+                    .map(|(_, at, actor, action, subject, detail)| $crate::store::NewAuditEvent {
+                        at: *at,
+                        actor: actor.clone(),
+                        action: action.clone(),
+                        subject: subject.clone(),
+                        detail: detail.clone(),
+                        network_prefix: None,
+                    })
+                    .collect();
+                if !events.is_empty() {
+                    Self::append_audit_in(&mut tx, &events, key).await?;
+                    let last = pending.last().map_or(0, |p| p.0);
+                    sqlx::query("DELETE FROM audit_pending WHERE id <= $1")
+                        .bind(last)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(events.len() as u64)
             }
 
             async fn audit_page(
@@ -879,6 +1028,47 @@ macro_rules! portable_sessions {
                     .bind(limit)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn audit_head(&self) -> $crate::store::StoreResult<Option<(i64, Vec<u8>)>> {
+                Ok(sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn add_audit_checkpoint(
+                &self,
+                c: &$crate::store::AuditCheckpoint,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_checkpoints (seq, head, legacy_end, at, mac) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(c.seq)
+                .bind(&c.head)
+                .bind(c.legacy_end)
+                .bind(c.at)
+                .bind(&c.mac)
+                .execute(&self.pool)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM audit_checkpoints WHERE id < \
+                     (SELECT MIN(id) FROM (SELECT id FROM audit_checkpoints ORDER BY id DESC LIMIT 1000) AS newest)",
+                )
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_checkpoints(
+                &self,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::AuditCheckpoint>> {
+                Ok(sqlx::query_as(
+                    "SELECT seq, head, legacy_end, at, mac FROM audit_checkpoints ORDER BY id DESC LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
             }
         }
     };

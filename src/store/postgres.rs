@@ -118,6 +118,9 @@ const AUDIT_LOCK: i64 = 0x7465_7373_6572_6102;
 const REVOCATION_CHANNEL: &str = "tessera_revocations";
 
 impl PgStore {
+    /// Locks the user row a new session is checked against until commit.
+    const USER_SHARE_LOCK: &'static str = "FOR SHARE";
+
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
     }
@@ -170,7 +173,8 @@ impl PgStore {
                WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
                  SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
                  WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                   AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled) \
+                   AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled \
+                   AND s.credential_version = u.credential_version) \
                RETURNING session_id, generation), \
              stored AS ( \
                INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \

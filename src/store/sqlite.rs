@@ -78,6 +78,9 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE`: takes the write lock up front. A deferred
     /// transaction that reads and then writes fails at once (SQLITE_BUSY,
     /// no waiting) if another connection wrote in between.
+    /// Locks the user row a new session is checked against until commit.
+    const USER_SHARE_LOCK: &'static str = "";
+
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
@@ -115,7 +118,8 @@ impl SqliteStore {
              WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
                SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
                WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                 AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled) \
+                 AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled \
+                   AND s.credential_version = u.credential_version) \
              RETURNING session_id, generation",
         )
         .bind(r.presented.to_vec())

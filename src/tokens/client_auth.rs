@@ -92,6 +92,12 @@ impl ClientAuthenticator {
         Ok(client)
     }
 
+    /// Drops the cached record of `id` (after a change made here; other
+    /// instances re-read it within [`CLIENT_TTL`]).
+    pub fn forget(&self, id: &str) {
+        self.cache.write().expect("client cache lock").remove(id);
+    }
+
     /// The secret digester (to issue new secrets).
     pub fn digester(&self) -> &SecretDigester {
         &self.digester
@@ -125,9 +131,13 @@ impl ClientAuthenticator {
                 (id, Some(secret))
             }
             (None, secret) => {
-                let id = params
-                    .get("client_id")
-                    .ok_or_else(|| invalid_request("client authentication is required (Basic, client_secret_post, or client_id for public clients)"))?;
+                // RFC 6749 §5.2: no client authentication at all is invalid_client.
+                let id = params.get("client_id").ok_or_else(|| {
+                    OAuthError::new(
+                        ErrorCode::InvalidClient,
+                        "client authentication is required (HTTP Basic, client_secret_post, or client_id for public clients)",
+                    )
+                })?;
                 (id.clone(), secret.cloned())
             }
         };
@@ -161,9 +171,10 @@ impl ClientAuthenticator {
         }
     }
 
-    /// Like [`Self::authenticate`], but only confidential clients pass
-    /// (introspection and the feed reveal more than a public app may see).
-    pub async fn authenticate_confidential(
+    /// Like [`Self::authenticate`], but only resource servers pass
+    /// (confidential clients registered with `--resource-server`):
+    /// introspection and the feed reveal more than other clients may see.
+    pub async fn authenticate_resource_server(
         &self,
         params: &HashMap<String, String>,
         basic: Option<(String, String)>,
@@ -177,6 +188,15 @@ impl ClientAuthenticator {
                 basic_challenge: used_basic,
                 retry_after: None,
             });
+        }
+        if !client.resource_server {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!(
+                    "client {} is not a resource server: register it with --resource-server to introspect tokens and read the revocation feed",
+                    client.id
+                ),
+            ));
         }
         Ok(client)
     }

@@ -11,10 +11,11 @@ use super::client_auth::ClientAuthenticator;
 use super::mint::{MintError, Minter, TokenRequest};
 use super::refresh;
 use crate::audit::{Auditor, Event, client_actor, user_actor};
+use crate::auth::accounts::ADMIN_SCOPE;
 use crate::auth::names::Username;
 use crate::auth::password;
 use crate::auth::rate_limit::RateLimiter;
-use crate::auth::throttle::LoginThrottle;
+use crate::auth::throttle::{LoginThrottle, NetworkCount};
 use crate::revocation::RevocationCache;
 use crate::store::{Client, NewSession, Rotation, RotationRequest, Store};
 
@@ -249,33 +250,7 @@ impl TokenEndpoint {
             Ok(c) => c,
             Err(e) => {
                 if e.code == ErrorCode::InvalidClient {
-                    // Guessing client secrets counts like guessing passwords;
-                    // past the network's cap, failures are refused without a
-                    // database write or an audit row each (nothing to flood).
-                    if let Some(ip) = ip {
-                        if let Some(t) = self
-                            .throttle
-                            .network_throttled(ip, now)
-                            .await
-                            .map_err(unavailable)?
-                        {
-                            return Err(too_many_requests(
-                                t.retry_after,
-                                "too many failed authentications from this network; retry later",
-                            ));
-                        }
-                        self.throttle
-                            .failed_network(ip, now)
-                            .await
-                            .map_err(unavailable)?;
-                    }
-                    self.auditor
-                        .record(
-                            Event::new("anonymous", "client_auth_failed")
-                                .detail("grant_type", grant_type.clone())
-                                .network(ip.map(refresh::network_prefix)),
-                        )
-                        .await;
+                    self.failed_client_auth(grant_type, ip, now).await?;
                 }
                 return Err(e);
             }
@@ -291,7 +266,7 @@ impl TokenEndpoint {
         check_browser_request(&client, &presented)?;
         let result = match grant_type.as_str() {
             "client_credentials" => {
-                let issued = self.client_credentials(&client, params, now)?;
+                let issued = self.client_credentials(&client, params, now).await?;
                 self.auditor
                     .record(
                         Event::new(client_actor(&client.id), "client_token_issued")
@@ -323,14 +298,69 @@ impl TokenEndpoint {
         result
     }
 
-    /// Scopes: each requested one must be allowed; none requested means all allowed.
-    fn scopes(client: &Client, params: &HashMap<String, String>) -> Result<String, OAuthError> {
-        match params.get("scope") {
-            None => Ok(client.scopes.join(" ")),
-            Some(requested) => {
-                let allowed: Vec<&str> = client.scopes.iter().map(String::as_str).collect();
-                narrow(&allowed, requested, &format!("client {}", client.id))
+    /// Counts a failed client authentication against its network and
+    /// audits it while under the cap; past it the answer is 429, with one
+    /// summary audit row when the cap is reached and nothing written after
+    /// (an anonymous flood cannot grow the append-only log).
+    async fn failed_client_auth(
+        &self,
+        grant_type: &str,
+        ip: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let network = ip.map(refresh::network_prefix);
+        let count = match ip {
+            Some(ip) => self
+                .throttle
+                .failed_client_auth(ip, now)
+                .await
+                .map_err(unavailable)?,
+            None => NetworkCount::Counted,
+        };
+        let refused = |t: crate::auth::throttle::Throttled| {
+            too_many_requests(
+                t.retry_after,
+                "too many failed authentications from this network; retry later",
+            )
+        };
+        match count {
+            NetworkCount::Counted => {
+                self.auditor
+                    .record(
+                        Event::new("anonymous", "client_auth_failed")
+                            .detail("grant_type", grant_type.to_owned())
+                            .network(network),
+                    )
+                    .await;
+                Ok(())
             }
+            NetworkCount::CapReached(t) => {
+                self.auditor
+                    .record(
+                        Event::new("anonymous", "network_failure_cap_reached")
+                            .detail("failures", self.throttle.policy().network_failures)
+                            .detail("until", now + t.retry_after)
+                            .network(network),
+                    )
+                    .await;
+                Err(refused(t))
+            }
+            NetworkCount::Capped(t) => Err(refused(t)),
+        }
+    }
+
+    /// Scopes: each requested one must be allowed; none requested means all allowed.
+    /// `tessera:admin` is granted only to a client acting for itself
+    /// (client_credentials): never to a token that carries a user.
+    fn scopes(
+        client: &Client,
+        params: &HashMap<String, String>,
+        for_user: bool,
+    ) -> Result<String, OAuthError> {
+        let allowed = grantable(client.scopes.iter().map(String::as_str), for_user);
+        match params.get("scope") {
+            None => Ok(allowed.join(" ")),
+            Some(requested) => narrow(&allowed, requested, &format!("client {}", client.id)),
         }
     }
 
@@ -356,7 +386,7 @@ impl TokenEndpoint {
         }
     }
 
-    fn client_credentials(
+    async fn client_credentials(
         &self,
         client: &Client,
         params: &HashMap<String, String>,
@@ -368,7 +398,7 @@ impl TokenEndpoint {
                 "client_credentials needs a confidential client",
             ));
         }
-        let scope = Self::scopes(client, params)?;
+        let scope = Self::scopes(client, params, false)?;
         let audiences = Self::audiences(client, params)?;
         self.respond(
             TokenRequest {
@@ -381,6 +411,7 @@ impl TokenEndpoint {
             None,
             now,
         )
+        .await
     }
 
     /// RFC 6749 §4.3: the user's password opens a session.
@@ -398,32 +429,36 @@ impl TokenEndpoint {
         let secret = params
             .get("password")
             .ok_or_else(|| invalid_request("password is required"))?;
-        let scope = Self::scopes(client, params)?;
+        let scope = Self::scopes(client, params, true)?;
         let audiences = Self::audiences(client, params)?;
         let bad_credentials =
             || OAuthError::new(ErrorCode::InvalidGrant, "wrong username or password");
 
-        // Before any work: a locked account or a guessing network is refused
-        // whether or not the password would be right.
-        if let Some(t) = self
+        // Before any work: the attempt is counted (atomically, on every
+        // instance), or refused if the account is locked or the network has
+        // used up its failures, whether or not the password would be right.
+        let attempt = match self
             .throttle
-            .check(username, ip, now)
+            .attempt(username, ip, now)
             .await
             .map_err(unavailable)?
         {
-            let from = if t.account {
-                "for this account"
-            } else {
-                "from this network"
-            };
-            return Err(too_many_requests(
-                t.retry_after,
-                format!(
-                    "too many failed logins {from}; retry in {} s",
-                    t.retry_after
-                ),
-            ));
-        }
+            Ok(attempt) => attempt,
+            Err(t) => {
+                let from = if t.account {
+                    "for this account"
+                } else {
+                    "from this network"
+                };
+                return Err(too_many_requests(
+                    t.retry_after,
+                    format!(
+                        "too many failed logins {from}; retry in {} s",
+                        t.retry_after
+                    ),
+                ));
+            }
+        };
         // An impossible username is looked up as nobody: the same Argon2 work is done.
         let user = match Username::parse(username) {
             Ok(name) => self
@@ -466,14 +501,19 @@ impl TokenEndpoint {
                     Some(_) => "wrong password",
                 };
                 self.auditor.record(failed(other.as_ref(), reason)).await;
-                self.count_failure(username, other.as_ref(), ip, network.clone(), now)
-                    .await?;
+                self.locked_if(&attempt, other.as_ref(), network.clone())
+                    .await;
                 return Err(bad_credentials());
             }
         };
         // The second factor is asked for only once the password is right.
         if let Some(sealed) = &user.totp_secret {
             let Some(code) = params.get("otp") else {
+                // Nothing was guessed yet: the attempt is given back.
+                self.throttle
+                    .not_checked(attempt)
+                    .await
+                    .map_err(unavailable)?;
                 return Err(OAuthError::new(
                     ErrorCode::InvalidGrant,
                     "a one-time password is required for this user: send it in the otp parameter",
@@ -495,8 +535,7 @@ impl TokenEndpoint {
             let Some(step) = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
             else {
                 self.auditor.record(failed(Some(&user), "wrong otp")).await;
-                self.count_failure(username, Some(&user), ip, network.clone(), now)
-                    .await?;
+                self.locked_if(&attempt, Some(&user), network.clone()).await;
                 return Err(wrong());
             };
             // Atomic: two logins racing with the same code cannot both pass.
@@ -507,14 +546,13 @@ impl TokenEndpoint {
                 .map_err(unavailable)?
             {
                 self.auditor.record(failed(Some(&user), "reused otp")).await;
-                self.count_failure(username, Some(&user), ip, network.clone(), now)
-                    .await?;
+                self.locked_if(&attempt, Some(&user), network.clone()).await;
                 return Err(wrong());
             }
         }
 
         self.throttle
-            .succeeded(username)
+            .succeeded(attempt)
             .await
             .map_err(unavailable)?;
         let (refresh_token, hash) = refresh::generate();
@@ -529,11 +567,24 @@ impl TokenEndpoint {
             user_agent_summary: user_agent.as_deref().map(super::user_agent::summary),
             user_agent_hash: user_agent.map(|ua| refresh::sha256(ua.as_bytes()).to_vec()),
             network_prefix: network.clone(),
+            credential_version: user.credential_version,
         };
-        self.store
+        // Refused if the password changed, TOTP was enrolled or the user was
+        // disabled while this login was being checked.
+        if !self
+            .store
             .create_session(&session, &hash)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+        {
+            self.auditor
+                .record(failed(Some(&user), "credentials changed during login"))
+                .await;
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the user's credentials changed while this login was checked; log in again",
+            ));
+        }
         self.auditor
             .record(
                 Event::new(user_actor(user.id), "login")
@@ -553,7 +604,8 @@ impl TokenEndpoint {
             },
             Some(refresh_token.to_string()),
             now,
-        )?;
+        )
+        .await?;
         if client.cookie {
             response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
         }
@@ -672,13 +724,13 @@ impl TokenEndpoint {
                 ));
             }
         }
-        // A refresh may narrow the session's scopes, never widen them.
+        // A refresh may narrow the session's scopes, never widen them (and
+        // never passes on tessera:admin, which a session opened before admin
+        // clients were restricted may still list).
+        let allowed = grantable(session.scope.split(' '), true);
         let scope = match params.get("scope") {
-            None => session.scope.clone(),
-            Some(requested) => {
-                let allowed: Vec<&str> = session.scope.split(' ').collect();
-                narrow(&allowed, requested, "this session")?
-            }
+            None => allowed.join(" "),
+            Some(requested) => narrow(&allowed, requested, "this session")?,
         };
         let audiences = Self::audiences(client, params)?;
         self.auditor
@@ -706,7 +758,8 @@ impl TokenEndpoint {
             },
             Some(next.to_string()),
             now,
-        )?;
+        )
+        .await?;
         if client.cookie {
             response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
         }
@@ -715,21 +768,15 @@ impl TokenEndpoint {
 }
 
 impl TokenEndpoint {
-    /// Counts a failed login; the failure that locks an account is audited.
-    async fn count_failure(
+    /// Audits the lockout if the failed `attempt` is the one that locked
+    /// its account (the failure itself was counted before the check).
+    async fn locked_if(
         &self,
-        username: &str,
+        attempt: &crate::auth::throttle::Attempt,
         user: Option<&crate::store::User>,
-        ip: Option<std::net::IpAddr>,
         network: Option<String>,
-        now: i64,
-    ) -> Result<(), OAuthError> {
-        if self
-            .throttle
-            .failed(username, ip, now)
-            .await
-            .map_err(unavailable)?
-        {
+    ) {
+        if attempt.locks_account(&self.throttle.policy()) {
             let mut event = Event::new("system", "account_locked")
                 .detail("failures", self.throttle.policy().account_failures)
                 .network(network);
@@ -738,16 +785,43 @@ impl TokenEndpoint {
             }
             self.auditor.record_durable(event).await;
         }
-        Ok(())
     }
 
     /// Mints the access token and builds the §5.1 response.
-    fn respond(
+    ///
+    /// A `sub` or `client` revocation covers tokens issued up to the second
+    /// it committed. A token this request would issue in that second (or
+    /// earlier: the request began before the revocation) would be revoked
+    /// at birth although its session or client is live, so it is issued
+    /// with the next second's `iat`, waiting for that second if need be
+    /// (at most a second, and only right after such a revocation). A
+    /// cut-off further ahead means the user or client is disabled.
+    async fn respond(
         &self,
         request: TokenRequest,
         refresh_token: Option<String>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
+        let mut now = now;
+        if let Some(cutoff) = self
+            .revocations
+            .set()
+            .cutoff(&request.sub, &request.client_id)
+            .filter(|cutoff| *cutoff >= now)
+        {
+            if cutoff > now + 2 {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the tokens of this user or client are revoked",
+                ));
+            }
+            now = cutoff + 1;
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let wait = std::time::Duration::from_secs(now as u64).saturating_sub(since_epoch);
+            tokio::time::sleep(wait).await;
+        }
         let scope = request.scope.clone();
         let minted = self.minter.mint(request, now).map_err(mint_error)?;
         Ok(TokenResponse {
@@ -759,6 +833,13 @@ impl TokenEndpoint {
             refresh_cookie_max_age: None,
         })
     }
+}
+
+/// The scopes of `list` a token may carry: all of them for a client acting
+/// for itself, all but `tessera:admin` for a token that carries a user.
+fn grantable<'a>(list: impl Iterator<Item = &'a str>, for_user: bool) -> Vec<&'a str> {
+    list.filter(|s| !s.is_empty() && !(for_user && *s == ADMIN_SCOPE))
+        .collect()
 }
 
 /// The requested scopes if each is in `allowed` (deduplicated, in request

@@ -221,6 +221,15 @@ impl RevocationSet {
         self.len() == 0
     }
 
+    /// The latest `revoked_at` of the `sub` and `client` entries naming
+    /// `sub` or `client_id`: a token for them issued at or before it is
+    /// revoked from birth.
+    pub fn cutoff(&self, sub: &str, client_id: &str) -> Option<i64> {
+        let inner = self.inner.read().expect("revocation set lock");
+        let at = |map: &HashMap<String, (i64, i64)>, value: &str| map.get(value).map(|(at, _)| *at);
+        at(&inner.sub, sub).max(at(&inner.client, client_id))
+    }
+
     /// Whether a token with these claims is revoked.
     pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
         self.is_revoked_parts(

@@ -135,6 +135,7 @@ async fn login_at_issuer(f: &Fixture) -> (String, String) {
                 origins: vec![],
                 cookie: false,
                 admin: false,
+                resource_server: false,
                 on_binding_change: "audit".into(),
             },
             0,
@@ -287,7 +288,7 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
         M::POST,
         "/clients",
         Some(&admin),
-        Some(json!({"client_id": "batch", "confidential": true, "scopes": ["read"]})),
+        Some(json!({"client_id": "batch", "confidential": true, "scopes": ["read"], "audiences": [ISSUER]})),
     )
     .await;
     assert_eq!(res.status(), 201);

@@ -1,10 +1,17 @@
-//! The audit trail's hash chain, on both engines: appends from many writers
-//! form one chain, and `verify_chain` names the first tampered row.
+//! The audit trail's keyed chain, on both engines: appends from many writers
+//! form one chain, `verify_chain` names the first tampered row, rows cut from
+//! the end after a checkpoint are found, and someone who can write the
+//! database but lacks the master key can neither edit nor recompute a row.
 
-use tessera::audit::{ChainError, verify_chain};
+use tessera::audit::{ChainError, ChainKey, checkpoint, legacy_link, verify_chain};
+use tessera::keys::master::MasterKey;
 use tessera::store::NewAuditEvent;
 
 use crate::helpers::{Engine, TestStore, on_both_engines, test_store};
+
+fn key() -> ChainKey {
+    ChainKey::new(&MasterKey::from_bytes(&[5; 32]))
+}
 
 fn event(n: usize) -> NewAuditEvent {
     NewAuditEvent {
@@ -20,8 +27,12 @@ fn event(n: usize) -> NewAuditEvent {
 async fn with_rows(engine: Engine, rows: usize) -> TestStore {
     let s = test_store(engine).await;
     let events: Vec<_> = (0..rows).map(event).collect();
-    s.store.append_audit(&events, true).await.unwrap();
+    s.store.append_audit(&events, true, &key()).await.unwrap();
     s
+}
+
+async fn rows_verified(s: &TestStore) -> Result<i64, ChainError> {
+    verify_chain(s.store.as_ref(), &key()).await.map(|r| r.rows)
 }
 
 async fn concurrent_writers_build_one_chain(engine: Engine) {
@@ -32,7 +43,7 @@ async fn concurrent_writers_build_one_chain(engine: Engine) {
             for b in 0..5 {
                 let batch: Vec<_> = (0..3).map(|i| event(w * 100 + b * 10 + i)).collect();
                 store
-                    .append_audit(&batch, false)
+                    .append_audit(&batch, false, &key())
                     .await
                     .expect("append under contention");
             }
@@ -41,7 +52,7 @@ async fn concurrent_writers_build_one_chain(engine: Engine) {
     for w in writers.collect::<Vec<_>>() {
         w.await.unwrap();
     }
-    assert_eq!(verify_chain(s.store.as_ref()).await, Ok(8 * 5 * 3));
+    assert_eq!(rows_verified(&s).await, Ok(8 * 5 * 3));
 }
 
 /// Lets the test change rows the database otherwise refuses to change.
@@ -69,19 +80,21 @@ async fn allow_tampering(s: &TestStore, engine: Engine) {
     }
 }
 
+const EDITED: &str = "content does not match its link (edited, or written without the master key)";
+
 async fn an_edited_row_is_named(engine: Engine) {
     let s = with_rows(engine, 5).await;
-    assert_eq!(verify_chain(s.store.as_ref()).await, Ok(5));
+    assert_eq!(rows_verified(&s).await, Ok(5));
     allow_tampering(&s, engine).await;
     s.raw
         .execute("UPDATE audit_log SET actor = 'mallory' WHERE seq = 3", &[])
         .await
         .unwrap();
     assert_eq!(
-        verify_chain(s.store.as_ref()).await,
+        rows_verified(&s).await,
         Err(ChainError::Broken {
             seq: 3,
-            reason: "content does not match its hash (edited)"
+            reason: EDITED
         })
     );
 }
@@ -94,30 +107,50 @@ async fn a_removed_row_is_named(engine: Engine) {
         .await
         .unwrap();
     assert!(matches!(
-        verify_chain(s.store.as_ref()).await,
+        rows_verified(&s).await,
         Err(ChainError::Broken { seq: 2, .. })
     ));
 }
 
-async fn a_rehashed_row_still_breaks_the_link(engine: Engine) {
-    // An attacker who edits a row and recomputes its hash breaks the next
-    // row's link instead.
+/// Someone with write access to the database but not the master key
+/// rewrites a row and recomputes its link the only way they can (the
+/// unkeyed hash, or a key of their own): the row itself is reported.
+async fn a_row_rewritten_without_the_master_key_is_named(engine: Engine) {
     let s = with_rows(engine, 4).await;
     allow_tampering(&s, engine).await;
     let rows = s.store.audit_page(0, 10).await.unwrap();
     let mut forged = event(99);
     forged.actor = "mallory".into();
-    let hash = tessera::audit::chain_hash(2, &rows[0].hash, &forged);
+    let unkeyed = legacy_link(2, &rows[0].hash, &forged);
+    let other_key = ChainKey::new(&MasterKey::from_bytes(&[6; 32])).link(2, &rows[0].hash, &forged);
+    for link in [unkeyed, other_key] {
+        s.raw
+            .execute(
+                "UPDATE audit_log SET actor = 'mallory', at = 1800000099, subject = 'subject-99', \
+                 detail = '{\"n\":99}', hash = $1 WHERE seq = 2",
+                &[&link],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rows_verified(&s).await,
+            Err(ChainError::Broken {
+                seq: 2,
+                reason: EDITED
+            })
+        );
+    }
+    // Even with the key, a rewritten row breaks the next row's link.
+    let keyed = key().link(2, &rows[0].hash, &forged);
     s.raw
         .execute(
-            "UPDATE audit_log SET actor = 'mallory', at = 1800000099, subject = 'subject-99', \
-             detail = '{\"n\":99}', hash = $1 WHERE seq = 2",
-            &[&hash],
+            "UPDATE audit_log SET hash = $1 WHERE seq = 2",
+            &[&keyed],
         )
         .await
         .unwrap();
     assert_eq!(
-        verify_chain(s.store.as_ref()).await,
+        rows_verified(&s).await,
         Err(ChainError::Broken {
             seq: 3,
             reason: "does not link to the previous row"
@@ -125,9 +158,92 @@ async fn a_rehashed_row_still_breaks_the_link(engine: Engine) {
     );
 }
 
+/// The review's reproduction: rows cut from the end (trigger dropped) left a
+/// chain that verified. The newest checkpoint now vouches for them.
+async fn rows_cut_from_the_end_after_a_checkpoint_are_detected(engine: Engine) {
+    let s = with_rows(engine, 67).await;
+    assert_eq!(checkpoint(s.store.as_ref(), &key(), None).await.unwrap(), 67);
+    let report = verify_chain(s.store.as_ref(), &key()).await.unwrap();
+    assert_eq!(report.checkpoint.map(|c| c.0), Some(67));
+    allow_tampering(&s, engine).await;
+    s.raw
+        .execute("DELETE FROM audit_log WHERE seq >= 9", &[])
+        .await
+        .unwrap();
+    match verify_chain(s.store.as_ref(), &key()).await {
+        Err(ChainError::Truncated {
+            checkpoint: 67,
+            last: 8,
+            first_missing: 9,
+            ..
+        }) => {}
+        other => panic!("truncation not detected: {other:?}"),
+    }
+    // A checkpoint forged without the key (or its MAC edited) is not believed:
+    // the genuine one still stands.
+    s.raw
+        .execute(
+            "INSERT INTO audit_checkpoints (seq, head, legacy_end, at, mac) \
+             SELECT 8, hash, 0, 1800000000, $1 FROM audit_log WHERE seq = 8",
+            &[&[7u8; 32]],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        verify_chain(s.store.as_ref(), &key()).await,
+        Err(ChainError::Truncated { checkpoint: 67, .. })
+    ));
+}
+
+/// Rows written before the chain was keyed verify as such, up to where the
+/// migration recorded they end; an unkeyed row after that is refused.
+async fn rows_from_before_the_keyed_chain_verify_up_to_the_recorded_end(engine: Engine) {
+    let s = test_store(engine).await;
+    // Two rows as the previous version wrote them, then the record the
+    // migration writes.
+    let mut prev = tessera::audit::GENESIS.to_vec();
+    for seq in 1..=2 {
+        let e = event(seq as usize);
+        let link = legacy_link(seq, &prev, &e);
+        s.raw
+            .execute(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+                 SELECT seq, 1800000000 + seq, 'cli', 'test_event', 'subject-' || seq, '{\"n\":' || seq || '}', NULL, $2, $3 \
+                 FROM (SELECT CAST(length($1) AS BIGINT) AS seq) AS one",
+                &[&vec![0u8; seq as usize], &prev, &link],
+            )
+            .await
+            .unwrap();
+        prev = link.to_vec();
+    }
+    s.raw
+        .execute("UPDATE audit_checkpoints SET legacy_end = 2, seq = 2", &[])
+        .await
+        .unwrap();
+    s.store
+        .append_audit(&[event(3), event(4)], true, &key())
+        .await
+        .unwrap();
+    let report = verify_chain(s.store.as_ref(), &key()).await.unwrap();
+    assert_eq!((report.rows, report.legacy_end), (4, 2));
+    assert!(report.to_string().contains("rows 1–2 written before the chain was keyed"));
+    // Once a keyed checkpoint exists, moving the unkeyed end forward is ignored.
+    checkpoint(s.store.as_ref(), &key(), None).await.unwrap();
+    s.raw
+        .execute("UPDATE audit_checkpoints SET legacy_end = 4 WHERE mac IS NULL", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_chain(s.store.as_ref(), &key()).await.unwrap().legacy_end,
+        2
+    );
+}
+
 on_both_engines!(
     concurrent_writers_build_one_chain,
     an_edited_row_is_named,
     a_removed_row_is_named,
-    a_rehashed_row_still_breaks_the_link,
+    a_row_rewritten_without_the_master_key_is_named,
+    rows_cut_from_the_end_after_a_checkpoint_are_detected,
+    rows_from_before_the_keyed_chain_verify_up_to_the_recorded_end,
 );

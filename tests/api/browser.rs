@@ -56,6 +56,7 @@ async fn the_example_spa_works_in_a_real_browser() {
                 origins: vec![spa_origin.clone()],
                 cookie: true,
                 admin: false,
+                resource_server: false,
                 on_binding_change: "audit".into(),
             },
             0,

@@ -96,7 +96,7 @@ async fn a_disabled_client_is_refused_at_once_on_every_instance(engine: Engine) 
     let res = admin(
         &f,
         "/clients",
-        Some(json!({"client_id": "late", "confidential": true, "scopes": ["read"]})),
+        Some(json!({"client_id": "late", "confidential": true, "scopes": ["read"], "audiences": ["https://api.example"]})),
     )
     .await;
     assert_eq!(res.status(), 201);

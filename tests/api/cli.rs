@@ -416,6 +416,8 @@ fn users_and_clients_from_the_command_line() {
             "--confidential",
             "--scope",
             "read",
+            "--audience",
+            "https://api.example",
         ],
         None,
     );
@@ -459,6 +461,32 @@ fn users_and_clients_from_the_command_line() {
             ],
             "reserved for admin clients",
         ),
+        // The review's finding: a public admin client let any user's password
+        // login read the admin API.
+        (
+            vec!["client", "add", "x", "--public", "--admin"],
+            "must be confidential with client_credentials as its only grant",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--confidential",
+                "--admin",
+                "--grant",
+                "password",
+            ],
+            "must be confidential with client_credentials as its only grant",
+        ),
+        (
+            vec!["client", "add", "x", "--public", "--resource-server"],
+            "a resource server (--resource-server) must be confidential",
+        ),
+        (
+            vec!["client", "add", "x", "--confidential"],
+            "needs at least one audience",
+        ),
         (
             vec![
                 "client",
@@ -483,7 +511,14 @@ fn users_and_clients_from_the_command_line() {
         ),
         (vec!["client", "add", "x/y", "--public"], "client_id: "),
         (
-            vec!["client", "add", "BACKEND", "--public"],
+            vec![
+                "client",
+                "add",
+                "BACKEND",
+                "--public",
+                "--audience",
+                "https://api.example",
+            ],
             "already exists",
         ),
         (

@@ -27,6 +27,7 @@ async fn app_with_spa(engine: Engine) -> TestApp {
                 origins: vec![ORIGIN.into(), "https://app.example".into()],
                 cookie: true,
                 admin: false,
+                resource_server: false,
                 on_binding_change: "audit".into(),
             },
             0,

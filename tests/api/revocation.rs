@@ -47,6 +47,8 @@ async fn add_client(
         origins: vec![],
         cookie: false,
         admin,
+        // Every confidential fixture client but the admin reads the feed.
+        resource_server: confidential && !admin,
         on_binding_change: "audit".into(),
     };
     app.store.create_client(&client, 0).await.unwrap();
@@ -361,7 +363,7 @@ async fn another_clients_token_is_not_revoked(engine: Engine) {
     }
     assert_eq!(introspect(&f, &access).await["active"], true);
     assert_eq!(refresh(&f.app, &refresh_token).await.status(), 200);
-    // Client authentication is required and checked.
+    // Client authentication is required (RFC 6749 §5.2: invalid_client) and checked.
     let res = form(
         &f.app,
         &f.app.address,
@@ -370,7 +372,8 @@ async fn another_clients_token_is_not_revoked(engine: Engine) {
         None,
     )
     .await;
-    assert_eq!(res.status(), 400);
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_client");
     let res = revoke(&f, &access, ("other", Some("wrong"))).await;
     assert_eq!(res.status(), 401);
     let res = form(

@@ -29,6 +29,7 @@ fn spa_session(sid: Uuid, user: Uuid) -> NewSession {
         user_agent_hash: None,
         network_prefix: None,
         user_agent_summary: None,
+        credential_version: 0,
     }
 }
 
@@ -59,6 +60,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                     origins: vec![],
                     cookie: false,
                     admin: false,
+                    resource_server: false,
                     on_binding_change: "audit".into(),
                 },
                 T0,
@@ -261,6 +263,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
                 user_agent_hash: None,
                 network_prefix: None,
                 user_agent_summary: None,
+                credential_version: 0,
             },
             &token(50),
         )
@@ -423,7 +426,13 @@ async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
         let rotating: Vec<_> = rotating.collect();
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         store
-            .revoke_user_sessions(user, true, T0 + 10, "test", T0 + 910)
+            .revoke_user_sessions(
+                user,
+                Some(tessera::store::Cutoff::Commit),
+                T0 + 10,
+                "test",
+                T0 + 910,
+            )
             .await
             .unwrap_or_else(|e| panic!("round {round}: revoking failed: {e}"));
         for r in rotating {

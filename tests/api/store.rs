@@ -25,6 +25,7 @@ fn new_client(id: &str, secret: Option<Vec<u8>>) -> NewClient {
         origins: vec!["https://app.example".into()],
         cookie: true,
         admin: false,
+        resource_server: false,
         on_binding_change: "audit".into(),
     }
 }

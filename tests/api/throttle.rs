@@ -21,6 +21,7 @@ async fn app(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
                 origins: vec![],
                 cookie: false,
                 admin: false,
+                resource_server: false,
                 on_binding_change: "audit".into(),
             },
             0,

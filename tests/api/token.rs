@@ -38,6 +38,7 @@ async fn add_client(app: &TestApp, id: &str, confidential: bool, grants: &[&str]
         origins: vec![],
         cookie: false,
         admin: false,
+        resource_server: confidential,
         on_binding_change: "audit".into(),
     };
     app.store.create_client(&client, 0).await.unwrap();
@@ -159,9 +160,13 @@ async fn client_authentication_failures(engine: Engine) {
     )
     .await;
     assert_eq!(error_of(both, 400).await.0, "invalid_request");
+    // RFC 6749 §5.2: no client authentication at all is invalid_client,
+    // without a Basic challenge (Basic was not tried).
+    let none = post(&app, &[cc], None).await;
+    assert!(none.headers().get("www-authenticate").is_none());
     assert_eq!(
-        error_of(post(&app, &[cc], None).await, 400).await.0,
-        "invalid_request",
+        error_of(none, 401).await.0,
+        "invalid_client",
         "no client at all"
     );
     // A public client cannot use client_credentials, even if registered with it.
@@ -540,6 +545,7 @@ async fn a_changed_browser_revokes_when_the_client_says_so(engine: Engine) {
         origins: vec![],
         cookie: false,
         admin: false,
+        resource_server: false,
         on_binding_change: "revoke".into(),
     };
     app.store.create_client(&strict, 0).await.unwrap();
