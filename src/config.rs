@@ -160,8 +160,10 @@ impl fmt::Debug for Config {
 /// Where the master key comes from.
 #[derive(Clone, Debug)]
 pub enum MasterKeySetting {
-    /// Given by the operator (`TESSERA_MASTER_KEY` or `TESSERA_MASTER_KEY_FILE`).
+    /// Given by the operator in `TESSERA_MASTER_KEY`.
     Provided(MasterKey),
+    /// Read from the operator's `TESSERA_MASTER_KEY_FILE`.
+    File(MasterKey, PathBuf),
     /// Neither was given: a key is generated once into this file (SQLite only).
     DevFile(PathBuf),
 }
@@ -542,7 +544,7 @@ fn master_key_setting(
             let path = PathBuf::from(src.get("master_key_file").unwrap_or_default());
             let key = MasterKey::from_file(&path)
                 .map_err(|e| src.error("master_key_file", e.to_string()))?;
-            Ok(MasterKeySetting::Provided(key))
+            Ok(MasterKeySetting::File(key, path))
         }
         (false, false) if engine == Engine::Postgres => Err(src.error(
             "master_key_file",
@@ -841,7 +843,7 @@ mod tests {
     fn the_example_master_key_file_is_loadable() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/keys.example/master.key");
         let c = load(&[("TESSERA_MASTER_KEY_FILE", path)]).unwrap();
-        assert!(matches!(c.master_key, MasterKeySetting::Provided(_)));
+        assert!(matches!(c.master_key, MasterKeySetting::File(..)));
     }
 
     #[test]

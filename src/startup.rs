@@ -353,8 +353,17 @@ const MASTER_KEY_CHECK_TEXT: &[u8] = b"tessera master key check";
 /// were sealed under, so a wrong key fails at start rather than at first use.
 pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Result<MasterKey> {
     let (key, origin) = match &config.master_key {
-        MasterKeySetting::Provided(key) => {
-            (key.clone(), "TESSERA_MASTER_KEY_FILE / TESSERA_MASTER_KEY")
+        MasterKeySetting::Provided(key) => (key.clone(), "TESSERA_MASTER_KEY"),
+        MasterKeySetting::File(key, path) => {
+            if let Some(mode) = crate::keys::master::readable_by_others(path) {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "TESSERA_MASTER_KEY_FILE is readable by group or others: anyone who can read it \
+                     can decrypt every secret at rest; chmod 600 it"
+                );
+            }
+            (key.clone(), "TESSERA_MASTER_KEY_FILE")
         }
         MasterKeySetting::DevFile(path) => {
             let (key, created) = MasterKey::load_or_create_dev_file(path)

@@ -40,6 +40,9 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        if file.as_os_str() != ":memory:" {
+            private_file(file)?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
@@ -53,6 +56,60 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Creates the database file readable by its owner alone (SQLite gives the
+/// -wal and -shm files it creates beside it the same mode), or takes group
+/// and other permissions away from an existing one, with a warning: it holds
+/// password hashes, sealed keys and the audit log.
+fn private_file(path: &std::path::Path) -> StoreResult<()> {
+    let failed = |e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot secure database file {}: {e}", path.display()))
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(failed(e)),
+        }
+        for file in [
+            path.to_path_buf(),
+            sibling(path, "-wal"),
+            sibling(path, "-shm"),
+        ] {
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode & 0o700))
+                    .map_err(failed)?;
+                tracing::warn!(
+                    file = %file.display(),
+                    was = format!("{:o}", mode & 0o777),
+                    "the database file was readable by other users; it is now private (0600)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, failed);
+    Ok(())
+}
+
+/// `name-wal`, `name-shm`: SQLite appends to the whole file name.
+#[cfg(unix)]
+fn sibling(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    std::path::PathBuf::from(name)
 }
 
 impl SqliteStore {

@@ -72,15 +72,18 @@ pub fn parse_basic(value: &[u8]) -> Result<Option<(String, String)>, FormError> 
         .map_err(|_| malformed())?;
     let decoded = String::from_utf8(decoded).map_err(|_| malformed())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+    // The whole of each part is one encoded value: `+` is a space and `%XX`
+    // a byte, nothing else is special (an `&` or `=` is itself, not a
+    // parameter boundary).
     let form_decode = |s: &str| -> Result<String, FormError> {
-        let value: String = url::form_urlencoded::parse(format!("v={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        if value.contains('\u{FFFD}') || value.chars().any(char::is_control) {
+        let plus_as_space = s.replace('+', " ");
+        let value = percent_encoding::percent_decode_str(&plus_as_space)
+            .decode_utf8()
+            .map_err(|_| malformed())?;
+        if value.chars().any(char::is_control) {
             return Err(malformed());
         }
-        Ok(value)
+        Ok(value.into_owned())
     };
     let (id, secret) = (form_decode(id)?, form_decode(secret)?);
     if id.is_empty() {
@@ -147,6 +150,28 @@ mod tests {
             Some(("my app".into(), "s:cret".into()))
         );
         assert_eq!(parse_basic(b"Bearer abc").unwrap(), None);
+        // RFC 6749 §2.3.1: each part is decoded whole; `&` and `=` do not
+        // end it (the review's `-u "rs:SECRET&junk"` and `-u "rs&x=1:SECRET"`).
+        let basic = |raw: &str| {
+            parse_basic(
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(
+            basic("rs:SECRET&junk").unwrap(),
+            Some(("rs".into(), "SECRET&junk".into()))
+        );
+        assert_eq!(
+            basic("rs&x=1:SECRET").unwrap(),
+            Some(("rs&x=1".into(), "SECRET".into()))
+        );
+        assert_eq!(
+            basic("a+b:c%26d%3D").unwrap(),
+            Some(("a b".into(), "c&d=".into()))
+        );
+        assert!(basic("rs:%FF").is_err(), "not UTF-8");
+        assert!(basic("rs:a%0Ab").is_err(), "control character");
         assert!(parse_basic(b"Basic !!!").is_err());
         assert!(parse_basic(b"Basic").is_err());
         let empty_id = format!(

@@ -415,8 +415,201 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
     );
 }
 
+/// The review's high finding: `client add console --public --admin`, then
+/// any user's password login through `console` read the admin API. Such a
+/// client can no longer be registered; a row left from before (the
+/// migration repairs those too) still yields no admin token to a user.
+async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
+    use reqwest::Method as M;
+    let f = fixture(engine).await;
+    let admin = admin_token(&f).await;
+    for spec in [
+        json!({"client_id": "console", "confidential": false, "admin": true, "audiences": [ISSUER]}),
+        json!({"client_id": "console", "confidential": true, "admin": true, "grants": ["client_credentials", "password"]}),
+    ] {
+        let res = call(&f, M::POST, "/clients", Some(&admin), Some(spec)).await;
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("must be confidential with client_credentials as its only grant"),
+            "{body}"
+        );
+    }
+    // A row as the old validation let through.
+    f.app
+        .store
+        .create_client(
+            &tessera::store::NewClient {
+                id: "console".into(),
+                secret_digest: None,
+                grant_types: vec!["password".into(), "refresh_token".into()],
+                scopes: vec!["read".into(), "tessera:admin".into()],
+                audiences: vec![ISSUER.into()],
+                origins: vec![],
+                cookie: false,
+                admin: true,
+                resource_server: false,
+                on_binding_change: "audit".into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let password_login = |scope: Option<&'static str>| {
+        let f = &f;
+        async move {
+            let mut pairs = vec![
+                ("grant_type", "password"),
+                ("client_id", "console"),
+                ("username", "alice"),
+                ("password", crate::revocation::PASSWORD),
+            ];
+            if let Some(scope) = scope {
+                pairs.push(("scope", scope));
+            }
+            form(&f.app, &f.app.address, "/oauth/token", &pairs, None).await
+        }
+    };
+    // Asked for, tessera:admin is refused to a user grant.
+    let res = password_login(Some("tessera:admin")).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
+    // Not asked for, it is left out.
+    let body: Value = password_login(None).await.json().await.unwrap();
+    assert_eq!(body["scope"], "read", "{body}");
+    let user_token = body["access_token"].as_str().unwrap().to_owned();
+    for path in ["/keys", "/users/alice/sessions"] {
+        assert_eq!(
+            call(&f, M::GET, path, Some(&user_token), None).await.status(),
+            403,
+            "{path}"
+        );
+    }
+    // A session that still lists tessera:admin (opened before the fix)
+    // refreshes without it, and its tokens are refused all the same.
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+    let sql = "UPDATE sessions SET scope = 'read tessera:admin'";
+    match engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(f.app.database_url()).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(f.app.database_url()).await.unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+    }
+    let res = form(
+        &f.app,
+        &f.app.address,
+        "/oauth/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "console"),
+            ("refresh_token", &refresh_token),
+        ],
+        None,
+    )
+    .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["scope"], "read", "{body}");
+    let refreshed = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        call(&f, M::GET, "/keys", Some(refreshed), None).await.status(),
+        403
+    );
+}
+
+/// An anonymous caller with a malformed body gets 401, not a 400 quoting
+/// the schema: the body is read only after authorization.
+async fn anonymous_callers_learn_nothing_about_bodies(engine: Engine) {
+    let f = fixture(engine).await;
+    let url = format!("{}/admin/v1/users", f.app.address);
+    for (content_type, body) in [
+        ("application/json", "{\"nonsense\": 1}"),
+        ("application/json", "not json"),
+        ("text/plain", "hello"),
+    ] {
+        let res = f
+            .app
+            .client
+            .post(&url)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{content_type} {body}");
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("unknown field") && !text.contains("username"), "{text}");
+    }
+    // Authorized, the same body gets the schema error.
+    let admin = admin_token(&f).await;
+    let res = call(
+        &f,
+        reqwest::Method::POST,
+        "/users",
+        Some(&admin),
+        Some(json!({"nonsense": 1})),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+}
+
+/// `resource_server` is shown and set through the admin API, and takes
+/// effect at once on the instance that changed it.
+async fn the_resource_server_flag_is_shown_and_set(engine: Engine) {
+    use reqwest::Method as M;
+    let f = fixture(engine).await;
+    let admin = admin_token(&f).await;
+    let res = call(&f, M::GET, "/clients/rs", Some(&admin), None).await;
+    assert_eq!(res.status(), 200);
+    let view: Value = res.json().await.unwrap();
+    assert_eq!(view["resource_server"], true);
+    assert!(view.get("secret_digest").is_none() && !view.to_string().contains(&f.rs));
+    let (access, _) = login(&f.app, "alice").await;
+    assert_eq!(introspect(&f, &access).await["active"], true);
+    let res = call(
+        &f,
+        M::PATCH,
+        "/clients/rs",
+        Some(&admin),
+        Some(json!({"resource_server": false})),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["resource_server"], false);
+    let res = form(
+        &f.app,
+        &f.app.address,
+        "/oauth/introspect",
+        &[("token", &access)],
+        Some(("rs", &f.rs)),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized_client");
+    // Public clients cannot be resource servers; unknown fields and clients are named.
+    let res = call(&f, M::PATCH, "/clients/spa", Some(&admin), Some(json!({"resource_server": true}))).await;
+    assert_eq!(res.status(), 400);
+    let res = call(&f, M::PATCH, "/clients/rs", Some(&admin), Some(json!({"admin": true}))).await;
+    assert_eq!(res.status(), 400);
+    let res = call(&f, M::GET, "/clients/nobody", Some(&admin), None).await;
+    assert_eq!(res.status(), 404);
+    let rows = f.app.store.audit_page(0, 1000).await.unwrap();
+    assert!(rows.iter().any(|r| r.action == "client_updated"
+        && r.subject.as_deref() == Some("rs")
+        && r.detail.contains("\"resource_server\":false")));
+}
+
 on_both_engines!(
     the_admin_api_needs_an_admin_token,
     logout_everywhere_kills_only_that_users_sessions,
     admin_actions_provision_revoke_and_are_audited,
+    a_user_token_never_reaches_the_admin_api,
+    anonymous_callers_learn_nothing_about_bodies,
+    the_resource_server_flag_is_shown_and_set,
 );

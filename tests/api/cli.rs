@@ -526,7 +526,14 @@ fn users_and_clients_from_the_command_line() {
             "scope \"a\\\"b\"",
         ),
         (
-            vec!["client", "add", "backend", "--public"],
+            vec![
+                "client",
+                "add",
+                "backend",
+                "--public",
+                "--audience",
+                "https://api.example",
+            ],
             "already exists",
         ),
     ];
@@ -548,6 +555,8 @@ fn users_and_clients_from_the_command_line() {
             "--cookie",
             "--origin",
             "https://app.example/",
+            "--audience",
+            "https://api.example",
         ],
         None,
     );
@@ -558,28 +567,47 @@ fn users_and_clients_from_the_command_line() {
     let out = cli(&["audit", "verify"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("audit log intact: "), "{stdout}");
-    assert!(!stdout.starts_with("audit log intact: 0 "), "{stdout}");
-    // Tampering (possible in SQLite once the trigger is dropped) is named.
+    assert!(stdout.starts_with("audit log intact: rows 1–"), "{stdout}");
+    assert!(
+        stdout.contains("HMAC under the master key") && stdout.contains("newest checkpoint (row "),
+        "{stdout}"
+    );
+    let rows: i64 = stdout["audit log intact: rows 1–".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rows >= 3, "{stdout}");
+    // The review's reproduction: with the triggers dropped, rows cut from
+    // the end. The checkpoint `audit verify` (and every CLI write) left
+    // vouches for them.
     let db = dir.path().join("data/tessera.db");
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query("DROP TRIGGER audit_log_no_update")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE seq = 2")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    });
+    let tamper = |sql: &'static str| {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&pool).await.unwrap();
+            pool.close().await;
+        })
+    };
+    tamper("DROP TRIGGER audit_log_no_delete");
+    tamper("DELETE FROM audit_log WHERE seq > 1");
     let out = cli(&["audit", "verify"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("audit log broken at row 2"),
+        stderr(&out).contains(&format!("rows 2–{rows} are missing")),
+        "{}",
+        stderr(&out)
+    );
+    // Tampering (possible in SQLite once the trigger is dropped) is named.
+    tamper("DROP TRIGGER audit_log_no_update");
+    tamper("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1");
+    let out = cli(&["audit", "verify"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("audit log broken at row 1"),
         "{}",
         stderr(&out)
     );

@@ -501,3 +501,156 @@ async fn guessing_client_secrets_is_capped_per_network_and_cannot_flood_the_audi
         "one audit row per counted failure, none past the cap"
     );
 }
+
+/// A client that sends its head and then trickles (or never sends) the
+/// announced body is cut off with 408 after `client_body_timeout`, whatever
+/// route it aims at, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_off() {
+    let app = spawn_app_with(Engine::Sqlite, &[("TESSERA_CLIENT_BODY_TIMEOUT", "1")]).await;
+    let addr = format!("127.0.0.1:{}", port(&app.address));
+    for (path, content_type) in [
+        ("/oauth/token", "application/x-www-form-urlencoded"),
+        ("/admin/v1/users", "application/json"),
+        ("/no/such/route", "text/plain"),
+    ] {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 100\r\n\r\ngrant_type"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let started = Instant::now();
+        // Trickle a byte now and then, never finishing.
+        let trickle = async {
+            for _ in 0..20 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if slow.write_all(b"x").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(1500), trickle).await;
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("did not arrive within 1 s"), "{answer}");
+    }
+    // An announced body over the limit is refused before it is read.
+    let mut big = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    big.write_all(b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut answer))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"));
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// RFC 6749 §2.3.1: each half of Basic credentials is one form-encoded
+/// value. The parser used to cut at `&`, accepting `rs:SECRET&junk` and
+/// `rs&x=1:SECRET`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_are_decoded_whole() {
+    let f = fixture_with(Engine::Sqlite, &[]).await;
+    let introspect_as = |id: String, secret: String| {
+        let app = &f.app;
+        async move {
+            form(
+                app,
+                &app.address,
+                "/oauth/introspect",
+                &[("token", "x")],
+                Some((&id, &secret)),
+            )
+            .await
+        }
+    };
+    assert_eq!(introspect_as("rs".into(), f.rs.clone()).await.status(), 200);
+    for (id, secret) in [
+        ("rs".to_owned(), format!("{}&junk", f.rs)),
+        ("rs&x=1".to_owned(), f.rs.clone()),
+        ("rs".to_owned(), format!("{}&client_id=rs", f.rs)),
+    ] {
+        let res = introspect_as(id.clone(), secret).await;
+        assert_eq!(res.status(), 401, "{id}");
+        assert!(res.headers().contains_key("www-authenticate"));
+    }
+}
+
+/// The review's finding: 2,000 failed client authentications at once from
+/// one address wrote 2,000 audit rows against a cap of 50. Each failure is
+/// counted first (atomically); past the cap there is one summary row and
+/// then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_failed_client_authentications_writes_at_most_the_cap() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let f = fixture_with(
+            engine,
+            &[
+                ("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "20"),
+                ("TESSERA_LOGIN_FAILURE_WINDOW", "1h"),
+            ],
+        )
+        .await;
+        let client = reqwest::Client::new();
+        let requests = (0..300).map(|i| {
+            let request = client
+                .post(format!("{}/oauth/token", f.app.address))
+                .basic_auth("rs", Some(format!("guess-{i}")))
+                .form(&[("grant_type", "client_credentials")]);
+            async move { request.send().await.unwrap().status().as_u16() }
+        });
+        let statuses = futures_util::future::join_all(requests).await;
+        let unauthorized = statuses.iter().filter(|s| **s == 401).count();
+        assert_eq!(unauthorized, 20, "{engine:?}: {statuses:?}");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            280,
+            "{engine:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rows = f.app.store.audit_page(0, 10_000).await.unwrap();
+        let count = |action: &str| rows.iter().filter(|r| r.action == action).count();
+        assert_eq!(count("client_auth_failed"), 20, "{engine:?}");
+        assert_eq!(count("network_failure_cap_reached"), 1, "{engine:?}");
+    }
+}
+
+/// The SQLite database and its -wal/-shm files hold password hashes and
+/// sealed keys: they are created readable by their owner alone, and an
+/// existing world-readable file is made private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tessera.db");
+    let url = format!("sqlite://{}", db.display());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    {
+        let store = tessera::store::sqlite::SqliteStore::connect(&url, 2).await.unwrap();
+        use tessera::store::Lifecycle as _;
+        store.migrate().await.unwrap();
+        for name in ["tessera.db", "tessera.db-wal", "tessera.db-shm"] {
+            let path = dir.path().join(name);
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+        store.close().await;
+    }
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = tessera::store::sqlite::SqliteStore::connect(&url, 2).await.unwrap();
+    assert_eq!(mode(&db), 0o600);
+    use tessera::store::Lifecycle as _;
+    store.close().await;
+}

@@ -137,7 +137,119 @@ async fn a_guessing_network_is_capped(engine: Engine) {
     assert!(retry > 3000, "until the window ends: {retry}");
 }
 
+/// Sends `n` logins at once, spread over the given instances, with an
+/// `X-Forwarded-For` from `networks` in turn; returns the statuses.
+async fn burst(
+    bases: &[&str],
+    n: usize,
+    user: impl Fn(usize) -> String,
+    networks: &[&str],
+) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let requests = (0..n).map(|i| {
+        let request = client
+            .post(format!("{}/oauth/token", bases[i % bases.len()]))
+            .header("x-forwarded-for", networks[i % networks.len()])
+            .form(&[
+                ("grant_type", "password"),
+                ("client_id", "spa"),
+                ("username", &user(i)),
+                ("password", &format!("guess-{i}")),
+            ]);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    futures_util::future::join_all(requests).await
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// The review's finding: 20 parallel wrong passwords for one account were
+/// all checked, and a right one in a burst got through after about 20
+/// failures. Now each attempt is counted before its password is checked,
+/// atomically across instances: 30 at once, on two instances, check at
+/// most the limit (5); the rest are 429, and so is the right password
+/// right after.
+async fn parallel_wrong_passwords_check_no_more_than_the_limit(engine: Engine) {
+    let app = app(engine, &[("TESSERA_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let peer = spawn_peer(&app).await;
+    let statuses = burst(
+        &[&app.address, &peer.address],
+        30,
+        |_| "alice".into(),
+        &["198.51.100.1"],
+    )
+    .await;
+    let checked = count(&statuses, 400);
+    assert!((1..=5).contains(&checked), "{checked} checked: {statuses:?}");
+    assert_eq!(checked + count(&statuses, 429), 30, "{statuses:?}");
+    refused(login(&app.address, "alice", PASSWORD).await).await;
+    // Every password checked left a login_failed row: no more than the limit.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rows = app.store.audit_page(0, 1000).await.unwrap();
+    let failed = rows.iter().filter(|r| r.action == "login_failed").count();
+    assert_eq!(failed, checked);
+    assert_eq!(
+        rows.iter().filter(|r| r.action == "account_locked").count(),
+        1
+    );
+}
+
+/// The same for a network's cap: 4 networks × 30 attempts at once, each at
+/// a different account, check at most 4 × the cap.
+async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
+    let app = app(
+        engine,
+        &[
+            ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
+            ("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "6"),
+            ("TESSERA_LOGIN_FAILURE_WINDOW", "1h"),
+        ],
+    )
+    .await;
+    let networks = ["198.51.100.1", "198.51.100.2", "203.0.113.9", "2001:db8::1"];
+    let statuses = burst(&[&app.address], 120, |i| format!("user{i}"), &networks).await;
+    let checked = count(&statuses, 400);
+    assert!(checked <= 4 * 6, "{checked} checked: {statuses:?}");
+    assert_eq!(checked + count(&statuses, 429), 120, "{statuses:?}");
+    // A network under its cap is unaffected.
+    let res = reqwest::Client::new()
+        .post(format!("{}/oauth/token", app.address))
+        .header("x-forwarded-for", "192.0.2.200")
+        .form(&[
+            ("grant_type", "password"),
+            ("client_id", "spa"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// A right password gives its counted attempt back: logins that succeed
+/// never lock an account or close a network.
+async fn right_passwords_give_their_attempt_back(engine: Engine) {
+    let app = app(
+        engine,
+        &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")],
+    )
+    .await;
+    for _ in 0..8 {
+        assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(login(&app.address, "alice", "guess").await.status(), 400);
+    }
+    assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
+}
+
 on_both_engines!(
+    parallel_wrong_passwords_check_no_more_than_the_limit,
+    parallel_attempts_from_a_network_stop_at_its_cap,
+    right_passwords_give_their_attempt_back,
     failed_logins_lock_the_account_with_back_off,
     unknown_accounts_lock_the_same_way,
     a_guessing_network_is_capped,
