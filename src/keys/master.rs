@@ -160,7 +160,7 @@ impl MasterKey {
             Err(e) => return Err(e),
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            private_dir(dir).map_err(io)?;
         }
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         SystemRandom::new()
@@ -301,6 +301,16 @@ impl MasterKey {
         aad[DEK_AAD.len()..].copy_from_slice(&self.id);
         aad
     }
+}
+
+/// Creates `dir` (and its parents) if missing; directories created here are
+/// for the owner alone (0700): they hold the database and the development key.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// The permission bits of a key file if group or others may read it.

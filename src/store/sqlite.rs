@@ -36,7 +36,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5));
         let file = options.get_filename();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
+            crate::keys::master::private_dir(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }

@@ -634,16 +634,18 @@ async fn a_burst_of_failed_client_authentications_writes_at_most_the_cap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_files_are_private() {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("tessera.db");
+    let top = tempfile::tempdir().unwrap();
+    let dir = top.path().join("data");
+    let db = dir.join("tessera.db");
     let url = format!("sqlite://{}", db.display());
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     {
         let store = tessera::store::sqlite::SqliteStore::connect(&url, 2).await.unwrap();
         use tessera::store::Lifecycle as _;
         store.migrate().await.unwrap();
+        assert_eq!(mode(&dir), 0o700, "the directory it created");
         for name in ["tessera.db", "tessera.db-wal", "tessera.db-shm"] {
-            let path = dir.path().join(name);
+            let path = dir.join(name);
             assert_eq!(mode(&path), 0o600, "{name}");
         }
         store.close().await;

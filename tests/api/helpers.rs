@@ -307,10 +307,19 @@ pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
     start_app(db, url_override, &[]).await
 }
 
+/// [`spawn_app_on`] with further `TESSERA_*` settings (a given
+/// `TESSERA_MASTER_KEY` replaces the random one).
+pub async fn spawn_app_on_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
+    start_app(db, None, extra).await
+}
+
 async fn start_app(db: TestDb, url_override: Option<String>, extra: &[(&str, &str)]) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = url_override.unwrap_or_else(|| db.url.clone());
-    let master_key = random_master_key();
+    let master_key = extra
+        .iter()
+        .find(|(k, _)| *k == "TESSERA_MASTER_KEY")
+        .map_or_else(random_master_key, |(_, v)| v.to_string());
     let config = test_config_with(&url, &master_key, data_dir.path(), extra);
     let app = Application::build(config, Migrations::Apply)
         .await

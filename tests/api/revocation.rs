@@ -556,7 +556,67 @@ async fn replay_is_audited_and_listed(engine: Engine) {
     }
 }
 
+/// The review's low finding: any confidential client introspected any
+/// token (every client had the issuer as a default audience) and read the
+/// whole feed. Only resource servers may, and only for their audiences.
+async fn only_resource_servers_introspect_and_only_their_audiences(engine: Engine) {
+    let f = fixture(engine).await;
+    let not_rs = add_client(
+        &f.app,
+        "backend",
+        true,
+        &["client_credentials"],
+        &["read"],
+        &[AUD],
+        false,
+    )
+    .await;
+    // add_client makes every non-admin confidential client a resource server.
+    f.app
+        .store
+        .set_client_resource_server("backend", false)
+        .await
+        .unwrap();
+    let (access, _) = login(&f.app, "alice").await;
+    let res = form(
+        &f.app,
+        &f.app.address,
+        "/oauth/introspect",
+        &[("token", &access)],
+        Some(("backend", &not_rs)),
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized_client");
+    assert!(body["error_description"].as_str().unwrap().contains("--resource-server"));
+    let res = f
+        .app
+        .client
+        .get(format!("{}/v1/revocations", f.app.address))
+        .basic_auth("backend", Some(&not_rs))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    // A resource server sees tokens for its audience only: not the admin
+    // API's (the issuer's), not even its own for another audience.
+    assert_eq!(introspect(&f, &access).await["active"], true);
+    let admin_token = crate::admin::admin_token(&f).await;
+    assert_eq!(introspect(&f, &admin_token).await["active"], false);
+    let other = form(
+        &f.app,
+        &f.app.address,
+        "/oauth/introspect",
+        &[("token", &access)],
+        Some(("other", &f.other)),
+    )
+    .await;
+    assert_eq!(other.json::<Value>().await.unwrap()["active"], false);
+}
+
 on_both_engines!(
+    only_resource_servers_introspect_and_only_their_audiences,
     introspection_reports_live_tokens_and_nothing_else,
     revoking_a_refresh_token_ends_its_session,
     revoking_an_access_token_revokes_only_its_jti,

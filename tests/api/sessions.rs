@@ -443,7 +443,131 @@ async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
     }
 }
 
+/// A session is created only if the credentials its login checked are
+/// still current and the user is enabled; a credential change revokes
+/// every live session and lists each sid.
+async fn sessions_open_only_under_current_credentials(engine: Engine) {
+    use tessera::store::CredentialChange;
+    let s = test_store(engine).await;
+    let (user, _) = login(&s.store).await;
+    let stale = spa_session(Uuid::new_v4(), user);
+    let revoked = s
+        .store
+        .change_credentials(
+            user,
+            &CredentialChange::Password("$argon2id$new".into()),
+            T0 + 1,
+            "password changed",
+            T0 + 901,
+        )
+        .await
+        .unwrap();
+    assert_eq!(revoked, Some(1), "the session login() opened");
+    // A login that read version 0 before the change cannot open its session.
+    assert!(!s.store.create_session(&stale, &token(60)).await.unwrap());
+    let current = NewSession {
+        credential_version: 1,
+        ..spa_session(Uuid::new_v4(), user)
+    };
+    assert!(s.store.create_session(&current, &token(61)).await.unwrap());
+    assert!(matches!(
+        rotate(&s.store, 61, 63, T0 + 1).await,
+        Rotation::Rotated { .. }
+    ));
+    // A session that somehow outlived a change (its revocation lost) does
+    // not rotate: rotation checks the version too.
+    s.raw
+        .execute(
+            "UPDATE users SET credential_version = credential_version + 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rotate(&s.store, 63, 64, T0 + 1).await, Rotation::Invalid);
+    s.raw
+        .execute(
+            "UPDATE users SET credential_version = credential_version - 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let sid = current.id.to_string();
+    s.store
+        .change_credentials(
+            user,
+            &CredentialChange::Totp(vec![1, 2, 3]),
+            T0 + 2,
+            "TOTP enrolled",
+            T0 + 902,
+        )
+        .await
+        .unwrap();
+    let entries = s.store.revocations_since(0, T0 + 3, 100).await.unwrap();
+    assert!(entries.iter().any(|e| e.value == sid), "sid listed");
+    assert_eq!(
+        s.store.change_credentials(
+            Uuid::new_v4(),
+            &CredentialChange::Password("x".into()),
+            T0,
+            "x",
+            T0
+        )
+        .await
+        .unwrap(),
+        None
+    );
+    // Disabled users get no session either.
+    let name = s.raw.text("SELECT username FROM users").await;
+    s.store.set_user_disabled(&name, true, T0 + 4).await.unwrap();
+    let late = NewSession {
+        credential_version: 2,
+        ..spa_session(Uuid::new_v4(), user)
+    };
+    assert!(!s.store.create_session(&late, &token(62)).await.unwrap());
+}
+
+/// `sub` and `client` cut-offs are taken inside the revocation's
+/// transaction, not from the `now` the request started with: a token minted
+/// by a request that started later but finished before the revocation
+/// committed is covered. Each revoked session's sid is listed as well.
+async fn revocation_cut_offs_are_taken_when_the_revocation_commits(engine: Engine) {
+    use tessera::store::{Cutoff, RevocationKind};
+    let s = test_store(engine).await;
+    let (user, sid) = login(&s.store).await;
+    // The caller's `now` is long past (a request that waited, or a slow clock).
+    let stale_now = 1_000;
+    let before = chrono::Utc::now().timestamp();
+    s.store
+        .revoke_user_sessions(user, Some(Cutoff::Commit), stale_now, "test", before + 900)
+        .await
+        .unwrap();
+    s.store
+        .revoke_client_tokens("spa", Cutoff::Commit, stale_now, "test", before + 900)
+        .await
+        .unwrap();
+    let entries = s.store.revocations_since(0, before, 100).await.unwrap();
+    for kind in [RevocationKind::Sub, RevocationKind::Client] {
+        let e = entries.iter().find(|e| e.kind == kind).unwrap();
+        assert!(e.revoked_at >= before, "{kind:?} cut at {} < {before}", e.revoked_at);
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == RevocationKind::Sid && e.value == sid.to_string()),
+        "the session of a sub revocation is listed by sid too"
+    );
+    // A disabled user's or client's entry covers every token while it matters.
+    s.store
+        .revoke_client_tokens("spa", Cutoff::Always, before, "disabled", before + 900)
+        .await
+        .unwrap();
+    let entries = s.store.revocations_since(0, before, 100).await.unwrap();
+    assert!(entries.iter().any(|e| e.kind == RevocationKind::Client && e.revoked_at == before + 900));
+}
+
 on_both_engines!(
+    sessions_open_only_under_current_credentials,
+    revocation_cut_offs_are_taken_when_the_revocation_commits,
     revoking_sessions_while_they_rotate_never_deadlocks,
     the_grace_window_allows_one_reuse_of_the_previous_token,
     an_older_token_revokes_even_inside_the_grace_window,

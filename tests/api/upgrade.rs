@@ -1,0 +1,220 @@
+//! Upgrading a database written by the previous version (schema before
+//! 20261202000001): the migration repairs admin clients that a user could
+//! reach, keeps existing confidential clients' introspection and feed (and
+//! says so in the audit log), and everything stored before keeps working:
+//! client secrets digested under the old key derivation, the unkeyed audit
+//! rows, sessions.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+use sqlx::migrate::Migrator;
+use tessera::keys::master::MasterKey;
+
+use crate::helpers::{Engine, TestDb, on_both_engines, random_master_key, spawn_app_on_with};
+use crate::revocation::{AUD, PASSWORD, form};
+
+/// The first migration of this version: everything before it is the previous schema.
+const FIRST_NEW: i64 = 20261202000001;
+
+async fn previous_schema(db: &TestDb) {
+    let all = match db.engine {
+        Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
+    };
+    let old = Migrator {
+        migrations: Cow::Owned(
+            all.iter()
+                .filter(|m| m.version < FIRST_NEW)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    match db.engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", db.url))
+                .await
+                .unwrap();
+            old.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            old.run(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Statements against the database as the previous version left it.
+async fn execute(db: &TestDb, statements: &[String]) {
+    match db.engine {
+        Engine::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        Engine::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            for s in statements {
+                sqlx::query(sqlx::AssertSqlSafe(s.clone()))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    previous_schema(&db).await;
+    let key_b64 = random_master_key();
+    let master = MasterKey::from_base64(&key_b64).unwrap();
+    // Secrets digested the previous version's way: HMAC(HMAC(master, purpose), secret).
+    let legacy = master.derive_legacy_hmac_key(b"tessera/client-secret/v1");
+    let digest = |secret: &str| hex(ring::hmac::sign(&legacy, secret.as_bytes()).as_ref());
+    let bool_ = |b: bool| match (engine, b) {
+        (Engine::Sqlite, true) => "1",
+        (Engine::Sqlite, false) => "0",
+        (Engine::Postgres, true) => "TRUE",
+        (Engine::Postgres, false) => "FALSE",
+    };
+    let bytes = |h: &str| match engine {
+        Engine::Sqlite => format!("X'{h}'"),
+        Engine::Postgres => format!("'\\x{h}'::bytea"),
+    };
+    let user_id = uuid::Uuid::new_v4();
+    let user_id_sql = match engine {
+        Engine::Sqlite => bytes(&hex(user_id.as_bytes())),
+        Engine::Postgres => format!("'{user_id}'"),
+    };
+    let password_hash = tessera::auth::password::hash(PASSWORD).unwrap();
+    let client = |id: &str, confidential: bool, digest: Option<String>, grants: &str, scopes: &str, audiences: &str, admin: bool| {
+        format!(
+            "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, origins, cookie, admin, \
+             on_binding_change, disabled, created_at) VALUES ('{id}', {}, {}, '{grants}', '{scopes}', '{audiences}', '', {}, {}, \
+             'audit', {}, 0)",
+            bool_(confidential),
+            digest.map_or("NULL".to_owned(), |d| bytes(&d)),
+            bool_(false),
+            bool_(admin),
+            bool_(false),
+        )
+    };
+    let issuer = "http://127.0.0.1:8080";
+    // Three unkeyed audit rows, chained as the previous version did.
+    let mut audit = Vec::new();
+    let mut prev = tessera::audit::GENESIS.to_vec();
+    for seq in 1..=3 {
+        let e = tessera::store::NewAuditEvent {
+            at: 1_800_000_000 + seq,
+            actor: "cli".into(),
+            action: "user_created".into(),
+            subject: None,
+            detail: "{}".into(),
+            network_prefix: None,
+        };
+        let link = tessera::audit::legacy_link(seq, &prev, &e);
+        audit.push(format!(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+             VALUES ({seq}, {}, 'cli', 'user_created', NULL, '{{}}', NULL, {}, {})",
+            e.at,
+            bytes(&hex(&prev)),
+            bytes(&hex(&link))
+        ));
+        prev = link.to_vec();
+    }
+    let mut statements = vec![
+        format!(
+            "INSERT INTO users (id, username, password_hash, totp_secret, disabled, created_at, updated_at) \
+             VALUES ({user_id_sql}, 'alice', '{password_hash}', NULL, {}, 0, 0)",
+            bool_(false)
+        ),
+        // The review's reproduction: a public admin client with the password grant.
+        client("console", false, None, "password refresh_token", "read tessera:admin", issuer, true),
+        client("ops", true, Some(digest("ops-secret")), "client_credentials", "tessera:admin", issuer, true),
+        client("rs", true, Some(digest("rs-secret")), "client_credentials", "read", AUD, false),
+    ];
+    statements.extend(audit);
+    execute(&db, &statements).await;
+
+    let app = spawn_app_on_with(db, &[("TESSERA_MASTER_KEY", &key_b64)]).await;
+    let console = app.store.client_by_id("console").await.unwrap().unwrap();
+    assert!(!console.admin && console.scopes == ["read"], "{console:?}");
+    let ops = app.store.client_by_id("ops").await.unwrap().unwrap();
+    assert!(ops.admin && !ops.resource_server);
+    let rs = app.store.client_by_id("rs").await.unwrap().unwrap();
+    assert!(rs.resource_server && !rs.admin);
+
+    // The repair and the kept rights are in the audit log, chained after
+    // the old rows, and the whole log verifies.
+    let rows = app.store.audit_page(0, 100).await.unwrap();
+    let find = |action: &str, subject: &str| {
+        rows.iter()
+            .any(|r| r.action == action && r.subject.as_deref() == Some(subject) && r.actor == "system:migration")
+    };
+    assert!(find("client_admin_revoked", "console"), "{rows:?}");
+    assert!(find("client_resource_server_kept", "rs"));
+    assert!(!find("client_admin_revoked", "ops"));
+    let report = tessera::audit::verify_chain(app.store.as_ref(), &tessera::audit::ChainKey::new(&master))
+        .await
+        .unwrap();
+    assert_eq!(report.legacy_end, 3);
+    assert!(report.rows >= 5, "{report}");
+
+    // Secrets digested the old way still authenticate; the admin API works
+    // for the confidential admin client and not for a user through console.
+    let token = |id: &'static str, secret: &'static str| {
+        let app = &app;
+        async move {
+            let res = form(app, &app.address, "/oauth/token", &[("grant_type", "client_credentials")], Some((id, secret))).await;
+            assert_eq!(res.status(), 200, "{id}");
+            res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let admin = token("ops", "ops-secret").await;
+    let keys = app
+        .client
+        .get(format!("{}/admin/v1/keys", app.address))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 200);
+    let res = form(
+        &app,
+        &app.address,
+        "/oauth/token",
+        &[("grant_type", "password"), ("client_id", "console"), ("username", "alice"), ("password", PASSWORD)],
+        None,
+    )
+    .await;
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["scope"], "read", "{body}");
+    let user_token = body["access_token"].as_str().unwrap();
+    let keys = app
+        .client
+        .get(format!("{}/admin/v1/keys", app.address))
+        .bearer_auth(user_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keys.status(), 403);
+    let rs_token = token("rs", "rs-secret").await;
+    let res = form(&app, &app.address, "/oauth/introspect", &[("token", &rs_token)], Some(("rs", "rs-secret"))).await;
+    assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
+}
+
+on_both_engines!(an_upgraded_database_is_repaired_and_keeps_working);
