@@ -279,16 +279,18 @@ impl Auditor {
                 self.record(event).await;
                 self.flush().await
             }
-            Sink::Direct(store, key) => match store.append_audit(&[event.at(now())], true, key).await {
-                Ok(()) => {
-                    direct_checkpoint(store.as_ref(), key).await;
-                    true
+            Sink::Direct(store, key) => {
+                match store.append_audit(&[event.at(now())], true, key).await {
+                    Ok(()) => {
+                        direct_checkpoint(store.as_ref(), key).await;
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit event could not be stored");
+                        false
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit event could not be stored");
-                    false
-                }
-            },
+            }
         }
     }
 
@@ -396,7 +398,9 @@ pub enum ChainError {
         first_missing: i64,
     },
     /// The row a checkpoint names is there but is not the row it vouched for.
-    #[error("audit log rewritten: row {seq} is not the row the checkpoint written at {at} vouches for")]
+    #[error(
+        "audit log rewritten: row {seq} is not the row the checkpoint written at {at} vouches for"
+    )]
     Rewritten {
         /// The checkpoint's row.
         seq: i64,
@@ -578,7 +582,11 @@ fn check_row(
 /// Writes a checkpoint of the current head if it moved past `last` (the
 /// sequence of the newest checkpoint this process knows), logs it and
 /// exports it as a metric; returns the head's sequence.
-pub async fn checkpoint(store: &dyn Store, key: &ChainKey, last: Option<i64>) -> Result<i64, ChainError> {
+pub async fn checkpoint(
+    store: &dyn Store,
+    key: &ChainKey,
+    last: Option<i64>,
+) -> Result<i64, ChainError> {
     let (seq, head) = store
         .audit_head()
         .await?
@@ -587,7 +595,11 @@ pub async fn checkpoint(store: &dyn Store, key: &ChainKey, last: Option<i64>) ->
         return Ok(seq);
     }
     let (newest, legacy_end) = trusted_checkpoint(store, key).await?;
-    if last.is_none() && newest.as_ref().is_some_and(|c| c.seq == seq && c.head == head) {
+    if last.is_none()
+        && newest
+            .as_ref()
+            .is_some_and(|c| c.seq == seq && c.head == head)
+    {
         crate::metrics::metrics().audit_checkpoint.set(seq);
         return Ok(seq);
     }
@@ -641,7 +653,10 @@ pub fn spawn_checkpoints(
 pub async fn chain_pending(store: &dyn Store, key: &ChainKey) -> Result<u64, StoreError> {
     let n = store.chain_pending_audit(key).await?;
     if n > 0 {
-        tracing::info!(events = n, "recorded the audit events of a database migration");
+        tracing::info!(
+            events = n,
+            "recorded the audit events of a database migration"
+        );
     }
     Ok(n)
 }

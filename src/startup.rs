@@ -301,7 +301,9 @@ fn spawn_maintenance(
                 // until none is left.
                 match purge_expired(store.as_ref(), now).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, "purged expired sessions and revocation entries"),
+                    Ok(n) => {
+                        tracing::info!(rows = n, "purged expired sessions and revocation entries")
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "purging expired sessions failed; will retry")
                     }

@@ -13,9 +13,7 @@ use super::password;
 use crate::audit::{Auditor, Event};
 use crate::keys::master::MasterKey;
 use crate::revocation::{RevocationCache, relevant_until};
-use crate::store::{
-    Client, CredentialChange, Cutoff, NewClient, NewUser, Store, StoreError, User,
-};
+use crate::store::{Client, CredentialChange, Cutoff, NewClient, NewUser, Store, StoreError, User};
 
 /// The scope that grants the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";

@@ -208,7 +208,10 @@ async fn audit_key(
 /// the database), with any audit events a migration left chained.
 async fn store_and_chain_key(
     config: &Config,
-) -> anyhow::Result<(std::sync::Arc<dyn crate::store::Store>, crate::audit::ChainKey)> {
+) -> anyhow::Result<(
+    std::sync::Arc<dyn crate::store::Store>,
+    crate::audit::ChainKey,
+)> {
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
     let key = crate::audit::ChainKey::new(&master);

@@ -96,7 +96,8 @@ impl MasterKey {
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> MasterKey {
         let legacy_kek =
             LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte key"));
-        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tessera/master/v2").extract(bytes);
+        let prk =
+            ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tessera/master/v2").extract(bytes);
         let kek = LessSafeKey::new(UnboundKey::from(
             prk.expand(&[b"tessera/kek/v2"], &AES_256_GCM)
                 .expect("HKDF output of one AES key"),
@@ -379,7 +380,12 @@ mod tests {
     }
 
     /// A value sealed the version-1 way: the raw master key wraps the data key.
-    fn seal_legacy(raw: &[u8; KEY_LEN], k: &MasterKey, plaintext: &[u8], context: &[u8]) -> Vec<u8> {
+    fn seal_legacy(
+        raw: &[u8; KEY_LEN],
+        k: &MasterKey,
+        plaintext: &[u8],
+        context: &[u8],
+    ) -> Vec<u8> {
         let legacy = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, raw).unwrap());
         let dek = [9u8; KEY_LEN];
         let (dek_nonce, nonce) = ([1u8; NONCE_LEN], [2u8; NONCE_LEN]);

@@ -20,9 +20,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use models::{
-    Audience, AuditCheckpoint, AuditRecord, Client, CredentialChange, LoginFailures,
-    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo,
-    RevocationEntry, RevocationKind, Rotation, RotationRequest, Session, SigningKey, User,
+    Audience, AuditCheckpoint, AuditRecord, Client, CredentialChange, LoginFailures, NewAuditEvent,
+    NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo, RevocationEntry,
+    RevocationKind, Rotation, RotationRequest, Session, SigningKey, User,
 };
 
 use crate::config::{Config, Engine, redact_url};
@@ -175,8 +175,11 @@ pub trait Directory: Send + Sync {
     async fn set_client_disabled(&self, id: &str, disabled: bool) -> StoreResult<bool>;
     /// Grants or withdraws introspection and the revocation feed; false if
     /// there is no such client.
-    async fn set_client_resource_server(&self, id: &str, resource_server: bool)
-    -> StoreResult<bool>;
+    async fn set_client_resource_server(
+        &self,
+        id: &str,
+        resource_server: bool,
+    ) -> StoreResult<bool>;
 
     /// Counts one attempt against `key` in one atomic statement, if the
     /// count allows it: a new window starts when the old one is over;

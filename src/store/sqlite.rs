@@ -64,7 +64,10 @@ impl SqliteStore {
 /// password hashes, sealed keys and the audit log.
 fn private_file(path: &std::path::Path) -> StoreResult<()> {
     let failed = |e: std::io::Error| {
-        StoreError::Unavailable(format!("cannot secure database file {}: {e}", path.display()))
+        StoreError::Unavailable(format!(
+            "cannot secure database file {}: {e}",
+            path.display()
+        ))
     };
     #[cfg(unix)]
     {

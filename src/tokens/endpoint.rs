@@ -594,18 +594,19 @@ impl TokenEndpoint {
                     .network(network),
             )
             .await;
-        let mut response = self.respond(
-            TokenRequest {
-                sub: user.id.to_string(),
-                audiences,
-                client_id: client.id.clone(),
-                scope,
-                sid: Some(session.id),
-            },
-            Some(refresh_token.to_string()),
-            now,
-        )
-        .await?;
+        let mut response = self
+            .respond(
+                TokenRequest {
+                    sub: user.id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope,
+                    sid: Some(session.id),
+                },
+                Some(refresh_token.to_string()),
+                now,
+            )
+            .await?;
         if client.cookie {
             response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
         }
@@ -748,18 +749,19 @@ impl TokenEndpoint {
                 .network(network),
             )
             .await;
-        let mut response = self.respond(
-            TokenRequest {
-                sub: session.user_id.to_string(),
-                audiences,
-                client_id: client.id.clone(),
-                scope,
-                sid: Some(session.id),
-            },
-            Some(next.to_string()),
-            now,
-        )
-        .await?;
+        let mut response = self
+            .respond(
+                TokenRequest {
+                    sub: session.user_id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope,
+                    sid: Some(session.id),
+                },
+                Some(next.to_string()),
+                now,
+            )
+            .await?;
         if client.cookie {
             response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
         }
@@ -838,7 +840,7 @@ impl TokenEndpoint {
 /// The scopes of `list` a token may carry: all of them for a client acting
 /// for itself, all but `tessera:admin` for a token that carries a user.
 fn grantable<'a>(list: impl Iterator<Item = &'a str>, for_user: bool) -> Vec<&'a str> {
-    list.filter(|s| !s.is_empty() && !(for_user && *s == ADMIN_SCOPE))
+    list.filter(|s| !(s.is_empty() || for_user && *s == ADMIN_SCOPE))
         .collect()
 }
 

@@ -154,8 +154,11 @@ mod tests {
         // end it (the review's `-u "rs:SECRET&junk"` and `-u "rs&x=1:SECRET"`).
         let basic = |raw: &str| {
             parse_basic(
-                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
-                    .as_bytes(),
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )
+                .as_bytes(),
             )
         };
         assert_eq!(

@@ -478,7 +478,9 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
     let user_token = body["access_token"].as_str().unwrap().to_owned();
     for path in ["/keys", "/users/alice/sessions"] {
         assert_eq!(
-            call(&f, M::GET, path, Some(&user_token), None).await.status(),
+            call(&f, M::GET, path, Some(&user_token), None)
+                .await
+                .status(),
             403,
             "{path}"
         );
@@ -489,7 +491,9 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
     let sql = "UPDATE sessions SET scope = 'read tessera:admin'";
     match engine {
         Engine::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(f.app.database_url()).await.unwrap();
+            let pool = sqlx::SqlitePool::connect(f.app.database_url())
+                .await
+                .unwrap();
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
         Engine::Postgres => {
@@ -513,7 +517,9 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
     assert_eq!(body["scope"], "read", "{body}");
     let refreshed = body["access_token"].as_str().unwrap();
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(refreshed), None).await.status(),
+        call(&f, M::GET, "/keys", Some(refreshed), None)
+            .await
+            .status(),
         403
     );
 }
@@ -539,7 +545,10 @@ async fn anonymous_callers_learn_nothing_about_bodies(engine: Engine) {
             .unwrap();
         assert_eq!(res.status(), 401, "{content_type} {body}");
         let text = res.text().await.unwrap();
-        assert!(!text.contains("unknown field") && !text.contains("username"), "{text}");
+        assert!(
+            !text.contains("unknown field") && !text.contains("username"),
+            "{text}"
+        );
     }
     // Authorized, the same body gets the schema error.
     let admin = admin_token(&f).await;
@@ -586,11 +595,28 @@ async fn the_resource_server_flag_is_shown_and_set(engine: Engine) {
     )
     .await;
     assert_eq!(res.status(), 400);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized_client");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
     // Public clients cannot be resource servers; unknown fields and clients are named.
-    let res = call(&f, M::PATCH, "/clients/spa", Some(&admin), Some(json!({"resource_server": true}))).await;
+    let res = call(
+        &f,
+        M::PATCH,
+        "/clients/spa",
+        Some(&admin),
+        Some(json!({"resource_server": true})),
+    )
+    .await;
     assert_eq!(res.status(), 400);
-    let res = call(&f, M::PATCH, "/clients/rs", Some(&admin), Some(json!({"admin": true}))).await;
+    let res = call(
+        &f,
+        M::PATCH,
+        "/clients/rs",
+        Some(&admin),
+        Some(json!({"admin": true})),
+    )
+    .await;
     assert_eq!(res.status(), 400);
     let res = call(&f, M::GET, "/clients/nobody", Some(&admin), None).await;
     assert_eq!(res.status(), 404);

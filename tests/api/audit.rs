@@ -143,10 +143,7 @@ async fn a_row_rewritten_without_the_master_key_is_named(engine: Engine) {
     // Even with the key, a rewritten row breaks the next row's link.
     let keyed = key().link(2, &rows[0].hash, &forged);
     s.raw
-        .execute(
-            "UPDATE audit_log SET hash = $1 WHERE seq = 2",
-            &[&keyed],
-        )
+        .execute("UPDATE audit_log SET hash = $1 WHERE seq = 2", &[&keyed])
         .await
         .unwrap();
     assert_eq!(
@@ -162,7 +159,10 @@ async fn a_row_rewritten_without_the_master_key_is_named(engine: Engine) {
 /// chain that verified. The newest checkpoint now vouches for them.
 async fn rows_cut_from_the_end_after_a_checkpoint_are_detected(engine: Engine) {
     let s = with_rows(engine, 67).await;
-    assert_eq!(checkpoint(s.store.as_ref(), &key(), None).await.unwrap(), 67);
+    assert_eq!(
+        checkpoint(s.store.as_ref(), &key(), None).await.unwrap(),
+        67
+    );
     let report = verify_chain(s.store.as_ref(), &key()).await.unwrap();
     assert_eq!(report.checkpoint.map(|c| c.0), Some(67));
     allow_tampering(&s, engine).await;
@@ -226,15 +226,25 @@ async fn rows_from_before_the_keyed_chain_verify_up_to_the_recorded_end(engine: 
         .unwrap();
     let report = verify_chain(s.store.as_ref(), &key()).await.unwrap();
     assert_eq!((report.rows, report.legacy_end), (4, 2));
-    assert!(report.to_string().contains("rows 1–2 written before the chain was keyed"));
+    assert!(
+        report
+            .to_string()
+            .contains("rows 1–2 written before the chain was keyed")
+    );
     // Once a keyed checkpoint exists, moving the unkeyed end forward is ignored.
     checkpoint(s.store.as_ref(), &key(), None).await.unwrap();
     s.raw
-        .execute("UPDATE audit_checkpoints SET legacy_end = 4 WHERE mac IS NULL", &[])
+        .execute(
+            "UPDATE audit_checkpoints SET legacy_end = 4 WHERE mac IS NULL",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(
-        verify_chain(s.store.as_ref(), &key()).await.unwrap().legacy_end,
+        verify_chain(s.store.as_ref(), &key())
+            .await
+            .unwrap()
+            .legacy_end,
         2
     );
 }

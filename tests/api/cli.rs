@@ -567,14 +567,27 @@ fn users_and_clients_from_the_command_line() {
     let out = cli(&["client", "show", "backend"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(shown.contains("resource_server=false\n") && shown.contains("confidential=true\n"), "{shown}");
-    assert!(!shown.contains(&secret), "the secret is never shown");
-    let out = cli(&["client", "update", "backend", "--resource-server", "true"], None);
+    assert!(
+        shown.contains("resource_server=false\n") && shown.contains("confidential=true\n"),
+        "{shown}"
+    );
+    assert!(!shown.contains(secret), "the secret is never shown");
+    let out = cli(
+        &["client", "update", "backend", "--resource-server", "true"],
+        None,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("resource_server=true\n"));
-    let out = cli(&["client", "update", "spa", "--resource-server", "true"], None);
+    let out = cli(
+        &["client", "update", "spa", "--resource-server", "true"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("a resource server must be confidential"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a resource server must be confidential"),
+        "{}",
+        stderr(&out)
+    );
     let out = cli(&["client", "show", "nobody"], None);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no client"), "{}", stderr(&out));

@@ -539,7 +539,11 @@ async fn slow_bodies_are_cut_off() {
             .await
             .expect("the server closes the connection")
             .unwrap();
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
         assert!(answer.contains("did not arrive within 1 s"), "{answer}");
@@ -640,7 +644,9 @@ async fn the_sqlite_files_are_private() {
     let url = format!("sqlite://{}", db.display());
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     {
-        let store = tessera::store::sqlite::SqliteStore::connect(&url, 2).await.unwrap();
+        let store = tessera::store::sqlite::SqliteStore::connect(&url, 2)
+            .await
+            .unwrap();
         use tessera::store::Lifecycle as _;
         store.migrate().await.unwrap();
         assert_eq!(mode(&dir), 0o700, "the directory it created");
@@ -651,7 +657,9 @@ async fn the_sqlite_files_are_private() {
         store.close().await;
     }
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let store = tessera::store::sqlite::SqliteStore::connect(&url, 2).await.unwrap();
+    let store = tessera::store::sqlite::SqliteStore::connect(&url, 2)
+        .await
+        .unwrap();
     assert_eq!(mode(&db), 0o600);
     use tessera::store::Lifecycle as _;
     store.close().await;

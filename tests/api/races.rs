@@ -38,7 +38,14 @@ async fn a_password_change_ends_logins_in_flight(engine: Engine) {
     let f = fixture(engine).await;
     let admin = admin_token(&f).await;
     let passwords = [PASSWORD, "another horse battery"];
-    let user: uuid::Uuid = f.app.store.user_by_username("alice").await.unwrap().unwrap().id;
+    let user: uuid::Uuid = f
+        .app
+        .store
+        .user_by_username("alice")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     let mut survivors = 0;
     for round in 0..5 {
         let old = passwords[round % 2];
@@ -80,7 +87,10 @@ async fn a_password_change_ends_logins_in_flight(engine: Engine) {
 
 /// Sleeps until `ms` milliseconds before the next wall-clock second.
 async fn until_just_before_a_second(ms: u64) {
-    let into = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_millis() as u64;
+    let into = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis() as u64;
     let wait = (1000 + 1000 - ms - into) % 1000;
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
@@ -144,7 +154,11 @@ async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engi
             );
         }
         let (fresh, _) = login(&f.app, "alice").await;
-        assert_eq!(introspect(&f, &fresh).await["active"], true, "round {round}");
+        assert_eq!(
+            introspect(&f, &fresh).await["active"],
+            true,
+            "round {round}"
+        );
     }
 }
 
@@ -165,8 +179,16 @@ async fn tokens_issued_after_a_client_revocation_are_not_refused(engine: Engine)
             .unwrap();
         assert_eq!(res.status(), 200);
         let after = client_token(&f, "rs", &f.rs).await;
-        assert_eq!(introspect(&f, &before).await["active"], false, "round {round}");
-        assert_eq!(introspect(&f, &after).await["active"], true, "round {round}");
+        assert_eq!(
+            introspect(&f, &before).await["active"],
+            false,
+            "round {round}"
+        );
+        assert_eq!(
+            introspect(&f, &after).await["active"],
+            true,
+            "round {round}"
+        );
     }
 }
 

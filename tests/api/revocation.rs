@@ -373,7 +373,10 @@ async fn another_clients_token_is_not_revoked(engine: Engine) {
     )
     .await;
     assert_eq!(res.status(), 401);
-    assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_client");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"],
+        "invalid_client"
+    );
     let res = revoke(&f, &access, ("other", Some("wrong"))).await;
     assert_eq!(res.status(), 401);
     let res = form(
@@ -589,7 +592,12 @@ async fn only_resource_servers_introspect_and_only_their_audiences(engine: Engin
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "unauthorized_client");
-    assert!(body["error_description"].as_str().unwrap().contains("--resource-server"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("--resource-server")
+    );
     let res = f
         .app
         .client

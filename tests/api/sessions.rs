@@ -505,20 +505,24 @@ async fn sessions_open_only_under_current_credentials(engine: Engine) {
     let entries = s.store.revocations_since(0, T0 + 3, 100).await.unwrap();
     assert!(entries.iter().any(|e| e.value == sid), "sid listed");
     assert_eq!(
-        s.store.change_credentials(
-            Uuid::new_v4(),
-            &CredentialChange::Password("x".into()),
-            T0,
-            "x",
-            T0
-        )
-        .await
-        .unwrap(),
+        s.store
+            .change_credentials(
+                Uuid::new_v4(),
+                &CredentialChange::Password("x".into()),
+                T0,
+                "x",
+                T0
+            )
+            .await
+            .unwrap(),
         None
     );
     // Disabled users get no session either.
     let name = s.raw.text("SELECT username FROM users").await;
-    s.store.set_user_disabled(&name, true, T0 + 4).await.unwrap();
+    s.store
+        .set_user_disabled(&name, true, T0 + 4)
+        .await
+        .unwrap();
     let late = NewSession {
         credential_version: 2,
         ..spa_session(Uuid::new_v4(), user)
@@ -548,7 +552,11 @@ async fn revocation_cut_offs_are_taken_when_the_revocation_commits(engine: Engin
     let entries = s.store.revocations_since(0, before, 100).await.unwrap();
     for kind in [RevocationKind::Sub, RevocationKind::Client] {
         let e = entries.iter().find(|e| e.kind == kind).unwrap();
-        assert!(e.revoked_at >= before, "{kind:?} cut at {} < {before}", e.revoked_at);
+        assert!(
+            e.revoked_at >= before,
+            "{kind:?} cut at {} < {before}",
+            e.revoked_at
+        );
     }
     assert!(
         entries
@@ -562,7 +570,11 @@ async fn revocation_cut_offs_are_taken_when_the_revocation_commits(engine: Engin
         .await
         .unwrap();
     let entries = s.store.revocations_since(0, before, 100).await.unwrap();
-    assert!(entries.iter().any(|e| e.kind == RevocationKind::Client && e.revoked_at == before + 900));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == RevocationKind::Client && e.revoked_at == before + 900)
+    );
 }
 
 on_both_engines!(

@@ -182,7 +182,10 @@ async fn parallel_wrong_passwords_check_no_more_than_the_limit(engine: Engine) {
     )
     .await;
     let checked = count(&statuses, 400);
-    assert!((1..=5).contains(&checked), "{checked} checked: {statuses:?}");
+    assert!(
+        (1..=5).contains(&checked),
+        "{checked} checked: {statuses:?}"
+    );
     assert_eq!(checked + count(&statuses, 429), 30, "{statuses:?}");
     refused(login(&app.address, "alice", PASSWORD).await).await;
     // Every password checked left a login_failed row: no more than the limit.
@@ -232,11 +235,7 @@ async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
 /// A right password gives its counted attempt back: logins that succeed
 /// never lock an account or close a network.
 async fn right_passwords_give_their_attempt_back(engine: Engine) {
-    let app = app(
-        engine,
-        &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")],
-    )
-    .await;
+    let app = app(engine, &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")]).await;
     for _ in 0..8 {
         assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
     }

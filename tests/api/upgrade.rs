@@ -101,7 +101,13 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
         Engine::Postgres => format!("'{user_id}'"),
     };
     let password_hash = tessera::auth::password::hash(PASSWORD).unwrap();
-    let client = |id: &str, confidential: bool, digest: Option<String>, grants: &str, scopes: &str, audiences: &str, admin: bool| {
+    let client = |id: &str,
+                  confidential: bool,
+                  digest: Option<String>,
+                  grants: &str,
+                  scopes: &str,
+                  audiences: &str,
+                  admin: bool| {
         format!(
             "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, origins, cookie, admin, \
              on_binding_change, disabled, created_at) VALUES ('{id}', {}, {}, '{grants}', '{scopes}', '{audiences}', '', {}, {}, \
@@ -143,9 +149,33 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
             bool_(false)
         ),
         // The review's reproduction: a public admin client with the password grant.
-        client("console", false, None, "password refresh_token", "read tessera:admin", issuer, true),
-        client("ops", true, Some(digest("ops-secret")), "client_credentials", "tessera:admin", issuer, true),
-        client("rs", true, Some(digest("rs-secret")), "client_credentials", "read", AUD, false),
+        client(
+            "console",
+            false,
+            None,
+            "password refresh_token",
+            "read tessera:admin",
+            issuer,
+            true,
+        ),
+        client(
+            "ops",
+            true,
+            Some(digest("ops-secret")),
+            "client_credentials",
+            "tessera:admin",
+            issuer,
+            true,
+        ),
+        client(
+            "rs",
+            true,
+            Some(digest("rs-secret")),
+            "client_credentials",
+            "read",
+            AUD,
+            false,
+        ),
     ];
     statements.extend(audit);
     execute(&db, &statements).await;
@@ -162,15 +192,19 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
     // the old rows, and the whole log verifies.
     let rows = app.store.audit_page(0, 100).await.unwrap();
     let find = |action: &str, subject: &str| {
-        rows.iter()
-            .any(|r| r.action == action && r.subject.as_deref() == Some(subject) && r.actor == "system:migration")
+        rows.iter().any(|r| {
+            r.action == action
+                && r.subject.as_deref() == Some(subject)
+                && r.actor == "system:migration"
+        })
     };
     assert!(find("client_admin_revoked", "console"), "{rows:?}");
     assert!(find("client_resource_server_kept", "rs"));
     assert!(!find("client_admin_revoked", "ops"));
-    let report = tessera::audit::verify_chain(app.store.as_ref(), &tessera::audit::ChainKey::new(&master))
-        .await
-        .unwrap();
+    let report =
+        tessera::audit::verify_chain(app.store.as_ref(), &tessera::audit::ChainKey::new(&master))
+            .await
+            .unwrap();
     assert_eq!(report.legacy_end, 3);
     assert!(report.rows >= 5, "{report}");
 
@@ -179,9 +213,19 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
     let token = |id: &'static str, secret: &'static str| {
         let app = &app;
         async move {
-            let res = form(app, &app.address, "/oauth/token", &[("grant_type", "client_credentials")], Some((id, secret))).await;
+            let res = form(
+                app,
+                &app.address,
+                "/oauth/token",
+                &[("grant_type", "client_credentials")],
+                Some((id, secret)),
+            )
+            .await;
             assert_eq!(res.status(), 200, "{id}");
-            res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+            res.json::<Value>().await.unwrap()["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }
     };
     let admin = token("ops", "ops-secret").await;
@@ -197,7 +241,12 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
         &app,
         &app.address,
         "/oauth/token",
-        &[("grant_type", "password"), ("client_id", "console"), ("username", "alice"), ("password", PASSWORD)],
+        &[
+            ("grant_type", "password"),
+            ("client_id", "console"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ],
         None,
     )
     .await;
@@ -213,7 +262,14 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
         .unwrap();
     assert_eq!(keys.status(), 403);
     let rs_token = token("rs", "rs-secret").await;
-    let res = form(&app, &app.address, "/oauth/introspect", &[("token", &rs_token)], Some(("rs", "rs-secret"))).await;
+    let res = form(
+        &app,
+        &app.address,
+        "/oauth/introspect",
+        &[("token", &rs_token)],
+        Some(("rs", "rs-secret")),
+    )
+    .await;
     assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
 }
 
