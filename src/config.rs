@@ -38,14 +38,20 @@ pub const KEYS: &[&str] = &[
     "login_network_failure_limit",
     "login_failure_window",
     "login_lockout_max",
+    "login_queue_limit",
+    "login_queue_timeout",
+    "login_network_concurrency",
     "token_rate_limit",
     "introspection_rate_limit",
+    "revocation_rate_limit",
+    "feed_rate_limit",
     "trusted_proxies",
     "tls_cert_file",
     "tls_key_file",
     "client_request_timeout",
     "client_body_timeout",
     "keep_alive",
+    "max_connections",
 ];
 
 /// Environment variables with the `TESSERA_` prefix that are not configuration
@@ -88,8 +94,15 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Failed-login limits (per account and per network).
     pub login: crate::auth::throttle::LoginPolicy,
+    /// Bounds of the wait for a password check (queue, deadline, per network);
+    /// `slots` is the number of cores.
+    pub login_gate: crate::auth::gate::GatePolicy,
     /// `/oauth/token` requests per client, per instance (`None`: off).
     pub token_rate_limit: Option<Rate>,
+    /// `/oauth/revoke` requests per client, per instance (`None`: off).
+    pub revocation_rate_limit: Option<Rate>,
+    /// `/v1/revocations` requests per client, per instance (`None`: off).
+    pub feed_rate_limit: Option<Rate>,
     /// `/oauth/introspect` requests per client, per instance (`None`: off).
     pub introspection_rate_limit: Option<Rate>,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, proxies).
@@ -103,6 +116,9 @@ pub struct Config {
     pub client_body_timeout: Duration,
     /// How long an idle keep-alive connection is kept open (0: closed after each request).
     pub keep_alive: Duration,
+    /// Connections served at once, all workers together (`None`: sized
+    /// from the file-descriptor limit at start).
+    pub max_connections: Option<usize>,
 }
 
 /// Native TLS settings: the files, and the configuration built from them
@@ -146,6 +162,10 @@ impl fmt::Debug for Config {
             .field("log_level", &self.log_level)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("login", &self.login)
+            .field("login_gate", &self.login_gate)
+            .field("revocation_rate_limit", &self.revocation_rate_limit)
+            .field("feed_rate_limit", &self.feed_rate_limit)
+            .field("max_connections", &self.max_connections)
             .field("token_rate_limit", &self.token_rate_limit)
             .field("introspection_rate_limit", &self.introspection_rate_limit)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -414,7 +434,26 @@ impl Config {
             max_lockout: seconds("login_lockout_max", "15m")?,
         };
 
+        let login_gate = crate::auth::gate::GatePolicy {
+            slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue: count("login_queue_limit", "64")? as usize,
+            wait: src.parse("login_queue_timeout", "2", |v| {
+                parse_duration_within(v, Duration::from_millis(100), Duration::from_secs(60))
+            })?,
+            per_network: count("login_network_concurrency", "4")? as usize,
+        };
         let token_rate_limit = src.parse("token_rate_limit", "100/s", Rate::parse)?;
+        let revocation_rate_limit = src.parse("revocation_rate_limit", "10/s", Rate::parse)?;
+        let feed_rate_limit = src.parse("feed_rate_limit", "20/s", Rate::parse)?;
+        let max_connections = src.parse("max_connections", "auto", |v| match v {
+            "auto" => Ok(None),
+            n => match n.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                _ => Err(format!(
+                    "'{v}' is not auto or a whole number from 1 to 1000000"
+                )),
+            },
+        })?;
         let introspection_rate_limit =
             src.parse("introspection_rate_limit", "1000/s", Rate::parse)?;
         let trusted_proxies = src.parse("trusted_proxies", "", parse_networks)?;
@@ -463,13 +502,17 @@ impl Config {
             log_level,
             shutdown_timeout,
             login,
+            login_gate,
             token_rate_limit,
+            revocation_rate_limit,
+            feed_rate_limit,
             introspection_rate_limit,
             trusted_proxies,
             tls,
             client_request_timeout,
             client_body_timeout,
             keep_alive,
+            max_connections,
         })
     }
 

@@ -43,6 +43,7 @@ pub struct Application {
     revocations: tokio::task::JoinHandle<()>,
     audit_writer: tokio::task::JoinHandle<()>,
     checkpoints: tokio::task::JoinHandle<()>,
+    watchdog: tokio::task::JoinHandle<()>,
     chain_key: ChainKey,
     signals: ShutdownSignals,
 }
@@ -124,6 +125,7 @@ impl Application {
             auditor: auditor.clone(),
             revocations: cache.clone(),
             throttle: throttle.clone(),
+            gate: crate::auth::gate::LoginGate::new(config.login_gate),
             rate_limit: RateLimiter::new(config.token_rate_limit),
         }));
         let origins = Arc::new(AllowedOrigins::default());
@@ -142,6 +144,8 @@ impl Application {
             .with_context(|| format!("TESSERA_LISTEN: cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let introspection_limit = Arc::new(RateLimiter::new(config.introspection_rate_limit));
+        let revocation_limit = Arc::new(RateLimiter::new(config.revocation_rate_limit));
+        let feed_limit = Arc::new(RateLimiter::new(config.feed_rate_limit));
         let state = AppState {
             store: store.clone(),
             config: Arc::new(config),
@@ -153,8 +157,15 @@ impl Application {
             auditor,
             origins,
             introspection_limit,
+            revocation_limit,
+            feed_limit,
         };
-        let server = run(listener, state)?;
+        let connections = Arc::new(crate::http::connections::Connections::default());
+        let stuck_after = state.config.keep_alive
+            + state.config.client_request_timeout
+            + std::time::Duration::from_secs(1);
+        let server = run(listener, state, connections.clone())?;
+        let watchdog = crate::http::connections::spawn_watchdog(connections, stuck_after);
         // Installed before `build` returns, so a SIGTERM that arrives as soon
         // as the caller reports "listening" is already a graceful stop.
         let signals = ShutdownSignals::install()?;
@@ -166,6 +177,7 @@ impl Application {
             revocations,
             audit_writer,
             checkpoints,
+            watchdog,
             chain_key,
             signals,
         })
@@ -199,6 +211,7 @@ impl Application {
         self.maintenance.abort();
         self.revocations.abort();
         self.checkpoints.abort();
+        self.watchdog.abort();
         // The server (and with it every auditor clone) is gone: the writer
         // stores what is queued and ends.
         if tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.audit_writer)
@@ -432,8 +445,107 @@ impl ShutdownSignals {
     }
 }
 
-fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+/// File descriptors kept for everything but client connections: the
+/// database pool, the listener, log and database files, the notification
+/// connection, outgoing calls.
+const RESERVED_DESCRIPTORS: u64 = 128;
+/// Descriptors per client connection: its socket and the head watchdog's
+/// duplicate (`http::connections`).
+const DESCRIPTORS_PER_CONNECTION: u64 = 2;
+
+/// The open-file limit: raised to the hard limit if the soft one is lower
+/// (as most servers do), then read back. `None` where it cannot be read.
+fn descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit only read and write `limit`.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return None;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: limit.rlim_max,
+                    rlim_max: limit.rlim_max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                }
+            }
+        }
+        Some(limit.rlim_cur as u64)
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Connections served at once, all workers together: `configured`, or what
+/// the descriptor limit allows after the reserve. A configured number the
+/// limit cannot carry is kept, with a warning (past it, accepting fails
+/// with "too many open files" instead of connections waiting their turn).
+fn connection_budget(configured: Option<usize>, database_pool: u32) -> usize {
+    let limit = descriptor_limit();
+    let reserve = RESERVED_DESCRIPTORS + u64::from(database_pool);
+    let allowed =
+        limit.map(|l| (l.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION).max(64) as usize);
+    let budget = match (configured, allowed) {
+        (Some(n), Some(allowed)) if n > allowed => {
+            tracing::warn!(
+                max_connections = n,
+                descriptor_limit = limit,
+                allowed,
+                "TESSERA_MAX_CONNECTIONS exceeds what the open-file limit allows; raise `ulimit -n` \
+                 (LimitNOFILE= under systemd) or lower it"
+            );
+            n
+        }
+        (Some(n), _) => n,
+        (None, Some(allowed)) => allowed.min(100_000),
+        (None, None) => 25_000,
+    };
+    tracing::info!(
+        max_connections = budget,
+        descriptor_limit = limit,
+        "connections beyond max_connections wait in the listen queue"
+    );
+    budget
+}
+
+/// Registers each accepted connection (plain or TLS) for the head watchdog.
+fn register_connection(
+    connections: &crate::http::connections::Connections,
+    conn: &dyn std::any::Any,
+    extensions: &mut actix_web::dev::Extensions,
+) {
+    use actix_web::rt::net::TcpStream;
+    use std::os::fd::AsFd as _;
+    let socket = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+        tcp.as_fd()
+    } else if let Some(tls) =
+        conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+    {
+        tls.get_ref().0.as_fd()
+    } else {
+        return;
+    };
+    if let Some(connection) = connections.register(socket) {
+        extensions.insert(connection);
+    }
+}
+
+fn run(
+    listener: TcpListener,
+    state: AppState,
+    connections: Arc<crate::http::connections::Connections>,
+) -> std::io::Result<Server> {
     let config = state.config.clone();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let per_worker = connection_budget(config.max_connections, config.database_max_connections)
+        .div_ceil(workers);
     let data = web::Data::new(state);
     let tls = config.tls.clone();
     let secure = tls.is_some();
@@ -462,6 +574,9 @@ fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
         actix_web::http::KeepAlive::Timeout(config.keep_alive)
     })
     .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .workers(workers)
+    .max_connections(per_worker)
+    .on_connect(move |conn, extensions| register_connection(&connections, conn, extensions))
     .disable_signals();
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, (*tls.server_config).clone())?,

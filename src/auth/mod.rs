@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod client;
+pub mod gate;
 pub mod names;
 pub mod password;
 pub mod rate_limit;

@@ -60,6 +60,9 @@ pub struct Throttled {
     pub retry_after: i64,
     /// Whether the account (rather than the network) is the limit reached.
     pub account: bool,
+    /// This refusal is the one that reached the network's cap (once per
+    /// network and window): the moment to write one summary audit row.
+    pub cap_reached: bool,
 }
 
 fn account_key(username: &str) -> String {
@@ -68,7 +71,9 @@ fn account_key(username: &str) -> String {
     format!("user:{hex}")
 }
 
-fn network_key(ip: IpAddr) -> String {
+/// The counter key of the network `ip` belongs to (an IPv4 address, an
+/// IPv6 /64): the unit every per-network limit counts by.
+pub fn network_key(ip: IpAddr) -> String {
     match ip {
         IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
             let s = v6.segments();
@@ -156,6 +161,7 @@ impl LoginThrottle {
         Throttled {
             retry_after: retry_after.max(1),
             account,
+            cap_reached: false,
         }
     }
 
@@ -196,7 +202,13 @@ impl LoginThrottle {
                     Some(f) if f.failures <= self.policy.network_failures => {
                         Some((key, f.window_start))
                     }
-                    _ => return Ok(Err(self.refusal(&key, false, now).await?)),
+                    Some(f) => {
+                        return Ok(Err(Throttled {
+                            cap_reached: true,
+                            ..Self::refused(f.window_start + self.policy.window - now, false)
+                        }));
+                    }
+                    None => return Ok(Err(self.refusal(&key, false, now).await?)),
                 }
             }
         };
@@ -227,7 +239,11 @@ impl LoginThrottle {
     }
 
     async fn count_network(&self, key: &str, now: i64) -> StoreResult<Option<LoginFailures>> {
+        // Past the cap a read suffices; the attempt that reaches it (count
+        // limit + 1) still goes to the upsert, so exactly one caller learns
+        // that it did.
         if let Some(f) = self.store.login_failures(key).await?
+            && f.failures > self.policy.network_failures
             && self.network_closed_until(&f, now).is_some()
         {
             return Ok(None);
@@ -250,10 +266,10 @@ impl LoginThrottle {
         let key = network_key(ip);
         match self.count_network(&key, now).await? {
             Some(f) if f.failures <= self.policy.network_failures => Ok(NetworkCount::Counted),
-            Some(f) => Ok(NetworkCount::CapReached(Self::refused(
-                f.window_start + self.policy.window - now,
-                false,
-            ))),
+            Some(f) => Ok(NetworkCount::CapReached(Throttled {
+                cap_reached: true,
+                ..Self::refused(f.window_start + self.policy.window - now, false)
+            })),
             None => Ok(NetworkCount::Capped(self.refusal(&key, false, now).await?)),
         }
     }

@@ -4,6 +4,7 @@
 //! cryptography.
 
 mod admin;
+pub mod connections;
 pub mod cors;
 mod discovery;
 mod health;
@@ -55,6 +56,10 @@ pub struct AppState {
     pub origins: Arc<cors::AllowedOrigins>,
     /// Introspection requests per client.
     pub introspection_limit: Arc<crate::auth::rate_limit::RateLimiter>,
+    /// Revocation and logout requests per client.
+    pub revocation_limit: Arc<crate::auth::rate_limit::RateLimiter>,
+    /// Feed requests per client.
+    pub feed_limit: Arc<crate::auth::rate_limit::RateLimiter>,
 }
 
 /// Registers every route.

@@ -77,6 +77,14 @@ pub async fn revoke(
         Ok(v) => v,
         Err(response) => return response,
     };
+    if let Err(e) = check_rate(
+        &state.revocation_limit,
+        &client,
+        client_ip(&req),
+        "revocation",
+    ) {
+        return oauth_error(&e);
+    }
     let token = match required(&params, "token") {
         Ok(t) => t,
         Err(e) => return oauth_error(&e),
@@ -103,6 +111,14 @@ pub async fn logout(
         Ok(v) => v,
         Err(response) => return response,
     };
+    if let Err(e) = check_rate(
+        &state.revocation_limit,
+        &client,
+        client_ip(&req),
+        "revocation",
+    ) {
+        return oauth_error(&e);
+    }
     let mut facts = Presented::default();
     browser_facts(&req, &mut facts);
     if let Err(e) = check_browser_request(&client, &facts) {
@@ -187,19 +203,29 @@ pub async fn feed(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse 
             retry_after: None,
         });
     }
-    if let Err(e) = state
+    let client = match state
         .clients
         .authenticate_resource_server(&HashMap::new(), basic)
         .await
     {
+        Ok(client) => client,
+        Err(e) => return oauth_error(&e),
+    };
+    if let Err(e) = check_rate(&state.feed_limit, &client, client_ip(&req), "feed") {
         return oauth_error(&e);
     }
     let query = match crate::revocation::FeedQuery::parse(req.query_string()) {
         Ok(q) => q,
         Err(e) => return oauth_error(&OAuthError::new(ErrorCode::InvalidRequest, e.0)),
     };
-    match state.revoker.feed(query.since, query.limit, now()).await {
-        Ok(page) => no_store(HttpResponse::Ok()).json(page),
+    match state
+        .revoker
+        .feed_json(query.since, query.limit, now())
+        .await
+    {
+        Ok(page) => no_store(HttpResponse::Ok())
+            .content_type("application/json")
+            .body(web::Bytes::from_owner(page)),
         Err(e) => unavailable(&e),
     }
 }

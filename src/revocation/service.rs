@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{RevocationCache, feed_entry, relevant_until};
 use crate::audit::{Auditor, Event, client_actor};
-use crate::store::{Client, Cutoff, Store, StoreError};
+use crate::store::{Client, Cutoff, JtiOwner, JtiRevocation, Store, StoreError};
 use crate::tokens::refresh;
 use crate::verify::{AccessClaims, FeedPage, Verifier, VerifyError};
 
@@ -101,10 +101,21 @@ pub struct Revoker {
     auditor: Auditor,
     issuer: String,
     access_ttl: i64,
+    /// Full feed pages by (cursor, limit), as JSON (see [`Revoker::feed_json`]).
+    feed_pages: quick_cache::sync::Cache<(i64, i64), std::sync::Arc<[u8]>>,
 }
+
+/// Full feed pages kept in memory (at most about 114 KB each).
+const FEED_PAGES_CACHED: usize = 32;
 
 /// Largest feed page.
 pub const MAX_FEED_PAGE: i64 = 1000;
+
+/// Access tokens of one session (or one client's own) revoked one by one,
+/// relevant at once, before they are folded into one entry: the session is
+/// revoked, or the client's tokens issued so far. Bounds what one client
+/// can add to every instance's revocation list and to the feed.
+pub const FOLD_AFTER: i64 = 64;
 
 impl Revoker {
     /// Entries in this instance's revocation list.
@@ -128,6 +139,7 @@ impl Revoker {
             auditor,
             issuer,
             access_ttl,
+            feed_pages: quick_cache::sync::Cache::new(FEED_PAGES_CACHED),
         }
     }
 
@@ -173,21 +185,37 @@ impl Revoker {
         if claims.client_id != client.id {
             return Err(RevokeError::NotYourToken);
         }
-        if self
+        let owner = match claims.sid.as_deref().map(uuid::Uuid::parse_str) {
+            Some(Ok(sid)) => JtiOwner::Session(sid),
+            _ => JtiOwner::Client(client.id.clone()),
+        };
+        let outcome = self
             .store
-            .revoke_jti(&claims.jti, now, claims.exp + super::SLACK)
-            .await?
-        {
+            .revoke_jti(
+                &claims.jti,
+                now,
+                claims.exp + super::SLACK,
+                Some(&owner),
+                FOLD_AFTER,
+            )
+            .await?;
+        if outcome != JtiRevocation::AlreadyListed {
             self.cache.refresh_now().await;
-            self.auditor
-                .record_durable(
-                    Event::new(client_actor(&client.id), "token_revoked")
-                        .subject(&claims.jti)
-                        .detail("sub", claims.sub)
-                        .detail("via", "revocation_endpoint")
-                        .network(network),
-                )
-                .await;
+            let mut event = Event::new(client_actor(&client.id), "token_revoked")
+                .subject(&claims.jti)
+                .detail("sub", claims.sub)
+                .detail("via", "revocation_endpoint")
+                .network(network);
+            if outcome == JtiRevocation::Folded {
+                event = event.detail(
+                    "folded_into",
+                    match &owner {
+                        JtiOwner::Session(sid) => format!("sid:{sid}"),
+                        JtiOwner::Client(id) => format!("client:{id}"),
+                    },
+                );
+            }
+            self.auditor.record_durable(event).await;
         }
         Ok(())
     }
@@ -304,6 +332,33 @@ impl Revoker {
         })
     }
 
+    /// [`Self::feed`] as JSON. A full page (`has_more`) never changes once
+    /// read: entries are appended after it in cursor order, and what leaves
+    /// it later (purged or folded entries) is harmless to keep, since
+    /// readers drop what is no longer relevant. So full pages are served
+    /// from memory: a resource server catching up, or many reading the same
+    /// pages, cost one query per page, not one per request. The tail page
+    /// is always read.
+    pub async fn feed_json(
+        &self,
+        since: i64,
+        limit: i64,
+        now: i64,
+    ) -> Result<std::sync::Arc<[u8]>, StoreError> {
+        let limit = limit.clamp(1, MAX_FEED_PAGE);
+        if let Some(page) = self.feed_pages.get(&(since, limit)) {
+            return Ok(page);
+        }
+        let page = self.feed(since, limit, now).await?;
+        let json: std::sync::Arc<[u8]> = serde_json::to_vec(&page)
+            .expect("a feed page serializes")
+            .into();
+        if page.has_more {
+            self.feed_pages.insert((since, limit), json.clone());
+        }
+        Ok(json)
+    }
+
     /// Admin: revokes one session.
     pub async fn revoke_session(
         &self,
@@ -393,7 +448,11 @@ impl Revoker {
     /// Admin: one access token by `jti` (its expiry unknown: listed for a
     /// full token lifetime).
     pub async fn revoke_jti(&self, actor: &str, jti: &str, now: i64) -> Result<(), RevokeError> {
-        if self.store.revoke_jti(jti, now, self.until(now)).await? {
+        let outcome = self
+            .store
+            .revoke_jti(jti, now, self.until(now), None, FOLD_AFTER)
+            .await?;
+        if outcome == JtiRevocation::Listed {
             self.cache.refresh_now().await;
         }
         self.auditor

@@ -252,6 +252,36 @@ pub enum Lockout {
     },
 }
 
+/// Whose access token a jti revocation is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JtiOwner {
+    /// A token minted in this session.
+    Session(uuid::Uuid),
+    /// A token a client obtained for itself (no session).
+    Client(String),
+}
+
+impl JtiOwner {
+    pub(crate) fn key(&self) -> String {
+        match self {
+            JtiOwner::Session(sid) => format!("sid:{sid}"),
+            JtiOwner::Client(id) => format!("client:{id}"),
+        }
+    }
+}
+
+/// What [`Sessions::revoke_jti`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JtiRevocation {
+    /// The jti is listed now.
+    Listed,
+    /// It was listed already; nothing changed.
+    AlreadyListed,
+    /// The owner had too many entries: they were folded into one session
+    /// or client entry (which covers this token too).
+    Folded,
+}
+
 /// Which tokens a `sub` or `client` revocation covers (by their `iat`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cutoff {
@@ -367,8 +397,20 @@ pub trait Sessions: Send + Sync {
         revocation_relevant_until: i64,
     ) -> StoreResult<u64>;
 
-    /// Lists one access token as revoked; false if it already was.
-    async fn revoke_jti(&self, jti: &str, now: i64, relevant_until: i64) -> StoreResult<bool>;
+    /// Lists one access token as revoked, as `owner`'s if given. Past
+    /// `fold_after` relevant entries of one owner, the owner's entries are
+    /// replaced in the same transaction by one entry covering them all: a
+    /// session is revoked (and its `sid` listed), a client is listed with a
+    /// cut-off at this commit. An unowned entry (the admin API's, whose
+    /// token is unknown) is never folded.
+    async fn revoke_jti(
+        &self,
+        jti: &str,
+        now: i64,
+        relevant_until: i64,
+        owner: Option<&JtiOwner>,
+        fold_after: i64,
+    ) -> StoreResult<JtiRevocation>;
 
     /// Revocation entries after `cursor` still relevant at `now`, oldest
     /// first, at most `limit`. Entries become visible in cursor order: a

@@ -853,8 +853,14 @@ macro_rules! portable_sessions {
                 jti: &str,
                 now: i64,
                 relevant_until: i64,
-            ) -> $crate::store::StoreResult<bool> {
+                owner: Option<&$crate::store::JtiOwner>,
+                fold_after: i64,
+            ) -> $crate::store::StoreResult<$crate::store::JtiRevocation> {
+                use $crate::store::{JtiOwner, JtiRevocation, RevocationKind};
                 let mut tx = self.begin_write().await?;
+                // The revocation lock first: one order everywhere, and the
+                // owner's count below cannot change under us.
+                Self::lock_revocations_in(&mut tx).await?;
                 let listed: Option<i64> = sqlx::query_scalar(
                     "SELECT id FROM revocations WHERE kind = 'jti' AND value = $1",
                 )
@@ -862,12 +868,73 @@ macro_rules! portable_sessions {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if listed.is_some() {
-                    return Ok(false);
+                    return Ok(JtiRevocation::AlreadyListed);
                 }
-                Self::insert_revocation_in(&mut tx, $crate::store::RevocationKind::Jti, jti, now, relevant_until)
+                let key = owner.map(JtiOwner::key);
+                if let (Some(owner), Some(key)) = (owner, &key) {
+                    let count: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM revocations WHERE owner = $1 AND relevant_until > $2",
+                    )
+                    .bind(key)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
                     .await?;
+                    if count >= fold_after {
+                        match owner {
+                            JtiOwner::Session(sid) => {
+                                let revoked = Self::revoke_session_in(
+                                    &mut tx,
+                                    *sid,
+                                    now,
+                                    "too many access tokens revoked one by one",
+                                    relevant_until,
+                                    true,
+                                )
+                                .await?;
+                                // Revoked before (or purged): list its sid
+                                // again, so the rows deleted below stay covered.
+                                if !revoked {
+                                    Self::insert_revocation_in(
+                                        &mut tx,
+                                        RevocationKind::Sid,
+                                        &sid.to_string(),
+                                        now,
+                                        relevant_until,
+                                    )
+                                    .await?;
+                                }
+                            }
+                            JtiOwner::Client(id) => {
+                                let cutoff = $crate::store::Cutoff::Commit.at(now, relevant_until);
+                                Self::insert_revocation_in(
+                                    &mut tx,
+                                    RevocationKind::Client,
+                                    id,
+                                    cutoff,
+                                    relevant_until,
+                                )
+                                .await?;
+                            }
+                        }
+                        sqlx::query("DELETE FROM revocations WHERE owner = $1")
+                            .bind(key)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        return Ok(JtiRevocation::Folded);
+                    }
+                }
+                Self::insert_revocation_in(&mut tx, RevocationKind::Jti, jti, now, relevant_until)
+                    .await?;
+                if let Some(key) = &key {
+                    sqlx::query("UPDATE revocations SET owner = $1 WHERE kind = 'jti' AND value = $2")
+                        .bind(key)
+                        .bind(jti)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                Ok(true)
+                Ok(JtiRevocation::Listed)
             }
 
             async fn revocations_since(

@@ -12,6 +12,7 @@ use super::mint::{MintError, Minter, TokenRequest};
 use super::refresh;
 use crate::audit::{Auditor, Event, client_actor, user_actor};
 use crate::auth::accounts::ADMIN_SCOPE;
+use crate::auth::gate::{LoginGate, Refusal};
 use crate::auth::names::Username;
 use crate::auth::password;
 use crate::auth::rate_limit::RateLimiter;
@@ -182,6 +183,8 @@ pub struct Collaborators {
     pub throttle: LoginThrottle,
     /// Requests per client.
     pub rate_limit: RateLimiter,
+    /// Admission to password checks.
+    pub gate: LoginGate,
 }
 
 /// The token endpoint.
@@ -195,8 +198,8 @@ pub struct TokenEndpoint {
     revocations: Arc<RevocationCache>,
     throttle: LoginThrottle,
     rate_limit: RateLimiter,
-    /// Bounds concurrent Argon2 computations (memory: 19 MiB each).
-    password_slots: tokio::sync::Semaphore,
+    /// Bounds Argon2 computations (one per core) and the wait for them.
+    gate: LoginGate,
 }
 
 impl TokenEndpoint {
@@ -212,9 +215,7 @@ impl TokenEndpoint {
             revocations: c.revocations,
             throttle: c.throttle,
             rate_limit: c.rate_limit,
-            password_slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
+            gate: c.gate,
         }
     }
 
@@ -434,6 +435,12 @@ impl TokenEndpoint {
         let bad_credentials =
             || OAuthError::new(ErrorCode::InvalidGrant, "wrong username or password");
 
+        // Admitted to the bounded wait for a password check, or refused at
+        // once (the queue is full, or this network has its share in progress).
+        let admission = self
+            .gate
+            .admit(ip.map(crate::auth::throttle::network_key))
+            .map_err(gate_refusal)?;
         // Before any work: the attempt is counted (atomically, on every
         // instance), or refused if the account is locked or the network has
         // used up its failures, whether or not the password would be right.
@@ -445,6 +452,16 @@ impl TokenEndpoint {
         {
             Ok(attempt) => attempt,
             Err(t) => {
+                if t.cap_reached {
+                    self.auditor
+                        .record(
+                            Event::new("anonymous", "network_failure_cap_reached")
+                                .detail("failures", self.throttle.policy().network_failures)
+                                .detail("until", now + t.retry_after)
+                                .network(ip.map(refresh::network_prefix)),
+                        )
+                        .await;
+                }
                 let from = if t.account {
                     "for this account"
                 } else {
@@ -471,16 +488,22 @@ impl TokenEndpoint {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let secret = zeroize::Zeroizing::new(secret.clone());
         // Argon2 takes tens of milliseconds of CPU and 19 MiB of memory: run
-        // it off the I/O threads, and only a few at a time, so a burst of
-        // logins queues instead of growing memory without bound.
-        let ok = {
-            let _slot = self.password_slots.acquire().await.map_err(|_| {
-                OAuthError::new(ErrorCode::TemporarilyUnavailable, "try again shortly")
-            })?;
-            tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
-                .await
-                .unwrap_or(false)
+        // it off the I/O threads, one per core, after a bounded wait. A login
+        // that gets no slot in time was not checked: its attempt is given back.
+        let slot = match admission.slot().await {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                self.throttle
+                    .not_checked(attempt)
+                    .await
+                    .map_err(unavailable)?;
+                return Err(gate_refusal(refusal));
+            }
         };
+        let ok = tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
+            .await
+            .unwrap_or(false);
+        drop(slot);
         let network = ip.map(refresh::network_prefix);
         let failed = |user: Option<&crate::store::User>, reason: &'static str| {
             // Never the username: people type passwords into that field.
@@ -860,6 +883,29 @@ fn narrow(allowed: &[&str], requested: &str, whose: &str) -> Result<String, OAut
         }
     }
     Ok(granted.join(" "))
+}
+
+/// The answer to a login the gate did not admit.
+fn gate_refusal(refusal: Refusal) -> OAuthError {
+    let m = crate::metrics::metrics();
+    match refusal {
+        Refusal::Busy => {
+            m.rate_limited.with_label_values(&["login_queue"]).inc();
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many logins are waiting to be checked; retry shortly",
+            )
+        }
+        Refusal::NetworkBusy => {
+            m.rate_limited
+                .with_label_values(&["login_network_concurrency"])
+                .inc();
+            too_many_requests(
+                1,
+                "too many logins from this network are in progress; retry shortly",
+            )
+        }
+    }
 }
 
 /// 429 `too_many_requests` with `Retry-After: retry_after` seconds.

@@ -17,12 +17,21 @@ pub type Params = HashMap<String, String>;
 #[error("{0}")]
 pub struct FormError(pub String);
 
-/// Parses a form body: repeated parameters are refused (RFC 6749 §3.2),
-/// empty ones dropped (§3.1), names and values must be UTF-8 without
-/// control characters.
+/// Most parameters a form may carry (a token request needs fewer than ten):
+/// thousands of tiny ones would cost more to parse than the request is worth.
+pub const MAX_PARAMS: usize = 32;
+
+/// Parses a form body: at most [`MAX_PARAMS`] parameters, repeated ones
+/// refused (RFC 6749 §3.2), empty ones dropped (§3.1), names and values
+/// UTF-8 without control characters.
 pub fn parse_form(body: &[u8]) -> Result<Params, FormError> {
     let mut params = HashMap::new();
-    for (name, value) in url::form_urlencoded::parse(body) {
+    for (i, (name, value)) in url::form_urlencoded::parse(body).enumerate() {
+        if i == MAX_PARAMS {
+            return Err(FormError(format!(
+                "too many parameters (at most {MAX_PARAMS})"
+            )));
+        }
         if name.contains('\u{FFFD}') || value.contains('\u{FFFD}') {
             return Err(FormError("parameters must be UTF-8".into()));
         }
@@ -122,6 +131,18 @@ mod tests {
         let p = parse_form(b"a=&b=2").unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p["b"], "2");
+    }
+
+    #[test]
+    fn the_number_of_parameters_is_capped() {
+        let ok: Vec<String> = (0..MAX_PARAMS).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(
+            parse_form(ok.join("&").as_bytes()).unwrap().len(),
+            MAX_PARAMS
+        );
+        let many = "a&".repeat(5000);
+        let e = parse_form(many.as_bytes()).unwrap_err().0;
+        assert!(e.contains("too many parameters"), "{e}");
     }
 
     #[test]

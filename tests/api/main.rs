@@ -12,6 +12,7 @@ mod cookie;
 mod fuzz_regressions;
 mod hardening;
 mod health;
+mod hostile;
 mod interop;
 mod keys;
 mod metrics;

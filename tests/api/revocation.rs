@@ -427,12 +427,19 @@ async fn the_feed_pages_relevant_revocations(engine: Engine) {
     let f = fixture(engine).await;
     let now = chrono::Utc::now().timestamp();
     for jti in ["j1", "j2", "j3"] {
-        assert!(f.app.store.revoke_jti(jti, now, now + 900).await.unwrap());
+        assert_eq!(
+            f.app
+                .store
+                .revoke_jti(jti, now, now + 900, None, 64)
+                .await
+                .unwrap(),
+            tessera::store::JtiRevocation::Listed
+        );
     }
     // No longer relevant: never listed.
     f.app
         .store
-        .revoke_jti("old", now - 1000, now - 10)
+        .revoke_jti("old", now - 1000, now - 10, None, 64)
         .await
         .unwrap();
     let res = feed(&f, "?limit=2").await;
