@@ -95,9 +95,10 @@ fn statuses(counts: &HashMap<u16, u64>) -> String {
         .join(" ")
 }
 
-/// The address of worker `i` (distinct /64s and IPv4 addresses).
+/// The address of worker `i`: each in its own /24, so no two share a
+/// network for any limit (a public client's token budget is per /24).
 fn address(i: u64) -> String {
-    format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+    format!("10.{}.{}.1", (i >> 8) & 255, i & 255)
 }
 
 #[tokio::main]

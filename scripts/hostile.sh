@@ -120,3 +120,5 @@ for s in $SCENARIOS; do
     row "$s" "$r"
 done
 row "after all" "rss_mb=$(rss_mb) fds=$(fds) login_failures_rows=$(sql "SELECT COUNT(*) FROM login_failures") audit_rows=$(sql "SELECT COUNT(*) FROM audit_log")"
+sleep 12
+row "12 s later" "rss_mb=$(rss_mb) fds=$(fds)"

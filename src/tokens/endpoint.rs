@@ -436,11 +436,15 @@ impl TokenEndpoint {
             || OAuthError::new(ErrorCode::InvalidGrant, "wrong username or password");
 
         // Admitted to the bounded wait for a password check, or refused at
-        // once (the queue is full, or this network has its share in progress).
+        // once (the queue is full, or this network has its share in
+        // progress); then a check slot within the deadline, or 503. Nothing
+        // is counted or read before the slot, so a refused login costs no
+        // database work and counts against no account.
         let admission = self
             .gate
             .admit(ip.map(crate::auth::throttle::network_key))
             .map_err(gate_refusal)?;
+        let slot = admission.slot().await.map_err(gate_refusal)?;
         // Before any work: the attempt is counted (atomically, on every
         // instance), or refused if the account is locked or the network has
         // used up its failures, whether or not the password would be right.
@@ -488,18 +492,7 @@ impl TokenEndpoint {
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let secret = zeroize::Zeroizing::new(secret.clone());
         // Argon2 takes tens of milliseconds of CPU and 19 MiB of memory: run
-        // it off the I/O threads, one per core, after a bounded wait. A login
-        // that gets no slot in time was not checked: its attempt is given back.
-        let slot = match admission.slot().await {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                self.throttle
-                    .not_checked(attempt)
-                    .await
-                    .map_err(unavailable)?;
-                return Err(gate_refusal(refusal));
-            }
-        };
+        // it off the I/O threads, in the slot taken above (one per core).
         let ok = tokio::task::spawn_blocking(move || password::verify(stored.as_deref(), &secret))
             .await
             .unwrap_or(false);
@@ -524,7 +517,7 @@ impl TokenEndpoint {
                     Some(_) => "wrong password",
                 };
                 self.auditor.record(failed(other.as_ref(), reason)).await;
-                self.locked_if(&attempt, other.as_ref(), network.clone())
+                self.failed_check(&attempt, other.as_ref(), ip, network.clone())
                     .await;
                 return Err(bad_credentials());
             }
@@ -558,7 +551,8 @@ impl TokenEndpoint {
             let Some(step) = crate::auth::totp::check(&secret, code, now, user.totp_last_step)
             else {
                 self.auditor.record(failed(Some(&user), "wrong otp")).await;
-                self.locked_if(&attempt, Some(&user), network.clone()).await;
+                self.failed_check(&attempt, Some(&user), ip, network.clone())
+                    .await;
                 return Err(wrong());
             };
             // Atomic: two logins racing with the same code cannot both pass.
@@ -569,7 +563,8 @@ impl TokenEndpoint {
                 .map_err(unavailable)?
             {
                 self.auditor.record(failed(Some(&user), "reused otp")).await;
-                self.locked_if(&attempt, Some(&user), network.clone()).await;
+                self.failed_check(&attempt, Some(&user), ip, network.clone())
+                    .await;
                 return Err(wrong());
             }
         }
@@ -793,14 +788,19 @@ impl TokenEndpoint {
 }
 
 impl TokenEndpoint {
-    /// Audits the lockout if the failed `attempt` is the one that locked
-    /// its account (the failure itself was counted before the check).
-    async fn locked_if(
+    /// After a failed check: its network waits in the gate's low lane for
+    /// a while, and the lockout is audited if this `attempt` is the one that
+    /// locked its account (the failure itself was counted before the check).
+    async fn failed_check(
         &self,
         attempt: &crate::auth::throttle::Attempt,
         user: Option<&crate::store::User>,
+        ip: Option<std::net::IpAddr>,
         network: Option<String>,
     ) {
+        if let Some(ip) = ip {
+            self.gate.failed(&crate::auth::throttle::network_key(ip));
+        }
         if attempt.locks_account(&self.throttle.policy()) {
             let mut event = Event::new("system", "account_locked")
                 .detail("failures", self.throttle.policy().account_failures)

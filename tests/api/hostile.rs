@@ -8,34 +8,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app_with};
-use crate::revocation::{AUD, PASSWORD, add_user, fixture_with, form, introspect, login};
+use crate::revocation::{PASSWORD, fixture_with, form, introspect, login};
 
 fn addr(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()
-}
-
-async fn app_with_spa(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
-    let app = spawn_app_with(engine, extra).await;
-    app.store
-        .create_client(
-            &tessera::store::NewClient {
-                id: "spa".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into(), "refresh_token".into()],
-                scopes: vec!["read".into()],
-                audiences: vec![AUD.into()],
-                origins: vec![],
-                cookie: false,
-                admin: false,
-                resource_server: false,
-                on_binding_change: "audit".into(),
-            },
-            0,
-        )
-        .await
-        .unwrap();
-    add_user(&app, "alice").await;
-    app
 }
 
 async fn password_login(
@@ -68,7 +44,7 @@ async fn password_login(
 /// deadline plus its own check, never behind an unbounded queue. Logins the
 /// gate turns away were not checked, so they count against no account.
 async fn legitimate_logins_are_answered_under_a_login_flood(engine: Engine) {
-    let app = app_with_spa(
+    let app = crate::throttle::app(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -128,7 +104,7 @@ async fn legitimate_logins_are_answered_under_a_login_flood(engine: Engine) {
 /// One network gets at most `login_network_concurrency` logins in progress
 /// at once; the rest are refused at once with 429.
 async fn one_network_cannot_fill_the_login_queue(engine: Engine) {
-    let app = app_with_spa(
+    let app = crate::throttle::app(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -360,7 +336,7 @@ async fn revocation_and_the_feed_are_rate_limited(engine: Engine) {
 /// the refusals after it write nothing (logins and client authentications
 /// alike), and failed-login counters are bounded by the same cap.
 async fn a_capped_network_writes_one_summary_row(engine: Engine) {
-    let app = app_with_spa(
+    let app = crate::throttle::app(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),

@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app_with, spawn_peer};
 use crate::revocation::{PASSWORD, add_user};
 
-async fn app(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
+/// An app with a public `spa` client (password grant) and the user `alice`.
+pub(crate) async fn app(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
     let app = spawn_app_with(engine, extra).await;
     app.store
         .create_client(
