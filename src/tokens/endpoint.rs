@@ -440,11 +440,19 @@ impl TokenEndpoint {
         // progress); then a check slot within the deadline, or 503. Nothing
         // is counted or read before the slot, so a refused login costs no
         // database work and counts against no account.
-        let admission = self
-            .gate
-            .admit(ip.map(crate::auth::throttle::network_key))
-            .map_err(gate_refusal)?;
-        let slot = admission.slot().await.map_err(gate_refusal)?;
+        let admitted = match self.gate.admit(ip.map(crate::auth::throttle::network_key)) {
+            Ok(admission) => admission.slot().await.map(|slot| (admission, slot)),
+            Err(refusal) => Err(refusal),
+        };
+        let (_admission, slot) = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                if let Refusal::Busy { .. } = refusal {
+                    tokio::time::sleep(crate::auth::gate::REFUSAL_DELAY).await;
+                }
+                return Err(gate_refusal(refusal));
+            }
+        };
         // Before any work: the attempt is counted (atomically, on every
         // instance), or refused if the account is locked or the network has
         // used up its failures, whether or not the password would be right.
@@ -889,7 +897,7 @@ fn narrow(allowed: &[&str], requested: &str, whose: &str) -> Result<String, OAut
 fn gate_refusal(refusal: Refusal) -> OAuthError {
     let m = crate::metrics::metrics();
     match refusal {
-        Refusal::Busy => {
+        Refusal::Busy { .. } => {
             m.rate_limited.with_label_values(&["login_queue"]).inc();
             OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
