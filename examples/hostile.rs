@@ -218,7 +218,6 @@ async fn logins(args: &Args, base: &str, http: &reqwest::Client) -> String {
             *attack.entry(k).or_default() += v;
         }
     }
-    let attack: HashMap<u16, u64> = attack.into_iter().map(|(k, v)| (k, v)).collect();
     format!(
         "legit_{} legit_statuses=[{}] attack_statuses=[{}]",
         summary(latencies),

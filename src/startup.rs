@@ -492,7 +492,7 @@ fn descriptor_limit() -> Option<u64> {
                 }
             }
         }
-        Some(limit.rlim_cur as u64)
+        Some(limit.rlim_cur)
     }
     #[cfg(not(unix))]
     None
