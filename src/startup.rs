@@ -21,7 +21,7 @@ use crate::keys::keyring::{KeyRing, RotationPolicy};
 use crate::keys::master::{MasterKey, OpenError};
 use crate::revocation::{RevocationCache, Revoker};
 use crate::store::{self, Store};
-use crate::tokens::endpoint::Collaborators;
+use crate::tokens::grant::Collaborators;
 use crate::tokens::{AudienceKeys, ClientAuthenticator, Minter, SessionPolicy, TokenEndpoint};
 use crate::verify::Verifier;
 

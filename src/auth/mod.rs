@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod client;
 pub mod gate;
 pub mod names;
+pub mod network;
 pub mod password;
 pub mod rate_limit;
 pub mod throttle;

@@ -18,17 +18,17 @@
 //! | `GET /keys`, `POST /keys/rotate` | signing keys |
 //! | `GET /audit?after=SEQ&limit=N` | the audit log, in order |
 
-use actix_web::ResponseError;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, WWW_AUTHENTICATE};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::{AppState, error_response};
+use super::AppState;
+use super::errors::AdminError;
 use crate::audit::{Event, client_actor};
-use crate::auth::accounts::{ADMIN_SCOPE, AccountError, ClientSpec};
-use crate::revocation::RevokeError;
+use crate::auth::accounts::{ADMIN_SCOPE, ClientSpec};
 use crate::store::{AuditRecord, Session};
 use crate::verify::{BearerError, VerifyError, bearer};
 
@@ -84,101 +84,79 @@ fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     }))
 }
 
-/// The admin client behind a request, as an audit actor.
-struct Admin {
+/// The admin client behind a request, as an audit actor: an argument of
+/// every admin handler, so nothing else runs for a caller that is not one.
+pub struct AdminCaller {
     actor: String,
 }
 
-fn forbidden() -> HttpResponse {
-    let mut res = error_response(
-        StatusCode::FORBIDDEN,
-        "insufficient_scope",
-        "this API needs an access token with scope tessera:admin that an admin client obtained for itself (client_credentials)",
-    );
-    res.headers_mut().insert(
-        WWW_AUTHENTICATE,
-        "Bearer error=\"insufficient_scope\", scope=\"tessera:admin\""
-            .parse()
-            .expect("static header"),
-    );
-    res
+impl FromRequest for AdminCaller {
+    type Error = AdminError;
+    type Future = LocalBoxFuture<'static, Result<AdminCaller, AdminError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState is registered")
+                .clone();
+            let token = bearer(&req).ok_or(AdminError::Unauthorized(BearerError::Missing))?;
+            let claims = match state.revoker.verify_access_token(&token).await {
+                Ok(c) => c,
+                Err(VerifyError::KeysUnavailable) => {
+                    return Err(AdminError::Unauthorized(BearerError::Unavailable));
+                }
+                Err(e) => return Err(AdminError::Unauthorized(BearerError::Invalid(e))),
+            };
+            if !claims.aud.contains(state.revoker.issuer()) {
+                return Err(AdminError::Unauthorized(BearerError::Invalid(
+                    VerifyError::WrongAudience,
+                )));
+            }
+            // Only a token an admin client obtained for itself
+            // (client_credentials): never one that carries a user,
+            // whatever scope it lists.
+            if !claims.has_scope(ADMIN_SCOPE)
+                || claims.sid.is_some()
+                || claims.sub != claims.client_id
+            {
+                return Err(AdminError::Forbidden);
+            }
+            // The client may have lost its admin right or been disabled since.
+            match state.store.client_by_id(&claims.client_id).await? {
+                Some(c) if c.admin && !c.disabled => Ok(AdminCaller {
+                    actor: client_actor(&c.id),
+                }),
+                _ => Err(AdminError::Forbidden),
+            }
+        })
+    }
 }
 
-async fn authorize(req: &HttpRequest, state: &AppState) -> Result<Admin, HttpResponse> {
-    // 401s exactly as resource servers answer them (RFC 6750).
-    let refuse = |e: BearerError| e.error_response();
-    let token = bearer(req).ok_or_else(|| refuse(BearerError::Missing))?;
-    let claims = match state.revoker.verify_access_token(&token).await {
-        Ok(c) => c,
-        Err(VerifyError::KeysUnavailable) => return Err(refuse(BearerError::Unavailable)),
-        Err(e) => return Err(refuse(BearerError::Invalid(e))),
-    };
-    if !claims.aud.contains(state.revoker.issuer()) {
-        return Err(refuse(BearerError::Invalid(VerifyError::WrongAudience)));
-    }
-    // Only a token an admin client obtained for itself (client_credentials):
-    // never one that carries a user, whatever scope it lists.
-    if !claims.has_scope(ADMIN_SCOPE) || claims.sid.is_some() || claims.sub != claims.client_id {
-        return Err(forbidden());
-    }
-    // The client may have lost its admin right or been disabled since.
-    match state.store.client_by_id(&claims.client_id).await {
-        Ok(Some(c)) if c.admin && !c.disabled => Ok(Admin {
-            actor: client_actor(&c.id),
-        }),
-        Ok(_) => Err(forbidden()),
-        Err(e) => Err(super::token::unavailable(&e)),
-    }
-}
-
-/// Reads a JSON body, after the caller is authorized: an anonymous request
-/// learns nothing about the schema.
+/// Reads a JSON body. Handlers call it after the [`AdminCaller`] argument
+/// has authorized the caller, so an anonymous request learns nothing about
+/// the schema.
 async fn json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<T, HttpResponse> {
+    payload: web::Payload,
+) -> Result<T, AdminError> {
     let mime = req
         .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(str::trim)
         .unwrap_or("");
     if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(error_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request",
-            "request body: Content-Type must be application/json",
-        ));
+        return Err(AdminError::NotJson);
     }
     // Already read whole and bounded by the body limit (see `limits`).
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = futures_util::StreamExt::next(&mut payload).await {
-        let chunk = chunk.map_err(|_| {
-            error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "the request body could not be read",
-            )
-        })?;
-        body.extend_from_slice(&chunk);
-    }
-    serde_json::from_slice(&body).map_err(|e| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            &format!("request body: {e}"),
-        )
-    })
-}
-
-macro_rules! body {
-    ($req:expr, $payload:expr) => {
-        match json_body(&$req, $payload).await {
-            Ok(body) => body,
-            Err(response) => return response,
-        }
-    };
+    let body = payload
+        .to_bytes()
+        .await
+        .map_err(|_| AdminError::Invalid("the request body could not be read".into()))?;
+    serde_json::from_slice(&body).map_err(|e| AdminError::Invalid(format!("request body: {e}")))
 }
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
@@ -187,39 +165,13 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> HttpResponse {
         .json(body)
 }
 
-fn account_error(e: AccountError) -> HttpResponse {
-    match e {
-        AccountError::Invalid(m) => error_response(StatusCode::BAD_REQUEST, "invalid_request", &m),
-        AccountError::NotFound(m) => error_response(StatusCode::NOT_FOUND, "not_found", &m),
-        AccountError::Conflict(m) => error_response(StatusCode::CONFLICT, "conflict", &m),
-        AccountError::Store(e) => super::token::unavailable(&e),
-    }
+fn no_content() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .finish()
 }
 
-fn revoke_error(e: RevokeError) -> HttpResponse {
-    match e {
-        RevokeError::NotFound(what) => error_response(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no such {what}"),
-        ),
-        RevokeError::NotYourToken => error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the token was not issued to this client",
-        ),
-        RevokeError::Store(e) => super::token::unavailable(&e),
-    }
-}
-
-macro_rules! admin {
-    ($req:expr, $state:expr) => {
-        match authorize(&$req, &$state).await {
-            Ok(admin) => admin,
-            Err(response) => return response,
-        }
-    };
-}
+type AdminResult = Result<HttpResponse, AdminError>;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -239,64 +191,9 @@ struct CreatedUser {
     totp_uri: Option<String>,
 }
 
-#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", security(("admin_bearer" = [])), request_body = NewUserBody,
-    responses((status = 201, description = "created", body = CreatedUser), (status = 409, description = "the username is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn create_user(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let body: NewUserBody = body!(req, payload);
-    match state
-        .accounts
-        .create_user(
-            &admin.actor,
-            &body.username,
-            body.password,
-            body.totp,
-            now(),
-        )
-        .await
-    {
-        Ok(u) => json(
-            StatusCode::CREATED,
-            &CreatedUser {
-                id: u.id.to_string(),
-                username: body.username,
-                totp_uri: u.totp_uri,
-            },
-        ),
-        Err(e) => account_error(e),
-    }
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 struct Revoked {
     sessions_revoked: u64,
-}
-
-#[utoipa::path(post, path = "/admin/v1/users/{username}/disable", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "disabled; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn disable_user(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    match state
-        .accounts
-        .disable_user(&admin.actor, &path, now())
-        .await
-    {
-        Ok(n) => json(
-            StatusCode::OK,
-            &Revoked {
-                sessions_revoked: n,
-            },
-        ),
-        Err(e) => account_error(e),
-    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -306,48 +203,89 @@ pub(crate) struct PasswordBody {
     password: Zeroizing<String>,
 }
 
-#[utoipa::path(post, path = "/admin/v1/users/{username}/password", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")), request_body = PasswordBody,
-    responses((status = 200, description = "changed; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn set_password(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-    payload: web::Payload,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let body: PasswordBody = body!(req, payload);
-    match state
-        .accounts
-        .set_password(&admin.actor, &path, body.password, now())
-        .await
-    {
-        Ok(n) => json(
-            StatusCode::OK,
-            &Revoked {
-                sessions_revoked: n,
-            },
-        ),
-        Err(e) => account_error(e),
-    }
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 struct Enrolled {
     totp_uri: String,
 }
 
-#[utoipa::path(post, path = "/admin/v1/users/{username}/totp", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "enrolled; the otpauth:// URI (shown once); sessions revoked", body = Enrolled), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn enrol_totp(
+#[utoipa::path(post, path = "/admin/v1/users", tag = "admin", security(("admin_bearer" = [])), request_body = NewUserBody,
+    responses((status = 201, description = "created", body = CreatedUser), (status = 409, description = "the username is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn create_user(
+    admin: AdminCaller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> AdminResult {
+    let body: NewUserBody = json_body(&req, payload).await?;
+    let u = state
+        .accounts
+        .create_user(
+            &admin.actor,
+            &body.username,
+            body.password,
+            body.totp,
+            now(),
+        )
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &CreatedUser {
+            id: u.id.to_string(),
+            username: body.username,
+            totp_uri: u.totp_uri,
+        },
+    ))
+}
+
+fn revoked(sessions_revoked: u64) -> HttpResponse {
+    json(StatusCode::OK, &Revoked { sessions_revoked })
+}
+
+#[utoipa::path(post, path = "/admin/v1/users/{username}/disable", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "disabled; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn disable_user(
+    admin: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> AdminResult {
+    Ok(revoked(
+        state
+            .accounts
+            .disable_user(&admin.actor, &path, now())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/admin/v1/users/{username}/password", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")), request_body = PasswordBody,
+    responses((status = 200, description = "changed; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn set_password(
+    admin: AdminCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    match state.accounts.enrol_totp(&admin.actor, &path, now()).await {
-        Ok(uri) => json(StatusCode::OK, &Enrolled { totp_uri: uri }),
-        Err(e) => account_error(e),
-    }
+    payload: web::Payload,
+) -> AdminResult {
+    let body: PasswordBody = json_body(&req, payload).await?;
+    Ok(revoked(
+        state
+            .accounts
+            .set_password(&admin.actor, &path, body.password, now())
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/admin/v1/users/{username}/totp", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
+    responses((status = 200, description = "enrolled; the otpauth:// URI (shown once); sessions revoked", body = Enrolled), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn enrol_totp(
+    admin: AdminCaller,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> AdminResult {
+    let uri = state
+        .accounts
+        .enrol_totp(&admin.actor, &path, now())
+        .await?;
+    Ok(json(StatusCode::OK, &Enrolled { totp_uri: uri }))
 }
 
 /// A session as an administrator sees it: no token, no raw User-Agent.
@@ -388,77 +326,53 @@ struct SessionList {
 }
 
 #[utoipa::path(get, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "the user's live sessions", body = SessionList), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "the user's live sessions", body = SessionList), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn list_sessions(
-    req: HttpRequest,
+    _admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let _admin = admin!(req, state);
-    let user = match state.accounts.user(&path).await {
-        Ok(u) => u,
-        Err(e) => return account_error(e),
-    };
-    match state.store.user_sessions(user.id, now()).await {
-        Ok(sessions) => json(
-            StatusCode::OK,
-            &SessionList {
-                sub: user.id.to_string(),
-                sessions: sessions.into_iter().map(SessionView::from).collect(),
-            },
-        ),
-        Err(e) => super::token::unavailable(&e),
-    }
+) -> AdminResult {
+    let user = state.accounts.user(&path).await?;
+    let sessions = state.store.user_sessions(user.id, now()).await?;
+    Ok(json(
+        StatusCode::OK,
+        &SessionList {
+            sub: user.id.to_string(),
+            sessions: sessions.into_iter().map(SessionView::from).collect(),
+        },
+    ))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "every session revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "every session revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn logout_everywhere(
-    req: HttpRequest,
+    admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let user = match state.accounts.user(&path).await {
-        Ok(u) => u,
-        Err(e) => return account_error(e),
-    };
-    match state
-        .revoker
-        .revoke_user(&admin.actor, user.id, now())
-        .await
-    {
-        Ok(n) => json(
-            StatusCode::OK,
-            &Revoked {
-                sessions_revoked: n,
-            },
-        ),
-        Err(e) => revoke_error(e),
-    }
+) -> AdminResult {
+    let user = state.accounts.user(&path).await?;
+    Ok(revoked(
+        state
+            .revoker
+            .revoke_user(&admin.actor, user.id, now())
+            .await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/sessions/{sid}", tag = "admin", security(("admin_bearer" = [])), params(("sid" = String, Path, description = "session id (UUID)")),
-    responses((status = 204, description = "revoked"), (status = 404, description = "no such session", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such session", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn revoke_session(
-    req: HttpRequest,
+    admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let Ok(sid) = uuid::Uuid::parse_str(&path) else {
-        return error_response(StatusCode::NOT_FOUND, "not_found", "no such session");
-    };
-    match state.revoker.revoke_session(&admin.actor, sid, now()).await {
-        Ok(()) => no_content(),
-        Err(e) => revoke_error(e),
-    }
-}
-
-fn no_content() -> HttpResponse {
-    HttpResponse::NoContent()
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .finish()
+) -> AdminResult {
+    let sid =
+        uuid::Uuid::parse_str(&path).map_err(|_| AdminError::NotFound("no such session".into()))?;
+    state
+        .revoker
+        .revoke_session(&admin.actor, sid, now())
+        .await?;
+    Ok(no_content())
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -519,170 +433,136 @@ pub(crate) struct ClientUpdate {
 #[utoipa::path(get, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
     responses((status = 200, description = "the client (never its secret)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn show_client(
-    req: HttpRequest,
+    _admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let _admin = admin!(req, state);
-    match state.accounts.client(&path).await {
-        Ok(c) => json(StatusCode::OK, &ClientView::from(c)),
-        Err(e) => account_error(e),
-    }
+) -> AdminResult {
+    let client = state.accounts.client(&path).await?;
+    Ok(json(StatusCode::OK, &ClientView::from(client)))
 }
 
 #[utoipa::path(patch, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)), request_body = ClientUpdate,
     responses((status = 200, description = "updated; the client as it is now (other instances re-read it within a minute)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request: a public client cannot be a resource server, or a malformed body", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 415, description = "the body is not application/json", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn update_client(
+    admin: AdminCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let body: ClientUpdate = body!(req, payload);
-    match state
+) -> AdminResult {
+    let body: ClientUpdate = json_body(&req, payload).await?;
+    let client = state
         .accounts
         .set_resource_server(&admin.actor, &path, body.resource_server)
-        .await
-    {
-        Ok(c) => json(StatusCode::OK, &ClientView::from(c)),
-        Err(e) => account_error(e),
-    }
+        .await?;
+    Ok(json(StatusCode::OK, &ClientView::from(client)))
 }
 
 #[utoipa::path(post, path = "/admin/v1/clients", tag = "admin", security(("admin_bearer" = [])), request_body = crate::auth::accounts::ClientSpec,
-    responses((status = 201, description = "created; a confidential client's secret is shown once", body = CreatedClient), (status = 409, description = "the client id is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "created; a confidential client's secret is shown once", body = CreatedClient), (status = 409, description = "the client id is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn create_client(
+    admin: AdminCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    let body: ClientSpec = body!(req, payload);
-    match state
+) -> AdminResult {
+    let body: ClientSpec = json_body(&req, payload).await?;
+    let (client, secret) = state
         .accounts
         .create_client(&admin.actor, &body, now())
-        .await
-    {
-        Ok((client, secret)) => json(
-            StatusCode::CREATED,
-            &CreatedClient {
-                client_id: client.id,
-                client_secret: secret.map(|s| s.to_string()),
-                scopes: client.scopes,
-                audiences: client.audiences,
-                grants: client.grant_types,
-                resource_server: client.resource_server,
-            },
-        ),
-        Err(e) => account_error(e),
-    }
+        .await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &CreatedClient {
+            client_id: client.id,
+            client_secret: secret.map(|s| s.to_string()),
+            scopes: client.scopes,
+            audiences: client.audiences,
+            grants: client.grant_types,
+            resource_server: client.resource_server,
+        },
+    ))
 }
 
 #[utoipa::path(post, path = "/admin/v1/clients/{client_id}/disable", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
-    responses((status = 200, description = "disabled; its tokens revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "disabled; its tokens revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn disable_client(
-    req: HttpRequest,
+    admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    match state
-        .accounts
-        .disable_client(&admin.actor, &path, now())
-        .await
-    {
-        Ok(n) => json(
-            StatusCode::OK,
-            &Revoked {
-                sessions_revoked: n,
-            },
-        ),
-        Err(e) => account_error(e),
-    }
+) -> AdminResult {
+    Ok(revoked(
+        state
+            .accounts
+            .disable_client(&admin.actor, &path, now())
+            .await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/clients/{client_id}/tokens", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
-    responses((status = 200, description = "every token of the client revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "every token of the client revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn revoke_client(
-    req: HttpRequest,
+    admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
-    match state
-        .revoker
-        .revoke_client(&admin.actor, &path, now())
-        .await
-    {
-        Ok(n) => json(
-            StatusCode::OK,
-            &Revoked {
-                sessions_revoked: n,
-            },
-        ),
-        Err(e) => revoke_error(e),
-    }
+) -> AdminResult {
+    Ok(revoked(
+        state
+            .revoker
+            .revoke_client(&admin.actor, &path, now())
+            .await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/tokens/{jti}", tag = "admin", security(("admin_bearer" = [])), params(("jti" = String, Path, description = "the access token's jti")),
-    responses((status = 204, description = "revoked (also when unknown: a jti cannot be checked)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "revoked (also when unknown: a jti cannot be checked)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn revoke_jti(
-    req: HttpRequest,
+    admin: AdminCaller,
     state: web::Data<AppState>,
     path: web::Path<String>,
-) -> HttpResponse {
-    let admin = admin!(req, state);
+) -> AdminResult {
     let jti = path.into_inner();
     if jti.is_empty() || jti.len() > 128 || !jti.bytes().all(|b| b.is_ascii_graphic()) {
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "jti must be 1–128 printable ASCII characters",
-        );
+        return Err(AdminError::Invalid(
+            "jti must be 1–128 printable ASCII characters".into(),
+        ));
     }
-    match state.revoker.revoke_jti(&admin.actor, &jti, now()).await {
-        Ok(()) => no_content(),
-        Err(e) => revoke_error(e),
-    }
+    state.revoker.revoke_jti(&admin.actor, &jti, now()).await?;
+    Ok(no_content())
 }
 
 #[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", security(("admin_bearer" = [])),
-    responses((status = 200, description = "signing keys with their states and schedule"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn list_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let _admin = admin!(req, state);
-    json(
+    responses((status = 200, description = "signing keys with their states and schedule"), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn list_keys(_admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
+    Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "keys": state.keys.status(now()) }),
-    )
+    ))
 }
 
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", security(("admin_bearer" = [])),
-    responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn rotate_keys(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let admin = admin!(req, state);
-    match state.keys.rotate(now()).await {
-        Ok(status) => {
-            state
-                .auditor
-                .record_durable(
-                    Event::new(admin.actor, "key_rotated")
-                        .subject(&status.kid)
-                        .detail("activate_at", status.activate_at),
-                )
-                .await;
-            json(StatusCode::OK, &status)
-        }
-        Err(crate::keys::keyring::KeyRingError::Store(e)) => super::token::unavailable(&e),
+    responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
+    let status = match state.keys.rotate(now()).await {
+        Ok(status) => status,
+        Err(crate::keys::keyring::KeyRingError::Store(e)) => return Err(e.into()),
         Err(e) => {
             tracing::error!(error = %e, "key rotation failed");
-            error_response(
-                StatusCode::CONFLICT,
-                "conflict",
-                "the rotation did not happen (another rotation won the race); list the keys and retry",
-            )
+            return Err(AdminError::Conflict(
+                "the rotation did not happen (another rotation won the race); list the keys and retry"
+                    .into(),
+            ));
         }
-    }
+    };
+    state
+        .auditor
+        .record_durable(
+            Event::new(admin.actor, "key_rotated")
+                .subject(&status.kid)
+                .detail("activate_at", status.activate_at),
+        )
+        .await;
+    Ok(json(StatusCode::OK, &status))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -722,9 +602,12 @@ struct AuditPage {
 }
 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("admin_bearer" = [])), params(("after" = Option<i64>, Query, description = "sequence number to start after"), ("limit" = Option<i64>, Query, description = "rows per page")),
-    responses((status = 200, description = "audit rows, oldest first, with their chain hashes", body = AuditPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or its client is not an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
-pub(crate) async fn audit(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let _admin = admin!(req, state);
+    responses((status = 200, description = "audit rows, oldest first, with their chain hashes", body = AuditPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+pub(crate) async fn audit(
+    _admin: AdminCaller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> AdminResult {
     let mut after = 0;
     let mut limit = 100;
     for (name, value) in url::form_urlencoded::parse(req.query_string().as_bytes()) {
@@ -733,27 +616,21 @@ pub(crate) async fn audit(req: HttpRequest, state: web::Data<AppState>) -> HttpR
             ("after", Some(v)) => after = v,
             ("limit", Some(v)) if (1..=1000).contains(&v) => limit = v,
             _ => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "query parameters: after (a sequence number) and limit (1–1000)",
-                );
+                return Err(AdminError::Invalid(
+                    "query parameters: after (a sequence number) and limit (1–1000)".into(),
+                ));
             }
         }
     }
-    match state.store.audit_page(after, limit).await {
-        Ok(rows) => {
-            let next = rows.last().map_or(after, |r| r.seq);
-            let has_more = rows.len() as i64 == limit;
-            json(
-                StatusCode::OK,
-                &AuditPage {
-                    entries: rows.into_iter().map(AuditRow::from).collect(),
-                    next,
-                    has_more,
-                },
-            )
-        }
-        Err(e) => super::token::unavailable(&e),
-    }
+    let rows = state.store.audit_page(after, limit).await?;
+    let next = rows.last().map_or(after, |r| r.seq);
+    let has_more = rows.len() as i64 == limit;
+    Ok(json(
+        StatusCode::OK,
+        &AuditPage {
+            entries: rows.into_iter().map(AuditRow::from).collect(),
+            next,
+            has_more,
+        },
+    ))
 }

@@ -7,6 +7,7 @@ mod admin;
 pub mod connections;
 pub mod cors;
 mod discovery;
+pub mod errors;
 mod health;
 mod limits;
 mod metrics;

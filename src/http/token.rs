@@ -1,19 +1,24 @@
-//! `POST /oauth/token`: parses the form and client credentials, renders the
-//! result. The rules live in `tokens::endpoint`.
+//! `POST /oauth/token`, and what every OAuth endpoint reads from a request:
+//! the form, client credentials, the browser facts cookie-mode clients are
+//! checked on, and the client address. The rules live in `tokens::grant`;
+//! errors render themselves (`super::errors`).
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, WWW_AUTHENTICATE,
-};
-use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::StreamExt as _;
+use std::sync::Arc;
 
-use super::AppState;
 use actix_web::cookie::time::Duration as CookieDuration;
 use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
+use futures_util::future::LocalBoxFuture;
 
-use crate::tokens::endpoint::REFRESH_COOKIE;
-use crate::tokens::{ErrorCode, OAuthError, Presented};
+use super::AppState;
+use super::errors::no_store;
+use crate::oauth::{ErrorCode, OAuthError, invalid_request};
+use crate::store::Client;
+use crate::tokens::Presented;
+use crate::tokens::form::Params;
+use crate::tokens::policy::REFRESH_COOKIE;
 
 /// `POST /oauth/token`.
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
@@ -25,36 +30,72 @@ pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-) -> HttpResponse {
-    let result = match read_form(&req, payload).await {
-        Ok(params) => match presented(&req) {
-            Ok(mut presented) => {
-                presented.user_agent = req
-                    .headers()
-                    .get(actix_web::http::header::USER_AGENT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                presented.ip = client_ip(&req);
-                browser_facts(&req, &mut presented);
-                let now = chrono::Utc::now().timestamp();
-                state.token_endpoint.handle(&params, presented, now).await
-            }
-            Err(e) => Err(e),
-        },
-        Err(response) => return response,
-    };
-    match result {
-        Ok(mut body) => {
-            let mut res = no_store(HttpResponse::Ok());
-            if let Some(max_age) = body.refresh_cookie_max_age {
-                // Cookie mode: the refresh token never reaches JavaScript.
-                if let Some(token) = body.refresh_token.take() {
-                    res.cookie(refresh_cookie(token, max_age));
-                }
-            }
-            res.json(body)
+) -> Result<HttpResponse, OAuthError> {
+    let params = read_form(&req, payload.into_inner()).await?;
+    let mut presented = presented(&req)?;
+    presented.user_agent = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    presented.ip = client_ip(&req);
+    browser_facts(&req, &mut presented);
+    let now = chrono::Utc::now().timestamp();
+    let mut body = state.token_endpoint.handle(&params, presented, now).await?;
+    let mut res = no_store(HttpResponse::Ok());
+    if let Some(max_age) = body.refresh_cookie_max_age {
+        // Cookie mode: the refresh token never reaches JavaScript.
+        if let Some(token) = body.refresh_token.take() {
+            res.cookie(refresh_cookie(token, max_age));
         }
-        Err(e) => oauth_error(&e),
+    }
+    Ok(res.json(body))
+}
+
+/// A form request from an authenticated client (any client; the endpoint
+/// checks what more it needs): the revocation, logout and introspection
+/// endpoints take it as an argument.
+pub struct ClientForm {
+    /// The form parameters.
+    pub params: Params,
+    /// The authenticated client.
+    pub client: Arc<Client>,
+    /// Whether it authenticated with HTTP Basic.
+    pub basic: bool,
+}
+
+impl FromRequest for ClientForm {
+    type Error = OAuthError;
+    type Future = LocalBoxFuture<'static, Result<ClientForm, OAuthError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        let payload = payload.take();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .expect("AppState is registered")
+                .clone();
+            let params = read_form(&req, payload).await?;
+            let basic = presented(&req)?.basic;
+            let used_basic = basic.is_some();
+            let client = state.clients.authenticate(&params, basic).await?;
+            Ok(ClientForm {
+                params,
+                client,
+                basic: used_basic,
+            })
+        })
+    }
+}
+
+impl ClientForm {
+    /// The parameter `name`, or `invalid_request` naming it.
+    pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| invalid_request(format!("{name} is required")))
     }
 }
 
@@ -86,51 +127,12 @@ pub(super) fn browser_facts(req: &HttpRequest, presented: &mut Presented) {
         .is_some_and(|v| v.as_bytes() == b"1");
 }
 
-pub(super) fn no_store(
-    mut builder: actix_web::HttpResponseBuilder,
-) -> actix_web::HttpResponseBuilder {
-    builder
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .insert_header((PRAGMA, "no-cache"));
-    builder
-}
-
-/// Renders an RFC 6749 §5.2 error with its status code.
-pub fn oauth_error(e: &OAuthError) -> HttpResponse {
-    let status = match e.code {
-        ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
-        ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
-        ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
-        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    let mut res = no_store(HttpResponse::build(status));
-    if e.basic_challenge {
-        res.insert_header((
-            WWW_AUTHENTICATE,
-            "Basic realm=\"tessera\", charset=\"UTF-8\"",
-        ));
-    }
-    if e.code == ErrorCode::TemporarilyUnavailable {
-        res.insert_header(("Retry-After", "1"));
-    }
-    if let Some(seconds) = e.retry_after {
-        res.insert_header(("Retry-After", seconds.max(1).to_string()));
-    }
-    res.json(serde_json::json!({ "error": e.code, "error_description": e.description }))
-}
-
-fn bad_request(description: &str) -> HttpResponse {
-    oauth_error(&OAuthError::new(ErrorCode::InvalidRequest, description))
-}
-
 /// Reads an `application/x-www-form-urlencoded` body into parameters:
 /// repeated parameters are refused (RFC 6749 §3.2), empty ones dropped (§3.1).
-pub(super) async fn read_form(
+async fn read_form(
     req: &HttpRequest,
-    mut payload: web::Payload,
-) -> Result<crate::tokens::form::Params, HttpResponse> {
+    mut payload: actix_web::dev::Payload,
+) -> Result<Params, OAuthError> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -138,17 +140,17 @@ pub(super) async fn read_form(
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
     if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(bad_request(
+        return Err(invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
     // Already read whole, within the body limit and deadline (see `limits`).
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| bad_request("the request body could not be read"))?;
+        let chunk = chunk.map_err(|_| invalid_request("the request body could not be read"))?;
         body.extend_from_slice(&chunk);
     }
-    crate::tokens::form::parse_form(&body).map_err(|e| bad_request(&e.0))
+    crate::tokens::form::parse_form(&body).map_err(|e| invalid_request(e.0))
 }
 
 /// Client credentials from `Authorization: Basic` (RFC 6749 §2.3.1: the id
@@ -162,8 +164,7 @@ pub(super) fn presented(req: &HttpRequest) -> Result<Presented, OAuthError> {
             basic: Some(credentials),
             ..Presented::default()
         }),
-        Ok(None) => Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
+        Ok(None) => Err(invalid_request(
             "the token endpoint accepts only Basic client authentication in the Authorization header",
         )),
         Err(e) => Err(OAuthError {
@@ -193,13 +194,4 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
         .map(|v| v.to_str().unwrap_or(""))
         .collect();
     Some(super::proxy::client_ip(peer, &forwarded, trusted))
-}
-
-/// A store failure as the client sees it: 503, try again.
-pub(super) fn unavailable(e: &crate::store::StoreError) -> HttpResponse {
-    tracing::error!(error = %e, "database error");
-    oauth_error(&OAuthError::new(
-        ErrorCode::TemporarilyUnavailable,
-        "try again shortly",
-    ))
 }

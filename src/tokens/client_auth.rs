@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::endpoint::{ErrorCode, OAuthError, invalid_request};
 use crate::auth::client::SecretDigester;
+use crate::oauth::{ErrorCode, OAuthError, invalid_request};
 use crate::store::{Client, Store};
 use crate::verify::RevocationSet;
 
@@ -171,16 +171,15 @@ impl ClientAuthenticator {
         }
     }
 
-    /// Like [`Self::authenticate`], but only resource servers pass
-    /// (confidential clients registered with `--resource-server`):
-    /// introspection and the feed reveal more than other clients may see.
-    pub async fn authenticate_resource_server(
+    /// Whether `client` (authenticated, with HTTP Basic if `used_basic`)
+    /// may introspect and read the feed: a confidential client registered
+    /// with `--resource-server`. Introspection and the feed reveal more than
+    /// other clients may see.
+    pub fn require_resource_server(
         &self,
-        params: &HashMap<String, String>,
-        basic: Option<(String, String)>,
-    ) -> Result<Arc<Client>, OAuthError> {
-        let used_basic = basic.is_some();
-        let client = self.authenticate(params, basic).await?;
+        client: &Client,
+        used_basic: bool,
+    ) -> Result<(), OAuthError> {
         if !client.confidential {
             return Err(OAuthError {
                 code: ErrorCode::InvalidClient,
@@ -198,6 +197,6 @@ impl ClientAuthenticator {
                 ),
             ));
         }
-        Ok(client)
+        Ok(())
     }
 }

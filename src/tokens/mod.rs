@@ -3,14 +3,16 @@
 
 pub mod audience;
 pub mod client_auth;
-pub mod endpoint;
 pub mod form;
+pub mod grant;
 pub mod mint;
+pub mod policy;
 pub mod refresh;
 pub mod user_agent;
 
+pub use crate::oauth::{ErrorCode, OAuthError};
 pub use crate::verify::claims::{AccessClaims, Audience};
 pub use audience::{AudienceKeys, EncryptionKey, EncryptionKeyError, Wrapping};
 pub use client_auth::ClientAuthenticator;
-pub use endpoint::{ErrorCode, OAuthError, Presented, SessionPolicy, TokenEndpoint, TokenResponse};
+pub use grant::{GrantType, Presented, SessionPolicy, TokenEndpoint, TokenResponse};
 pub use mint::{MintError, Minted, Minter, TokenRequest};

@@ -1,0 +1,352 @@
+//! The token endpoint (RFC 6749 §3.2), free of HTTP types: client
+//! authentication, grant dispatch, and the response. Each grant is a module
+//! of its own (`client_credentials`, `password`, `refresh`): a new grant is
+//! one new file and one [`GrantType`] variant. `src/http/token.rs` only
+//! parses the request and renders the result.
+
+mod client_credentials;
+mod password;
+mod refresh;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::client_auth::ClientAuthenticator;
+use super::mint::{MintError, Minter, TokenRequest};
+use super::policy::{check_browser_request, check_rate};
+use crate::audit::{Auditor, Event, client_actor};
+use crate::auth::gate::LoginGate;
+use crate::auth::network;
+use crate::auth::rate_limit::RateLimiter;
+use crate::auth::throttle::{LoginThrottle, NetworkCount};
+use crate::oauth::{ErrorCode, OAuthError, invalid_request, too_many_requests, unavailable};
+use crate::revocation::RevocationCache;
+use crate::store::Store;
+
+/// The grants the token endpoint serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantType {
+    /// RFC 6749 §4.4: a confidential client for itself.
+    ClientCredentials,
+    /// RFC 6749 §4.3 (legacy): a user's password through the client.
+    Password,
+    /// RFC 6749 §6: a refresh token for a new pair.
+    RefreshToken,
+}
+
+impl GrantType {
+    /// Every grant, in the order error messages list them.
+    pub const ALL: [GrantType; 3] = [
+        GrantType::ClientCredentials,
+        GrantType::Password,
+        GrantType::RefreshToken,
+    ];
+
+    /// The `grant_type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+
+    /// The grant named `value`, if it is one tessera serves.
+    pub fn parse(value: &str) -> Option<GrantType> {
+        GrantType::ALL.into_iter().find(|g| g.as_str() == value)
+    }
+}
+
+/// What the request carried besides its form: client credentials from the
+/// header, and the facts a session is bound to.
+#[derive(Debug, Default)]
+pub struct Presented {
+    /// From `Authorization: Basic` (already form-decoded), if used.
+    pub basic: Option<(String, String)>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+    /// The client's IP address.
+    pub ip: Option<std::net::IpAddr>,
+    /// The `__Host-tessera-rt` cookie (cookie-mode clients' refresh token).
+    pub refresh_cookie: Option<String>,
+    /// The `Origin` header.
+    pub origin: Option<String>,
+    /// Whether `X-Tessera-CSRF: 1` was sent.
+    pub csrf_header: bool,
+}
+
+/// Session lifetimes, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// Sliding idle lifetime.
+    pub idle_ttl: i64,
+    /// Fixed lifetime from login.
+    pub absolute_ttl: i64,
+    /// Refresh-token reuse grace window (0: none).
+    pub reuse_grace: i64,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    /// The access token (JWS, or JWE for encrypted audiences).
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The session's next refresh token (password and refresh grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Cookie mode: the refresh token goes into the `__Host-tessera-rt`
+    /// cookie with this `Max-Age` (the session's remaining idle lifetime)
+    /// instead of the body.
+    #[serde(skip)]
+    pub refresh_cookie_max_age: Option<i64>,
+}
+
+/// What the token endpoint works with.
+pub struct Collaborators {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Mints access tokens.
+    pub minter: Arc<Minter>,
+    /// Authenticates clients.
+    pub clients: Arc<ClientAuthenticator>,
+    /// Session lifetimes and the reuse grace window.
+    pub sessions: SessionPolicy,
+    /// Opens sealed TOTP secrets.
+    pub master: crate::keys::master::MasterKey,
+    /// Records audit events.
+    pub auditor: Auditor,
+    /// Refreshed after a revocation.
+    pub revocations: Arc<RevocationCache>,
+    /// Failed-login limits.
+    pub throttle: LoginThrottle,
+    /// Requests per client.
+    pub rate_limit: RateLimiter,
+    /// Admission to password checks.
+    pub gate: LoginGate,
+}
+
+/// The token endpoint.
+pub struct TokenEndpoint {
+    store: Arc<dyn Store>,
+    minter: Arc<Minter>,
+    clients: Arc<ClientAuthenticator>,
+    sessions: SessionPolicy,
+    master: crate::keys::master::MasterKey,
+    auditor: Auditor,
+    revocations: Arc<RevocationCache>,
+    throttle: LoginThrottle,
+    rate_limit: RateLimiter,
+    /// Bounds Argon2 computations (one per core) and the wait for them.
+    gate: LoginGate,
+}
+
+impl TokenEndpoint {
+    /// An endpoint working with `c`.
+    pub fn new(c: Collaborators) -> TokenEndpoint {
+        TokenEndpoint {
+            store: c.store,
+            minter: c.minter,
+            clients: c.clients,
+            sessions: c.sessions,
+            master: c.master,
+            auditor: c.auditor,
+            revocations: c.revocations,
+            throttle: c.throttle,
+            rate_limit: c.rate_limit,
+            gate: c.gate,
+        }
+    }
+
+    /// Handles one token request: `params` are the form parameters (each at
+    /// most once, empty ones already dropped), `presented` the header credentials.
+    pub async fn handle(
+        &self,
+        params: &HashMap<String, String>,
+        mut presented: Presented,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let requested = params
+            .get("grant_type")
+            .ok_or_else(|| invalid_request("grant_type is required"))?;
+        let Some(grant) = GrantType::parse(requested) else {
+            return Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                format!(
+                    "grant_type {requested:?} is not supported (use client_credentials, password or refresh_token)"
+                ),
+            ));
+        };
+        let user_agent = presented.user_agent.take();
+        let ip = presented.ip;
+        let client = match self
+            .clients
+            .authenticate(params, presented.basic.take())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                if e.code == ErrorCode::InvalidClient {
+                    self.failed_client_auth(grant, ip, now).await?;
+                }
+                return Err(e);
+            }
+        };
+        check_rate(&self.rate_limit, &client, ip, "token")?;
+        if !client.grant_types.iter().any(|g| g == grant.as_str()) {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                format!(
+                    "client {} may not use the {} grant",
+                    client.id,
+                    grant.as_str()
+                ),
+            ));
+        }
+        // Before anything is consumed: a refused browser request changes nothing.
+        check_browser_request(&client, &presented)?;
+        let issued = match grant {
+            GrantType::ClientCredentials => {
+                let issued = self.client_credentials(&client, params, now).await?;
+                self.auditor
+                    .record(
+                        Event::new(client_actor(&client.id), "client_token_issued")
+                            .detail("scope", issued.scope.clone())
+                            .network(ip.map(network::prefix)),
+                    )
+                    .await;
+                issued
+            }
+            GrantType::Password => self.password(&client, params, user_agent, ip, now).await?,
+            GrantType::RefreshToken => {
+                let cookie = presented.refresh_cookie.take();
+                self.refresh(&client, params, cookie, user_agent, ip, now)
+                    .await?
+            }
+        };
+        let m = crate::metrics::metrics();
+        if grant == GrantType::RefreshToken {
+            m.refresh_rotations.inc();
+        }
+        m.tokens_issued.with_label_values(&[grant.as_str()]).inc();
+        Ok(issued)
+    }
+
+    /// Counts a failed client authentication against its network and
+    /// audits it while under the cap; past it the answer is 429, with one
+    /// summary audit row when the cap is reached and nothing written after
+    /// (an anonymous flood cannot grow the append-only log).
+    async fn failed_client_auth(
+        &self,
+        grant: GrantType,
+        ip: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<(), OAuthError> {
+        let network = ip.map(network::prefix);
+        let count = match ip {
+            Some(ip) => self
+                .throttle
+                .failed_client_auth(ip, now)
+                .await
+                .map_err(unavailable)?,
+            None => NetworkCount::Counted,
+        };
+        let refused = |t: crate::auth::throttle::Throttled| {
+            too_many_requests(
+                t.retry_after,
+                "too many failed authentications from this network; retry later",
+            )
+        };
+        match count {
+            NetworkCount::Counted => {
+                self.auditor
+                    .record(
+                        Event::new("anonymous", "client_auth_failed")
+                            .detail("grant_type", grant.as_str())
+                            .network(network),
+                    )
+                    .await;
+                Ok(())
+            }
+            NetworkCount::CapReached(t) => {
+                self.auditor
+                    .record(
+                        Event::new("anonymous", "network_failure_cap_reached")
+                            .detail("failures", self.throttle.policy().network_failures)
+                            .detail("until", now + t.retry_after)
+                            .network(network),
+                    )
+                    .await;
+                Err(refused(t))
+            }
+            NetworkCount::Capped(t) => Err(refused(t)),
+        }
+    }
+
+    /// Mints the access token and builds the §5.1 response.
+    ///
+    /// A `sub` or `client` revocation covers tokens issued up to the second
+    /// it committed. A token this request would issue in that second (or
+    /// earlier: the request began before the revocation) would be revoked
+    /// at birth although its session or client is live, so it is issued
+    /// with the next second's `iat`, waiting for that second if need be
+    /// (at most a second, and only right after such a revocation). A
+    /// cut-off further ahead means the user or client is disabled.
+    async fn respond(
+        &self,
+        request: TokenRequest,
+        refresh_token: Option<String>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut now = now;
+        if let Some(cutoff) = self
+            .revocations
+            .set()
+            .cutoff(&request.sub, &request.client_id)
+            .filter(|cutoff| *cutoff >= now)
+        {
+            if cutoff > now + 2 {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the tokens of this user or client are revoked",
+                ));
+            }
+            now = cutoff + 1;
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let wait = std::time::Duration::from_secs(now as u64).saturating_sub(since_epoch);
+            tokio::time::sleep(wait).await;
+        }
+        let scope = request.scope.clone();
+        let minted = self.minter.mint(request, now).map_err(mint_error)?;
+        Ok(TokenResponse {
+            access_token: minted.token,
+            token_type: "Bearer",
+            expires_in: self.minter.ttl(),
+            scope,
+            refresh_token,
+            refresh_cookie_max_age: None,
+        })
+    }
+}
+
+fn mint_error(e: MintError) -> OAuthError {
+    match e {
+        MintError::SharedEncryptedAudience(_) | MintError::NoAudience => OAuthError::new(
+            ErrorCode::InvalidRequest,
+            format!("{e}; request one audience with the audience parameter"),
+        ),
+        other => {
+            tracing::error!(error = %other, "minting failed");
+            OAuthError::new(ErrorCode::ServerError, "the token could not be issued")
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `grant_type=refresh_token` (RFC 6749 §6): a refresh token is consumed
+//! and replaced in its session, once (replay detection in the store).
+
+use std::collections::HashMap;
+
+use super::{TokenEndpoint, TokenResponse};
+use crate::audit::{Event, client_actor, user_actor};
+use crate::auth::network;
+use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
+use crate::store::{Client, Rotation, RotationRequest};
+use crate::tokens::mint::TokenRequest;
+use crate::tokens::policy::{REFRESH_COOKIE, audiences, grantable, narrow};
+use crate::tokens::refresh;
+
+impl TokenEndpoint {
+    /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
+    pub(super) async fn refresh(
+        &self,
+        client: &Client,
+        params: &HashMap<String, String>,
+        cookie: Option<String>,
+        user_agent: Option<String>,
+        ip: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let presented = match (params.get("refresh_token"), client.cookie) {
+            (Some(_), true) => {
+                return Err(invalid_request(format!(
+                    "client {} keeps its refresh token in the {REFRESH_COOKIE} cookie; do not send it in the body",
+                    client.id
+                )));
+            }
+            (Some(token), false) => token.clone(),
+            (None, true) => cookie.ok_or_else(|| {
+                invalid_request(format!("the {REFRESH_COOKIE} cookie is missing"))
+            })?,
+            (None, false) => return Err(invalid_request("refresh_token is required")),
+        };
+        let invalid = || {
+            OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the refresh token is invalid, expired or revoked",
+            )
+        };
+        let presented = refresh::hash_presented(&presented).ok_or_else(invalid)?;
+        let (next, next_hash) = refresh::generate();
+        let revocation_relevant_until = crate::revocation::relevant_until(now, self.minter.ttl());
+        let rotation = self
+            .store
+            .rotate_refresh_token(&RotationRequest {
+                presented,
+                next: next_hash,
+                client_id: client.id.clone(),
+                now,
+                idle_ttl: self.sessions.idle_ttl,
+                grace: self.sessions.reuse_grace,
+                revocation_relevant_until,
+            })
+            .await
+            .map_err(unavailable)?;
+        let network = ip.map(network::prefix);
+        let (session, grace_reuse) = match rotation {
+            Rotation::Rotated {
+                session,
+                grace_reuse,
+            } => (session, grace_reuse),
+            Rotation::Replayed {
+                session_id,
+                user_id,
+            } => {
+                tracing::warn!(sid = %session_id, client_id = %client.id, "refresh token replay: session revoked");
+                self.revocations.refresh_now().await;
+                self.auditor
+                    .record_durable(
+                        Event::new(client_actor(&client.id), "refresh_reuse_detected")
+                            .subject(session_id)
+                            .detail("sub", user_id.to_string())
+                            .detail("session_revoked", true)
+                            .network(network),
+                    )
+                    .await;
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the refresh token was already used; the session has been revoked",
+                ));
+            }
+            Rotation::Invalid => return Err(invalid()),
+        };
+        // The session is bound to the browser (User-Agent hash) and the
+        // network (/24 or /48) it was opened from.
+        let ua_changed = session.user_agent_hash.is_some()
+            && user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec())
+                != session.user_agent_hash;
+        let network_changed =
+            session.network_prefix.is_some() && ip.map(network::prefix) != session.network_prefix;
+        if ua_changed || network_changed {
+            tracing::warn!(
+                sid = %session.id,
+                client_id = %client.id,
+                ua_changed,
+                network_changed,
+                "session used from a different browser or network"
+            );
+            let revoke = client.on_binding_change == "revoke";
+            self.auditor
+                .record_durable(
+                    Event::new(user_actor(session.user_id), "session_binding_changed")
+                        .subject(session.id)
+                        .detail("client_id", client.id.clone())
+                        .detail("user_agent_changed", ua_changed)
+                        .detail("network_changed", network_changed)
+                        .detail("session_revoked", revoke)
+                        .network(network.clone()),
+                )
+                .await;
+            if revoke {
+                self.store
+                    .revoke_session(session.id, now, "binding change", revocation_relevant_until)
+                    .await
+                    .map_err(unavailable)?;
+                self.revocations.refresh_now().await;
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidGrant,
+                    "the session was revoked: it was used from a different browser or network",
+                ));
+            }
+        }
+        // A refresh may narrow the session's scopes, never widen them (and
+        // never passes on tessera:admin, which a session opened before admin
+        // clients were restricted may still list).
+        let allowed = grantable(session.scope.split(' '), true);
+        let scope = match params.get("scope") {
+            None => allowed.join(" "),
+            Some(requested) => narrow(&allowed, requested, "this session")?,
+        };
+        let audiences = audiences(client, params)?;
+        self.auditor
+            .record(
+                Event::new(
+                    user_actor(session.user_id),
+                    if grace_reuse {
+                        "refresh_grace_reuse"
+                    } else {
+                        "refresh"
+                    },
+                )
+                .subject(session.id)
+                .detail("client_id", client.id.clone())
+                .network(network),
+            )
+            .await;
+        let mut response = self
+            .respond(
+                TokenRequest {
+                    sub: session.user_id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope,
+                    sid: Some(session.id),
+                },
+                Some(next.to_string()),
+                now,
+            )
+            .await?;
+        if client.cookie {
+            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+        }
+        Ok(response)
+    }
+}
