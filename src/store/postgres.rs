@@ -58,7 +58,10 @@ impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| connect_error(url, e))?
-            .application_name("tessera");
+            .application_name("tessera")
+            // The server's NOTICEs ("relation … already exists, skipping" on
+            // every migration check) are not ours to log.
+            .options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             // sqlx pings every connection it hands out by default: a second
