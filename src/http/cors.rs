@@ -8,7 +8,9 @@
 //! clients refuse requests from other origins with 403).
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -23,23 +25,24 @@ use crate::store::{Store, StoreResult};
 /// Paths that answer cross-origin requests.
 const CORS_PATHS: [&str; 3] = ["/oauth/token", "/oauth/logout", "/oauth/revoke"];
 
-/// The origins registered for enabled clients.
+/// The origins registered for enabled clients: a snapshot, read without a
+/// lock on every request and replaced whole when the set changes.
 #[derive(Default)]
-pub struct AllowedOrigins(RwLock<Arc<HashSet<String>>>);
+pub struct AllowedOrigins(ArcSwap<HashSet<String>>);
 
 impl AllowedOrigins {
     /// Re-reads the set.
     pub async fn refresh(&self, store: &dyn Store) -> StoreResult<()> {
         let origins: HashSet<String> = store.client_origins().await?.into_iter().collect();
-        if **self.0.read().expect("origins lock") != origins {
-            *self.0.write().expect("origins lock") = Arc::new(origins);
+        if **self.0.load() != origins {
+            self.0.store(Arc::new(origins));
         }
         Ok(())
     }
 
     /// Whether `origin` belongs to some enabled client.
     pub fn contains(&self, origin: &str) -> bool {
-        self.0.read().expect("origins lock").contains(origin)
+        self.0.load().contains(origin)
     }
 }
 

@@ -13,7 +13,9 @@
 //! them within a second, and a scheduled activation happens on time.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -115,7 +117,7 @@ pub struct KeyRing {
     store: Arc<dyn Store>,
     master: MasterKey,
     policy: RotationPolicy,
-    current: RwLock<Arc<Snapshot>>,
+    current: ArcSwap<Snapshot>,
     /// The signer last reported in the log, to announce changes once.
     announced: std::sync::Mutex<Option<String>>,
 }
@@ -148,12 +150,12 @@ impl KeyRing {
             master,
             policy,
             announced: std::sync::Mutex::new(None),
-            current: RwLock::new(Arc::new(Snapshot {
+            current: ArcSwap::from_pointee(Snapshot {
                 pairs: HashMap::new(),
                 rows: Vec::new(),
                 jwks: Arc::from(&b"{\"keys\":[]}"[..]),
                 verifying: HashMap::new(),
-            })),
+            }),
         };
         // Record this instance's schedule so rotations made elsewhere (the
         // CLI, an instance with other settings) never undercut it.
@@ -170,7 +172,7 @@ impl KeyRing {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.read().expect("key ring lock").clone()
+        self.current.load_full()
     }
 
     /// The key that signs at `now`: of the keys whose time has come and that
@@ -272,12 +274,12 @@ impl KeyRing {
             let jwks: Arc<[u8]> = serde_json::to_vec(&jwks).expect("JWKS serializes").into();
             // Verify exactly what verifiers elsewhere see: the published set.
             let verifying = crate::verify::parse_jwks(&jwks).expect("our JWKS parses");
-            *self.current.write().expect("key ring lock") = Arc::new(Snapshot {
+            self.current.store(Arc::new(Snapshot {
                 pairs,
                 rows,
                 jwks,
                 verifying,
-            });
+            }));
         }
         if let Some(signer) = self.signer_at(now) {
             let mut announced = self.announced.lock().expect("announce lock");

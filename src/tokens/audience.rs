@@ -1,7 +1,9 @@
 //! Per-audience encryption keys: which audiences get JWE-wrapped tokens.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use josekit::jwe::{ECDH_ES_A256KW, JweEncrypter, RSA_OAEP_256};
 use josekit::jwk::Jwk;
@@ -118,16 +120,17 @@ pub enum Wrapping {
 /// database (audiences without a key are simply absent).
 #[derive(Default)]
 pub struct AudienceKeys {
-    keys: RwLock<Arc<HashMap<String, Wrapping>>>,
-    source: RwLock<Vec<(String, String)>>,
+    /// Read on every mint without a lock; replaced whole on a change.
+    keys: ArcSwap<HashMap<String, Wrapping>>,
+    /// What `keys` was parsed from (only the refresh task reads it).
+    source: Mutex<Vec<(String, String)>>,
 }
 
 impl AudienceKeys {
     /// How tokens for `audience` must be wrapped.
     pub fn wrapping(&self, audience: &str) -> Wrapping {
         self.keys
-            .read()
-            .expect("audience lock")
+            .load()
             .get(audience)
             .cloned()
             .unwrap_or(Wrapping::Signed)
@@ -142,7 +145,7 @@ impl AudienceKeys {
             .filter_map(|a| Some((a.name, a.encrypt_jwk?)))
             .collect();
         rows.sort();
-        if *self.source.read().expect("audience lock") == rows {
+        if *self.source.lock().expect("audience lock") == rows {
             return Ok(());
         }
         let mut keys = HashMap::new();
@@ -158,8 +161,8 @@ impl AudienceKeys {
             };
             keys.insert(name.clone(), wrapping);
         }
-        *self.keys.write().expect("audience lock") = Arc::new(keys);
-        *self.source.write().expect("audience lock") = rows;
+        self.keys.store(Arc::new(keys));
+        *self.source.lock().expect("audience lock") = rows;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@
 //! at once), and entries are re-read after a minute in any case.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::auth::client::SecretDigester;
@@ -24,9 +24,10 @@ use crate::verify::RevocationSet;
 
 /// Longest a cached client record is used without re-reading it.
 const CLIENT_TTL: Duration = Duration::from_secs(60);
-/// Most client records cached (the cache is emptied when full).
+/// Most client records cached (beyond it the least used are evicted).
 const MAX_CACHED_CLIENTS: usize = 10_000;
 
+#[derive(Clone)]
 struct Cached {
     client: Arc<Client>,
     generation: u64,
@@ -38,7 +39,7 @@ pub struct ClientAuthenticator {
     store: Arc<dyn Store>,
     digester: SecretDigester,
     revocations: Arc<RevocationSet>,
-    cache: RwLock<HashMap<String, Cached>>,
+    cache: quick_cache::sync::Cache<String, Cached>,
 }
 
 impl ClientAuthenticator {
@@ -53,7 +54,7 @@ impl ClientAuthenticator {
             store,
             digester,
             revocations,
-            cache: RwLock::new(HashMap::new()),
+            cache: quick_cache::sync::Cache::new(MAX_CACHED_CLIENTS),
         }
     }
 
@@ -62,31 +63,25 @@ impl ClientAuthenticator {
         // Read before the query: a disable that lands during the query
         // moves the generation past what the entry records.
         let generation = self.revocations.client_generation();
-        if let Some(c) = self.cache.read().expect("client cache lock").get(id)
+        if let Some(c) = self.cache.get(id)
             && c.generation == generation
             && c.read_at.elapsed() < CLIENT_TTL
         {
-            return Ok(Some(c.client.clone()));
+            return Ok(Some(c.client));
         }
         let read_at = Instant::now();
         let client = self.store.client_by_id(id).await?.map(Arc::new);
-        let mut cache = self.cache.write().expect("client cache lock");
         match &client {
-            Some(c) => {
-                if cache.len() >= MAX_CACHED_CLIENTS {
-                    cache.clear();
-                }
-                cache.insert(
-                    id.to_owned(),
-                    Cached {
-                        client: c.clone(),
-                        generation,
-                        read_at,
-                    },
-                );
-            }
+            Some(c) => self.cache.insert(
+                id.to_owned(),
+                Cached {
+                    client: c.clone(),
+                    generation,
+                    read_at,
+                },
+            ),
             None => {
-                cache.remove(id);
+                self.cache.remove(id);
             }
         }
         Ok(client)
@@ -95,7 +90,7 @@ impl ClientAuthenticator {
     /// Drops the cached record of `id` (after a change made here; other
     /// instances re-read it within [`CLIENT_TTL`]).
     pub fn forget(&self, id: &str) {
-        self.cache.write().expect("client cache lock").remove(id);
+        self.cache.remove(id);
     }
 
     /// The secret digester (to issue new secrets).

@@ -10,14 +10,11 @@
 //! key set, and the revocation list. Entries are keyed by the SHA-256 of the
 //! token, so a hit needs the whole token and the cache holds no token text.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
 
 use super::AccessClaims;
-
-const SHARDS: usize = 16;
 
 /// The claims of a verified token and the key that signed it.
 pub(crate) struct Verified {
@@ -25,11 +22,10 @@ pub(crate) struct Verified {
     pub(crate) kid: String,
 }
 
-/// Verified tokens by SHA-256, in shards so that threads rarely contend.
-pub(crate) struct VerifiedCache {
-    shards: Vec<RwLock<HashMap<[u8; 32], Arc<Verified>>>>,
-    per_shard: usize,
-}
+/// Verified tokens by SHA-256, bounded: when full, the cache (S3-FIFO, from
+/// `quick_cache`) evicts what is least likely to be asked for again, one
+/// entry at a time, so there is no cliff where everything is re-verified.
+pub(crate) struct VerifiedCache(quick_cache::sync::Cache<[u8; 32], Arc<Verified>>);
 
 /// A token's cache key.
 pub(crate) fn key(token: &str) -> [u8; 32] {
@@ -42,54 +38,28 @@ pub(crate) fn key(token: &str) -> [u8; 32] {
 impl VerifiedCache {
     /// A cache of about `capacity` tokens (none if 0).
     pub(crate) fn new(capacity: usize) -> Option<VerifiedCache> {
-        (capacity > 0).then(|| VerifiedCache {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(SHARDS),
-        })
-    }
-
-    fn shard(&self, key: &[u8; 32]) -> &RwLock<HashMap<[u8; 32], Arc<Verified>>> {
-        &self.shards[key[0] as usize % SHARDS]
+        (capacity > 0).then(|| VerifiedCache(quick_cache::sync::Cache::new(capacity)))
     }
 
     /// The entry for `key`, if any.
     pub(crate) fn get(&self, key: &[u8; 32]) -> Option<Arc<Verified>> {
-        self.shard(key)
-            .read()
-            .expect("verified cache lock")
-            .get(key)
-            .cloned()
+        self.0.get(key)
     }
 
-    /// Remembers a verified token. A full shard first drops what has
-    /// expired (`exp` before `expired_before`); if that frees nothing, it
-    /// is emptied: memory stays bounded and the cost is only re-verification.
-    pub(crate) fn insert(&self, key: [u8; 32], entry: Verified, expired_before: i64) {
-        let mut shard = self.shard(&key).write().expect("verified cache lock");
-        if shard.len() >= self.per_shard {
-            shard.retain(|_, v| v.claims.exp >= expired_before);
-            if shard.len() >= self.per_shard {
-                shard.clear();
-            }
-        }
-        shard.insert(key, Arc::new(entry));
+    /// Remembers a verified token.
+    pub(crate) fn insert(&self, key: [u8; 32], entry: Verified) {
+        self.0.insert(key, Arc::new(entry));
     }
 
     /// Forgets a token (its key left the key set, or it expired).
     pub(crate) fn remove(&self, key: &[u8; 32]) {
-        self.shard(key)
-            .write()
-            .expect("verified cache lock")
-            .remove(key);
+        self.0.remove(key);
     }
 
     /// Entries held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().expect("verified cache lock").len())
-            .sum()
+        self.0.len()
     }
 }
 
@@ -117,26 +87,25 @@ mod tests {
     }
 
     #[test]
-    fn bounded_expired_first_then_emptied() {
-        let cache = VerifiedCache::new(SHARDS * 2).unwrap();
-        // Three keys in one shard (same first byte).
-        let k = |n: u8| {
+    fn bounded_without_emptying() {
+        let cache = VerifiedCache::new(64).unwrap();
+        let k = |n: u32| {
             let mut k = [0u8; 32];
-            k[1] = n;
+            k[..4].copy_from_slice(&n.to_be_bytes());
             k
         };
-        cache.insert(k(1), verified(10), 0);
-        cache.insert(k(2), verified(100), 0);
-        // Full: the entry expired before 50 goes, the live one stays.
-        cache.insert(k(3), verified(100), 50);
-        assert!(cache.get(&k(1)).is_none());
-        assert!(cache.get(&k(2)).is_some() && cache.get(&k(3)).is_some());
-        // Full of live entries: emptied, never grown past the bound.
-        cache.insert(k(4), verified(100), 50);
-        assert_eq!(cache.len(), 1);
-        assert!(cache.get(&k(4)).is_some());
-        cache.remove(&k(4));
-        assert!(cache.get(&k(4)).is_none());
+        for n in 0..1000 {
+            cache.insert(k(n), verified(100));
+        }
+        assert!(cache.len() <= 64, "{}", cache.len());
+        assert!(
+            cache.len() > 32,
+            "evicts a few at a time, not all: {}",
+            cache.len()
+        );
+        assert!(cache.get(&k(999)).is_some());
+        cache.remove(&k(999));
+        assert!(cache.get(&k(999)).is_none());
         assert!(VerifiedCache::new(0).is_none());
     }
 

@@ -408,7 +408,7 @@ impl Verifier {
                         claims: claims.clone(),
                         kid,
                     };
-                    c.insert(key, entry, now - self.leeway);
+                    c.insert(key, entry);
                 }
                 claims
             }

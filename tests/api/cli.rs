@@ -226,11 +226,24 @@ async fn migrate_then_serve_without_migrating_on_postgres() {
     // result, not the server's NOTICEs, and logs to a pipe carry no colour.
     let mut cmd = tessera(dir.path());
     with_db(&mut cmd);
-    let out = run(cmd.args(["client", "add", "svc", "--confidential", "--audience", "https://api.example"]));
+    let out = run(cmd.args([
+        "client",
+        "add",
+        "svc",
+        "--confidential",
+        "--audience",
+        "https://api.example",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(!err.contains("already exists, skipping") && !err.contains("NOTICE"), "{err}");
-    assert!(!err.contains('\u{1b}'), "ANSI escapes in piped logs: {err:?}");
+    assert!(
+        !err.contains("already exists, skipping") && !err.contains("NOTICE"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {err:?}"
+    );
 
     let mut cmd = tessera(dir.path());
     with_db(&mut cmd);
