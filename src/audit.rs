@@ -317,7 +317,7 @@ async fn direct_checkpoint(store: &dyn Store, key: &ChainKey) {
 }
 
 fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::clock::now()
 }
 
 /// Appends queued events in batches. A failed batch is retried with backoff

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::auth::rate_limit::Rate;
 use crate::keys::master::MasterKey;
+use crate::store::{Engine, redact_url};
 
 /// Every configuration key, in file spelling. The environment spelling is
 /// `TESSERA_` + the upper-cased name.
@@ -58,11 +59,14 @@ pub const KEYS: &[&str] = &[
 /// keys but are still legitimate (read by the CLI itself).
 const NON_KEY_VARIABLES: &[&str] = &["TESSERA_CONFIG"];
 
-/// The validated configuration of one tessera process.
-#[derive(Clone)]
+/// The validated configuration of one tessera process. Parsing it reads no
+/// file but the configuration file itself: key material and certificates
+/// are read at start-up (`startup`). `Debug` shows no secret (the database
+/// URL is redacted, the master key shows its id).
+#[derive(Clone, Debug)]
 pub struct Config {
     /// `postgres://…` or `sqlite://…`; chooses the storage engine.
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Upper bound of the database connection pool.
     pub database_max_connections: u32,
     /// Address the HTTP server binds to (port 0 picks a free port).
@@ -121,59 +125,34 @@ pub struct Config {
     pub max_connections: Option<usize>,
 }
 
-/// Native TLS settings: the files, and the configuration built from them
-/// (validated at load so a bad file stops start-up naming the key).
-#[derive(Clone)]
+/// Native TLS settings: the files (read and checked at start-up, naming the
+/// setting on error).
+#[derive(Clone, Debug)]
 pub struct Tls {
     /// PEM certificate chain, leaf first.
     pub cert_file: PathBuf,
     /// PEM private key of the leaf.
     pub key_file: PathBuf,
-    /// The rustls server configuration.
-    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+    /// How the certificate setting was written, to name it in errors.
+    pub cert_setting: String,
+    /// How the key setting was written.
+    pub key_setting: String,
 }
 
-impl fmt::Debug for Tls {
+/// A database URL, which may carry a password: `Debug` shows it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls")
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .finish_non_exhaustive()
+        f.write_str(&redact_url(&self.0))
     }
 }
 
-impl fmt::Debug for Config {
-    // Written by hand so the master key can never be printed by accident.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("database_max_connections", &self.database_max_connections)
-            .field("listen", &self.listen)
-            .field("issuer", &self.issuer)
-            .field("access_token_ttl", &self.access_token_ttl)
-            .field("refresh_idle_ttl", &self.refresh_idle_ttl)
-            .field("refresh_absolute_ttl", &self.refresh_absolute_ttl)
-            .field("refresh_reuse_grace", &self.refresh_reuse_grace)
-            .field("jwks_max_age", &self.jwks_max_age)
-            .field("signing_key_rotation", &self.signing_key_rotation)
-            .field("master_key", &self.master_key)
-            .field("data_dir", &self.data_dir)
-            .field("log_format", &self.log_format)
-            .field("log_level", &self.log_level)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("login", &self.login)
-            .field("login_gate", &self.login_gate)
-            .field("revocation_rate_limit", &self.revocation_rate_limit)
-            .field("feed_rate_limit", &self.feed_rate_limit)
-            .field("max_connections", &self.max_connections)
-            .field("token_rate_limit", &self.token_rate_limit)
-            .field("introspection_rate_limit", &self.introspection_rate_limit)
-            .field("trusted_proxies", &self.trusted_proxies)
-            .field("tls", &self.tls)
-            .field("client_request_timeout", &self.client_request_timeout)
-            .field("client_body_timeout", &self.client_body_timeout)
-            .field("keep_alive", &self.keep_alive)
-            .finish()
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -182,8 +161,14 @@ impl fmt::Debug for Config {
 pub enum MasterKeySetting {
     /// Given by the operator in `TESSERA_MASTER_KEY`.
     Provided(MasterKey),
-    /// Read from the operator's `TESSERA_MASTER_KEY_FILE`.
-    File(MasterKey, PathBuf),
+    /// To read from the operator's `TESSERA_MASTER_KEY_FILE`.
+    File {
+        /// The file.
+        path: PathBuf,
+        /// How the setting was written (`TESSERA_MASTER_KEY_FILE`, or the
+        /// file's key), to name it in errors.
+        setting: String,
+    },
     /// Neither was given: a key is generated once into this file (SQLite only).
     DevFile(PathBuf),
 }
@@ -195,28 +180,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
-}
-
-/// The storage engine named by a database URL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// PostgreSQL, for production and many instances.
-    Postgres,
-    /// The embedded SQLite file.
-    Sqlite,
-}
-
-impl Engine {
-    /// The engine for a URL, or `None` for a scheme tessera does not speak.
-    pub fn from_url(url: &str) -> Option<Engine> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Engine::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Some(Engine::Sqlite)
-        } else {
-            None
-        }
-    }
 }
 
 /// A configuration problem, displayed as one line naming the key.
@@ -486,7 +449,7 @@ impl Config {
         })?;
 
         Ok(Config {
-            database_url,
+            database_url: DatabaseUrl(database_url),
             database_max_connections,
             listen,
             issuer,
@@ -583,12 +546,11 @@ fn master_key_setting(
                 .map_err(|e| src.error("master_key", e.to_string()))?;
             Ok(MasterKeySetting::Provided(key))
         }
-        (false, true) => {
-            let path = PathBuf::from(src.get("master_key_file").unwrap_or_default());
-            let key = MasterKey::from_file(&path)
-                .map_err(|e| src.error("master_key_file", e.to_string()))?;
-            Ok(MasterKeySetting::File(key, path))
-        }
+        // Read at start-up (`startup::load_master_key`), not while parsing.
+        (false, true) => Ok(MasterKeySetting::File {
+            path: PathBuf::from(src.get("master_key_file").unwrap_or_default()),
+            setting: src.key_name("master_key_file"),
+        }),
         (false, false) if engine == Engine::Postgres => Err(src.error(
             "master_key_file",
             "required with a PostgreSQL database (every instance sharing the database needs the same \
@@ -626,14 +588,12 @@ fn tls_setting(src: &Sources) -> Result<Option<Tls>, ConfigError> {
             return Err(src.error("tls_cert_file", "required when tls_key_file is set"));
         }
     };
-    let server_config = crate::http::tls::load(&cert, &key).map_err(|e| match e {
-        crate::http::tls::TlsError::Cert(m) => src.error("tls_cert_file", m),
-        crate::http::tls::TlsError::Key(m) => src.error("tls_key_file", m),
-    })?;
+    // Read at start-up (`startup::load_tls`), not while parsing.
     Ok(Some(Tls {
         cert_file: cert,
         key_file: key,
-        server_config: std::sync::Arc::new(server_config),
+        cert_setting: src.key_name("tls_cert_file"),
+        key_setting: src.key_name("tls_key_file"),
     }))
 }
 
@@ -706,27 +666,6 @@ fn fmt_duration(d: Duration) -> String {
     }
 }
 
-/// The URL with any password replaced by `***` and the query string (which
-/// may carry `password=` or `sslpassword=`) dropped: safe to log or print.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query().is_some() {
-                u.set_query(Some("…"));
-            }
-            u.to_string()
-        }
-        // Unparseable: print only the scheme, the rest may hold a secret.
-        Err(_) => match url.split_once(':') {
-            Some((scheme, _)) => format!("{scheme}:…"),
-            None => "…".to_owned(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,7 +688,7 @@ mod tests {
     #[test]
     fn defaults_match_the_spec() {
         let c = load(&[]).unwrap();
-        assert_eq!(c.database_url, "sqlite://data/tessera.db");
+        assert_eq!(&*c.database_url, "sqlite://data/tessera.db");
         assert_eq!(c.engine(), Engine::Sqlite);
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
@@ -872,8 +811,12 @@ mod tests {
             ])
             .contains("not both")
         );
+        // The file is read at start-up, and its error names the setting.
+        let missing = load(&[("TESSERA_MASTER_KEY_FILE", "/nonexistent/master.key")]).unwrap();
         assert!(
-            err(&[("TESSERA_MASTER_KEY_FILE", "/nonexistent/master.key")])
+            crate::startup::check_files(&missing)
+                .unwrap_err()
+                .to_string()
                 .starts_with("TESSERA_MASTER_KEY_FILE: ")
         );
         assert!(matches!(
@@ -886,7 +829,8 @@ mod tests {
     fn the_example_master_key_file_is_loadable() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/keys.example/master.key");
         let c = load(&[("TESSERA_MASTER_KEY_FILE", path)]).unwrap();
-        assert!(matches!(c.master_key, MasterKeySetting::File(..)));
+        assert!(matches!(c.master_key, MasterKeySetting::File { .. }));
+        crate::startup::check_files(&c).unwrap();
     }
 
     #[test]

@@ -7,7 +7,9 @@ use tessera::config::Config;
 fn main() -> ExitCode {
     tessera::telemetry::bound_allocator_retention();
     let cli = Cli::parse();
-    let config = match Config::from_env(cli.config.as_deref()) {
+    let config = match Config::from_env(cli.config.as_deref())
+        .and_then(|config| tessera::startup::check_files(&config).map(|()| config))
+    {
         Ok(config) => config,
         Err(e) => {
             eprintln!("tessera: configuration error: {e}");

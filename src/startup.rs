@@ -14,7 +14,7 @@ use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
 use crate::auth::rate_limit::RateLimiter;
 use crate::auth::throttle::LoginThrottle;
-use crate::config::{Config, MasterKeySetting};
+use crate::config::{Config, ConfigError, MasterKeySetting, Tls};
 use crate::http::cors::AllowedOrigins;
 use crate::http::{AppState, cors, limit_headers, not_found, read_body, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
@@ -55,6 +55,15 @@ impl Application {
     /// Connects to the database, prepares the schema and keys, and binds the
     /// listener. Nothing is served until [`Application::run_until_stopped`].
     pub async fn build(config: Config, migrations: Migrations) -> anyhow::Result<Application> {
+        Application::build_with_clock(config, migrations, Arc::new(crate::clock::SystemClock)).await
+    }
+
+    /// [`Application::build`] on `clock` (tests move a manual clock).
+    pub async fn build_with_clock(
+        config: Config,
+        migrations: Migrations,
+        clock: Arc<dyn crate::clock::Clock>,
+    ) -> anyhow::Result<Application> {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
         let keys = open_key_ring(&config, store.clone(), master_key.clone()).await?;
@@ -126,6 +135,7 @@ impl Application {
             revocations: cache.clone(),
             throttle: throttle.clone(),
             gate: crate::auth::gate::LoginGate::new(config.login_gate),
+            clock: clock.clone(),
             rate_limit: RateLimiter::new(config.token_rate_limit),
         }));
         let origins = Arc::new(AllowedOrigins::default());
@@ -148,7 +158,7 @@ impl Application {
         let feed_limit = Arc::new(RateLimiter::new(config.feed_rate_limit));
         let state = AppState {
             store: store.clone(),
-            config: Arc::new(config),
+            settings: Arc::new(crate::http::HttpSettings::of(&config)),
             keys,
             token_endpoint,
             clients,
@@ -159,12 +169,12 @@ impl Application {
             introspection_limit,
             revocation_limit,
             feed_limit,
+            clock,
         };
         let connections = Arc::new(crate::http::connections::Connections::default());
-        let stuck_after = state.config.keep_alive
-            + state.config.client_request_timeout
-            + std::time::Duration::from_secs(1);
-        let server = run(listener, state, connections.clone())?;
+        let stuck_after =
+            config.keep_alive + config.client_request_timeout + std::time::Duration::from_secs(1);
+        let server = run(listener, &config, state, connections.clone())?;
         let watchdog = crate::http::connections::spawn_watchdog(connections, stuck_after);
         // Installed before `build` returns, so a SIGTERM that arrives as soon
         // as the caller reports "listening" is already a graceful stop.
@@ -376,6 +386,43 @@ async fn purge_expired(store: &dyn Store, now: i64) -> crate::store::StoreResult
     }
 }
 
+/// The master key in the operator's file, or an error naming the setting.
+fn read_master_key_file(path: &std::path::Path, setting: &str) -> Result<MasterKey, ConfigError> {
+    MasterKey::from_file(path).map_err(|e| ConfigError {
+        key: setting.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The rustls configuration of the certificate and key files, or an error
+/// naming the setting whose file is wrong.
+pub fn load_tls(tls: &Tls) -> Result<rustls::ServerConfig, ConfigError> {
+    crate::http::tls::load(&tls.cert_file, &tls.key_file).map_err(|e| match e {
+        crate::http::tls::TlsError::Cert(message) => ConfigError {
+            key: tls.cert_setting.clone(),
+            message,
+        },
+        crate::http::tls::TlsError::Key(message) => ConfigError {
+            key: tls.key_setting.clone(),
+            message,
+        },
+    })
+}
+
+/// Reads and checks every file the configuration names (the master key,
+/// the TLS certificate and key) without starting anything: the binary calls
+/// it first, so a bad file is a configuration error (exit status 2) naming
+/// its setting, like a bad value.
+pub fn check_files(config: &Config) -> Result<(), ConfigError> {
+    if let MasterKeySetting::File { path, setting } = &config.master_key {
+        read_master_key_file(path, setting)?;
+    }
+    if let Some(tls) = &config.tls {
+        load_tls(tls)?;
+    }
+    Ok(())
+}
+
 const MASTER_KEY_CHECK: &str = "master_key_check";
 const MASTER_KEY_CHECK_TEXT: &[u8] = b"tessera master key check";
 
@@ -384,7 +431,8 @@ const MASTER_KEY_CHECK_TEXT: &[u8] = b"tessera master key check";
 pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Result<MasterKey> {
     let (key, origin) = match &config.master_key {
         MasterKeySetting::Provided(key) => (key.clone(), "TESSERA_MASTER_KEY"),
-        MasterKeySetting::File(key, path) => {
+        MasterKeySetting::File { path, setting } => {
+            let key = read_master_key_file(path, setting)?;
             if let Some(mode) = crate::keys::master::readable_by_others(path) {
                 tracing::warn!(
                     path = %path.display(),
@@ -393,7 +441,7 @@ pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Resu
                      can decrypt every secret at rest; chmod 600 it"
                 );
             }
-            (key.clone(), "TESSERA_MASTER_KEY_FILE")
+            (key, "TESSERA_MASTER_KEY_FILE")
         }
         MasterKeySetting::DevFile(path) => {
             let (key, created) = MasterKey::load_or_create_dev_file(path)
@@ -554,15 +602,18 @@ fn register_connection(
 
 fn run(
     listener: TcpListener,
+    config: &Config,
     state: AppState,
     connections: Arc<crate::http::connections::Connections>,
 ) -> std::io::Result<Server> {
-    let config = state.config.clone();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let per_worker = connection_budget(config.max_connections, config.database_max_connections)
         .div_ceil(workers);
     let data = web::Data::new(state);
-    let tls = config.tls.clone();
+    let tls = match &config.tls {
+        Some(files) => Some(load_tls(files).map_err(std::io::Error::other)?),
+        None => None,
+    };
     let secure = tls.is_some();
     let server = HttpServer::new(move || {
         let mut headers = DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff"));
@@ -594,7 +645,7 @@ fn run(
     .on_connect(move |conn, extensions| register_connection(&connections, conn, extensions))
     .disable_signals();
     let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, (*tls.server_config).clone())?,
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
         None => server.listen(listener)?,
     };
     Ok(server.run())

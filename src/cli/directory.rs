@@ -135,7 +135,7 @@ async fn accounts(config: &Config) -> anyhow::Result<(Accounts, Arc<dyn Store>)>
 }
 
 fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::clock::now()
 }
 
 pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {

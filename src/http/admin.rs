@@ -32,10 +32,6 @@ use crate::auth::accounts::{ADMIN_SCOPE, ClientSpec};
 use crate::store::{AuditRecord, Session};
 use crate::verify::{BearerError, VerifyError, bearer};
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// Registers the admin routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -224,7 +220,7 @@ pub(crate) async fn create_user(
             &body.username,
             body.password,
             body.totp,
-            now(),
+            state.clock.now(),
         )
         .await?;
     Ok(json(
@@ -251,7 +247,7 @@ pub(crate) async fn disable_user(
     Ok(revoked(
         state
             .accounts
-            .disable_user(&admin.actor, &path, now())
+            .disable_user(&admin.actor, &path, state.clock.now())
             .await?,
     ))
 }
@@ -269,7 +265,7 @@ pub(crate) async fn set_password(
     Ok(revoked(
         state
             .accounts
-            .set_password(&admin.actor, &path, body.password, now())
+            .set_password(&admin.actor, &path, body.password, state.clock.now())
             .await?,
     ))
 }
@@ -283,7 +279,7 @@ pub(crate) async fn enrol_totp(
 ) -> AdminResult {
     let uri = state
         .accounts
-        .enrol_totp(&admin.actor, &path, now())
+        .enrol_totp(&admin.actor, &path, state.clock.now())
         .await?;
     Ok(json(StatusCode::OK, &Enrolled { totp_uri: uri }))
 }
@@ -333,7 +329,7 @@ pub(crate) async fn list_sessions(
     path: web::Path<String>,
 ) -> AdminResult {
     let user = state.accounts.user(&path).await?;
-    let sessions = state.store.user_sessions(user.id, now()).await?;
+    let sessions = state.store.user_sessions(user.id, state.clock.now()).await?;
     Ok(json(
         StatusCode::OK,
         &SessionList {
@@ -354,7 +350,7 @@ pub(crate) async fn logout_everywhere(
     Ok(revoked(
         state
             .revoker
-            .revoke_user(&admin.actor, user.id, now())
+            .revoke_user(&admin.actor, user.id, state.clock.now())
             .await?,
     ))
 }
@@ -370,7 +366,7 @@ pub(crate) async fn revoke_session(
         uuid::Uuid::parse_str(&path).map_err(|_| AdminError::NotFound("no such session".into()))?;
     state
         .revoker
-        .revoke_session(&admin.actor, sid, now())
+        .revoke_session(&admin.actor, sid, state.clock.now())
         .await?;
     Ok(no_content())
 }
@@ -469,7 +465,7 @@ pub(crate) async fn create_client(
     let body: ClientSpec = json_body(&req, payload).await?;
     let (client, secret) = state
         .accounts
-        .create_client(&admin.actor, &body, now())
+        .create_client(&admin.actor, &body, state.clock.now())
         .await?;
     Ok(json(
         StatusCode::CREATED,
@@ -494,7 +490,7 @@ pub(crate) async fn disable_client(
     Ok(revoked(
         state
             .accounts
-            .disable_client(&admin.actor, &path, now())
+            .disable_client(&admin.actor, &path, state.clock.now())
             .await?,
     ))
 }
@@ -509,7 +505,7 @@ pub(crate) async fn revoke_client(
     Ok(revoked(
         state
             .revoker
-            .revoke_client(&admin.actor, &path, now())
+            .revoke_client(&admin.actor, &path, state.clock.now())
             .await?,
     ))
 }
@@ -527,7 +523,7 @@ pub(crate) async fn revoke_jti(
             "jti must be 1–128 printable ASCII characters".into(),
         ));
     }
-    state.revoker.revoke_jti(&admin.actor, &jti, now()).await?;
+    state.revoker.revoke_jti(&admin.actor, &jti, state.clock.now()).await?;
     Ok(no_content())
 }
 
@@ -536,14 +532,14 @@ pub(crate) async fn revoke_jti(
 pub(crate) async fn list_keys(_admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "keys": state.keys.status(now()) }),
+        &serde_json::json!({ "keys": state.keys.status(state.clock.now()) }),
     ))
 }
 
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", security(("admin_bearer" = [])),
     responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
 pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
-    let status = match state.keys.rotate(now()).await {
+    let status = match state.keys.rotate(state.clock.now()).await {
         Ok(status) => status,
         Err(crate::keys::keyring::KeyRingError::Store(e)) => return Err(e.into()),
         Err(e) => {

@@ -10,7 +10,7 @@ use super::AppState;
 /// configured max-age (rotation publishes keys at least that long before use).
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery", responses((status = 200, description = "the published ES256 verification keys (RFC 7517), Cache-Control: public, max-age")))]
 pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
-    let max_age = state.config.jwks_max_age.as_secs();
+    let max_age = state.settings.jwks_max_age.as_secs();
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "application/json"))
         .insert_header((CACHE_CONTROL, format!("public, max-age={max_age}")))
@@ -21,7 +21,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 /// endpoints this build serves.
 #[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery", responses((status = 200, description = "RFC 8414 authorization server metadata")))]
 pub async fn metadata(state: web::Data<AppState>) -> HttpResponse {
-    let issuer = &state.config.issuer;
+    let issuer = &state.settings.issuer;
     let base = issuer.trim_end_matches('/');
     let auth_methods = ["client_secret_basic", "client_secret_post", "none"];
     let body = json!({

@@ -86,7 +86,7 @@ pub async fn read_body(
     let timeout = req
         .app_data::<web::Data<AppState>>()
         .map_or(std::time::Duration::from_secs(10), |s| {
-            s.config.client_body_timeout
+            s.settings.client_body_timeout
         });
     let deadline = tokio::time::Instant::now() + timeout;
     let mut payload = req.take_payload();

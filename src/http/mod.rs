@@ -34,13 +34,39 @@ pub use cors::cors;
 pub use limits::{limit_headers, read_body};
 pub use request_log::request_log;
 
+/// What the HTTP layer needs to know of the configuration, and nothing
+/// more (the master key, database URL and the rest stay in `startup`).
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// The issuer (`iss`, and the admin API's audience).
+    pub issuer: String,
+    /// How long verifiers may cache the JWKS.
+    pub jwks_max_age: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Time a client has to send a whole body.
+    pub client_body_timeout: std::time::Duration,
+}
+
+impl HttpSettings {
+    /// The settings of `config`.
+    pub fn of(config: &Config) -> HttpSettings {
+        HttpSettings {
+            issuer: config.issuer.clone(),
+            jwks_max_age: config.jwks_max_age,
+            trusted_proxies: config.trusted_proxies.clone(),
+            client_body_timeout: config.client_body_timeout,
+        }
+    }
+}
+
 /// Shared state handed to every handler.
 #[derive(Clone)]
 pub struct AppState {
     /// Persistence.
     pub store: Arc<dyn Store>,
-    /// The validated configuration.
-    pub config: Arc<Config>,
+    /// The few settings request handling reads.
+    pub settings: Arc<HttpSettings>,
     /// Signing keys and the JWKS.
     pub keys: Arc<KeyRing>,
     /// `POST /oauth/token` logic.
@@ -61,6 +87,8 @@ pub struct AppState {
     pub revocation_limit: Arc<crate::auth::rate_limit::RateLimiter>,
     /// Feed requests per client.
     pub feed_limit: Arc<crate::auth::rate_limit::RateLimiter>,
+    /// The time.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// Registers every route.

@@ -13,10 +13,6 @@ use crate::oauth::{ErrorCode, OAuthError, invalid_request};
 use crate::tokens::Presented;
 use crate::tokens::policy::{check_browser_request, check_rate};
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
-}
-
 /// `POST /oauth/revoke`: `token` (and an optional `token_type_hint`, which
 /// is not needed: refresh and access tokens cannot be confused).
 #[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
@@ -33,7 +29,7 @@ pub async fn revoke(
     let token = form.required("token")?;
     state
         .revoker
-        .revoke(&form.client, token, ip.map(network::prefix), now())
+        .revoke(&form.client, token, ip.map(network::prefix), state.clock.now())
         .await?;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
@@ -69,7 +65,7 @@ pub async fn logout(
     })?;
     state
         .revoker
-        .logout(client, token, ip.map(network::prefix), now())
+        .logout(client, token, ip.map(network::prefix), state.clock.now())
         .await?;
     let mut res = no_store(HttpResponse::NoContent());
     if client.cookie {
@@ -98,7 +94,7 @@ pub async fn introspect(
         "introspection",
     )?;
     let token = form.required("token")?;
-    let answer = state.revoker.introspect(&form.client, token, now()).await?;
+    let answer = state.revoker.introspect(&form.client, token, state.clock.now()).await?;
     Ok(no_store(HttpResponse::Ok()).json(answer))
 }
 
@@ -128,7 +124,7 @@ pub async fn feed(
         .map_err(|e| invalid_request(e.0))?;
     let page = state
         .revoker
-        .feed_json(query.since, query.limit, now())
+        .feed_json(query.since, query.limit, state.clock.now())
         .await?;
     Ok(no_store(HttpResponse::Ok())
         .content_type("application/json")

@@ -40,7 +40,7 @@ pub async fn token(
         .map(str::to_owned);
     presented.ip = client_ip(&req);
     browser_facts(&req, &mut presented);
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.now();
     let mut body = state.token_endpoint.handle(&params, presented, now).await?;
     let mut res = no_store(HttpResponse::Ok());
     if let Some(max_age) = body.refresh_cookie_max_age {
@@ -182,7 +182,7 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
     let peer = req.peer_addr()?.ip().to_canonical();
     let trusted = req
         .app_data::<web::Data<AppState>>()
-        .map(|s| s.config.trusted_proxies.as_slice())
+        .map(|s| s.settings.trusted_proxies.as_slice())
         .unwrap_or_default();
     if trusted.is_empty() {
         return Some(peer);

@@ -25,7 +25,50 @@ pub use models::{
     RevocationKind, Rotation, RotationRequest, Session, SigningKey, User,
 };
 
-use crate::config::{Config, Engine, redact_url};
+use crate::config::Config;
+
+/// The storage engine named by a database URL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// PostgreSQL, for production and many instances.
+    Postgres,
+    /// The embedded SQLite file.
+    Sqlite,
+}
+
+impl Engine {
+    /// The engine for a URL, or `None` for a scheme tessera does not speak.
+    pub fn from_url(url: &str) -> Option<Engine> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Engine::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Engine::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// The URL with any password replaced by `***` and the query string (which
+/// may carry `password=` or `sslpassword=`) dropped: safe to log or print.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("…"));
+            }
+            u.to_string()
+        }
+        // Unparseable: print only the scheme, the rest may hold a secret.
+        Err(_) => match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:…"),
+            None => "…".to_owned(),
+        },
+    }
+}
 
 /// Errors of the storage layer. Messages never include secrets or row data
 /// beyond identifiers the caller supplied.

@@ -12,7 +12,7 @@ macro_rules! portable_lifecycle {
     ($store:ty, $engine:expr) => {
         #[async_trait::async_trait]
         impl $crate::store::Lifecycle for $store {
-            fn engine(&self) -> $crate::config::Engine {
+            fn engine(&self) -> $crate::store::Engine {
                 $engine
             }
 

@@ -11,7 +11,7 @@ use super::{
     AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
     connect_error,
 };
-use crate::config::Engine;
+use super::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 

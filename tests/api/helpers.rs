@@ -302,6 +302,16 @@ pub async fn spawn_app_with(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
     start_app(db, None, extra).await
 }
 
+/// [`spawn_app_with`] whose requests read `clock` (tests move it instead of sleeping).
+pub async fn spawn_app_with_clock(
+    engine: Engine,
+    extra: &[(&str, &str)],
+    clock: Arc<dyn tessera::clock::Clock>,
+) -> TestApp {
+    let db = TestDb::new(engine).await;
+    start_app_on(db, None, extra, clock).await
+}
+
 /// Starts the application on `db`, optionally reaching it through a different URL.
 pub async fn spawn_app_on(db: TestDb, url_override: Option<String>) -> TestApp {
     start_app(db, url_override, &[]).await
@@ -314,6 +324,15 @@ pub async fn spawn_app_on_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
 }
 
 async fn start_app(db: TestDb, url_override: Option<String>, extra: &[(&str, &str)]) -> TestApp {
+    start_app_on(db, url_override, extra, Arc::new(tessera::clock::SystemClock)).await
+}
+
+async fn start_app_on(
+    db: TestDb,
+    url_override: Option<String>,
+    extra: &[(&str, &str)],
+    clock: Arc<dyn tessera::clock::Clock>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let url = url_override.unwrap_or_else(|| db.url.clone());
     let master_key = extra
@@ -321,7 +340,7 @@ async fn start_app(db: TestDb, url_override: Option<String>, extra: &[(&str, &st
         .find(|(k, _)| *k == "TESSERA_MASTER_KEY")
         .map_or_else(random_master_key, |(_, v)| v.to_string());
     let config = test_config_with(&url, &master_key, data_dir.path(), extra);
-    let app = Application::build(config, Migrations::Apply)
+    let app = Application::build_with_clock(config, Migrations::Apply, clock)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -1,6 +1,6 @@
 //! Store behaviour, identical on SQLite and PostgreSQL.
 
-use tessera::config::Engine as StoreEngine;
+use tessera::store::Engine as StoreEngine;
 use tessera::store::{Audience, NewClient, NewSigningKey, NewUser, StoreError};
 use uuid::Uuid;
 

@@ -131,6 +131,8 @@ pub struct Collaborators {
     pub rate_limit: RateLimiter,
     /// Admission to password checks.
     pub gate: LoginGate,
+    /// The time.
+    pub clock: Arc<dyn crate::clock::Clock>,
 }
 
 /// The token endpoint.
@@ -146,6 +148,7 @@ pub struct TokenEndpoint {
     rate_limit: RateLimiter,
     /// Bounds Argon2 computations (one per core) and the wait for them.
     gate: LoginGate,
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl TokenEndpoint {
@@ -162,6 +165,7 @@ impl TokenEndpoint {
             throttle: c.throttle,
             rate_limit: c.rate_limit,
             gate: c.gate,
+            clock: c.clock,
         }
     }
 
@@ -319,11 +323,7 @@ impl TokenEndpoint {
                 ));
             }
             now = cutoff + 1;
-            let since_epoch = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let wait = std::time::Duration::from_secs(now as u64).saturating_sub(since_epoch);
-            tokio::time::sleep(wait).await;
+            self.clock.sleep_until(now).await;
         }
         let scope = request.scope.clone();
         let minted = self.minter.mint(request, now).map_err(mint_error)?;
