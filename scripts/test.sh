@@ -104,10 +104,10 @@ else
 fi
 
 # Doc tests first, so the closing summary is the main suite's.
-cargo test --doc --all-features --quiet
+cargo test --doc --workspace --all-features --quiet
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --all-features --no-fail-fast "$@"
+    cargo nextest run --workspace --all-features --no-fail-fast "$@"
 else
     say "cargo-nextest not installed; using cargo test"
-    cargo test --all-features --no-fail-fast "$@"
+    cargo test --workspace --all-features --no-fail-fast "$@"
 fi

@@ -32,7 +32,8 @@ impl Clock for SystemClock {
             let since_epoch = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            let wait = std::time::Duration::from_secs(unix.max(0) as u64).saturating_sub(since_epoch);
+            let wait =
+                std::time::Duration::from_secs(unix.max(0) as u64).saturating_sub(since_epoch);
             tokio::time::sleep(wait).await;
         })
     }

@@ -43,5 +43,8 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "server")]
 pub mod tokens;
+/// Bearer-token verification for resource servers: the `tessera-verify`
+/// crate (its own crate, so a resource server compiles neither the server
+/// nor a database driver).
 #[cfg(feature = "verify")]
-pub mod verify;
+pub use tessera_verify as verify;

@@ -176,7 +176,7 @@ fn feed_page(page: &FeedPage) {
                     "has_more without progress"
                 );
             }
-            Err(e) => check_message("FeedPage::check", &e),
+            Err(e) => check_message("FeedPage::check", &e.to_string()),
         }
     }
 

@@ -329,7 +329,10 @@ pub(crate) async fn list_sessions(
     path: web::Path<String>,
 ) -> AdminResult {
     let user = state.accounts.user(&path).await?;
-    let sessions = state.store.user_sessions(user.id, state.clock.now()).await?;
+    let sessions = state
+        .store
+        .user_sessions(user.id, state.clock.now())
+        .await?;
     Ok(json(
         StatusCode::OK,
         &SessionList {
@@ -523,7 +526,10 @@ pub(crate) async fn revoke_jti(
             "jti must be 1–128 printable ASCII characters".into(),
         ));
     }
-    state.revoker.revoke_jti(&admin.actor, &jti, state.clock.now()).await?;
+    state
+        .revoker
+        .revoke_jti(&admin.actor, &jti, state.clock.now())
+        .await?;
     Ok(no_content())
 }
 

@@ -29,7 +29,12 @@ pub async fn revoke(
     let token = form.required("token")?;
     state
         .revoker
-        .revoke(&form.client, token, ip.map(network::prefix), state.clock.now())
+        .revoke(
+            &form.client,
+            token,
+            ip.map(network::prefix),
+            state.clock.now(),
+        )
         .await?;
     Ok(no_store(HttpResponse::Ok()).finish())
 }
@@ -94,7 +99,10 @@ pub async fn introspect(
         "introspection",
     )?;
     let token = form.required("token")?;
-    let answer = state.revoker.introspect(&form.client, token, state.clock.now()).await?;
+    let answer = state
+        .revoker
+        .introspect(&form.client, token, state.clock.now())
+        .await?;
     Ok(no_store(HttpResponse::Ok()).json(answer))
 }
 

@@ -7,11 +7,11 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::Engine;
 use super::{
     AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
     connect_error,
 };
-use super::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 

@@ -7,11 +7,11 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+use super::Engine;
 use super::{
     AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
     connect_error,
 };
-use super::Engine;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 

@@ -324,7 +324,13 @@ pub async fn spawn_app_on_with(db: TestDb, extra: &[(&str, &str)]) -> TestApp {
 }
 
 async fn start_app(db: TestDb, url_override: Option<String>, extra: &[(&str, &str)]) -> TestApp {
-    start_app_on(db, url_override, extra, Arc::new(tessera::clock::SystemClock)).await
+    start_app_on(
+        db,
+        url_override,
+        extra,
+        Arc::new(tessera::clock::SystemClock),
+    )
+    .await
 }
 
 async fn start_app_on(

@@ -243,8 +243,6 @@ impl TokenEndpoint {
         Ok(response)
     }
 
-    /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
-
     /// After a failed check: its network waits in the gate's low lane for
     /// a while, and the lockout is audited if this `attempt` is the one that
     /// locked its account (the failure itself was counted before the check).

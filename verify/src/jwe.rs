@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use josekit::jwe::{ECDH_ES_A256KW, JweDecrypter, RSA_OAEP_256};
 use josekit::jwk::Jwk;
 
-use super::{VerifyError, header};
+use super::{KeyError, VerifyError, header};
 
 /// The audience's private key and the one algorithm it accepts.
 pub(crate) struct Decryption {
@@ -15,14 +15,14 @@ pub(crate) struct Decryption {
 
 impl Decryption {
     /// From the audience's private JWK (EC P-256 or RSA).
-    pub(crate) fn from_jwk_json(json: &str) -> Result<Decryption, String> {
-        let jwk = Jwk::from_bytes(json.as_bytes()).map_err(|e| format!("not a JWK: {e}"))?;
+    pub(crate) fn from_jwk_json(json: &str) -> Result<Decryption, KeyError> {
+        let jwk = Jwk::from_bytes(json.as_bytes()).map_err(|e| KeyError::Jwk(e.to_string()))?;
         match jwk.key_type() {
             "EC" if jwk.curve() == Some("P-256") => Ok(Decryption {
                 decrypter: Box::new(
                     ECDH_ES_A256KW
                         .decrypter_from_jwk(&jwk)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| KeyError::Jwk(e.to_string()))?,
                 ),
                 alg: "ECDH-ES+A256KW",
             }),
@@ -30,13 +30,13 @@ impl Decryption {
                 decrypter: Box::new(
                     RSA_OAEP_256
                         .decrypter_from_jwk(&jwk)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| KeyError::Jwk(e.to_string()))?,
                 ),
                 alg: "RSA-OAEP-256",
             }),
-            other => Err(format!(
-                "unsupported decryption key type {other:?} (EC P-256 or RSA)"
-            )),
+            other => Err(KeyError::Unsupported(format!(
+                "decryption key type {other:?} (EC P-256 or RSA)"
+            ))),
         }
     }
 
@@ -91,15 +91,8 @@ fn check_epk(epk: Option<&serde_json::Value>) -> Result<(), VerifyError> {
     let (Some(x), Some(y)) = (coord("x"), coord("y")) else {
         return Err(bad);
     };
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
-        .map_err(|_| bad_clone())?;
-    let mut ctx = openssl::bn::BigNumContext::new().map_err(|_| bad_clone())?;
+    // The same aws-lc check every verification key passes (not OpenSSL,
+    // which this crate calls only through josekit's decryption).
     let point = [&[4u8][..], &x, &y].concat();
-    // oct2point rejects points that are not on the curve.
-    openssl::ec::EcPoint::from_bytes(&group, &point, &mut ctx).map_err(|_| bad)?;
-    Ok(())
-}
-
-fn bad_clone() -> VerifyError {
-    VerifyError::Encryption("ephemeral key is not a valid P-256 point")
+    super::jwks::on_curve(&point).map_err(|_| bad)
 }

@@ -10,6 +10,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::FeedError;
 use super::revocations::{FeedPage, RevocationSet};
 
 /// Longest feed page accepted.
@@ -80,7 +81,7 @@ impl FeedPoller {
 
     /// Fetches every page after the current cursor; returns the number of
     /// entries received.
-    pub(crate) async fn poll(&self) -> Result<usize, String> {
+    pub(crate) async fn poll(&self) -> Result<usize, FeedError> {
         let _one_at_a_time = self.polling.lock().await;
         let mut received = 0;
         for _ in 0..MAX_PAGES_PER_POLL {
@@ -100,7 +101,7 @@ impl FeedPoller {
         Ok(received)
     }
 
-    async fn fetch(&self, cursor: &str) -> Result<FeedPage, String> {
+    async fn fetch(&self, cursor: &str) -> Result<FeedPage, FeedError> {
         let mut request = self.http.get(&self.url).basic_auth(
             form_encode(&self.client_id),
             Some(form_encode(&self.client_secret)),
@@ -111,28 +112,31 @@ impl FeedPoller {
         let res = request
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(|e| FeedError::Unreachable(e.without_url().to_string()))?;
         if !res.status().is_success() {
-            return Err(format!("HTTP {}", res.status()));
+            return Err(FeedError::Status(res.status().as_u16()));
         }
         if res
             .content_length()
             .is_some_and(|n| n > MAX_PAGE_BYTES as u64)
         {
-            return Err("feed page too large".into());
+            return Err(FeedError::TooLarge);
         }
-        let body = res.bytes().await.map_err(|e| e.without_url().to_string())?;
+        let body = res
+            .bytes()
+            .await
+            .map_err(|e| FeedError::Unreachable(e.without_url().to_string()))?;
         if body.len() > MAX_PAGE_BYTES {
-            return Err("feed page too large".into());
+            return Err(FeedError::TooLarge);
         }
         // Only the position: serde's message can quote the (untrusted) body.
         serde_json::from_slice(&body).map_err(|e| {
-            format!(
+            FeedError::Malformed(format!(
                 "not a revocation feed page ({:?} error at line {}, column {})",
                 e.classify(),
                 e.line(),
                 e.column()
-            )
+            ))
         })
     }
 }

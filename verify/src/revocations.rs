@@ -20,7 +20,7 @@ use super::AccessClaims;
 
 /// What a revocation entry names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RevocationKind {
     /// One access token, by `jti`.
@@ -58,7 +58,7 @@ impl RevocationKind {
 
 /// One entry of the feed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedEntry {
     /// What is revoked.
     pub kind: RevocationKind,
@@ -72,7 +72,7 @@ pub struct FeedEntry {
 
 /// A page of the feed (`GET /v1/revocations?since=CURSOR`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "server", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FeedPage {
     /// Entries after the cursor, oldest first.
     pub revocations: Vec<FeedEntry>,
@@ -90,19 +90,22 @@ impl FeedPage {
     /// applied: the next cursor must be short printable ASCII (it is sent
     /// back in a URL), and a page that claims more entries follow must move
     /// the cursor (or the poller would fetch the same page forever).
-    pub fn check(&self, previous: &str) -> Result<(), String> {
+    pub fn check(&self, previous: &str) -> Result<(), crate::FeedError> {
+        let malformed = |m: String| Err(crate::FeedError::Malformed(m));
         if self.next_cursor.len() > MAX_CURSOR_LEN
             || !self.next_cursor.bytes().all(|b| b.is_ascii_graphic())
         {
-            return Err(format!(
+            return malformed(format!(
                 "the feed's next_cursor is not 1 to {MAX_CURSOR_LEN} printable ASCII characters"
             ));
         }
         if self.next_cursor.is_empty() && !previous.is_empty() {
-            return Err("the feed's next_cursor is empty".into());
+            return malformed("the feed's next_cursor is empty".into());
         }
         if self.has_more && self.next_cursor == previous {
-            return Err("the feed says more entries follow but did not advance its cursor".into());
+            return malformed(
+                "the feed says more entries follow but did not advance its cursor".into(),
+            );
         }
         Ok(())
     }
@@ -338,9 +341,16 @@ mod tests {
             page("7", true)
                 .check("7")
                 .unwrap_err()
+                .to_string()
                 .contains("did not advance")
         );
-        assert!(page("", false).check("7").unwrap_err().contains("empty"));
+        assert!(
+            page("", false)
+                .check("7")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         assert!(
             page(&"9".repeat(MAX_CURSOR_LEN + 1), false)
                 .check("")

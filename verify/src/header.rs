@@ -6,6 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::borrow::Cow;
 
 use serde::Deserialize as _;
+#[cfg(feature = "jwe")]
 use serde_json::{Map, Value};
 
 use super::VerifyError;
@@ -23,6 +24,7 @@ pub(crate) fn b64(segment: &str, what: &'static str) -> Result<Vec<u8>, VerifyEr
         .map_err(|_| VerifyError::Malformed(what))
 }
 
+#[cfg(feature = "jwe")]
 /// Decodes a protected header into a JSON object.
 pub(crate) fn parse(segment: &str) -> Result<Map<String, Value>, VerifyError> {
     let bytes = b64(segment, "header is not base64url")?;
@@ -32,10 +34,12 @@ pub(crate) fn parse(segment: &str) -> Result<Map<String, Value>, VerifyError> {
     }
 }
 
+#[cfg(feature = "jwe")]
 fn str_member<'a>(h: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     h.get(name).and_then(Value::as_str)
 }
 
+#[cfg(feature = "jwe")]
 /// Rejects any `crit`: tessera defines no critical extensions, so a token
 /// that demands one cannot be understood (RFC 7515 §4.1.11).
 fn no_crit(h: &Map<String, Value>) -> Result<(), VerifyError> {
@@ -157,6 +161,7 @@ pub(crate) fn check_jws(segment: &str) -> Result<String, VerifyError> {
         .ok_or(VerifyError::Malformed("header has no usable kid"))
 }
 
+#[cfg(feature = "jwe")]
 /// Checks a JWE header against the one algorithm the audience registered:
 /// `enc` A256GCM, `cty` JWT, no `zip`, no `crit`.
 pub(crate) fn check_jwe(h: &Map<String, Value>, expected_alg: &str) -> Result<(), VerifyError> {

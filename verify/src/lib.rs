@@ -1,4 +1,10 @@
-//! Bearer-token verification for resource servers (feature `verify`).
+//! Bearer-token verification for resource servers: the `tessera-verify`
+//! crate (re-exported by `tessera` as `tessera::verify`, feature `verify`).
+//! It compiles neither the server nor a database driver.
+//!
+//! Features: `actix` (the [`Authenticated`] extractor), `jwe` (tokens
+//! encrypted to the audience), `remote-jwks` (the issuer's JWKS over HTTP,
+//! and the revocation feed); all on by default.
 //!
 //! A [`Verifier`] checks tokens minted by tessera against the issuer's own
 //! key set, applying the rules of the spec in a fixed order and failing
@@ -16,7 +22,7 @@
 //!    an access token present and well-typed.
 //!
 //! ```no_run
-//! use tessera::verify::{Authenticated, Verifier};
+//! use tessera_verify::{Authenticated, Verifier};
 //! use actix_web::{App, HttpServer, web};
 //!
 //! async fn hello(user: Authenticated) -> String {
@@ -35,11 +41,17 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache;
 pub mod claims;
+mod error;
+#[cfg(feature = "actix")]
 mod extractor;
+#[cfg(feature = "remote-jwks")]
 mod feed;
 mod header;
+#[cfg(feature = "jwe")]
 mod jwe;
 mod jwks;
 pub mod revocations;
@@ -48,9 +60,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use claims::{AccessClaims, Audience};
-#[cfg(feature = "server")]
-pub(crate) use extractor::bearer;
-pub use extractor::{Authenticated, BearerError};
+pub use error::{ConfigError, FeedError, KeyError};
+#[cfg(feature = "actix")]
+pub use extractor::{Authenticated, BearerError, bearer};
 pub use jwks::VerifyingKey;
 pub use revocations::{FeedEntry, FeedPage, RevocationKind, RevocationSet};
 
@@ -64,13 +76,14 @@ pub trait KeyProvider: Send + Sync {
 /// The ES256 keys of a JWKS document by `kid` (other members ignored).
 pub fn parse_jwks(
     json: &[u8],
-) -> Result<std::collections::HashMap<String, Arc<VerifyingKey>>, String> {
+) -> Result<std::collections::HashMap<String, Arc<VerifyingKey>>, KeyError> {
     jwks::parse_set(json)
 }
 
 /// Why a token was refused. The `Display` text is safe to return to the
 /// client (it never contains the token or key material).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// Longer than the configured limit.
     #[error("token is too long")]
@@ -121,24 +134,22 @@ pub enum VerifyError {
     Revoked,
 }
 
-/// Why a verifier could not be configured.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
-
 /// Builder for [`Verifier`]; see [`Verifier::builder`].
 pub struct VerifierBuilder {
     issuer: String,
     audience: String,
     jwks_url: Option<String>,
     static_jwks: Option<String>,
+    #[cfg(feature = "jwe")]
     decryption_jwk: Option<String>,
     leeway: Duration,
     max_token_length: usize,
     jwks_max_age: Duration,
     min_refresh_interval: Duration,
     key_provider: Option<Arc<dyn KeyProvider>>,
+    #[cfg(feature = "remote-jwks")]
     feed: Option<(String, String, String)>,
+    #[cfg(feature = "remote-jwks")]
     feed_interval: Duration,
     revocations: Option<Arc<RevocationSet>>,
     check_audience: bool,
@@ -152,6 +163,7 @@ impl VerifierBuilder {
         self
     }
 
+    #[cfg(feature = "remote-jwks")]
     /// Poll the issuer's revocation feed (`{issuer}/v1/revocations`) as
     /// this confidential client, and refuse revoked tokens.
     pub fn revocation_feed(
@@ -164,6 +176,7 @@ impl VerifierBuilder {
         self
     }
 
+    #[cfg(feature = "remote-jwks")]
     /// The feed URL, if not `{issuer}/v1/revocations`; call after
     /// [`Self::revocation_feed`].
     pub fn revocation_feed_url(mut self, url: impl Into<String>) -> Self {
@@ -173,6 +186,7 @@ impl VerifierBuilder {
         self
     }
 
+    #[cfg(feature = "remote-jwks")]
     /// How often the revocation feed is polled (default 5 s, 100 ms – 1 h).
     pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
         self.feed_interval = interval;
@@ -185,10 +199,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// The issuer's own checks accept any audience and compare `aud` with
-    /// what the caller may see themselves.
-    #[cfg(feature = "server")]
-    pub(crate) fn any_audience(mut self) -> Self {
+    /// Accept any audience: for the issuer's own checks, which compare
+    /// `aud` with what each caller may see themselves. A resource server
+    /// never wants this.
+    pub fn any_audience(mut self) -> Self {
         self.check_audience = false;
         self
     }
@@ -205,6 +219,7 @@ impl VerifierBuilder {
         self
     }
 
+    #[cfg(feature = "jwe")]
     /// The audience's private JWK, for tokens tessera encrypts to it. With
     /// it, only JWE tokens are accepted; without it, only JWS tokens.
     pub fn decryption_key(mut self, private_jwk_json: impl Into<String>) -> Self {
@@ -251,26 +266,29 @@ impl VerifierBuilder {
     /// Validates the configuration.
     pub fn build(self) -> Result<Verifier, ConfigError> {
         if self.issuer.is_empty() || self.audience.is_empty() {
-            return Err(ConfigError("issuer and audience must not be empty".into()));
+            return Err(ConfigError::Invalid(
+                "issuer and audience must not be empty",
+            ));
         }
         if self.leeway > Duration::from_secs(300) {
-            return Err(ConfigError("leeway must be at most 5 minutes".into()));
+            return Err(ConfigError::Invalid("leeway must be at most 5 minutes"));
         }
         if self.min_refresh_interval < Duration::from_millis(100)
             || self.min_refresh_interval > Duration::from_secs(3600)
         {
-            return Err(ConfigError(
-                "min_refresh_interval must be between 100 ms and 1 hour".into(),
+            return Err(ConfigError::Invalid(
+                "min_refresh_interval must be between 100 ms and 1 hour",
             ));
         }
         if self.jwks_max_age > Duration::from_secs(86_400) {
-            return Err(ConfigError("jwks_max_age must be at most 1 day".into()));
+            return Err(ConfigError::Invalid("jwks_max_age must be at most 1 day"));
         }
+        #[cfg(feature = "remote-jwks")]
         if self.feed_interval < Duration::from_millis(100)
             || self.feed_interval > Duration::from_secs(3600)
         {
-            return Err(ConfigError(
-                "revocation_poll_interval must be between 100 ms and 1 hour".into(),
+            return Err(ConfigError::Invalid(
+                "revocation_poll_interval must be between 100 ms and 1 hour",
             ));
         }
         let keys = match (self.static_jwks, self.jwks_url) {
@@ -278,14 +296,14 @@ impl VerifierBuilder {
                 jwks::KeySource::Provider(self.key_provider.expect("checked"))
             }
             (Some(_), Some(_)) => {
-                return Err(ConfigError(
-                    "give either a static JWKS or a JWKS URL, not both".into(),
+                return Err(ConfigError::Invalid(
+                    "give either a static JWKS or a JWKS URL, not both",
                 ));
             }
             (Some(json), None) => {
-                let keys = jwks::parse_set(json.as_bytes()).map_err(ConfigError)?;
+                let keys = jwks::parse_set(json.as_bytes())?;
                 if keys.is_empty() {
-                    return Err(ConfigError("the static JWKS has no ES256 key".into()));
+                    return Err(ConfigError::Invalid("the static JWKS has no ES256 key"));
                 }
                 jwks::KeySource::Static(keys)
             }
@@ -296,19 +314,34 @@ impl VerifierBuilder {
                         self.issuer.trim_end_matches('/')
                     )
                 });
-                jwks::KeySource::remote(url, self.jwks_max_age, self.min_refresh_interval)
+                #[cfg(feature = "remote-jwks")]
+                {
+                    jwks::KeySource::remote(url, self.jwks_max_age, self.min_refresh_interval)
+                }
+                #[cfg(not(feature = "remote-jwks"))]
+                {
+                    let _ = url;
+                    return Err(ConfigError::Invalid(
+                        "no key source: give a static JWKS or a key provider (fetching the JWKS needs the remote-jwks feature)",
+                    ));
+                }
             }
         };
+        #[cfg(feature = "jwe")]
         let decryption = self
             .decryption_jwk
-            .map(|j| jwe::Decryption::from_jwk_json(&j).map_err(ConfigError))
+            .map(|j| jwe::Decryption::from_jwk_json(&j))
             .transpose()?;
 
+        #[cfg(feature = "remote-jwks")]
         let revocations = match (self.revocations, &self.feed) {
             (Some(set), _) => Some(set),
             (None, Some(_)) => Some(Arc::new(RevocationSet::new())),
             (None, None) => None,
         };
+        #[cfg(not(feature = "remote-jwks"))]
+        let revocations = self.revocations;
+        #[cfg(feature = "remote-jwks")]
         let feed = self.feed.map(|(url, id, secret)| {
             Arc::new(feed::FeedPoller::new(
                 url,
@@ -320,12 +353,14 @@ impl VerifierBuilder {
         });
         Ok(Verifier {
             keys,
+            #[cfg(feature = "jwe")]
             decryption,
             audience: self.check_audience.then_some(self.audience),
             issuer: self.issuer,
             leeway: self.leeway.as_secs() as i64,
             max_token_length: self.max_token_length,
             revocations,
+            #[cfg(feature = "remote-jwks")]
             feed,
             verified: cache::VerifiedCache::new(self.verified_cache),
         })
@@ -335,6 +370,7 @@ impl VerifierBuilder {
 /// Verifies tessera access tokens for one audience.
 pub struct Verifier {
     keys: jwks::KeySource,
+    #[cfg(feature = "jwe")]
     decryption: Option<jwe::Decryption>,
     issuer: String,
     /// `None`: any audience (the issuer's own checks).
@@ -342,6 +378,7 @@ pub struct Verifier {
     leeway: i64,
     max_token_length: usize,
     revocations: Option<Arc<RevocationSet>>,
+    #[cfg(feature = "remote-jwks")]
     feed: Option<Arc<feed::FeedPoller>>,
     verified: Option<cache::VerifiedCache>,
 }
@@ -355,13 +392,16 @@ impl Verifier {
             audience: audience.into(),
             jwks_url: None,
             static_jwks: None,
+            #[cfg(feature = "jwe")]
             decryption_jwk: None,
             leeway: Duration::from_secs(30),
             max_token_length: 8 * 1024,
             jwks_max_age: Duration::from_secs(300),
             min_refresh_interval: Duration::from_secs(10),
             key_provider: None,
+            #[cfg(feature = "remote-jwks")]
             feed: None,
+            #[cfg(feature = "remote-jwks")]
             feed_interval: Duration::from_secs(5),
             revocations: None,
             check_audience: true,
@@ -369,9 +409,10 @@ impl Verifier {
         }
     }
 
+    #[cfg(feature = "remote-jwks")]
     /// Polls the revocation feed now (it is also polled in the background);
     /// returns the number of new entries. Without a feed, does nothing.
-    pub async fn poll_revocations(&self) -> Result<usize, String> {
+    pub async fn poll_revocations(&self) -> Result<usize, FeedError> {
         match &self.feed {
             Some(feed) => feed.poll().await,
             None => Ok(0),
@@ -413,6 +454,7 @@ impl Verifier {
                 claims
             }
         };
+        #[cfg(feature = "remote-jwks")]
         if let Some(feed) = &self.feed {
             feed.ensure_started().await;
         }
@@ -439,9 +481,17 @@ impl Verifier {
             return Err(VerifyError::Malformed("not base64url segments"));
         }
         let parts = token.split('.').count();
-        let jws = match (parts, &self.decryption) {
+        #[cfg(feature = "jwe")]
+        let decryption = self.decryption.as_ref();
+        // Built without JWE support: every token must be a JWS.
+        #[cfg(not(feature = "jwe"))]
+        let decryption: Option<&std::convert::Infallible> = None;
+        let jws = match (parts, decryption) {
             (3, None) => std::borrow::Cow::Borrowed(token),
+            #[cfg(feature = "jwe")]
             (5, Some(d)) => std::borrow::Cow::Owned(d.decrypt(token)?),
+            #[cfg(not(feature = "jwe"))]
+            (5, Some(never)) => match *never {},
             (5, None) => {
                 return Err(VerifyError::Encryption(
                     "an encrypted token where a signed one is expected",
@@ -465,10 +515,11 @@ impl Verifier {
             return Err(VerifyError::Malformed("wrong number of segments"));
         };
         let kid = header::check_jws(h)?;
-        let signature = header::es256_signature(sig)?;
+        // r and s in [1, n−1] (CVE-2022-21449) before the library sees them.
+        header::es256_signature(sig)?;
         let key = self.keys.key(&kid).await?;
         let signing_input = &jws[..h.len() + 1 + payload.len()];
-        if !key.verifies(signing_input.as_bytes(), &signature) {
+        if !key.verifies(signing_input.as_bytes(), sig) {
             return Err(VerifyError::BadSignature);
         }
         let payload = header::b64(payload, "undecodable segment")?;

@@ -82,7 +82,8 @@ impl ResponseError for BearerError {
 }
 
 /// The token of an `Authorization: Bearer …` header (scheme case-insensitive).
-pub(crate) fn bearer(req: &HttpRequest) -> Option<String> {
+/// The bearer token of `Authorization: Bearer …`, if the request carries one.
+pub fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

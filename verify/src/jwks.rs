@@ -4,7 +4,10 @@
 //! a flood of tokens with random kids cannot make us hammer the issuer.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+#[cfg(feature = "remote-jwks")]
+use std::sync::RwLock;
+#[cfg(feature = "remote-jwks")]
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ParsedPublicKey};
@@ -12,15 +15,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use super::VerifyError;
+use super::{KeyError, VerifyError};
 
 /// Largest JWKS document accepted.
+#[cfg(feature = "remote-jwks")]
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-/// An ES256 (P-256) public key, parsed and checked on the curve once, when
-/// the key set is read, so that verifying a token costs only the signature
-/// check itself.
-pub struct VerifyingKey(ParsedPublicKey);
+/// An ES256 (P-256) public key, checked on the curve once, when the key set
+/// is read (aws-lc), and verified against with `jsonwebtoken` (its aws-lc
+/// backend), after this crate's own stricter header and signature checks.
+pub struct VerifyingKey(jsonwebtoken::DecodingKey);
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -31,27 +35,37 @@ impl std::fmt::Debug for VerifyingKey {
 impl VerifyingKey {
     /// From the `x` and `y` members of a P-256 JWK (base64url, 32 bytes
     /// each); refuses a point that is not on the curve.
-    pub fn from_ec_components(x: &str, y: &str) -> Result<VerifyingKey, String> {
+    pub fn from_ec_components(x: &str, y: &str) -> Result<VerifyingKey, KeyError> {
         let coordinate = |c: &str| {
             URL_SAFE_NO_PAD
                 .decode(c)
                 .ok()
                 .filter(|b| b.len() == 32)
-                .ok_or_else(|| "x and y must be 32 bytes of base64url each".to_owned())
+                .ok_or(KeyError::Coordinates)
         };
         let mut point = Vec::with_capacity(65);
         point.push(0x04); // uncompressed
         point.extend(coordinate(x)?);
         point.extend(coordinate(y)?);
-        ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        on_curve(&point)?;
+        jsonwebtoken::DecodingKey::from_ec_components(x, y)
             .map(VerifyingKey)
-            .map_err(|_| "not a point on P-256".to_owned())
+            .map_err(|_| KeyError::Coordinates)
     }
 
-    /// Whether `signature` (`r || s`) signs `message`.
-    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        self.0.verify_sig(message, signature).is_ok()
+    /// Whether `signature` (the JWS's third segment, base64url `r || s`)
+    /// signs `message` (its first two segments).
+    pub(crate) fn verifies(&self, message: &[u8], signature: &str) -> bool {
+        jsonwebtoken::crypto::verify(signature, message, &self.0, jsonwebtoken::Algorithm::ES256)
+            .unwrap_or(false)
     }
+}
+
+/// Refuses an uncompressed point (`04 ‖ x ‖ y`) that is not on P-256.
+pub(crate) fn on_curve(point: &[u8]) -> Result<(), KeyError> {
+    ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+        .map(drop)
+        .map_err(|_| KeyError::NotOnCurve)
 }
 
 #[derive(Deserialize)]
@@ -61,8 +75,11 @@ struct RawSet {
 
 /// Extracts the ES256 verification keys of a JWKS document; members of any
 /// other type, curve, algorithm or use are ignored, and so is private material.
-pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>>, String> {
-    let set: RawSet = serde_json::from_slice(json).map_err(|e| format!("not a JWK set: {e}"))?;
+pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>>, KeyError> {
+    // Only the position: serde's message can quote the (untrusted) document.
+    let set: RawSet = serde_json::from_slice(json).map_err(|e| {
+        KeyError::NotAKeySet(format!("error at line {}, column {}", e.line(), e.column()))
+    })?;
     let mut keys = HashMap::new();
     for k in set.keys {
         let s = |name: &str| k.get(name).and_then(|v| v.as_str());
@@ -85,9 +102,11 @@ pub(crate) fn parse_set(json: &[u8]) -> Result<HashMap<String, Arc<VerifyingKey>
 pub(crate) enum KeySource {
     Static(HashMap<String, Arc<VerifyingKey>>),
     Provider(Arc<dyn super::KeyProvider>),
+    #[cfg(feature = "remote-jwks")]
     Remote(Arc<Remote>),
 }
 
+#[cfg(feature = "remote-jwks")]
 pub(crate) struct Remote {
     url: String,
     client: reqwest::Client,
@@ -98,6 +117,7 @@ pub(crate) struct Remote {
     fetch: tokio::sync::Mutex<Option<Instant>>,
 }
 
+#[cfg(feature = "remote-jwks")]
 struct Cache {
     keys: HashMap<String, Arc<VerifyingKey>>,
     fresh_until: Option<Instant>,
@@ -107,6 +127,7 @@ struct Cache {
 }
 
 impl KeySource {
+    #[cfg(feature = "remote-jwks")]
     pub(crate) fn remote(
         url: String,
         default_max_age: Duration,
@@ -135,11 +156,13 @@ impl KeySource {
         match self {
             KeySource::Static(keys) => keys.get(kid).cloned().ok_or(VerifyError::UnknownKey),
             KeySource::Provider(p) => p.verifying_key(kid).ok_or(VerifyError::UnknownKey),
+            #[cfg(feature = "remote-jwks")]
             KeySource::Remote(remote) => Remote::key(remote, kid).await,
         }
     }
 }
 
+#[cfg(feature = "remote-jwks")]
 impl Remote {
     fn lookup(&self, kid: &str) -> (Option<Arc<VerifyingKey>>, bool, bool) {
         let cache = self.cache.read().expect("jwks cache lock");
@@ -219,10 +242,11 @@ impl Remote {
         if body.len() > MAX_JWKS_BYTES {
             return Err("JWKS too large".into());
         }
-        Ok((parse_set(&body)?, max_age))
+        Ok((parse_set(&body).map_err(|e| e.to_string())?, max_age))
     }
 }
 
+#[cfg(feature = "remote-jwks")]
 fn max_age(cache_control: &str) -> Option<Duration> {
     cache_control
         .split(',')
@@ -231,7 +255,7 @@ fn max_age(cache_control: &str) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "remote-jwks"))]
 mod tests {
     #[test]
     fn reads_max_age() {

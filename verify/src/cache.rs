@@ -66,7 +66,7 @@ impl VerifiedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::Audience;
+    use crate::Audience;
 
     fn verified(exp: i64) -> Verified {
         Verified {
