@@ -139,7 +139,7 @@ impl ChainKey {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && openssl::memcmp::eq(a, b)
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
 fn tag32(tag: ring::hmac::Tag) -> [u8; 32] {

@@ -13,7 +13,9 @@ use super::password;
 use crate::audit::{Auditor, Event};
 use crate::keys::master::MasterKey;
 use crate::revocation::{RevocationCache, relevant_until};
-use crate::store::{Client, CredentialChange, Cutoff, NewClient, NewUser, Store, StoreError, User};
+use crate::store::{
+    BindingPolicy, Client, CredentialChange, Cutoff, NewClient, NewUser, Store, StoreError, User,
+};
 
 /// The scope that grants the admin API.
 pub const ADMIN_SCOPE: &str = "tessera:admin";
@@ -69,9 +71,10 @@ pub struct ClientSpec {
     /// (confidential only).
     #[serde(default)]
     pub resource_server: bool,
-    /// `audit` (default) or `revoke`.
+    /// What a change of User-Agent or network on refresh does: `audit`
+    /// (default) or `revoke`.
     #[serde(default)]
-    pub on_binding_change: Option<String>,
+    pub on_binding_change: Option<BindingPolicy>,
 }
 
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -200,15 +203,7 @@ impl ClientSpec {
                 "cookie mode is for public browser clients and needs at least one origin".into(),
             ));
         }
-        let on_binding_change = self
-            .on_binding_change
-            .clone()
-            .unwrap_or_else(|| "audit".into());
-        if !matches!(on_binding_change.as_str(), "audit" | "revoke") {
-            return Err(invalid(format!(
-                "on_binding_change {on_binding_change:?}: audit or revoke"
-            )));
-        }
+        let on_binding_change = self.on_binding_change.unwrap_or(BindingPolicy::Audit);
         if audiences.is_empty() {
             if !self.admin {
                 return Err(invalid(format!(

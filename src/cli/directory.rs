@@ -226,7 +226,7 @@ impl ClientAdd {
             origins: self.origins.clone(),
             admin: self.admin,
             resource_server: self.resource_server,
-            on_binding_change: Some(self.on_binding_change.clone()),
+            on_binding_change: crate::store::BindingPolicy::parse(&self.on_binding_change),
         }
     }
 }
@@ -285,6 +285,6 @@ fn print_client(c: &crate::store::Client) {
     println!("cookie={}", c.cookie);
     println!("admin={}", c.admin);
     println!("resource_server={}", c.resource_server);
-    println!("on_binding_change={}", c.on_binding_change);
+    println!("on_binding_change={}", c.on_binding_change.as_str());
     println!("disabled={}", c.disabled);
 }

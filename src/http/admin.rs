@@ -32,54 +32,6 @@ use crate::auth::accounts::{ADMIN_SCOPE, ClientSpec};
 use crate::store::{AuditRecord, Session};
 use crate::verify::{BearerError, VerifyError, bearer};
 
-/// Registers the admin routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/admin/v1")
-            .service(resource("/users", "POST").route(web::post().to(create_user)))
-            .service(
-                resource("/users/{username}/disable", "POST").route(web::post().to(disable_user)),
-            )
-            .service(
-                resource("/users/{username}/password", "POST").route(web::post().to(set_password)),
-            )
-            .service(resource("/users/{username}/totp", "POST").route(web::post().to(enrol_totp)))
-            .service(
-                resource("/users/{username}/sessions", "GET, DELETE")
-                    .route(web::get().to(list_sessions))
-                    .route(web::delete().to(logout_everywhere)),
-            )
-            .service(resource("/sessions/{sid}", "DELETE").route(web::delete().to(revoke_session)))
-            .service(resource("/clients", "POST").route(web::post().to(create_client)))
-            .service(
-                resource("/clients/{client_id}", "GET, PATCH")
-                    .route(web::get().to(show_client))
-                    .route(web::patch().to(update_client)),
-            )
-            .service(
-                resource("/clients/{client_id}/disable", "POST")
-                    .route(web::post().to(disable_client)),
-            )
-            .service(
-                resource("/clients/{client_id}/tokens", "DELETE")
-                    .route(web::delete().to(revoke_client)),
-            )
-            .service(resource("/tokens/{jti}", "DELETE").route(web::delete().to(revoke_jti)))
-            .service(resource("/keys", "GET").route(web::get().to(list_keys)))
-            .service(resource("/keys/rotate", "POST").route(web::post().to(rotate_keys)))
-            .service(resource("/audit", "GET").route(web::get().to(audit)))
-            .default_service(web::to(super::not_found)),
-    );
-}
-
-/// A resource answering 405 with `Allow` to methods it does not serve.
-fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
-    super::record(allow, &format!("/admin/v1{path}"));
-    web::resource(path).default_service(web::to(move |req: actix_web::HttpRequest| async move {
-        super::method_not_allowed(req, allow)
-    }))
-}
-
 /// The admin client behind a request, as an audit actor: an argument of
 /// every admin handler, so nothing else runs for a caller that is not one.
 pub struct AdminCaller {
@@ -180,7 +132,7 @@ pub(crate) struct NewUserBody {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct CreatedUser {
+pub(crate) struct CreatedUser {
     id: String,
     username: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,7 +140,7 @@ struct CreatedUser {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Revoked {
+pub(crate) struct Revoked {
     sessions_revoked: u64,
 }
 
@@ -200,7 +152,7 @@ pub(crate) struct PasswordBody {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct Enrolled {
+pub(crate) struct Enrolled {
     totp_uri: String,
 }
 
@@ -286,7 +238,7 @@ pub(crate) async fn enrol_totp(
 
 /// A session as an administrator sees it: no token, no raw User-Agent.
 #[derive(Serialize, utoipa::ToSchema)]
-struct SessionView {
+pub(crate) struct SessionView {
     sid: String,
     client_id: String,
     scope: String,
@@ -316,7 +268,7 @@ impl From<Session> for SessionView {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct SessionList {
+pub(crate) struct SessionList {
     sub: String,
     sessions: Vec<SessionView>,
 }
@@ -375,7 +327,7 @@ pub(crate) async fn revoke_session(
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct CreatedClient {
+pub(crate) struct CreatedClient {
     client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
@@ -397,7 +349,7 @@ pub(crate) struct ClientView {
     cookie: bool,
     admin: bool,
     resource_server: bool,
-    on_binding_change: String,
+    on_binding_change: crate::store::BindingPolicy,
     disabled: bool,
     created_at: i64,
 }
@@ -568,7 +520,7 @@ pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) 
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct AuditRow {
+pub(crate) struct AuditRow {
     seq: i64,
     at: i64,
     actor: String,
@@ -596,7 +548,7 @@ impl From<AuditRecord> for AuditRow {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
-struct AuditPage {
+pub(crate) struct AuditPage {
     entries: Vec<AuditRow>,
     /// Pass as `after` for the next page.
     next: i64,

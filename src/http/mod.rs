@@ -91,77 +91,128 @@ pub struct AppState {
     pub clock: Arc<dyn crate::clock::Clock>,
 }
 
-/// Registers every route.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(get("/healthz", health::healthz))
-        .service(get("/readyz", health::readyz))
-        .service(get("/metrics", metrics::metrics_endpoint))
-        .service(get("/openapi.json", openapi::openapi_json))
-        .service(get("/.well-known/jwks.json", discovery::jwks))
-        .service(get(
-            "/.well-known/oauth-authorization-server",
-            discovery::metadata,
-        ))
-        .service(post("/oauth/token", token::token))
-        .service(post("/oauth/revoke", revocation::revoke))
-        .service(post("/oauth/introspect", revocation::introspect))
-        .service(post("/oauth/logout", revocation::logout))
-        .service(get("/v1/revocations", revocation::feed))
-        .configure(admin::routes);
+/// One resource: its path, methods and handlers, and their documentation
+/// (each handler's `#[utoipa::path]`), declared once in [`route_table`].
+/// The path is the documented one and the OpenAPI document lists the table,
+/// so what is served and what is documented cannot differ.
+pub(crate) struct Route {
+    /// Adds the resource's operations to the document.
+    pub(crate) document:
+        fn(utoipa::openapi::path::PathsBuilder) -> utoipa::openapi::path::PathsBuilder,
+    /// Registers the resource.
+    register: fn(&mut web::ServiceConfig),
 }
 
-/// Every (method, path) registered, recorded by the helpers that register
-/// them, so a test can hold the OpenAPI document against the real routes.
-static REGISTERED: std::sync::Mutex<std::collections::BTreeSet<(String, String)>> =
-    std::sync::Mutex::new(std::collections::BTreeSet::new());
+/// Registers one resource whose methods are `get`, `post`, … handlers,
+/// each with the `#[utoipa::path]` type utoipa generated beside it
+/// (`__path_<handler>`); other methods get 405 with `Allow`.
+macro_rules! route {
+    ($($method:ident $handler:path => $doc:ty),+ $(,)?) => {
+        Route {
+            document: |paths| paths $(.path_from::<$doc>())+,
+            register: |cfg| {
+                let paths = [$(<$doc as utoipa::Path>::path()),+];
+                debug_assert!(paths.iter().all(|p| *p == paths[0]), "one resource, one path: {paths:?}");
+                let allow = allow(&[$(stringify!($method)),+]);
+                let resource = web::resource(paths[0].clone())
+                    $(.route(route!(@method $method).to($handler)))+;
+                // GET is served for HEAD too.
+                $(let resource = route!(@head $method resource $handler);)+
+                cfg.service(resource.default_service(web::to(
+                    move |req: actix_web::HttpRequest| {
+                        let allow = allow.clone();
+                        async move { method_not_allowed(req, &allow) }
+                    },
+                )));
+            },
+        }
+    };
+    (@method get) => { web::get() };
+    (@method post) => { web::post() };
+    (@method delete) => { web::delete() };
+    (@method patch) => { web::patch() };
+    (@head get $resource:ident $handler:path) => { $resource.route(web::head().to($handler)) };
+    (@head $other:ident $resource:ident $handler:path) => { $resource };
+}
 
-fn record(methods: &str, path: &str) {
-    let mut set = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
-    for method in methods.split(", ").filter(|m| *m != "HEAD") {
-        set.insert((method.to_owned(), path.to_owned()));
+/// The `Allow` header of a resource serving `methods` (lower case, as
+/// written in the table); GET implies HEAD.
+fn allow(methods: &[&str]) -> String {
+    let mut allow: Vec<String> = methods.iter().map(|m| m.to_ascii_uppercase()).collect();
+    if methods.contains(&"get") {
+        allow.push("HEAD".into());
+    }
+    allow.join(", ")
+}
+
+/// Every resource tessera serves.
+pub(crate) fn route_table() -> Vec<Route> {
+    use admin as a;
+    vec![
+        route!(get health::healthz => health::__path_healthz),
+        route!(get health::readyz => health::__path_readyz),
+        route!(get metrics::metrics_endpoint => metrics::__path_metrics_endpoint),
+        route!(get openapi::openapi_json => openapi::__path_openapi_json),
+        route!(get discovery::jwks => discovery::__path_jwks),
+        route!(get discovery::metadata => discovery::__path_metadata),
+        route!(post token::token => token::__path_token),
+        route!(post revocation::revoke => revocation::__path_revoke),
+        route!(post revocation::introspect => revocation::__path_introspect),
+        route!(post revocation::logout => revocation::__path_logout),
+        route!(get revocation::feed => revocation::__path_feed),
+        route!(post a::create_user => a::__path_create_user),
+        route!(post a::disable_user => a::__path_disable_user),
+        route!(post a::set_password => a::__path_set_password),
+        route!(post a::enrol_totp => a::__path_enrol_totp),
+        route!(
+            get a::list_sessions => a::__path_list_sessions,
+            delete a::logout_everywhere => a::__path_logout_everywhere,
+        ),
+        route!(delete a::revoke_session => a::__path_revoke_session),
+        route!(post a::create_client => a::__path_create_client),
+        route!(
+            get a::show_client => a::__path_show_client,
+            patch a::update_client => a::__path_update_client,
+        ),
+        route!(post a::disable_client => a::__path_disable_client),
+        route!(delete a::revoke_client => a::__path_revoke_client),
+        route!(delete a::revoke_jti => a::__path_revoke_jti),
+        route!(get a::list_keys => a::__path_list_keys),
+        route!(post a::rotate_keys => a::__path_rotate_keys),
+        route!(get a::audit => a::__path_audit),
+    ]
+}
+
+/// Registers every route of [`route_table`].
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    for route in route_table() {
+        (route.register)(cfg);
     }
 }
 
-/// The (method, path) pairs registered so far (every route once an app has
-/// been built), HEAD left out.
-pub fn registered_routes() -> Vec<(String, String)> {
-    REGISTERED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .cloned()
-        .collect()
-}
-
-/// A GET (and HEAD) resource that answers 405 with `Allow` to other methods.
-fn get<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args> + Clone,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    record("GET", path);
-    web::resource(path)
-        .route(web::get().to(handler.clone()))
-        .route(web::head().to(handler))
-        .default_service(web::to(|req: actix_web::HttpRequest| async move {
-            method_not_allowed(req, "GET, HEAD")
-        }))
-}
-
-/// A POST resource that answers 405 with `Allow` to other methods.
-fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-where
-    F: actix_web::Handler<Args>,
-    Args: actix_web::FromRequest + 'static,
-    F::Output: actix_web::Responder + 'static,
-{
-    record("POST", path);
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(|req: actix_web::HttpRequest| async move {
-            method_not_allowed(req, "POST")
-        }))
+/// The (method, path) pairs tessera serves, HEAD left out: what the
+/// OpenAPI document must list.
+pub fn served_routes() -> Vec<(String, String)> {
+    let mut paths = utoipa::openapi::path::PathsBuilder::new();
+    for route in route_table() {
+        paths = (route.document)(paths);
+    }
+    let mut served = Vec::new();
+    for (path, item) in paths.build().paths {
+        let methods = [
+            ("GET", item.get.is_some()),
+            ("POST", item.post.is_some()),
+            ("DELETE", item.delete.is_some()),
+            ("PATCH", item.patch.is_some()),
+            ("PUT", item.put.is_some()),
+        ];
+        for (method, present) in methods {
+            if present {
+                served.push((method.to_owned(), path.clone()));
+            }
+        }
+    }
+    served
 }
 
 /// RFC 6749 §5.2-shaped error body used for every error tessera answers.
@@ -175,16 +226,16 @@ pub fn error_response(
         .json(serde_json::json!({ "error": error, "error_description": description }))
 }
 
-pub(crate) fn method_not_allowed(req: actix_web::HttpRequest, allow: &'static str) -> HttpResponse {
+pub(crate) fn method_not_allowed(req: actix_web::HttpRequest, allow: &str) -> HttpResponse {
     let mut res = error_response(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
         "invalid_request",
         &format!("method {} is not allowed on {}", req.method(), req.path()),
     );
-    res.headers_mut().insert(
-        actix_web::http::header::ALLOW,
-        actix_web::http::header::HeaderValue::from_static(allow),
-    );
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        res.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
     res
 }
 

@@ -1,15 +1,15 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 description of every endpoint,
 //! generated from the `#[utoipa::path]` attributes on the handlers
-//! themselves. `tests/api/openapi.rs` compares it with the routes the app
-//! actually registers (see [`super::registered_routes`]), so neither can
-//! drift from the other.
+//! themselves, for exactly the routes of the route table the server
+//! registers (`super::route_table`): a route cannot be served undocumented,
+//! nor documented unserved.
 
 use actix_web::HttpResponse;
 use actix_web::http::header::CACHE_CONTROL;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, discovery, health, metrics, revocation, token};
+use super::admin;
 
 /// The RFC 6749 §5.2 error body every error response carries.
 #[derive(ToSchema)]
@@ -105,35 +105,34 @@ impl Modify for SecuritySchemes {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "tessera", description = "Token service: ES256 access tokens, rotating refresh tokens, revocation, introspection, administration."),
-    paths(
-        health::healthz,
-        health::readyz,
-        metrics::metrics_endpoint,
-        discovery::jwks,
-        discovery::metadata,
-        openapi_json,
-        token::token,
-        revocation::revoke,
-        revocation::introspect,
-        revocation::logout,
-        revocation::feed,
-        admin::create_user,
-        admin::disable_user,
-        admin::set_password,
-        admin::enrol_totp,
-        admin::list_sessions,
-        admin::logout_everywhere,
-        admin::revoke_session,
-        admin::create_client,
-        admin::show_client,
-        admin::update_client,
-        admin::disable_client,
-        admin::revoke_client,
-        admin::revoke_jti,
-        admin::list_keys,
-        admin::rotate_keys,
-        admin::audit,
-    ),
+    // Paths come from the route table (`super::route_table`), not from a
+    // list here: what is documented is what is registered.
+    components(schemas(
+        ErrorBody,
+        TokenForm,
+        RevokeForm,
+        IntrospectForm,
+        LogoutForm,
+        crate::tokens::TokenResponse,
+        crate::revocation::Introspection,
+        crate::verify::FeedPage,
+        crate::verify::FeedEntry,
+        crate::verify::RevocationKind,
+        crate::auth::accounts::ClientSpec,
+        crate::store::BindingPolicy,
+        admin::NewUserBody,
+        admin::CreatedUser,
+        admin::Revoked,
+        admin::PasswordBody,
+        admin::Enrolled,
+        admin::SessionList,
+        admin::SessionView,
+        admin::CreatedClient,
+        admin::ClientView,
+        admin::ClientUpdate,
+        admin::AuditPage,
+        admin::AuditRow,
+    )),
     modifiers(&SecuritySchemes),
     tags(
         (name = "oauth", description = "RFC 6749, 7009, 7662 endpoints and the revocation feed"),
@@ -144,11 +143,17 @@ impl Modify for SecuritySchemes {
 )]
 struct ApiDoc;
 
-/// The document, rendered once.
+/// The document, rendered once: the schemas and security schemes above,
+/// and the paths of every route the server registers.
 pub fn document() -> &'static str {
     static DOC: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        ApiDoc::openapi()
-            .to_pretty_json()
+        let mut doc = ApiDoc::openapi();
+        let mut paths = utoipa::openapi::path::PathsBuilder::new();
+        for route in super::route_table() {
+            paths = (route.document)(paths);
+        }
+        doc.paths = paths.build();
+        doc.to_pretty_json()
             .expect("the OpenAPI document serializes")
     });
     &DOC

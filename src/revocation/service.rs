@@ -286,7 +286,7 @@ impl Revoker {
                 return Ok(Introspection::inactive());
             };
             let s = &info.session;
-            if info.state != "active"
+            if info.state != crate::store::TokenState::Active
                 || !s.is_live(now)
                 || info.user_disabled
                 || s.client_id != client.id

@@ -20,9 +20,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use models::{
-    Audience, AuditCheckpoint, AuditRecord, Client, CredentialChange, LoginFailures, NewAuditEvent,
-    NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo, RevocationEntry,
-    RevocationKind, Rotation, RotationRequest, Session, SigningKey, User,
+    Audience, AuditCheckpoint, AuditRecord, BindingPolicy, Client, CredentialChange, LoginFailures,
+    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo,
+    RevocationEntry, RevocationKind, Rotation, RotationRequest, Session, SigningKey, TokenState,
+    User,
 };
 
 use crate::config::Config;

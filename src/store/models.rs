@@ -49,6 +49,60 @@ pub struct NewUser {
     pub totp_secret: Option<Vec<u8>>,
 }
 
+/// What a change of User-Agent or network on refresh does to a session.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BindingPolicy {
+    /// Write an audit event and carry on (the default).
+    Audit,
+    /// Revoke the session.
+    Revoke,
+}
+
+impl BindingPolicy {
+    /// As stored and shown: `audit` or `revoke`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BindingPolicy::Audit => "audit",
+            BindingPolicy::Revoke => "revoke",
+        }
+    }
+
+    /// From its name.
+    pub fn parse(value: &str) -> Option<BindingPolicy> {
+        match value {
+            "audit" => Some(BindingPolicy::Audit),
+            "revoke" => Some(BindingPolicy::Revoke),
+            _ => None,
+        }
+    }
+}
+
+/// A stored refresh token's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    /// The session's current token: it rotates.
+    Active,
+    /// Rotated already: presenting it again is a replay (or a grace reuse).
+    Consumed,
+    /// Its session was revoked.
+    Revoked,
+}
+
+impl TokenState {
+    /// From the stored text; `None` for anything else (a corrupt row).
+    pub fn parse(value: &str) -> Option<TokenState> {
+        match value {
+            "active" => Some(TokenState::Active),
+            "consumed" => Some(TokenState::Consumed),
+            "revoked" => Some(TokenState::Revoked),
+            _ => None,
+        }
+    }
+}
+
 /// An OAuth client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Client {
@@ -72,8 +126,8 @@ pub struct Client {
     pub admin: bool,
     /// May introspect tokens of its audiences and read the revocation feed.
     pub resource_server: bool,
-    /// `audit` or `revoke`: what a User-Agent/network change on refresh does.
-    pub on_binding_change: String,
+    /// What a User-Agent/network change on refresh does.
+    pub on_binding_change: BindingPolicy,
     /// A disabled client can obtain no tokens.
     pub disabled: bool,
     /// Unix seconds.
@@ -101,8 +155,8 @@ pub struct NewClient {
     pub admin: bool,
     /// Resource server: may introspect and read the feed.
     pub resource_server: bool,
-    /// `audit` or `revoke`.
-    pub on_binding_change: String,
+    /// What a User-Agent/network change on refresh does.
+    pub on_binding_change: BindingPolicy,
 }
 
 /// Row shape of `clients`; lists are stored space-separated (none of their
@@ -144,7 +198,9 @@ impl From<ClientRow> for Client {
             cookie: r.cookie,
             admin: r.admin,
             resource_server: r.resource_server,
-            on_binding_change: r.on_binding_change,
+            // The column's CHECK admits only these two.
+            on_binding_change: BindingPolicy::parse(&r.on_binding_change)
+                .unwrap_or(BindingPolicy::Audit),
             disabled: r.disabled,
             created_at: r.created_at,
         }
@@ -313,8 +369,8 @@ pub enum Rotation {
 pub struct RefreshTokenInfo {
     /// Its session.
     pub session: Session,
-    /// `active`, `consumed` or `revoked`.
-    pub state: String,
+    /// Its state.
+    pub state: TokenState,
     /// Unix seconds it was issued.
     pub created_at: i64,
     /// Whether the session's user is disabled.

@@ -193,7 +193,7 @@ macro_rules! portable_directory {
                 .bind(client.origins.join(" "))
                 .bind(client.cookie)
                 .bind(client.admin)
-                .bind(&client.on_binding_change)
+                .bind(client.on_binding_change.as_str())
                 .bind(now)
                 .bind(client.resource_server)
                 .fetch_one(&self.pool)
@@ -547,7 +547,10 @@ macro_rules! portable_sessions {
                     return Ok(Rotation::Invalid);
                 };
                 // Expired sessions and disabled users: nothing left to protect.
-                if state != "consumed" || owner != r.client_id || !current {
+                if $crate::store::TokenState::parse(&state) != Some($crate::store::TokenState::Consumed)
+                    || owner != r.client_id
+                    || !current
+                {
                     return Ok(Rotation::Invalid);
                 }
                 let in_window =
@@ -753,6 +756,9 @@ macro_rules! portable_sessions {
                 let Some((state, created_at, session_id, user_disabled)) = row else {
                     return Ok(None);
                 };
+                let state = $crate::store::TokenState::parse(&state).ok_or_else(|| {
+                    $crate::store::StoreError::Corrupt(format!("refresh token state {state:?}"))
+                })?;
                 let Some(session) = self.session(session_id).await? else {
                     return Ok(None);
                 };

@@ -136,7 +136,7 @@ async fn login_at_issuer(f: &Fixture) -> (String, String) {
                 cookie: false,
                 admin: false,
                 resource_server: false,
-                on_binding_change: "audit".into(),
+                on_binding_change: tessera::store::BindingPolicy::Audit,
             },
             0,
         )
@@ -447,7 +447,7 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
                 cookie: false,
                 admin: true,
                 resource_server: false,
-                on_binding_change: "audit".into(),
+                on_binding_change: tessera::store::BindingPolicy::Audit,
             },
             0,
         )

@@ -57,7 +57,7 @@ async fn the_example_spa_works_in_a_real_browser() {
                 cookie: true,
                 admin: false,
                 resource_server: false,
-                on_binding_change: "audit".into(),
+                on_binding_change: tessera::store::BindingPolicy::Audit,
             },
             0,
         )

@@ -28,7 +28,7 @@ async fn app_with_spa(engine: Engine) -> TestApp {
                 cookie: true,
                 admin: false,
                 resource_server: false,
-                on_binding_change: "audit".into(),
+                on_binding_change: tessera::store::BindingPolicy::Audit,
             },
             0,
         )

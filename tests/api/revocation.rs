@@ -49,7 +49,7 @@ async fn add_client(
         admin,
         // Every confidential fixture client but the admin reads the feed.
         resource_server: confidential && !admin,
-        on_binding_change: "audit".into(),
+        on_binding_change: tessera::store::BindingPolicy::Audit,
     };
     app.store.create_client(&client, 0).await.unwrap();
     secret.to_string()

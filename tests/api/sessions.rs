@@ -61,7 +61,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                     cookie: false,
                     admin: false,
                     resource_server: false,
-                    on_binding_change: "audit".into(),
+                    on_binding_change: tessera::store::BindingPolicy::Audit,
                 },
                 T0,
             )

@@ -33,7 +33,7 @@ async fn app_on(
                 cookie: false,
                 admin: false,
                 resource_server: false,
-                on_binding_change: "audit".into(),
+                on_binding_change: tessera::store::BindingPolicy::Audit,
             },
             0,
         )

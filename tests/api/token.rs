@@ -39,7 +39,7 @@ async fn add_client(app: &TestApp, id: &str, confidential: bool, grants: &[&str]
         cookie: false,
         admin: false,
         resource_server: confidential,
-        on_binding_change: "audit".into(),
+        on_binding_change: tessera::store::BindingPolicy::Audit,
     };
     app.store.create_client(&client, 0).await.unwrap();
     secret.to_string()
@@ -546,7 +546,7 @@ async fn a_changed_browser_revokes_when_the_client_says_so(engine: Engine) {
         cookie: false,
         admin: false,
         resource_server: false,
-        on_binding_change: "revoke".into(),
+        on_binding_change: tessera::store::BindingPolicy::Revoke,
     };
     app.store.create_client(&strict, 0).await.unwrap();
 

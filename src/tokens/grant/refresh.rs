@@ -101,7 +101,7 @@ impl TokenEndpoint {
                 network_changed,
                 "session used from a different browser or network"
             );
-            let revoke = client.on_binding_change == "revoke";
+            let revoke = client.on_binding_change == crate::store::BindingPolicy::Revoke;
             self.auditor
                 .record_durable(
                     Event::new(user_actor(session.user_id), "session_binding_changed")
