@@ -157,7 +157,7 @@ pub(crate) struct Enrolled {
 }
 
 #[utoipa::path(post, path = "/admin/v1/users", tag = "admin", security(("admin_bearer" = [])), request_body = NewUserBody,
-    responses((status = 201, description = "created", body = CreatedUser), (status = 409, description = "the username is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "created", body = CreatedUser), (status = 409, description = "the username is taken", body = super::errors::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn create_user(
     admin: AdminCaller,
     req: HttpRequest,
@@ -190,7 +190,7 @@ fn revoked(sessions_revoked: u64) -> HttpResponse {
 }
 
 #[utoipa::path(post, path = "/admin/v1/users/{username}/disable", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "disabled; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "disabled; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn disable_user(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -205,7 +205,7 @@ pub(crate) async fn disable_user(
 }
 
 #[utoipa::path(post, path = "/admin/v1/users/{username}/password", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")), request_body = PasswordBody,
-    responses((status = 200, description = "changed; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "changed; sessions revoked", body = Revoked), (status = 404, description = "no such user", body = super::errors::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn set_password(
     admin: AdminCaller,
     req: HttpRequest,
@@ -223,7 +223,7 @@ pub(crate) async fn set_password(
 }
 
 #[utoipa::path(post, path = "/admin/v1/users/{username}/totp", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "enrolled; the otpauth:// URI (shown once); sessions revoked", body = Enrolled), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "enrolled; the otpauth:// URI (shown once); sessions revoked", body = Enrolled), (status = 404, description = "no such user", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn enrol_totp(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -274,7 +274,7 @@ pub(crate) struct SessionList {
 }
 
 #[utoipa::path(get, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "the user's live sessions", body = SessionList), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "the user's live sessions", body = SessionList), (status = 404, description = "no such user", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn list_sessions(
     _admin: AdminCaller,
     state: web::Data<AppState>,
@@ -295,7 +295,7 @@ pub(crate) async fn list_sessions(
 }
 
 #[utoipa::path(delete, path = "/admin/v1/users/{username}/sessions", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")),
-    responses((status = 200, description = "every session revoked", body = Revoked), (status = 404, description = "no such user", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "every session revoked", body = Revoked), (status = 404, description = "no such user", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn logout_everywhere(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -311,7 +311,7 @@ pub(crate) async fn logout_everywhere(
 }
 
 #[utoipa::path(delete, path = "/admin/v1/sessions/{sid}", tag = "admin", security(("admin_bearer" = [])), params(("sid" = String, Path, description = "session id (UUID)")),
-    responses((status = 204, description = "revoked"), (status = 404, description = "no such session", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such session", body = super::errors::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn revoke_session(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -382,7 +382,7 @@ pub(crate) struct ClientUpdate {
 }
 
 #[utoipa::path(get, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
-    responses((status = 200, description = "the client (never its secret)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "the client (never its secret)", body = ClientView), (status = 404, description = "no such client", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn show_client(
     _admin: AdminCaller,
     state: web::Data<AppState>,
@@ -393,7 +393,7 @@ pub(crate) async fn show_client(
 }
 
 #[utoipa::path(patch, path = "/admin/v1/clients/{client_id}", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)), request_body = ClientUpdate,
-    responses((status = 200, description = "updated; the client as it is now (other instances re-read it within a minute)", body = ClientView), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request: a public client cannot be a resource server, or a malformed body", body = super::openapi::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::openapi::ErrorBody), (status = 415, description = "the body is not application/json", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "updated; the client as it is now (other instances re-read it within a minute)", body = ClientView), (status = 404, description = "no such client", body = super::errors::ErrorBody), (status = 400, description = "invalid_request: a public client cannot be a resource server, or a malformed body", body = super::errors::ErrorBody), (status = 401, description = "a missing or invalid admin bearer token", body = super::errors::ErrorBody), (status = 403, description = "the token lacks tessera:admin or was not obtained by an enabled admin client for itself", body = super::errors::ErrorBody), (status = 415, description = "the body is not application/json", body = super::errors::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::errors::ErrorBody)))]
 pub(crate) async fn update_client(
     admin: AdminCaller,
     req: HttpRequest,
@@ -410,7 +410,7 @@ pub(crate) async fn update_client(
 }
 
 #[utoipa::path(post, path = "/admin/v1/clients", tag = "admin", security(("admin_bearer" = [])), request_body = crate::auth::accounts::ClientSpec,
-    responses((status = 201, description = "created; a confidential client's secret is shown once", body = CreatedClient), (status = 409, description = "the client id is taken", body = super::openapi::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 201, description = "created; a confidential client's secret is shown once", body = CreatedClient), (status = 409, description = "the client id is taken", body = super::errors::ErrorBody), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn create_client(
     admin: AdminCaller,
     req: HttpRequest,
@@ -436,7 +436,7 @@ pub(crate) async fn create_client(
 }
 
 #[utoipa::path(post, path = "/admin/v1/clients/{client_id}/disable", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
-    responses((status = 200, description = "disabled; its tokens revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "disabled; its tokens revoked", body = Revoked), (status = 404, description = "no such client", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn disable_client(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -451,7 +451,7 @@ pub(crate) async fn disable_client(
 }
 
 #[utoipa::path(delete, path = "/admin/v1/clients/{client_id}/tokens", tag = "admin", security(("admin_bearer" = [])), params(("client_id" = String, Path)),
-    responses((status = 200, description = "every token of the client revoked"), (status = 404, description = "no such client", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "every token of the client revoked", body = Revoked), (status = 404, description = "no such client", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn revoke_client(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -466,7 +466,7 @@ pub(crate) async fn revoke_client(
 }
 
 #[utoipa::path(delete, path = "/admin/v1/tokens/{jti}", tag = "admin", security(("admin_bearer" = [])), params(("jti" = String, Path, description = "the access token's jti")),
-    responses((status = 204, description = "revoked (also when unknown: a jti cannot be checked)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "revoked (also when unknown: a jti cannot be checked)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn revoke_jti(
     admin: AdminCaller,
     state: web::Data<AppState>,
@@ -486,7 +486,7 @@ pub(crate) async fn revoke_jti(
 }
 
 #[utoipa::path(get, path = "/admin/v1/keys", tag = "admin", security(("admin_bearer" = [])),
-    responses((status = 200, description = "signing keys with their states and schedule"), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "signing keys with their states and schedule"), super::errors::AdminCallerErrors))]
 pub(crate) async fn list_keys(_admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
     Ok(json(
         StatusCode::OK,
@@ -495,7 +495,7 @@ pub(crate) async fn list_keys(_admin: AdminCaller, state: web::Data<AppState>) -
 }
 
 #[utoipa::path(post, path = "/admin/v1/keys/rotate", tag = "admin", security(("admin_bearer" = [])),
-    responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "a new key is published; it signs after the JWKS cache lifetime"), super::errors::AdminCallerErrors))]
 pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) -> AdminResult {
     let status = match state.keys.rotate(state.clock.now()).await {
         Ok(status) => status,
@@ -556,7 +556,7 @@ pub(crate) struct AuditPage {
 }
 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "admin", security(("admin_bearer" = [])), params(("after" = Option<i64>, Query, description = "sequence number to start after"), ("limit" = Option<i64>, Query, description = "rows per page")),
-    responses((status = 200, description = "audit rows, oldest first, with their chain hashes", body = AuditPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "no bearer token, or an invalid one (RFC 6750 challenge)", body = super::openapi::ErrorBody), (status = 403, description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "audit rows, oldest first, with their chain hashes", body = AuditPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::errors::ErrorBody), super::errors::AdminCallerErrors))]
 pub(crate) async fn audit(
     _admin: AdminCaller,
     req: HttpRequest,

@@ -177,3 +177,67 @@ impl From<RevokeError> for AdminError {
         }
     }
 }
+
+/// The RFC 6749 §5.2 error body every error response carries.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // A schema: rendered by `error_response`, never built.
+pub(crate) struct ErrorBody {
+    /// `invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
+    /// `invalid_target`, `access_denied`, `too_many_requests`,
+    /// `temporarily_unavailable`, `not_found`, …
+    error: String,
+    /// What was wrong, for the developer; never echoes secrets.
+    error_description: String,
+}
+
+/// How every admin endpoint answers a caller who may not call it, or when
+/// the database is down (the statuses [`AdminError`] renders for
+/// `Unauthorized`, `Forbidden` and `Unavailable`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation: the answers are rendered by `AdminError`.
+pub(crate) enum AdminCallerErrors {
+    /// No bearer token, or an invalid one.
+    #[response(
+        status = 401,
+        description = "invalid_token, or no bearer token: the RFC 6750 challenge resource servers answer"
+    )]
+    Unauthorized(ErrorBody),
+    /// A valid token without the right.
+    #[response(
+        status = 403,
+        description = "insufficient_scope: the token lacks tessera:admin, carries a user, or its client is no longer an enabled admin"
+    )]
+    Forbidden(ErrorBody),
+    /// The database failed.
+    #[response(
+        status = 503,
+        description = "temporarily_unavailable: the database is down; with Retry-After"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// How every client-authenticated OAuth endpoint answers a bad request, a
+/// failed client authentication, or the database down ([`OAuthError`]).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Documentation: the answers are rendered by `OAuthError`.
+pub(crate) enum ClientErrors {
+    /// A malformed request or one the client may not make.
+    #[response(
+        status = 400,
+        description = "invalid_request and the other RFC 6749 §5.2 errors"
+    )]
+    BadRequest(ErrorBody),
+    /// Client authentication failed.
+    #[response(
+        status = 401,
+        description = "invalid_client; with a Basic challenge when the client tried HTTP Basic"
+    )]
+    InvalidClient(ErrorBody),
+    /// The database failed.
+    #[response(
+        status = 503,
+        description = "temporarily_unavailable: the database is down; with Retry-After"
+    )]
+    Unavailable(ErrorBody),
+}

@@ -7,76 +7,9 @@
 use actix_web::HttpResponse;
 use actix_web::http::header::CACHE_CONTROL;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::admin;
-
-/// The RFC 6749 §5.2 error body every error response carries.
-#[derive(ToSchema)]
-#[allow(dead_code)] // A schema: rendered by `error_response`, never built.
-pub struct ErrorBody {
-    /// `invalid_request`, `invalid_client`, `invalid_grant`,
-    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
-    /// `invalid_target`, `access_denied`, `too_many_requests`,
-    /// `temporarily_unavailable`, `not_found`, …
-    error: String,
-    /// What was wrong, for the developer; never echoes secrets.
-    error_description: String,
-}
-
-/// `POST /oauth/token` form (parsed by `tokens::form`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct TokenForm {
-    /// `password`, `refresh_token` or `client_credentials`.
-    grant_type: String,
-    /// Public clients (or `client_secret_post`); confidential clients may use HTTP Basic instead.
-    client_id: Option<String>,
-    /// `client_secret_post`.
-    client_secret: Option<String>,
-    /// `password` grant.
-    username: Option<String>,
-    /// `password` grant.
-    password: Option<String>,
-    /// `password` grant, for users with TOTP (asked for only after the password is right).
-    otp: Option<String>,
-    /// `refresh_token` grant (cookie-mode clients send the cookie instead).
-    refresh_token: Option<String>,
-    /// Space-separated subset of the client's scopes.
-    scope: Option<String>,
-    /// One of the client's audiences (RFC 8707 `resource` is accepted too).
-    audience: Option<String>,
-}
-
-/// `POST /oauth/revoke` form (RFC 7009).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct RevokeForm {
-    /// An access or refresh token of this client.
-    token: String,
-    /// Ignored: the two kinds cannot be confused.
-    token_type_hint: Option<String>,
-    /// Public clients.
-    client_id: Option<String>,
-}
-
-/// `POST /oauth/introspect` form (RFC 7662).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct IntrospectForm {
-    /// The token to look at.
-    token: String,
-}
-
-/// `POST /oauth/logout` form.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct LogoutForm {
-    /// The session's current refresh token (cookie-mode clients send the cookie).
-    refresh_token: Option<String>,
-    /// Public clients.
-    client_id: Option<String>,
-}
 
 struct SecuritySchemes;
 
@@ -108,11 +41,11 @@ impl Modify for SecuritySchemes {
     // Paths come from the route table (`super::route_table`), not from a
     // list here: what is documented is what is registered.
     components(schemas(
-        ErrorBody,
-        TokenForm,
-        RevokeForm,
-        IntrospectForm,
-        LogoutForm,
+        super::errors::ErrorBody,
+        super::token::TokenForm,
+        super::revocation::RevokeForm,
+        super::revocation::IntrospectForm,
+        super::revocation::LogoutForm,
         crate::tokens::TokenResponse,
         crate::revocation::Introspection,
         crate::verify::FeedPage,

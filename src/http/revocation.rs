@@ -16,9 +16,9 @@ use crate::tokens::policy::{check_browser_request, check_rate};
 /// `POST /oauth/revoke`: `token` (and an optional `token_type_hint`, which
 /// is not needed: refresh and access tokens cannot be confused).
 #[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
-    request_body(content = super::openapi::RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
     security((), ("client_basic" = [])),
-    responses((status = 200, description = "revoked, or the token was unknown (RFC 7009)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "revoked, or the token was unknown (RFC 7009)"), super::errors::ClientErrors, (status = 413, description = "body over 16 KiB", body = super::errors::ErrorBody)))]
 pub async fn revoke(
     req: HttpRequest,
     form: ClientForm,
@@ -42,9 +42,9 @@ pub async fn revoke(
 /// `POST /oauth/logout`: ends the session of `refresh_token` (from the
 /// body, or the cookie for cookie-mode clients) and expires the cookie.
 #[utoipa::path(post, path = "/oauth/logout", tag = "oauth",
-    request_body(content = super::openapi::LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
     security((), ("client_basic" = [])),
-    responses((status = 204, description = "the session is ended (cookie mode: the cookie is expired)"), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "access_denied (cookie mode)", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 204, description = "the session is ended (cookie mode: the cookie is expired)"), super::errors::ClientErrors, (status = 403, description = "access_denied (cookie mode)", body = super::errors::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::errors::ErrorBody)))]
 pub async fn logout(
     req: HttpRequest,
     form: ClientForm,
@@ -81,9 +81,9 @@ pub async fn logout(
 
 /// `POST /oauth/introspect`, for resource servers.
 #[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
-    request_body(content = super::openapi::IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
     security(("client_basic" = [])),
-    responses((status = 200, description = "RFC 7662 answer; {\"active\": false} for anything not valid now", body = crate::revocation::Introspection), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "RFC 7662 answer; {\"active\": false} for anything not valid now", body = crate::revocation::Introspection), super::errors::ClientErrors, (status = 413, description = "body over 16 KiB", body = super::errors::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::errors::ErrorBody)))]
 pub async fn introspect(
     req: HttpRequest,
     form: ClientForm,
@@ -111,7 +111,7 @@ pub async fn introspect(
 #[utoipa::path(get, path = "/v1/revocations", tag = "oauth",
     params(("since" = Option<u64>, Query, description = "cursor from the previous page's next_cursor (default 0)"), ("limit" = Option<u32>, Query, description = "1 to 1000 (default 1000)")),
     security(("client_basic" = [])),
-    responses((status = 200, description = "revocations after the cursor, oldest first", body = crate::verify::FeedPage), (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+    responses((status = 200, description = "revocations after the cursor, oldest first", body = crate::verify::FeedPage), super::errors::ClientErrors))]
 pub async fn feed(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -137,4 +137,34 @@ pub async fn feed(
     Ok(no_store(HttpResponse::Ok())
         .content_type("application/json")
         .body(web::Bytes::from_owner(page)))
+}
+
+/// `POST /oauth/revoke` form (RFC 7009).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct RevokeForm {
+    /// An access or refresh token of this client.
+    token: String,
+    /// Ignored: the two kinds cannot be confused.
+    token_type_hint: Option<String>,
+    /// Public clients.
+    client_id: Option<String>,
+}
+
+/// `POST /oauth/introspect` form (RFC 7662).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct IntrospectForm {
+    /// The token to look at.
+    token: String,
+}
+
+/// `POST /oauth/logout` form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct LogoutForm {
+    /// The session's current refresh token (cookie-mode clients send the cookie).
+    refresh_token: Option<String>,
+    /// Public clients.
+    client_id: Option<String>,
 }

@@ -22,10 +22,10 @@ use crate::tokens::policy::REFRESH_COOKIE;
 
 /// `POST /oauth/token`.
 #[utoipa::path(post, path = "/oauth/token", tag = "oauth",
-    request_body(content = super::openapi::TokenForm, content_type = "application/x-www-form-urlencoded"),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     security((), ("client_basic" = [])),
     responses((status = 200, description = "tokens issued (Cache-Control: no-store); in cookie mode the refresh token is set as the __Host-tessera-rt cookie instead", body = crate::tokens::TokenResponse),
-        (status = 400, description = "invalid_request and other RFC 6749 errors", body = super::openapi::ErrorBody), (status = 401, description = "invalid_client (with a Basic challenge) or a missing/invalid admin bearer token", body = super::openapi::ErrorBody), (status = 403, description = "access_denied: a cookie-mode request without an allowed Origin or X-Tessera-CSRF: 1", body = super::openapi::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::openapi::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::openapi::ErrorBody), (status = 503, description = "temporarily_unavailable: the database is down; with Retry-After", body = super::openapi::ErrorBody)))]
+        super::errors::ClientErrors, (status = 403, description = "access_denied: a cookie-mode request without an allowed Origin or X-Tessera-CSRF: 1", body = super::errors::ErrorBody), (status = 413, description = "body over 16 KiB", body = super::errors::ErrorBody), (status = 429, description = "too_many_requests, with Retry-After", body = super::errors::ErrorBody)))]
 pub async fn token(
     req: HttpRequest,
     payload: web::Payload,
@@ -194,4 +194,28 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
         .map(|v| v.to_str().unwrap_or(""))
         .collect();
     Some(super::proxy::client_ip(peer, &forwarded, trusted))
+}
+
+/// `POST /oauth/token` form (parsed by `tokens::form`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct TokenForm {
+    /// `password`, `refresh_token` or `client_credentials`.
+    grant_type: String,
+    /// Public clients (or `client_secret_post`); confidential clients may use HTTP Basic instead.
+    client_id: Option<String>,
+    /// `client_secret_post`.
+    client_secret: Option<String>,
+    /// `password` grant.
+    username: Option<String>,
+    /// `password` grant.
+    password: Option<String>,
+    /// `password` grant, for users with TOTP (asked for only after the password is right).
+    otp: Option<String>,
+    /// `refresh_token` grant (cookie-mode clients send the cookie instead).
+    refresh_token: Option<String>,
+    /// Space-separated subset of the client's scopes.
+    scope: Option<String>,
+    /// One of the client's audiences (RFC 8707 `resource` is accepted too).
+    audience: Option<String>,
 }
