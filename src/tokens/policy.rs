@@ -9,7 +9,35 @@ use crate::auth::rate_limit::RateLimiter;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, too_many_requests};
 use crate::store::Client;
 
-use super::grant::Presented;
+use super::grant::{GrantType, Presented};
+
+/// `unsupported_grant_type` for a `grant_type` tessera does not serve,
+/// listing the ones it does.
+pub fn unsupported_grant(requested: &str) -> OAuthError {
+    let served: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+    OAuthError::new(
+        ErrorCode::UnsupportedGrantType,
+        format!(
+            "grant_type {requested:?} is not supported (use {})",
+            served.join(", ")
+        ),
+    )
+}
+
+/// `unauthorized_client` unless `client` is registered for `grant`.
+pub fn grant_allowed(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
+    if client.grant_types.iter().any(|g| g == grant.as_str()) {
+        return Ok(());
+    }
+    Err(OAuthError::new(
+        ErrorCode::UnauthorizedClient,
+        format!(
+            "client {} may not use the {} grant",
+            client.id,
+            grant.as_str()
+        ),
+    ))
+}
 
 /// The cookie that carries a cookie-mode client's refresh token.
 pub const REFRESH_COOKIE: &str = "__Host-tessera-rt";
@@ -141,4 +169,165 @@ pub fn check_rate(
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::rate_limit::Rate;
+    use crate::store::BindingPolicy;
+
+    fn client(confidential: bool) -> Client {
+        Client {
+            id: "app".into(),
+            confidential,
+            secret_digest: None,
+            grant_types: vec!["password".into(), "refresh_token".into()],
+            scopes: vec!["read".into(), "write".into(), ADMIN_SCOPE.into()],
+            audiences: vec!["https://a.example".into(), "https://b.example".into()],
+            origins: vec!["https://app.example".into()],
+            cookie: false,
+            admin: false,
+            resource_server: false,
+            on_binding_change: BindingPolicy::Audit,
+            disabled: false,
+            created_at: 0,
+        }
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn narrow_keeps_the_requested_allowed_scopes_once_in_order() {
+        let allowed = ["read", "write"];
+        assert_eq!(
+            narrow(&allowed, "write read write", "x").unwrap(),
+            "write read"
+        );
+        assert_eq!(narrow(&allowed, "  read  ", "x").unwrap(), "read");
+        assert_eq!(narrow(&allowed, "", "x").unwrap(), "");
+        let e = narrow(&allowed, "read delete write", "client app").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidScope);
+        assert!(e.description.contains("\"delete\"") && e.description.contains("client app"));
+        // A prefix or a different case is another scope.
+        assert!(narrow(&allowed, "rea", "x").is_err());
+        assert!(narrow(&allowed, "READ", "x").is_err());
+    }
+
+    #[test]
+    fn admin_scope_is_never_grantable_with_a_user() {
+        let list = ["read", "", ADMIN_SCOPE];
+        assert_eq!(grantable(list.into_iter(), false), ["read", ADMIN_SCOPE]);
+        assert_eq!(grantable(list.into_iter(), true), ["read"]);
+        let c = client(true);
+        assert_eq!(scopes(&c, &params(&[]), true).unwrap(), "read write");
+        assert_eq!(
+            scopes(&c, &params(&[]), false).unwrap(),
+            format!("read write {ADMIN_SCOPE}")
+        );
+        let asked = params(&[("scope", ADMIN_SCOPE)]);
+        assert_eq!(
+            scopes(&c, &asked, true).unwrap_err().code,
+            ErrorCode::InvalidScope
+        );
+        assert_eq!(scopes(&c, &asked, false).unwrap(), ADMIN_SCOPE);
+    }
+
+    #[test]
+    fn audiences_pick_one_of_the_clients() {
+        let c = client(true);
+        assert_eq!(audiences(&c, &params(&[])).unwrap(), c.audiences);
+        for key in ["audience", "resource"] {
+            let one = params(&[(key, "https://b.example")]);
+            assert_eq!(audiences(&c, &one).unwrap(), ["https://b.example"]);
+            let other = params(&[(key, "https://evil.example")]);
+            assert_eq!(
+                audiences(&c, &other).unwrap_err().code,
+                ErrorCode::InvalidTarget
+            );
+        }
+        let both = params(&[
+            ("audience", "https://a.example"),
+            ("resource", "https://a.example"),
+        ]);
+        assert_eq!(
+            audiences(&c, &both).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
+    }
+
+    #[test]
+    fn cookie_clients_need_an_allowed_origin_and_the_csrf_header() {
+        let mut c = client(false);
+        let request = |origin: Option<&str>, csrf_header: bool| Presented {
+            origin: origin.map(str::to_owned),
+            csrf_header,
+            ..Presented::default()
+        };
+        // Not a cookie client: nothing to check.
+        assert!(check_browser_request(&c, &request(None, false)).is_ok());
+        c.cookie = true;
+        assert!(check_browser_request(&c, &request(Some("https://app.example"), true)).is_ok());
+        for refused in [
+            request(None, true),
+            request(Some("https://evil.example"), true),
+            request(Some("https://app.example.evil.example"), true),
+            request(Some("https://app.example"), false),
+        ] {
+            let e = check_browser_request(&c, &refused).unwrap_err();
+            assert_eq!(e.code, ErrorCode::AccessDenied, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn grant_types_parse_exactly_and_clients_use_only_theirs() {
+        for g in GrantType::ALL {
+            assert_eq!(GrantType::parse(g.as_str()), Some(g));
+        }
+        for other in ["", "PASSWORD", "authorization_code", "password "] {
+            assert_eq!(GrantType::parse(other), None, "{other:?}");
+        }
+        let e = unsupported_grant("implicit");
+        assert_eq!(e.code, ErrorCode::UnsupportedGrantType);
+        assert!(
+            e.description
+                .contains("client_credentials, password, refresh_token")
+        );
+        let c = client(true);
+        assert!(grant_allowed(&c, GrantType::Password).is_ok());
+        let e = grant_allowed(&c, GrantType::ClientCredentials).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnauthorizedClient);
+    }
+
+    #[test]
+    fn public_clients_are_rate_limited_per_network() {
+        let limiter = RateLimiter::new(Rate::parse("1/m").unwrap());
+        let here = Some("192.0.2.1".parse().unwrap());
+        let neighbour = Some("192.0.2.200".parse().unwrap());
+        let elsewhere = Some("198.51.100.1".parse().unwrap());
+        let public = client(false);
+        assert!(check_rate(&limiter, &public, here, "token").is_ok());
+        let e = check_rate(&limiter, &public, neighbour, "token").unwrap_err();
+        assert_eq!(e.code, ErrorCode::TooManyRequests);
+        assert!(e.retry_after.unwrap() >= 1);
+        // Another network still has its budget.
+        assert!(check_rate(&limiter, &public, elsewhere, "token").is_ok());
+        // A confidential client's budget is its own, wherever it calls from.
+        let confidential = Client {
+            id: "svc".into(),
+            ..client(true)
+        };
+        assert!(check_rate(&limiter, &confidential, here, "token").is_ok());
+        assert!(check_rate(&limiter, &confidential, elsewhere, "token").is_err());
+        // Off means off.
+        let off = RateLimiter::new(None);
+        for _ in 0..100 {
+            assert!(check_rate(&off, &public, here, "token").is_ok());
+        }
+    }
 }

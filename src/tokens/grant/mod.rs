@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::client_auth::ClientAuthenticator;
 use super::mint::{MintError, Minter, TokenRequest};
-use super::policy::{check_browser_request, check_rate};
+use super::policy::{check_browser_request, check_rate, grant_allowed, unsupported_grant};
 use crate::audit::{Auditor, Event, client_actor};
 use crate::auth::gate::LoginGate;
 use crate::auth::network;
@@ -181,12 +181,7 @@ impl TokenEndpoint {
             .get("grant_type")
             .ok_or_else(|| invalid_request("grant_type is required"))?;
         let Some(grant) = GrantType::parse(requested) else {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                format!(
-                    "grant_type {requested:?} is not supported (use client_credentials, password or refresh_token)"
-                ),
-            ));
+            return Err(unsupported_grant(requested));
         };
         let user_agent = presented.user_agent.take();
         let ip = presented.ip;
@@ -204,16 +199,7 @@ impl TokenEndpoint {
             }
         };
         check_rate(&self.rate_limit, &client, ip, "token")?;
-        if !client.grant_types.iter().any(|g| g == grant.as_str()) {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                format!(
-                    "client {} may not use the {} grant",
-                    client.id,
-                    grant.as_str()
-                ),
-            ));
-        }
+        grant_allowed(&client, grant)?;
         // Before anything is consumed: a refused browser request changes nothing.
         check_browser_request(&client, &presented)?;
         let issued = match grant {
