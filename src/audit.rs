@@ -146,19 +146,128 @@ fn tag32(tag: ring::hmac::Tag) -> [u8; 32] {
     tag.as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
 }
 
+/// What an audit event records. Its [`Action::as_str`] is the `action`
+/// column (part of the chained row) and the metric label, so the names are
+/// a stable contract: add variants, never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// A user logged in (password grant).
+    Login,
+    /// A wrong password, OTP or unknown user.
+    LoginFailed,
+    /// Failed logins locked an account.
+    AccountLocked,
+    /// A refresh token was rotated.
+    Refresh,
+    /// A refresh token was presented again within the reuse grace window.
+    RefreshGraceReuse,
+    /// A rotated refresh token was replayed: the session is revoked.
+    RefreshReuseDetected,
+    /// A refresh came from another User-Agent or network.
+    SessionBindingChanged,
+    /// A session ended at /oauth/logout.
+    Logout,
+    /// A session was revoked.
+    SessionRevoked,
+    /// An access or refresh token was revoked.
+    TokenRevoked,
+    /// Every session of a user was revoked.
+    UserSessionsRevoked,
+    /// Every token of a client was revoked.
+    ClientTokensRevoked,
+    /// A client failed to authenticate.
+    ClientAuthFailed,
+    /// A network reached its cap of failed authentications.
+    NetworkFailureCapReached,
+    /// A client obtained a token for itself (client_credentials).
+    ClientTokenIssued,
+    /// A user was created.
+    UserCreated,
+    /// A user was disabled.
+    UserDisabled,
+    /// A user's password was set.
+    UserPasswordChanged,
+    /// A user was enrolled in TOTP.
+    UserTotpEnrolled,
+    /// A client was registered.
+    ClientCreated,
+    /// A client's settings were changed.
+    ClientUpdated,
+    /// A client was disabled.
+    ClientDisabled,
+    /// A signing key was added by rotation.
+    KeyRotated,
+    /// A signing key was imported.
+    KeyImported,
+    /// An audience encryption key was registered.
+    AudienceAdded,
+}
+
+impl Action {
+    /// The snake_case name stored in the `action` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Login => "login",
+            Action::LoginFailed => "login_failed",
+            Action::AccountLocked => "account_locked",
+            Action::Refresh => "refresh",
+            Action::RefreshGraceReuse => "refresh_grace_reuse",
+            Action::RefreshReuseDetected => "refresh_reuse_detected",
+            Action::SessionBindingChanged => "session_binding_changed",
+            Action::Logout => "logout",
+            Action::SessionRevoked => "session_revoked",
+            Action::TokenRevoked => "token_revoked",
+            Action::UserSessionsRevoked => "user_sessions_revoked",
+            Action::ClientTokensRevoked => "client_tokens_revoked",
+            Action::ClientAuthFailed => "client_auth_failed",
+            Action::NetworkFailureCapReached => "network_failure_cap_reached",
+            Action::ClientTokenIssued => "client_token_issued",
+            Action::UserCreated => "user_created",
+            Action::UserDisabled => "user_disabled",
+            Action::UserPasswordChanged => "user_password_changed",
+            Action::UserTotpEnrolled => "user_totp_enrolled",
+            Action::ClientCreated => "client_created",
+            Action::ClientUpdated => "client_updated",
+            Action::ClientDisabled => "client_disabled",
+            Action::KeyRotated => "key_rotated",
+            Action::KeyImported => "key_imported",
+            Action::AudienceAdded => "audience_added",
+        }
+    }
+
+    /// The kind of revocation the event stands for (the `kind` label of
+    /// `tessera_revocations_total`), if it is one.
+    pub fn revocation_kind(self) -> Option<&'static str> {
+        match self {
+            Action::TokenRevoked => Some("token"),
+            Action::SessionRevoked => Some("session"),
+            Action::UserSessionsRevoked => Some("user"),
+            Action::ClientTokensRevoked => Some("client"),
+            Action::Logout => Some("logout"),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An event being described; [`Auditor`] timestamps and chains it.
 #[derive(Clone, Debug)]
 pub struct Event {
     actor: String,
-    action: &'static str,
+    action: Action,
     subject: Option<String>,
     detail: serde_json::Map<String, serde_json::Value>,
     network_prefix: Option<String>,
 }
 
 impl Event {
-    /// `actor` did `action` (a snake_case verb such as `session_revoked`).
-    pub fn new(actor: impl Into<String>, action: &'static str) -> Event {
+    /// `actor` did `action`.
+    pub fn new(actor: impl Into<String>, action: Action) -> Event {
         Event {
             actor: actor.into(),
             action,
@@ -190,7 +299,7 @@ impl Event {
         NewAuditEvent {
             at: now,
             actor: self.actor,
-            action: self.action.to_owned(),
+            action: self.action.as_str().to_owned(),
             subject: self.subject,
             detail: serde_json::Value::Object(self.detail).to_string(),
             network_prefix: self.network_prefix,

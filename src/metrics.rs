@@ -182,21 +182,16 @@ impl Metrics {
     }
 
     /// Counts an audit event, and the revocations and replays it stands for.
-    pub fn audit_event(&self, action: &'static str) {
-        self.audit_events.with_label_values(&[action]).inc();
-        let kind = match action {
-            "token_revoked" => "token",
-            "session_revoked" => "session",
-            "user_sessions_revoked" => "user",
-            "client_tokens_revoked" => "client",
-            "logout" => "logout",
-            "refresh_reuse_detected" => {
-                self.refresh_replays.inc();
-                return;
-            }
-            _ => return,
-        };
-        self.revocations.with_label_values(&[kind]).inc();
+    pub fn audit_event(&self, action: crate::audit::Action) {
+        self.audit_events
+            .with_label_values(&[action.as_str()])
+            .inc();
+        if action == crate::audit::Action::RefreshReuseDetected {
+            self.refresh_replays.inc();
+        }
+        if let Some(kind) = action.revocation_kind() {
+            self.revocations.with_label_values(&[kind]).inc();
+        }
     }
 }
 
@@ -214,10 +209,10 @@ mod tests {
     #[test]
     fn events_map_to_revocation_kinds_and_replays() {
         let m = Metrics::new();
-        m.audit_event("session_revoked");
-        m.audit_event("session_revoked");
-        m.audit_event("refresh_reuse_detected");
-        m.audit_event("login");
+        m.audit_event(crate::audit::Action::SessionRevoked);
+        m.audit_event(crate::audit::Action::SessionRevoked);
+        m.audit_event(crate::audit::Action::RefreshReuseDetected);
+        m.audit_event(crate::audit::Action::Login);
         let text = m.render();
         assert!(
             text.contains("tessera_revocations_total{kind=\"session\"} 2"),

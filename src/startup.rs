@@ -9,7 +9,7 @@ use actix_web::middleware::{DefaultHeaders, from_fn};
 use actix_web::{App, HttpServer, web};
 use anyhow::{Context, bail};
 
-use crate::audit::{Auditor, ChainKey};
+use crate::audit::{Action, Auditor, ChainKey};
 use crate::auth::accounts::Accounts;
 use crate::auth::client::SecretDigester;
 use crate::auth::rate_limit::RateLimiter;
@@ -304,7 +304,7 @@ fn spawn_maintenance(
                     Ok(Some(added)) => {
                         auditor
                             .record_durable(
-                                crate::audit::Event::new("system", "key_rotated")
+                                crate::audit::Event::new("system", Action::KeyRotated)
                                     .subject(&added.kid)
                                     .detail("activate_at", added.activate_at)
                                     .detail("automatic", true),

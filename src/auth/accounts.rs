@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::client::SecretDigester;
 use super::names::{ClientId, Username};
 use super::password;
-use crate::audit::{Auditor, Event};
+use crate::audit::{Action, Auditor, Event};
 use crate::keys::master::MasterKey;
 use crate::revocation::{RevocationCache, relevant_until};
 use crate::store::{
@@ -322,7 +322,7 @@ impl Accounts {
         }
         self.auditor
             .record_durable(
-                Event::new(actor, "user_created")
+                Event::new(actor, Action::UserCreated)
                     .subject(id)
                     .detail("totp", totp),
             )
@@ -347,7 +347,7 @@ impl Accounts {
         let revoked = self.revoke_disabled_user(user.id, now).await?;
         self.auditor
             .record_durable(
-                Event::new(actor, "user_disabled")
+                Event::new(actor, Action::UserDisabled)
                     .subject(user.id)
                     .detail("sessions_revoked", revoked),
             )
@@ -376,7 +376,7 @@ impl Accounts {
             .await?;
         self.auditor
             .record_durable(
-                Event::new(actor, "user_password_changed")
+                Event::new(actor, Action::UserPasswordChanged)
                     .subject(user.id)
                     .detail("sessions_revoked", revoked),
             )
@@ -402,7 +402,7 @@ impl Accounts {
             .await?;
         self.auditor
             .record_durable(
-                Event::new(actor, "user_totp_enrolled")
+                Event::new(actor, Action::UserTotpEnrolled)
                     .subject(user.id)
                     .detail("sessions_revoked", revoked),
             )
@@ -494,7 +494,7 @@ impl Accounts {
         }
         self.auditor
             .record_durable(
-                Event::new(actor, "client_updated")
+                Event::new(actor, Action::ClientUpdated)
                     .subject(client_id)
                     .detail("resource_server", resource_server),
             )
@@ -528,7 +528,7 @@ impl Accounts {
         };
         self.auditor
             .record_durable(
-                Event::new(actor, "client_created")
+                Event::new(actor, Action::ClientCreated)
                     .subject(&client.id)
                     .detail("confidential", client.confidential)
                     .detail("admin", client.admin)
@@ -562,7 +562,7 @@ impl Accounts {
         self.refresh_revocations().await;
         self.auditor
             .record_durable(
-                Event::new(actor, "client_disabled")
+                Event::new(actor, Action::ClientDisabled)
                     .subject(client_id)
                     .detail("sessions_revoked", revoked),
             )

@@ -175,12 +175,12 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
         (KeysCommand::Rotate, _) => {
             let added = ring.rotate(now).await?;
-            audit_key(&store, &key, "key_rotated", &added).await;
+            audit_key(&store, &key, crate::audit::Action::KeyRotated, &added).await;
             report_added(added, now);
         }
         (KeysCommand::Import { .. }, Some(pair)) => {
             let added = ring.add(pair, now).await?;
-            audit_key(&store, &key, "key_imported", &added).await;
+            audit_key(&store, &key, crate::audit::Action::KeyImported, &added).await;
             report_added(added, now);
         }
         (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
@@ -192,7 +192,7 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
 async fn audit_key(
     store: &std::sync::Arc<dyn crate::store::Store>,
     chain: &crate::audit::ChainKey,
-    action: &'static str,
+    action: crate::audit::Action,
     key: &crate::keys::keyring::KeyStatus,
 ) {
     crate::audit::Auditor::direct(store.clone(), chain.clone())
@@ -269,7 +269,7 @@ async fn add_audience(
     store.put_audience(&audience).await?;
     crate::audit::Auditor::direct(store.clone(), key)
         .record_durable(
-            crate::audit::Event::new("cli", "audience_added")
+            crate::audit::Event::new("cli", crate::audit::Action::AudienceAdded)
                 .subject(&name)
                 .detail("encrypted", encrypt_jwk.is_some()),
         )

@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::errors::AdminError;
-use crate::audit::{Event, client_actor};
+use crate::audit::{Action, Event, client_actor};
 use crate::auth::accounts::{ADMIN_SCOPE, ClientSpec};
 use crate::store::{AuditRecord, Session};
 use crate::verify::{BearerError, VerifyError, bearer};
@@ -511,7 +511,7 @@ pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) 
     state
         .auditor
         .record_durable(
-            Event::new(admin.actor, "key_rotated")
+            Event::new(admin.actor, Action::KeyRotated)
                 .subject(&status.kid)
                 .detail("activate_at", status.activate_at),
         )

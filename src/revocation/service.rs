@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{RevocationCache, feed_entry, relevant_until};
-use crate::audit::{Auditor, Event, client_actor};
+use crate::audit::{Action, Auditor, Event, client_actor};
 use crate::store::{Client, Cutoff, JtiOwner, JtiRevocation, Store, StoreError};
 use crate::tokens::refresh;
 use crate::verify::{AccessClaims, FeedPage, Verifier, VerifyError};
@@ -169,7 +169,7 @@ impl Revoker {
         if let Some(hash) = refresh::hash_presented(token) {
             return self
                 .end_session(client, &hash, "revoked by client", now, |session| {
-                    Event::new(client_actor(&client.id), "session_revoked")
+                    Event::new(client_actor(&client.id), Action::SessionRevoked)
                         .subject(session.id)
                         .detail("sub", session.user_id.to_string())
                         .detail("via", "revocation_endpoint")
@@ -201,7 +201,7 @@ impl Revoker {
             .await?;
         if outcome != JtiRevocation::AlreadyListed {
             self.cache.refresh_now().await;
-            let mut event = Event::new(client_actor(&client.id), "token_revoked")
+            let mut event = Event::new(client_actor(&client.id), Action::TokenRevoked)
                 .subject(&claims.jti)
                 .detail("sub", claims.sub)
                 .detail("via", "revocation_endpoint")
@@ -233,7 +233,7 @@ impl Revoker {
             return Ok(());
         };
         self.end_session(client, &hash, "logout", now, |session| {
-            Event::new(crate::audit::user_actor(session.user_id), "logout")
+            Event::new(crate::audit::user_actor(session.user_id), Action::Logout)
                 .subject(session.id)
                 .detail("client_id", client.id.clone())
                 .network(network)
@@ -378,7 +378,7 @@ impl Revoker {
         }
         self.auditor
             .record_durable(
-                Event::new(actor, "session_revoked")
+                Event::new(actor, Action::SessionRevoked)
                     .subject(sid)
                     .detail("sub", session.user_id.to_string()),
             )
@@ -406,7 +406,7 @@ impl Revoker {
         self.cache.refresh_now().await;
         self.auditor
             .record_durable(
-                Event::new(actor, "user_sessions_revoked")
+                Event::new(actor, Action::UserSessionsRevoked)
                     .subject(user)
                     .detail("sessions", n),
             )
@@ -437,7 +437,7 @@ impl Revoker {
         self.cache.refresh_now().await;
         self.auditor
             .record_durable(
-                Event::new(actor, "client_tokens_revoked")
+                Event::new(actor, Action::ClientTokensRevoked)
                     .subject(client_id)
                     .detail("sessions", n),
             )
@@ -456,7 +456,7 @@ impl Revoker {
             self.cache.refresh_now().await;
         }
         self.auditor
-            .record_durable(Event::new(actor, "token_revoked").subject(jti))
+            .record_durable(Event::new(actor, Action::TokenRevoked).subject(jti))
             .await;
         Ok(())
     }

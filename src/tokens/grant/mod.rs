@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::client_auth::ClientAuthenticator;
 use super::mint::{MintError, Minter, TokenRequest};
 use super::policy::{check_browser_request, check_rate, grant_allowed, unsupported_grant};
-use crate::audit::{Auditor, Event, client_actor};
+use crate::audit::{Action, Auditor, Event, client_actor};
 use crate::auth::gate::LoginGate;
 use crate::auth::network;
 use crate::auth::rate_limit::RateLimiter;
@@ -207,7 +207,7 @@ impl TokenEndpoint {
                 let issued = self.client_credentials(&client, params, now).await?;
                 self.auditor
                     .record(
-                        Event::new(client_actor(&client.id), "client_token_issued")
+                        Event::new(client_actor(&client.id), Action::ClientTokenIssued)
                             .detail("scope", issued.scope.clone())
                             .network(ip.map(network::prefix)),
                     )
@@ -258,7 +258,7 @@ impl TokenEndpoint {
             NetworkCount::Counted => {
                 self.auditor
                     .record(
-                        Event::new("anonymous", "client_auth_failed")
+                        Event::new("anonymous", Action::ClientAuthFailed)
                             .detail("grant_type", grant.as_str())
                             .network(network),
                     )
@@ -268,7 +268,7 @@ impl TokenEndpoint {
             NetworkCount::CapReached(t) => {
                 self.auditor
                     .record(
-                        Event::new("anonymous", "network_failure_cap_reached")
+                        Event::new("anonymous", Action::NetworkFailureCapReached)
                             .detail("failures", self.throttle.policy().network_failures)
                             .detail("until", now + t.retry_after)
                             .network(network),

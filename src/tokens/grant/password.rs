@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{TokenEndpoint, TokenResponse};
-use crate::audit::{Event, client_actor, user_actor};
+use crate::audit::{Action, Event, client_actor, user_actor};
 use crate::auth::gate::Refusal;
 use crate::auth::names::Username;
 use crate::auth::{network, password};
@@ -69,7 +69,7 @@ impl TokenEndpoint {
                 if t.cap_reached {
                     self.auditor
                         .record(
-                            Event::new("anonymous", "network_failure_cap_reached")
+                            Event::new("anonymous", Action::NetworkFailureCapReached)
                                 .detail("failures", self.throttle.policy().network_failures)
                                 .detail("until", now + t.retry_after)
                                 .network(ip.map(network::prefix)),
@@ -110,7 +110,7 @@ impl TokenEndpoint {
         let network = ip.map(network::prefix);
         let failed = |user: Option<&crate::store::User>, reason: &'static str| {
             // Never the username: people type passwords into that field.
-            let mut event = Event::new(client_actor(&client.id), "login_failed")
+            let mut event = Event::new(client_actor(&client.id), Action::LoginFailed)
                 .detail("reason", reason)
                 .network(network.clone());
             if let Some(u) = user {
@@ -217,7 +217,7 @@ impl TokenEndpoint {
         }
         self.auditor
             .record(
-                Event::new(user_actor(user.id), "login")
+                Event::new(user_actor(user.id), Action::Login)
                     .subject(session.id)
                     .detail("client_id", client.id.clone())
                     .detail("totp", user.totp_secret.is_some())
@@ -257,7 +257,7 @@ impl TokenEndpoint {
             self.gate.failed(&network::key(ip));
         }
         if attempt.locks_account(&self.throttle.policy()) {
-            let mut event = Event::new("system", "account_locked")
+            let mut event = Event::new("system", Action::AccountLocked)
                 .detail("failures", self.throttle.policy().account_failures)
                 .network(network);
             if let Some(u) = user {

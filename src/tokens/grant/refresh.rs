@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::{TokenEndpoint, TokenResponse};
-use crate::audit::{Event, client_actor, user_actor};
+use crate::audit::{Action, Event, client_actor, user_actor};
 use crate::auth::network;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
 use crate::store::{Client, Rotation, RotationRequest};
@@ -72,7 +72,7 @@ impl TokenEndpoint {
                 self.revocations.refresh_now().await;
                 self.auditor
                     .record_durable(
-                        Event::new(client_actor(&client.id), "refresh_reuse_detected")
+                        Event::new(client_actor(&client.id), Action::RefreshReuseDetected)
                             .subject(session_id)
                             .detail("sub", user_id.to_string())
                             .detail("session_revoked", true)
@@ -104,7 +104,7 @@ impl TokenEndpoint {
             let revoke = client.on_binding_change == crate::store::BindingPolicy::Revoke;
             self.auditor
                 .record_durable(
-                    Event::new(user_actor(session.user_id), "session_binding_changed")
+                    Event::new(user_actor(session.user_id), Action::SessionBindingChanged)
                         .subject(session.id)
                         .detail("client_id", client.id.clone())
                         .detail("user_agent_changed", ua_changed)
@@ -139,9 +139,9 @@ impl TokenEndpoint {
                 Event::new(
                     user_actor(session.user_id),
                     if grace_reuse {
-                        "refresh_grace_reuse"
+                        Action::RefreshGraceReuse
                     } else {
-                        "refresh"
+                        Action::Refresh
                     },
                 )
                 .subject(session.id)
