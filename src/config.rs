@@ -1,12 +1,14 @@
 //! Configuration: a TOML file overridden by `TESSERA_*` environment variables.
 //!
-//! Every key is listed once in [`KEYS`]; the file uses the lower-case name
-//! (`access_token_ttl = "15m"`), the environment the upper-case name with the
-//! `TESSERA_` prefix (`TESSERA_ACCESS_TOKEN_TTL=15m`). Values are validated
-//! here, before anything starts, so a typo stops the process with one line
-//! naming the key instead of surfacing later as a confusing runtime error.
+//! Two layers. The raw layer lists every key once, with its default
+//! (`raw_config!`); the file uses the lower-case name (`access_token_ttl =
+//! "15m"`), the environment the upper-case name with the `TESSERA_` prefix
+//! (`TESSERA_ACCESS_TOKEN_TTL=15m`), and an unknown key in either is refused.
+//! The rules on top (`Config::validate`) turn it into typed values before
+//! anything starts, so a typo stops the process with one line naming the key
+//! as it was written instead of surfacing later as a confusing runtime error.
+//! Parsing reads no file but the configuration file itself.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,44 +18,79 @@ use crate::auth::rate_limit::Rate;
 use crate::keys::master::MasterKey;
 use crate::store::{Engine, redact_url};
 
-/// Every configuration key, in file spelling. The environment spelling is
-/// `TESSERA_` + the upper-cased name.
-pub const KEYS: &[&str] = &[
-    "database_url",
-    "database_max_connections",
-    "listen",
-    "issuer",
-    "access_token_ttl",
-    "refresh_idle_ttl",
-    "refresh_absolute_ttl",
-    "refresh_reuse_grace",
-    "jwks_max_age",
-    "signing_key_rotation",
-    "master_key",
-    "master_key_file",
-    "data_dir",
-    "log_format",
-    "log_level",
-    "shutdown_timeout",
-    "login_failure_limit",
-    "login_network_failure_limit",
-    "login_failure_window",
-    "login_lockout_max",
-    "login_queue_limit",
-    "login_queue_timeout",
-    "login_network_concurrency",
-    "token_rate_limit",
-    "introspection_rate_limit",
-    "revocation_rate_limit",
-    "feed_rate_limit",
-    "trusted_proxies",
-    "tls_cert_file",
-    "tls_key_file",
-    "client_request_timeout",
-    "client_body_timeout",
-    "keep_alive",
-    "max_connections",
-];
+/// Declares the raw layer once: every key in file spelling, with its default
+/// (none: unset unless given). The environment spelling is `TESSERA_` + the
+/// upper-cased name. Validation reads fields, not strings, so a key cannot be
+/// misspelt between the list, the sources and the rules.
+macro_rules! raw_config {
+    ($($key:ident $(= $default:expr)?),* $(,)?) => {
+        /// Every key as written (the file, then the environment over it),
+        /// before validation.
+        struct RawConfig {
+            $($key: Setting,)*
+        }
+
+        impl RawConfig {
+            fn new() -> RawConfig {
+                RawConfig {
+                    $($key: Setting::new(stringify!($key), Option::<&'static str>::None $(.or(Some($default)))?),)*
+                }
+            }
+
+            /// The setting named `key` (file spelling), if there is one.
+            fn setting(&mut self, key: &str) -> Option<&mut Setting> {
+                match key {
+                    $(stringify!($key) => Some(&mut self.$key),)*
+                    _ => None,
+                }
+            }
+        }
+
+        /// Every configuration key, in file spelling.
+        pub const KEYS: &[&str] = &[$(stringify!($key)),*];
+    };
+}
+
+raw_config! {
+    database_url = DEFAULT_DATABASE_URL,
+    database_max_connections = "16",
+    listen = "127.0.0.1:8080",
+    issuer = "http://127.0.0.1:8080",
+    access_token_ttl = "900",
+    refresh_idle_ttl = "14d",
+    refresh_absolute_ttl = "30d",
+    // Short by design: a reused token inside the window is not treated as theft.
+    refresh_reuse_grace = "0",
+    jwks_max_age = "300",
+    signing_key_rotation = "30d",
+    master_key,
+    master_key_file,
+    data_dir = "data",
+    log_format = "text",
+    log_level = "info",
+    shutdown_timeout = "30",
+    login_failure_limit = "5",
+    login_network_failure_limit = "50",
+    login_failure_window = "15m",
+    login_lockout_max = "15m",
+    login_queue_limit = "64",
+    login_queue_timeout = "2",
+    login_network_concurrency = "4",
+    token_rate_limit = "100/s",
+    introspection_rate_limit = "1000/s",
+    revocation_rate_limit = "10/s",
+    feed_rate_limit = "20/s",
+    trusted_proxies = "",
+    tls_cert_file,
+    tls_key_file,
+    client_request_timeout = "5",
+    client_body_timeout = "10",
+    keep_alive = "5",
+    max_connections = "auto",
+}
+
+/// The embedded default: a SQLite file created on first start.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tessera.db";
 
 /// Environment variables with the `TESSERA_` prefix that are not configuration
 /// keys but are still legitimate (read by the CLI itself).
@@ -199,51 +236,59 @@ enum Origin {
     File(PathBuf),
 }
 
-struct Raw {
-    value: String,
-    origin: Origin,
+/// One raw key: the value given for it (if any), its default, and where the
+/// value came from.
+struct Setting {
+    key: &'static str,
+    value: Option<String>,
+    default: Option<&'static str>,
+    origin: Option<Origin>,
 }
 
-/// The raw key/value pairs after merging file and environment.
-struct Sources {
-    values: HashMap<&'static str, Raw>,
-}
-
-impl Sources {
-    fn key_name(&self, key: &str) -> String {
-        match self.values.get(key).map(|r| &r.origin) {
-            Some(Origin::File(path)) => format!("{key} (in {})", path.display()),
-            Some(Origin::Env(var)) => var.clone(),
-            None => env_name(key),
+impl Setting {
+    fn new(key: &'static str, default: Option<&'static str>) -> Setting {
+        Setting {
+            key,
+            value: None,
+            default,
+            origin: None,
         }
     }
 
-    fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    fn set(&mut self, value: String, origin: Origin) {
+        self.value = Some(value);
+        self.origin = Some(origin);
+    }
+
+    /// The key as the user wrote it (or would write it in the environment).
+    fn name(&self) -> String {
+        match &self.origin {
+            Some(Origin::File(path)) => format!("{} (in {})", self.key, path.display()),
+            Some(Origin::Env(var)) => var.clone(),
+            None => env_name(self.key),
+        }
+    }
+
+    fn error(&self, message: impl Into<String>) -> ConfigError {
         ConfigError {
-            key: self.key_name(key),
+            key: self.name(),
             message: message.into(),
         }
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
-        self.values.get(key).map(|r| r.value.as_str())
+    /// The value given by the operator, ignoring the default.
+    fn given(&self) -> Option<&str> {
+        self.value.as_deref()
     }
 
-    fn is_set(&self, key: &str) -> bool {
-        self.values.contains_key(key)
+    /// The value given, else the default.
+    fn text(&self) -> &str {
+        self.value.as_deref().or(self.default).unwrap_or_default()
     }
 
-    fn get_or<'a>(&'a self, key: &str, default: &'a str) -> &'a str {
-        self.get(key).unwrap_or(default)
-    }
-
-    fn parse<T>(
-        &self,
-        key: &str,
-        default: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<T, ConfigError> {
-        parse(self.get_or(key, default)).map_err(|m| self.error(key, m))
+    /// Applies a validation rule to the value (or default), naming the key on error.
+    fn parse<T>(&self, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        parse(self.text()).map_err(|m| self.error(m))
     }
 }
 
@@ -271,9 +316,9 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut values: HashMap<&'static str, Raw> = HashMap::new();
+        let mut raw = RawConfig::new();
         if let Some(path) = file {
-            read_file(path, &mut values)?;
+            read_file(path, &mut raw)?;
         }
         for (var, value) in env {
             let Some(rest) = var.strip_prefix("TESSERA_") else {
@@ -282,8 +327,7 @@ impl Config {
             if NON_KEY_VARIABLES.contains(&var.as_str()) {
                 continue;
             }
-            let lower = rest.to_ascii_lowercase();
-            let Some(key) = KEYS.iter().find(|k| **k == lower) else {
+            let Some(setting) = raw.setting(&rest.to_ascii_lowercase()) else {
                 return Err(ConfigError {
                     key: var.clone(),
                     message:
@@ -291,191 +335,129 @@ impl Config {
                             .into(),
                 });
             };
-            values.insert(
-                key,
-                Raw {
-                    value,
-                    origin: Origin::Env(var),
-                },
-            );
+            setting.set(value, Origin::Env(var));
         }
-        Config::validate(Sources { values })
+        Config::validate(&raw)
     }
 
-    fn validate(src: Sources) -> Result<Config, ConfigError> {
-        let database_url = src.get_or("database_url", DEFAULT_DATABASE_URL).to_owned();
+    /// The rules on top of the raw layer: types, ranges, and the checks that
+    /// relate keys to each other.
+    fn validate(r: &RawConfig) -> Result<Config, ConfigError> {
+        let database_url = r.database_url.text().to_owned();
         let engine = Engine::from_url(&database_url).ok_or_else(|| {
-            src.error(
-                "database_url",
-                "unsupported database URL (expected postgres://… or sqlite://…)",
-            )
+            r.database_url
+                .error("unsupported database URL (expected postgres://… or sqlite://…)")
         })?;
-        let database_max_connections = src.parse("database_max_connections", "16", |v| match v
-            .parse::<u32>()
-        {
-            Ok(n) if (1..=1000).contains(&n) => Ok(n),
-            _ => Err(format!("'{v}' is not a whole number from 1 to 1000")),
-        })?;
-        let listen = src.parse("listen", "127.0.0.1:8080", |v| {
-            v.parse::<SocketAddr>().map_err(|_| {
-                format!("'{v}' is not a socket address (expected HOST:PORT such as 127.0.0.1:8080)")
+        let within = |s: &Setting, min: u64, max: u64| {
+            s.parse(|v| {
+                parse_duration_within(v, Duration::from_secs(min), Duration::from_secs(max))
             })
-        })?;
-        let issuer = src.parse("issuer", "http://127.0.0.1:8080", parse_issuer)?;
+        };
+        let count = |s: &Setting| {
+            s.parse(|v| match v.parse::<i64>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!("'{v}' is not a whole number from 1 to 1000000")),
+            })
+        };
+        const DAY: u64 = 86_400;
 
-        let access_token_ttl = src.parse("access_token_ttl", "900", |v| {
-            parse_duration_within(v, Duration::from_secs(60), Duration::from_secs(86_400))
-        })?;
-        let refresh_idle_ttl = src.parse("refresh_idle_ttl", "14d", |v| {
-            parse_duration_within(
-                v,
-                Duration::from_secs(60),
-                Duration::from_secs(366 * 86_400),
-            )
-        })?;
-        let refresh_absolute_ttl = src.parse("refresh_absolute_ttl", "30d", |v| {
-            parse_duration_within(
-                v,
-                Duration::from_secs(60),
-                Duration::from_secs(366 * 86_400),
-            )
-        })?;
+        let access_token_ttl = within(&r.access_token_ttl, 60, DAY)?;
+        let refresh_idle_ttl = within(&r.refresh_idle_ttl, 60, 366 * DAY)?;
+        let refresh_absolute_ttl = within(&r.refresh_absolute_ttl, 60, 366 * DAY)?;
         if refresh_absolute_ttl < refresh_idle_ttl {
-            return Err(src.error(
-                "refresh_absolute_ttl",
-                format!(
-                    "must not be shorter than refresh_idle_ttl ({})",
-                    humantime::format_duration(refresh_idle_ttl)
-                ),
-            ));
+            return Err(r.refresh_absolute_ttl.error(format!(
+                "must not be shorter than refresh_idle_ttl ({})",
+                humantime::format_duration(refresh_idle_ttl)
+            )));
         }
-        // Short by design: a reused token inside the window is not treated as theft.
-        let refresh_reuse_grace = src.parse("refresh_reuse_grace", "0", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(60))
-        })?;
-        let jwks_max_age = src.parse("jwks_max_age", "300", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(86_400))
-        })?;
-        let signing_key_rotation = src.parse("signing_key_rotation", "30d", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(3660 * 86_400))
-        })?;
+        let jwks_max_age = within(&r.jwks_max_age, 0, DAY)?;
+        let signing_key_rotation = within(&r.signing_key_rotation, 0, 3660 * DAY)?;
         let signing_key_rotation =
             (!signing_key_rotation.is_zero()).then_some(signing_key_rotation);
         if let Some(period) = signing_key_rotation {
             // A key must outlive its own publication lead time and the tokens it signs.
             let minimum = jwks_max_age + access_token_ttl + Duration::from_secs(120);
             if period < minimum {
-                return Err(src.error(
-                    "signing_key_rotation",
-                    format!(
-                        "must be 0 (off) or at least jwks_max_age + access_token_ttl + 2m ({})",
-                        fmt_duration(minimum)
-                    ),
-                ));
+                return Err(r.signing_key_rotation.error(format!(
+                    "must be 0 (off) or at least jwks_max_age + access_token_ttl + 2m ({})",
+                    fmt_duration(minimum)
+                )));
             }
         }
-        let shutdown_timeout = src.parse("shutdown_timeout", "30", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(3600))
-        })?;
-
-        let count = |key: &str, default: &str| {
-            src.parse(key, default, |v| match v.parse::<i64>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-                _ => Err(format!("'{v}' is not a whole number from 1 to 1000000")),
-            })
-        };
-        let seconds = |key: &str, default: &str| {
-            src.parse(key, default, |v| {
-                parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(86_400))
-            })
-            .map(|d| d.as_secs() as i64)
-        };
-        let login = crate::auth::throttle::LoginPolicy {
-            account_failures: count("login_failure_limit", "5")?,
-            network_failures: count("login_network_failure_limit", "50")?,
-            window: seconds("login_failure_window", "15m")?,
-            max_lockout: seconds("login_lockout_max", "15m")?,
-        };
-
-        let login_gate = crate::auth::gate::GatePolicy {
-            slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            queue: count("login_queue_limit", "64")? as usize,
-            wait: src.parse("login_queue_timeout", "2", |v| {
-                parse_duration_within(v, Duration::from_millis(100), Duration::from_secs(60))
-            })?,
-            per_network: count("login_network_concurrency", "4")? as usize,
-        };
-        let token_rate_limit = src.parse("token_rate_limit", "100/s", Rate::parse)?;
-        let revocation_rate_limit = src.parse("revocation_rate_limit", "10/s", Rate::parse)?;
-        let feed_rate_limit = src.parse("feed_rate_limit", "20/s", Rate::parse)?;
-        let max_connections = src.parse("max_connections", "auto", |v| match v {
-            "auto" => Ok(None),
-            n => match n.parse::<usize>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
-                _ => Err(format!(
-                    "'{v}' is not auto or a whole number from 1 to 1000000"
-                )),
-            },
-        })?;
-        let introspection_rate_limit =
-            src.parse("introspection_rate_limit", "1000/s", Rate::parse)?;
-        let trusted_proxies = src.parse("trusted_proxies", "", parse_networks)?;
-        let tls = tls_setting(&src)?;
-        let client_request_timeout = src.parse("client_request_timeout", "5", |v| {
-            parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(60))
-        })?;
-        let client_body_timeout = src.parse("client_body_timeout", "10", |v| {
-            parse_duration_within(v, Duration::from_secs(1), Duration::from_secs(60))
-        })?;
-        let keep_alive = src.parse("keep_alive", "5", |v| {
-            parse_duration_within(v, Duration::ZERO, Duration::from_secs(300))
-        })?;
-
-        let data_dir = PathBuf::from(src.get_or("data_dir", "data"));
+        let data_dir = PathBuf::from(r.data_dir.text());
         if data_dir.as_os_str().is_empty() {
-            return Err(src.error("data_dir", "must not be empty"));
+            return Err(r.data_dir.error("must not be empty"));
         }
-        let master_key = master_key_setting(&src, engine, &data_dir)?;
-
-        let log_format = src.parse("log_format", "text", |v| match v {
-            "text" => Ok(LogFormat::Text),
-            "json" => Ok(LogFormat::Json),
-            _ => Err(format!("'{v}' is not a log format (expected text or json)")),
-        })?;
-        let log_level = src.parse("log_level", "info", |v| {
-            tracing_subscriber::EnvFilter::try_new(v)
-                .map(|_| v.to_owned())
-                .map_err(|e| format!("'{v}' is not a log filter ({e}); try info or tessera=debug"))
-        })?;
 
         Ok(Config {
             database_url: DatabaseUrl(database_url),
-            database_max_connections,
-            listen,
-            issuer,
+            database_max_connections: r.database_max_connections.parse(|v| {
+                match v.parse::<u32>() {
+                    Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                    _ => Err(format!("'{v}' is not a whole number from 1 to 1000")),
+                }
+            })?,
+            listen: r.listen.parse(|v| {
+                v.parse::<SocketAddr>().map_err(|_| {
+                    format!(
+                        "'{v}' is not a socket address (expected HOST:PORT such as 127.0.0.1:8080)"
+                    )
+                })
+            })?,
+            issuer: r.issuer.parse(parse_issuer)?,
             access_token_ttl,
             refresh_idle_ttl,
             refresh_absolute_ttl,
-            refresh_reuse_grace,
+            refresh_reuse_grace: within(&r.refresh_reuse_grace, 0, 60)?,
             jwks_max_age,
             signing_key_rotation,
-            master_key,
+            master_key: master_key_setting(r, engine, &data_dir)?,
             data_dir,
-            log_format,
-            log_level,
-            shutdown_timeout,
-            login,
-            login_gate,
-            token_rate_limit,
-            revocation_rate_limit,
-            feed_rate_limit,
-            introspection_rate_limit,
-            trusted_proxies,
-            tls,
-            client_request_timeout,
-            client_body_timeout,
-            keep_alive,
-            max_connections,
+            log_format: r.log_format.parse(|v| match v {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("'{v}' is not a log format (expected text or json)")),
+            })?,
+            log_level: r.log_level.parse(|v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_owned())
+                    .map_err(|e| {
+                        format!("'{v}' is not a log filter ({e}); try info or tessera=debug")
+                    })
+            })?,
+            shutdown_timeout: within(&r.shutdown_timeout, 0, 3600)?,
+            login: crate::auth::throttle::LoginPolicy {
+                account_failures: count(&r.login_failure_limit)?,
+                network_failures: count(&r.login_network_failure_limit)?,
+                window: within(&r.login_failure_window, 1, DAY)?.as_secs() as i64,
+                max_lockout: within(&r.login_lockout_max, 1, DAY)?.as_secs() as i64,
+            },
+            login_gate: crate::auth::gate::GatePolicy {
+                slots: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                queue: count(&r.login_queue_limit)? as usize,
+                wait: r.login_queue_timeout.parse(|v| {
+                    parse_duration_within(v, Duration::from_millis(100), Duration::from_secs(60))
+                })?,
+                per_network: count(&r.login_network_concurrency)? as usize,
+            },
+            token_rate_limit: r.token_rate_limit.parse(Rate::parse)?,
+            revocation_rate_limit: r.revocation_rate_limit.parse(Rate::parse)?,
+            feed_rate_limit: r.feed_rate_limit.parse(Rate::parse)?,
+            introspection_rate_limit: r.introspection_rate_limit.parse(Rate::parse)?,
+            trusted_proxies: r.trusted_proxies.parse(parse_networks)?,
+            tls: tls_setting(r)?,
+            client_request_timeout: within(&r.client_request_timeout, 1, 60)?,
+            client_body_timeout: within(&r.client_body_timeout, 1, 60)?,
+            keep_alive: within(&r.keep_alive, 0, 300)?,
+            max_connections: r.max_connections.parse(|v| match v {
+                "auto" => Ok(None),
+                n => match n.parse::<usize>() {
+                    Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                    _ => Err(format!(
+                        "'{v}' is not auto or a whole number from 1 to 1000000"
+                    )),
+                },
+            })?,
         })
     }
 
@@ -485,10 +467,7 @@ impl Config {
     }
 }
 
-/// The embedded default: a SQLite file created on first start.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tessera.db";
-
-fn read_file(path: &Path, values: &mut HashMap<&'static str, Raw>) -> Result<(), ConfigError> {
+fn read_file(path: &Path, raw: &mut RawConfig) -> Result<(), ConfigError> {
     let file_error = |message: String| ConfigError {
         key: format!("--config {}", path.display()),
         message,
@@ -499,7 +478,7 @@ fn read_file(path: &Path, values: &mut HashMap<&'static str, Raw>) -> Result<(),
         .parse()
         .map_err(|e: toml::de::Error| file_error(format!("not valid TOML: {}", e.message())))?;
     for (name, value) in table {
-        let Some(key) = KEYS.iter().find(|k| **k == name) else {
+        let Some(setting) = raw.setting(&name) else {
             return Err(file_error(format!(
                 "unknown key '{name}' (see docs/configuration.md for the list)"
             )));
@@ -517,42 +496,34 @@ fn read_file(path: &Path, values: &mut HashMap<&'static str, Raw>) -> Result<(),
                 });
             }
         };
-        values.insert(
-            key,
-            Raw {
-                value,
-                origin: Origin::File(path.to_owned()),
-            },
-        );
+        setting.set(value, Origin::File(path.to_owned()));
     }
     Ok(())
 }
 
 fn master_key_setting(
-    src: &Sources,
+    r: &RawConfig,
     engine: Engine,
     data_dir: &Path,
 ) -> Result<MasterKeySetting, ConfigError> {
-    let inline = src.is_set("master_key");
-    let file = src.is_set("master_key_file");
+    let inline = r.master_key.given().is_some();
+    let file = r.master_key_file.given().is_some();
     match (inline, file) {
-        (true, true) => Err(src.error(
-            "master_key_file",
+        (true, true) => Err(r.master_key_file.error(
             "set either the master key or the master key file, not both",
         )),
         (true, false) => {
             // Never echo the value: it is the secret that protects every other secret.
-            let key = MasterKey::from_base64(src.get("master_key").unwrap_or_default())
-                .map_err(|e| src.error("master_key", e.to_string()))?;
+            let key = MasterKey::from_base64(r.master_key.text())
+                .map_err(|e| r.master_key.error(e.to_string()))?;
             Ok(MasterKeySetting::Provided(key))
         }
         // Read at start-up (`startup::load_master_key`), not while parsing.
         (false, true) => Ok(MasterKeySetting::File {
-            path: PathBuf::from(src.get("master_key_file").unwrap_or_default()),
-            setting: src.key_name("master_key_file"),
+            path: PathBuf::from(r.master_key_file.text()),
+            setting: r.master_key_file.name(),
         }),
-        (false, false) if engine == Engine::Postgres => Err(src.error(
-            "master_key_file",
+        (false, false) if engine == Engine::Postgres => Err(r.master_key_file.error(
             "required with a PostgreSQL database (every instance sharing the database needs the same \
              master key); the generated development key is only for the embedded SQLite",
         )),
@@ -577,23 +548,23 @@ fn parse_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
         .collect()
 }
 
-fn tls_setting(src: &Sources) -> Result<Option<Tls>, ConfigError> {
-    let (cert, key) = match (src.get("tls_cert_file"), src.get("tls_key_file")) {
+fn tls_setting(r: &RawConfig) -> Result<Option<Tls>, ConfigError> {
+    let (cert, key) = match (r.tls_cert_file.given(), r.tls_key_file.given()) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (PathBuf::from(cert), PathBuf::from(key)),
         (Some(_), None) => {
-            return Err(src.error("tls_key_file", "required when tls_cert_file is set"));
+            return Err(r.tls_key_file.error("required when tls_cert_file is set"));
         }
         (None, Some(_)) => {
-            return Err(src.error("tls_cert_file", "required when tls_key_file is set"));
+            return Err(r.tls_cert_file.error("required when tls_key_file is set"));
         }
     };
     // Read at start-up (`startup::load_tls`), not while parsing.
     Ok(Some(Tls {
         cert_file: cert,
         key_file: key,
-        cert_setting: src.key_name("tls_cert_file"),
-        key_setting: src.key_name("tls_key_file"),
+        cert_setting: r.tls_cert_file.name(),
+        key_setting: r.tls_key_file.name(),
     }))
 }
 
@@ -710,6 +681,30 @@ mod tests {
         assert!(c.trusted_proxies.is_empty() && c.tls.is_none());
         assert_eq!(c.client_request_timeout, Duration::from_secs(5));
         assert_eq!(c.keep_alive, Duration::from_secs(5));
+    }
+
+    /// The reference table lists every key once, with the default the code uses.
+    #[test]
+    fn every_key_is_documented_with_its_default() {
+        let docs = include_str!("../docs/configuration.md");
+        let mut raw = RawConfig::new();
+        for key in KEYS {
+            let row = format!("| `{key}` | `{}` | ", env_name(key));
+            let line = docs
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("docs/configuration.md has no row for {key}"));
+            let documented = line[row.len()..].split(" |").next().unwrap();
+            let setting = raw.setting(key).unwrap();
+            match setting.default {
+                None => assert_eq!(documented, "—", "{key}"),
+                Some("") => assert_eq!(documented, "none", "{key}"),
+                Some(d) => assert!(
+                    documented.starts_with(&format!("`{d}`")),
+                    "{key}: the code's default is {d}, the docs say {documented}"
+                ),
+            }
+        }
     }
 
     #[test]
