@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::clock::now;
 use crate::store::{AuditCheckpoint, AuditRecord, NewAuditEvent, Store, StoreError};
 
 /// `prev_hash` of the first row.
@@ -423,10 +424,6 @@ async fn direct_checkpoint(store: &dyn Store, key: &ChainKey) {
     if let Err(e) = checkpoint(store, key, None).await {
         tracing::error!(error = %e, "audit checkpoint could not be written");
     }
-}
-
-fn now() -> i64 {
-    crate::clock::now()
 }
 
 /// Appends queued events in batches. A failed batch is retried with backoff

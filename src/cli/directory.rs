@@ -12,6 +12,7 @@ use crate::audit::Auditor;
 use crate::auth::accounts::{Accounts, ClientSpec};
 use crate::auth::names::Username;
 use crate::auth::password;
+use crate::clock::now;
 use crate::config::Config;
 use crate::startup::{Migrations, load_master_key, open_store};
 use crate::store::Store;
@@ -132,10 +133,6 @@ async fn accounts(config: &Config) -> anyhow::Result<(Accounts, Arc<dyn Store>)>
         config.access_token_ttl.as_secs() as i64,
     );
     Ok((accounts, store))
-}
-
-fn now() -> i64 {
-    crate::clock::now()
 }
 
 pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
