@@ -16,7 +16,8 @@
 #
 #   scripts/bench.sh [SECONDS_PER_RUN]      # default 10
 #
-# Environment: PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres;
+# Environment: BENCH_TESSERA, BENCH_RESOURCE_SERVER (binaries to measure
+# instead of this tree's), PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres;
 # the database tessera_bench is dropped and recreated), BENCH_SKIP_CRITERION=1
 # to skip criterion, BENCH_NO_DOC=1 to print without touching the docs,
 # BENCH_COLD_TOKENS (default 20000) distinct tokens for the second
@@ -42,9 +43,11 @@ COLD_TOKENS=${BENCH_COLD_TOKENS:-20000}
 RUNS=(client_credentials:1 refresh:1 introspect:4 "introspect:$COLD_TOKENS" verify:4 "verify:$COLD_TOKENS")
 CONCURRENCY=(1 8 32)
 PGBENCH_CLIENTS=(1 8 16 32)
-T=target/release/tessera
+# BENCH_TESSERA and BENCH_RESOURCE_SERVER measure other builds (say, an older
+# commit's) with this tree's load generator, for before/after figures.
+T=${BENCH_TESSERA:-target/release/tessera}
 LG=target/release/examples/loadgen
-RS=target/release/examples/resource_server
+RS=${BENCH_RESOURCE_SERVER:-target/release/examples/resource_server}
 DOC=docs/performance.md
 COMMAND="scripts/bench.sh $*"
 [[ -n ${BENCH_SKIP_CRITERION:-} ]] && COMMAND="BENCH_SKIP_CRITERION=1 $COMMAND"
