@@ -2,58 +2,20 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Engine, on_both_engines};
-use crate::revocation::{Fixture, add_user, fixture, form, introspect, login, login_with, refresh};
-
-const ISSUER: &str = "http://127.0.0.1:8080";
-
-pub(crate) async fn client_token(f: &Fixture, id: &str, secret: &str) -> String {
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[("grant_type", "client_credentials")],
-        Some((id, secret)),
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    let body: Value = res.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-pub(crate) async fn admin_token(f: &Fixture) -> String {
-    client_token(f, "admin", &f.admin).await
-}
-
-async fn call(
-    f: &Fixture,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut req = f
-        .app
-        .client
-        .request(method, format!("{}/admin/v1{path}", f.app.address));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.unwrap()
-}
+use crate::helpers::{ClientSpec, Engine, Fixture, ISSUER, Login, fixture, on_both_engines};
 
 async fn the_admin_api_needs_an_admin_token(engine: Engine) {
     let f = fixture(engine).await;
     use reqwest::Method as M;
     // No token: 401 with a bare challenge.
-    let res = call(&f, M::GET, "/keys", None, None).await;
+    let res = f.app.admin_api(M::GET, "/keys", None, None).await;
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     // A bad token: 401 invalid_token.
-    let res = call(&f, M::GET, "/keys", Some("not-a-token"), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/keys", Some("not-a-token"), None)
+        .await;
     assert_eq!(res.status(), 401);
     assert!(
         res.headers()["www-authenticate"]
@@ -62,14 +24,20 @@ async fn the_admin_api_needs_an_admin_token(engine: Engine) {
             .contains("invalid_token")
     );
     // A valid token for another audience: 401.
-    let rs = client_token(&f, "rs", &f.rs).await;
+    let rs = f.app.client_token("rs", &f.rs).await;
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(&rs), None).await.status(),
+        f.app
+            .admin_api(M::GET, "/keys", Some(&rs), None)
+            .await
+            .status(),
         401
     );
     // A valid token for the issuer without the admin scope: 403.
     let (user_token, _) = login_at_issuer(&f).await;
-    let res = call(&f, M::GET, "/keys", Some(&user_token), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/keys", Some(&user_token), None)
+        .await;
     assert_eq!(res.status(), 403);
     assert!(
         res.headers()["www-authenticate"]
@@ -78,29 +46,26 @@ async fn the_admin_api_needs_an_admin_token(engine: Engine) {
             .contains("insufficient_scope")
     );
     // The admin token works.
-    let admin = admin_token(&f).await;
-    let res = call(&f, M::GET, "/keys", Some(&admin), None).await;
+    let admin = f.admin_token().await;
+    let res = f.app.admin_api(M::GET, "/keys", Some(&admin), None).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "no-store");
     let keys: Value = res.json().await.unwrap();
     assert_eq!(keys["keys"][0]["state"], "active");
     // Revoked admin token: 401. Disabled admin client: 403 even with a fresh token.
-    let second = admin_token(&f).await;
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/revoke",
-        &[("token", &admin)],
-        Some(("admin", &f.admin)),
-    )
-    .await;
+    let second = f.admin_token().await;
+    let res = f.app.revoke(&admin, "admin", Some(&f.admin)).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(&admin), None).await.status(),
+        f.app
+            .admin_api(M::GET, "/keys", Some(&admin), None)
+            .await
+            .status(),
         401
     );
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(&second), None)
+        f.app
+            .admin_api(M::GET, "/keys", Some(&second), None)
             .await
             .status(),
         200
@@ -111,67 +76,46 @@ async fn the_admin_api_needs_an_admin_token(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(&second), None)
+        f.app
+            .admin_api(M::GET, "/keys", Some(&second), None)
             .await
             .status(),
         403
     );
     // Unknown admin paths are 404 only after authentication... or before: never 5xx.
-    assert_eq!(call(&f, M::GET, "/nothing", None, None).await.status(), 404);
+    assert_eq!(
+        f.app
+            .admin_api(M::GET, "/nothing", None, None)
+            .await
+            .status(),
+        404
+    );
 }
 
 /// A user token whose audience is the issuer (a public client registered
 /// with the default audience), without the admin scope.
 async fn login_at_issuer(f: &Fixture) -> (String, String) {
     f.app
-        .store
-        .create_client(
-            &tessera::store::NewClient {
-                id: "console".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into(), "refresh_token".into()],
-                scopes: vec!["read".into()],
-                audiences: vec![ISSUER.into()],
-                origins: vec![],
-                cookie: false,
-                admin: false,
-                resource_server: false,
-                on_binding_change: tessera::store::BindingPolicy::Audit,
-            },
-            0,
+        .add_client(
+            ClientSpec::public("console", &["password", "refresh_token"]).audiences(&[ISSUER]),
         )
-        .await
-        .unwrap();
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "console"),
-            ("username", "alice"),
-            ("password", crate::revocation::PASSWORD),
-        ],
-        None,
-    )
-    .await;
-    let body: Value = res.json().await.unwrap();
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["refresh_token"].as_str().unwrap().to_owned(),
-    )
+        .await;
+    f.app.login_as(Login::new("alice").client("console")).await
 }
 
 async fn logout_everywhere_kills_only_that_users_sessions(engine: Engine) {
     let f = fixture(engine).await;
     use reqwest::Method as M;
-    add_user(&f.app, "bob").await;
-    let (a1, r1) = login(&f.app, "alice").await;
-    let (a2, r2) = login(&f.app, "alice").await;
-    let (b1, rb) = login(&f.app, "bob").await;
-    let admin = admin_token(&f).await;
+    f.app.add_user("bob").await;
+    let (a1, r1) = f.app.login("alice").await;
+    let (a2, r2) = f.app.login("alice").await;
+    let (b1, rb) = f.app.login("bob").await;
+    let admin = f.admin_token().await;
 
-    let res = call(&f, M::GET, "/users/alice/sessions", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/users/alice/sessions", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     let list: Value = res.json().await.unwrap();
     let sessions = list["sessions"].as_array().unwrap();
@@ -181,56 +125,65 @@ async fn logout_everywhere_kills_only_that_users_sessions(engine: Engine) {
     assert!(sessions[0].get("user_agent").is_some());
     assert!(!list.to_string().contains(&r1), "no tokens in the listing");
 
-    let res = call(&f, M::DELETE, "/users/alice/sessions", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::DELETE, "/users/alice/sessions", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["sessions_revoked"], 2);
     for (access, refresh_token) in [(&a1, &r1), (&a2, &r2)] {
-        assert_eq!(refresh(&f.app, refresh_token).await.status(), 400);
-        assert_eq!(introspect(&f, access).await["active"], false);
+        assert_eq!(f.app.refresh(refresh_token).await.status(), 400);
+        assert_eq!(f.introspect(access).await["active"], false);
     }
-    assert_eq!(introspect(&f, &b1).await["active"], true);
-    assert_eq!(refresh(&f.app, &rb).await.status(), 200);
+    assert_eq!(f.introspect(&b1).await["active"], true);
+    assert_eq!(f.app.refresh(&rb).await.status(), 200);
     // Alice can log in again at once: a token minted after the revocation
     // is never refused, even in the second it committed.
-    let (fresh, _) = login(&f.app, "alice").await;
-    assert_eq!(introspect(&f, &fresh).await["active"], true);
-    let res = call(&f, M::GET, "/users/nobody/sessions", Some(&admin), None).await;
+    let (fresh, _) = f.app.login("alice").await;
+    assert_eq!(f.introspect(&fresh).await["active"], true);
+    let res = f
+        .app
+        .admin_api(M::GET, "/users/nobody/sessions", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 404);
 }
 
 async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
     let f = fixture(engine).await;
     use reqwest::Method as M;
-    let admin = admin_token(&f).await;
+    let admin = f.admin_token().await;
 
     // Users: create, change password (revokes sessions), enrol TOTP, disable.
-    let res = call(
-        &f,
-        M::POST,
-        "/users",
-        Some(&admin),
-        Some(json!({"username": "carol", "password": "a long password"})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/users",
+            Some(&admin),
+            Some(json!({"username": "carol", "password": "a long password"})),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     let carol: Value = res.json().await.unwrap();
-    let res = call(
-        &f,
-        M::POST,
-        "/users",
-        Some(&admin),
-        Some(json!({"username": "carol", "password": "a long password"})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/users",
+            Some(&admin),
+            Some(json!({"username": "carol", "password": "a long password"})),
+        )
+        .await;
     assert_eq!(res.status(), 409);
-    let res = call(
-        &f,
-        M::POST,
-        "/users",
-        Some(&admin),
-        Some(json!({"username": "dave", "password": "short"})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/users",
+            Some(&admin),
+            Some(json!({"username": "dave", "password": "short"})),
+        )
+        .await;
     assert_eq!(res.status(), 400);
     assert!(
         res.json::<Value>().await.unwrap()["error_description"]
@@ -238,34 +191,39 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
             .unwrap()
             .contains("at least")
     );
-    let res = call(
-        &f,
-        M::POST,
-        "/users",
-        Some(&admin),
-        Some(json!({"username": "dave", "pasword": "typo in the field"})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/users",
+            Some(&admin),
+            Some(json!({"username": "dave", "pasword": "typo in the field"})),
+        )
+        .await;
     assert_eq!(res.status(), 400, "unknown fields are refused");
 
-    let (_, alice_refresh) = login(&f.app, "alice").await;
-    let res = call(
-        &f,
-        M::POST,
-        "/users/alice/password",
-        Some(&admin),
-        Some(json!({"password": "another long one"})),
-    )
-    .await;
+    let (_, alice_refresh) = f.app.login("alice").await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/users/alice/password",
+            Some(&admin),
+            Some(json!({"password": "another long one"})),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["sessions_revoked"], 1);
     assert_eq!(
-        refresh(&f.app, &alice_refresh).await.status(),
+        f.app.refresh(&alice_refresh).await.status(),
         400,
         "privilege change revokes"
     );
 
-    let res = call(&f, M::POST, "/users/carol/totp", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::POST, "/users/carol/totp", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     assert!(
         res.json::<Value>().await.unwrap()["totp_uri"]
@@ -274,13 +232,14 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
             .starts_with("otpauth://totp/")
     );
 
-    let res = call(&f, M::POST, "/users/carol/disable", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::POST, "/users/carol/disable", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
 
     // Clients: create (secret once), revoke its tokens, disable.
-    let res = call(
-        &f,
-        M::POST,
+    let res = f.app.admin_api(M::POST,
         "/clients",
         Some(&admin),
         Some(json!({"client_id": "batch", "confidential": true, "scopes": ["read"], "audiences": [ISSUER]})),
@@ -289,83 +248,94 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
     assert_eq!(res.status(), 201);
     let batch: Value = res.json().await.unwrap();
     let secret = batch["client_secret"].as_str().unwrap().to_owned();
-    let token = client_token(&f, "batch", &secret).await;
+    let token = f.app.client_token("batch", &secret).await;
     assert_eq!(
-        introspect(&f, &token).await["active"],
+        f.introspect(&token).await["active"],
         false,
         "audience is the issuer, not rs's"
     );
-    let res = call(&f, M::DELETE, "/clients/batch/tokens", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::DELETE, "/clients/batch/tokens", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
-    let res = call(&f, M::POST, "/clients/batch/disable", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::POST, "/clients/batch/disable", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[("grant_type", "client_credentials")],
-        Some(("batch", &secret)),
-    )
-    .await;
+    let res = f.app.client_credentials("batch", &secret).await;
     assert_eq!(res.status(), 401);
-    let res = call(
-        &f,
-        M::POST,
-        "/clients",
-        Some(&admin),
-        Some(json!({"client_id": "bad/id", "confidential": true})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::POST,
+            "/clients",
+            Some(&admin),
+            Some(json!({"client_id": "bad/id", "confidential": true})),
+        )
+        .await;
     assert_eq!(res.status(), 400);
     assert_eq!(
-        call(&f, M::DELETE, "/clients/nobody/tokens", Some(&admin), None)
+        f.app
+            .admin_api(M::DELETE, "/clients/nobody/tokens", Some(&admin), None)
             .await
             .status(),
         404
     );
 
     // Sessions and single tokens.
-    let (access, refresh_token) = login_with(&f.app, "alice", "another long one").await;
-    let sid = introspect(&f, &access).await["sid"]
+    let (access, refresh_token) = f
+        .app
+        .login_as(Login::new("alice").password("another long one"))
+        .await;
+    let sid = f.introspect(&access).await["sid"]
         .as_str()
         .unwrap()
         .to_owned();
-    let res = call(
-        &f,
-        M::DELETE,
-        &format!("/sessions/{sid}"),
-        Some(&admin),
-        None,
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(M::DELETE, &format!("/sessions/{sid}"), Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 204);
-    assert_eq!(refresh(&f.app, &refresh_token).await.status(), 400);
+    assert_eq!(f.app.refresh(&refresh_token).await.status(), 400);
     assert_eq!(
-        call(&f, M::DELETE, "/sessions/not-a-uuid", Some(&admin), None)
+        f.app
+            .admin_api(M::DELETE, "/sessions/not-a-uuid", Some(&admin), None)
             .await
             .status(),
         404
     );
-    let (access, _) = login_with(&f.app, "alice", "another long one").await;
-    let jti = introspect(&f, &access).await["jti"]
+    let (access, _) = f
+        .app
+        .login_as(Login::new("alice").password("another long one"))
+        .await;
+    let jti = f.introspect(&access).await["jti"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_eq!(
-        call(&f, M::DELETE, &format!("/tokens/{jti}"), Some(&admin), None)
+        f.app
+            .admin_api(M::DELETE, &format!("/tokens/{jti}"), Some(&admin), None)
             .await
             .status(),
         204
     );
-    assert_eq!(introspect(&f, &access).await["active"], false);
+    assert_eq!(f.introspect(&access).await["active"], false);
 
     // Keys.
-    let res = call(&f, M::POST, "/keys/rotate", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::POST, "/keys/rotate", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["state"], "next");
 
     // Every action is in the audit log with the admin client as actor.
-    let res = call(&f, M::GET, "/audit?limit=1000", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/audit?limit=1000", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     let page: Value = res.json().await.unwrap();
     let entries = page["entries"].as_array().unwrap();
@@ -398,12 +368,16 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
     let text = page.to_string();
     assert!(!text.contains("a long password") && !text.contains(&secret));
     // Paging.
-    let res = call(&f, M::GET, "/audit?after=1&limit=2", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/audit?after=1&limit=2", Some(&admin), None)
+        .await;
     let page: Value = res.json().await.unwrap();
     assert_eq!(page["entries"][0]["seq"], 2);
     assert_eq!(page["next"], 3);
     assert_eq!(
-        call(&f, M::GET, "/audit?limit=0", Some(&admin), None)
+        f.app
+            .admin_api(M::GET, "/audit?limit=0", Some(&admin), None)
             .await
             .status(),
         400
@@ -417,12 +391,15 @@ async fn admin_actions_provision_revoke_and_are_audited(engine: Engine) {
 async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
     use reqwest::Method as M;
     let f = fixture(engine).await;
-    let admin = admin_token(&f).await;
+    let admin = f.admin_token().await;
     for spec in [
         json!({"client_id": "console", "confidential": false, "admin": true, "audiences": [ISSUER]}),
         json!({"client_id": "console", "confidential": true, "admin": true, "grants": ["client_credentials", "password"]}),
     ] {
-        let res = call(&f, M::POST, "/clients", Some(&admin), Some(spec)).await;
+        let res = f
+            .app
+            .admin_api(M::POST, "/clients", Some(&admin), Some(spec))
+            .await;
         assert_eq!(res.status(), 400);
         let body: Value = res.json().await.unwrap();
         assert!(
@@ -435,50 +412,29 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
     }
     // A row as the old validation let through.
     f.app
-        .store
-        .create_client(
-            &tessera::store::NewClient {
-                id: "console".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into(), "refresh_token".into()],
-                scopes: vec!["read".into(), "tessera:admin".into()],
-                audiences: vec![ISSUER.into()],
-                origins: vec![],
-                cookie: false,
-                admin: true,
-                resource_server: false,
-                on_binding_change: tessera::store::BindingPolicy::Audit,
-            },
-            0,
+        .add_client(
+            ClientSpec::public("console", &["password", "refresh_token"])
+                .scopes(&["read", "tessera:admin"])
+                .audiences(&[ISSUER])
+                .with_admin(),
         )
-        .await
-        .unwrap();
-    let password_login = |scope: Option<&'static str>| {
-        let f = &f;
-        async move {
-            let mut pairs = vec![
-                ("grant_type", "password"),
-                ("client_id", "console"),
-                ("username", "alice"),
-                ("password", crate::revocation::PASSWORD),
-            ];
-            if let Some(scope) = scope {
-                pairs.push(("scope", scope));
-            }
-            form(&f.app, &f.app.address, "/oauth/token", &pairs, None).await
-        }
-    };
+        .await;
+    let console = Login::new("alice").client("console");
     // Asked for, tessera:admin is refused to a user grant.
-    let res = password_login(Some("tessera:admin")).await;
+    let res = f
+        .app
+        .password_grant(console.clone().param("scope", "tessera:admin"))
+        .await;
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "invalid_scope");
     // Not asked for, it is left out.
-    let body: Value = password_login(None).await.json().await.unwrap();
+    let body: Value = f.app.password_grant(console).await.json().await.unwrap();
     assert_eq!(body["scope"], "read", "{body}");
     let user_token = body["access_token"].as_str().unwrap().to_owned();
     for path in ["/keys", "/users/alice/sessions"] {
         assert_eq!(
-            call(&f, M::GET, path, Some(&user_token), None)
+            f.app
+                .admin_api(M::GET, path, Some(&user_token), None)
                 .await
                 .status(),
             403,
@@ -501,23 +457,24 @@ async fn a_user_token_never_reaches_the_admin_api(engine: Engine) {
             sqlx::query(sql).execute(&pool).await.unwrap();
         }
     }
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", "console"),
-            ("refresh_token", &refresh_token),
-        ],
-        None,
-    )
-    .await;
+    let res = f
+        .app
+        .form(
+            "/oauth/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "console"),
+                ("refresh_token", &refresh_token),
+            ],
+            None,
+        )
+        .await;
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["scope"], "read", "{body}");
     let refreshed = body["access_token"].as_str().unwrap();
     assert_eq!(
-        call(&f, M::GET, "/keys", Some(refreshed), None)
+        f.app
+            .admin_api(M::GET, "/keys", Some(refreshed), None)
             .await
             .status(),
         403
@@ -551,15 +508,16 @@ async fn anonymous_callers_learn_nothing_about_bodies(engine: Engine) {
         );
     }
     // Authorized, the same body gets the schema error.
-    let admin = admin_token(&f).await;
-    let res = call(
-        &f,
-        reqwest::Method::POST,
-        "/users",
-        Some(&admin),
-        Some(json!({"nonsense": 1})),
-    )
-    .await;
+    let admin = f.admin_token().await;
+    let res = f
+        .app
+        .admin_api(
+            reqwest::Method::POST,
+            "/users",
+            Some(&admin),
+            Some(json!({"nonsense": 1})),
+        )
+        .await;
     assert_eq!(res.status(), 400);
 }
 
@@ -568,57 +526,59 @@ async fn anonymous_callers_learn_nothing_about_bodies(engine: Engine) {
 async fn the_resource_server_flag_is_shown_and_set(engine: Engine) {
     use reqwest::Method as M;
     let f = fixture(engine).await;
-    let admin = admin_token(&f).await;
-    let res = call(&f, M::GET, "/clients/rs", Some(&admin), None).await;
+    let admin = f.admin_token().await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/clients/rs", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 200);
     let view: Value = res.json().await.unwrap();
     assert_eq!(view["resource_server"], true);
     assert!(view.get("secret_digest").is_none() && !view.to_string().contains(&f.rs));
-    let (access, _) = login(&f.app, "alice").await;
-    assert_eq!(introspect(&f, &access).await["active"], true);
-    let res = call(
-        &f,
-        M::PATCH,
-        "/clients/rs",
-        Some(&admin),
-        Some(json!({"resource_server": false})),
-    )
-    .await;
+    let (access, _) = f.app.login("alice").await;
+    assert_eq!(f.introspect(&access).await["active"], true);
+    let res = f
+        .app
+        .admin_api(
+            M::PATCH,
+            "/clients/rs",
+            Some(&admin),
+            Some(json!({"resource_server": false})),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["resource_server"], false);
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/introspect",
-        &[("token", &access)],
-        Some(("rs", &f.rs)),
-    )
-    .await;
+    let res = f.app.introspect_as(("rs", &f.rs), &access).await;
     assert_eq!(res.status(), 400);
     assert_eq!(
         res.json::<Value>().await.unwrap()["error"],
         "unauthorized_client"
     );
     // Public clients cannot be resource servers; unknown fields and clients are named.
-    let res = call(
-        &f,
-        M::PATCH,
-        "/clients/spa",
-        Some(&admin),
-        Some(json!({"resource_server": true})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::PATCH,
+            "/clients/spa",
+            Some(&admin),
+            Some(json!({"resource_server": true})),
+        )
+        .await;
     assert_eq!(res.status(), 400);
-    let res = call(
-        &f,
-        M::PATCH,
-        "/clients/rs",
-        Some(&admin),
-        Some(json!({"admin": true})),
-    )
-    .await;
+    let res = f
+        .app
+        .admin_api(
+            M::PATCH,
+            "/clients/rs",
+            Some(&admin),
+            Some(json!({"admin": true})),
+        )
+        .await;
     assert_eq!(res.status(), 400);
-    let res = call(&f, M::GET, "/clients/nobody", Some(&admin), None).await;
+    let res = f
+        .app
+        .admin_api(M::GET, "/clients/nobody", Some(&admin), None)
+        .await;
     assert_eq!(res.status(), 404);
     let rows = f.app.store.audit_page(0, 1000).await.unwrap();
     assert!(rows.iter().any(|r| r.action == "client_updated"

@@ -7,14 +7,12 @@
 //! skipped and passes; with `TESSERA_BROWSER_TEST=required` it fails instead.
 
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use tessera::store::NewClient;
 use tessera::verify::{Authenticated, Verifier};
 
-use crate::helpers::spawn_app;
-use crate::revocation::{AUD, PASSWORD, add_user};
+use crate::helpers::{AUD, ClientSpec, ISSUER, PASSWORD, eventually, spawn_app};
 
 const INDEX: &str = include_str!("../../examples/spa/index.html");
 const APP_JS: &str = include_str!("../../examples/spa/app.js");
@@ -45,25 +43,12 @@ async fn the_example_spa_works_in_a_real_browser() {
     let spa_origin = format!("http://localhost:{spa_port}");
     let issuer_for_browser = format!("http://localhost:{tessera_port}");
 
-    app.store
-        .create_client(
-            &NewClient {
-                id: "spa".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into(), "refresh_token".into()],
-                scopes: vec!["read".into()],
-                audiences: vec![AUD.into()],
-                origins: vec![spa_origin.clone()],
-                cookie: true,
-                admin: false,
-                resource_server: false,
-                on_binding_change: tessera::store::BindingPolicy::Audit,
-            },
-            0,
-        )
-        .await
-        .unwrap();
-    add_user(&app, "alice").await;
+    app.add_client(
+        ClientSpec::public("spa", &["password", "refresh_token"])
+            .cookie_for(&[spa_origin.as_str()]),
+    )
+    .await;
+    app.add_user("alice").await;
 
     let jwks = app
         .get("/.well-known/jwks.json")
@@ -72,7 +57,7 @@ async fn the_example_spa_works_in_a_real_browser() {
         .await
         .unwrap();
     let verifier = web::Data::new(
-        Verifier::builder("http://127.0.0.1:8080", AUD)
+        Verifier::builder(ISSUER, AUD)
             .static_jwks(jwks)
             .build()
             .unwrap(),
@@ -122,25 +107,28 @@ async fn the_example_spa_works_in_a_real_browser() {
     tokio::spawn(server);
 
     // tessera re-reads client origins every second.
-    let started = Instant::now();
-    loop {
-        let res = app
-            .client
-            .request(
-                reqwest::Method::OPTIONS,
-                format!("{}/oauth/token", app.address),
-            )
-            .header("origin", &spa_origin)
-            .header("access-control-request-method", "POST")
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 204 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(3));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(3),
+        "the SPA's origin is allowed",
+        async || {
+            let res = app
+                .client
+                .request(
+                    reqwest::Method::OPTIONS,
+                    format!("{}/oauth/token", app.address),
+                )
+                .header("origin", &spa_origin)
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .unwrap();
+            match res.status() {
+                s if s == 204 => Ok(()),
+                other => Err(other.to_string()),
+            }
+        },
+    )
+    .await;
 
     let output = tokio::process::Command::new(python)
         .arg(concat!(

@@ -3,47 +3,33 @@
 //! they fail, logout that expires the cookie, and CORS for exactly the
 //! registered origins.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::Value;
-use tessera::store::NewClient;
 
-use crate::helpers::{Engine, TestApp, on_both_engines};
-use crate::revocation::{AUD, PASSWORD, add_user};
+use crate::helpers::{ClientSpec, Engine, PASSWORD, TestApp, eventually, on_both_engines};
 
 const ORIGIN: &str = "http://localhost:5555";
 
 async fn app_with_spa(engine: Engine) -> TestApp {
     let app = crate::helpers::spawn_app(engine).await;
-    app.store
-        .create_client(
-            &NewClient {
-                id: "spa".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into(), "refresh_token".into()],
-                scopes: vec!["read".into()],
-                audiences: vec![AUD.into()],
-                origins: vec![ORIGIN.into(), "https://app.example".into()],
-                cookie: true,
-                admin: false,
-                resource_server: false,
-                on_binding_change: tessera::store::BindingPolicy::Audit,
-            },
-            0,
-        )
-        .await
-        .unwrap();
-    add_user(&app, "alice").await;
+    app.add_client(
+        ClientSpec::public("spa", &["password", "refresh_token"])
+            .cookie_for(&[ORIGIN, "https://app.example"]),
+    )
+    .await;
+    app.add_user("alice").await;
     // The CORS origin list is re-read every second.
-    let started = Instant::now();
-    while preflight(&app, ORIGIN, "/oauth/token").await.status() != 204 {
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "origin never allowed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(3),
+        "the origin is allowed",
+        async || match preflight(&app, ORIGIN, "/oauth/token").await.status() {
+            s if s == 204 => Ok(()),
+            other => Err(other.to_string()),
+        },
+    )
+    .await;
     app
 }
 
@@ -70,14 +56,7 @@ async fn post(
     csrf: bool,
     cookie: Option<&str>,
 ) -> reqwest::Response {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = app
-        .client
-        .post(format!("{}{path}", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body);
+    let mut req = app.form_request(path, form);
     if let Some(o) = origin {
         req = req.header("origin", o);
     }

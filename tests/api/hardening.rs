@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Engine, spawn_app_with};
-use crate::revocation::{AUD, fixture_with, form, login};
+use crate::helpers::{AUD, Engine, Login, TestApp, eventually, fixture_with, spawn_app_with};
 
 fn port(address: &str) -> u16 {
     address.rsplit(':').next().unwrap().parse().unwrap()
@@ -38,50 +37,31 @@ async fn token_and_introspection_calls_are_limited_per_client() {
     )
     .await;
     let app = &f.app;
-    let client_credentials = |id: &'static str, secret: String| async move {
-        form(
-            app,
-            &app.address,
-            "/oauth/token",
-            &[("grant_type", "client_credentials")],
-            Some((id, &secret)),
-        )
-        .await
-    };
     for _ in 0..3 {
-        assert_eq!(client_credentials("rs", f.rs.clone()).await.status(), 200);
+        assert_eq!(app.client_credentials("rs", &f.rs).await.status(), 200);
     }
-    let description = too_many(client_credentials("rs", f.rs.clone()).await).await;
+    let description = too_many(app.client_credentials("rs", &f.rs).await).await;
     assert!(
         description.contains("client rs") && description.contains("3/m"),
         "{description}"
     );
     // Another client has its own budget.
     assert_eq!(
-        client_credentials("other", f.other.clone()).await.status(),
+        app.client_credentials("other", &f.other).await.status(),
         200
     );
     // A wrong secret does not spend the real client's budget (the limit
     // counts authenticated requests), and is still answered as invalid.
-    let res = client_credentials("other", "wrong".into()).await;
+    let res = app.client_credentials("other", "wrong").await;
     assert_eq!(res.status(), 401);
     assert_eq!(
-        client_credentials("other", f.other.clone()).await.status(),
+        app.client_credentials("other", &f.other).await.status(),
         200
     );
 
     // Introspection has its own budget: rs may still introspect twice.
-    let (access, _) = login(app, "alice").await;
-    let pairs = [("token", access.as_str())];
-    let introspect = || {
-        form(
-            app,
-            &app.address,
-            "/oauth/introspect",
-            &pairs,
-            Some(("rs", &f.rs)),
-        )
-    };
+    let (access, _) = app.login("alice").await;
+    let introspect = || app.introspect_as(("rs", &f.rs), &access);
     for _ in 0..2 {
         let res = introspect().await;
         assert_eq!(res.status(), 200);
@@ -95,36 +75,19 @@ async fn token_and_introspection_calls_are_limited_per_client() {
 async fn rate_limits_can_be_turned_off() {
     let f = fixture_with(Engine::Sqlite, &[("TESSERA_TOKEN_RATE_LIMIT", "off")]).await;
     for _ in 0..150 {
-        let res = form(
-            &f.app,
-            &f.app.address,
-            "/oauth/token",
-            &[("grant_type", "client_credentials")],
-            Some(("rs", &f.rs)),
-        )
-        .await;
+        let res = f.app.client_credentials("rs", &f.rs).await;
         assert_eq!(res.status(), 200);
     }
 }
 
 /// Failed logins, one per forwarded address; the per-network cap (2) shows
 /// which address the service believed.
-async fn failures_from(base: &str, forwarded_for: &[&str]) -> Vec<u16> {
+async fn failures_from(app: &TestApp, forwarded_for: &[&str]) -> Vec<u16> {
     let mut statuses = vec![];
     for (i, xff) in forwarded_for.iter().enumerate() {
-        let res = reqwest::Client::new()
-            .post(format!("{base}/oauth/token"))
-            .header("x-forwarded-for", *xff)
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "spa"),
-                ("username", &format!("nobody{i}")),
-                ("password", "guess"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        statuses.push(res.status().as_u16());
+        let user = format!("nobody{i}");
+        let login = Login::new(&user).password("guess").forwarded_for(xff);
+        statuses.push(app.password_grant(login).await.status().as_u16());
     }
     statuses
 }
@@ -139,10 +102,7 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
     // so rotating it does not escape the per-network cap.
     let f = fixture_with(Engine::Sqlite, &limits).await;
     let spoofed = ["203.0.113.1", "198.51.100.1", "192.0.2.1"];
-    assert_eq!(
-        failures_from(&f.app.address, &spoofed).await,
-        [400, 400, 429]
-    );
+    assert_eq!(failures_from(&f.app, &spoofed).await, [400, 400, 429]);
 
     // Behind a trusted proxy (the test's loopback peer), the rightmost
     // untrusted hop is the client: different networks get their own count,
@@ -158,26 +118,26 @@ async fn forwarded_addresses_count_only_from_trusted_proxies() {
         "192.0.2.1",
     ];
     assert_eq!(
-        failures_from(&f.app.address, &hops).await,
+        failures_from(&f.app, &hops).await,
         [400, 400, 400, 400, 400]
     );
     assert_eq!(
-        failures_from(&f.app.address, &["4.4.4.4, 203.0.113.1"]).await,
+        failures_from(&f.app, &["4.4.4.4, 203.0.113.1"]).await,
         [429],
         "the third failure from 203.0.113.1"
     );
     // The audit log (written in the background) records the forwarded
     // network, not the proxy's.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let rows = f.app.store.audit_page(0, 1000).await.unwrap();
-        let text = format!("{rows:?}");
-        if text.contains("198.51.100.0/24") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(3),
+        "the forwarded network is audited",
+        async || {
+            let rows = f.app.store.audit_page(0, 1000).await.unwrap();
+            let text = format!("{rows:?}");
+            text.contains("198.51.100.0/24").then_some(()).ok_or(text)
+        },
+    )
+    .await;
 }
 
 fn self_signed() -> (tempfile::TempDir, String, String, String) {
@@ -442,14 +402,16 @@ async fn a_public_clients_budget_is_kept_per_network() {
     )
     .await;
     let from = |xff: &'static str| {
-        reqwest::Client::new()
-            .post(format!("{}/oauth/token", f.app.address))
+        f.app
+            .form_request(
+                "/oauth/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "spa"),
+                    ("refresh_token", "not-a-token"),
+                ],
+            )
             .header("x-forwarded-for", xff)
-            .form(&[
-                ("grant_type", "refresh_token"),
-                ("client_id", "spa"),
-                ("refresh_token", "not-a-token"),
-            ])
             .send()
     };
     let mut statuses = vec![];
@@ -470,28 +432,16 @@ async fn guessing_client_secrets_is_capped_per_network_and_cannot_flood_the_audi
         ],
     )
     .await;
-    let cc = |secret: String| {
-        let app = &f.app;
-        async move {
-            form(
-                app,
-                &app.address,
-                "/oauth/token",
-                &[("grant_type", "client_credentials")],
-                Some(("rs", &secret)),
-            )
-            .await
-        }
-    };
+    let cc = async |secret: &str| f.app.client_credentials("rs", secret).await;
     for i in 0..3 {
-        assert_eq!(cc(format!("guess-{i}")).await.status(), 401);
+        assert_eq!(cc(&format!("guess-{i}")).await.status(), 401);
     }
     for i in 0..20 {
-        too_many(cc(format!("more-{i}")).await).await;
+        too_many(cc(&format!("more-{i}")).await).await;
     }
     // The real secret still works: the cap stops guessing, not the client.
-    assert_eq!(cc(f.rs.clone()).await.status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cc(&f.rs).await.status(), 200);
+    f.audit_written().await;
     let rows = f.app.store.audit_page(0, 1000).await.unwrap();
     let failures = rows
         .iter()
@@ -528,6 +478,7 @@ async fn slow_bodies_are_cut_off() {
         // Trickle a byte now and then, never finishing.
         let trickle = async {
             for _ in 0..20 {
+                // The trickle is the attack: a real pause between bytes.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if slow.write_all(b"x").await.is_err() {
                     break;
@@ -569,26 +520,14 @@ async fn slow_bodies_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_credentials_are_decoded_whole() {
     let f = fixture_with(Engine::Sqlite, &[]).await;
-    let introspect_as = |id: String, secret: String| {
-        let app = &f.app;
-        async move {
-            form(
-                app,
-                &app.address,
-                "/oauth/introspect",
-                &[("token", "x")],
-                Some((&id, &secret)),
-            )
-            .await
-        }
-    };
-    assert_eq!(introspect_as("rs".into(), f.rs.clone()).await.status(), 200);
+    let introspect_as = async |id: &str, secret: &str| f.app.introspect_as((id, secret), "x").await;
+    assert_eq!(introspect_as("rs", &f.rs).await.status(), 200);
     for (id, secret) in [
         ("rs".to_owned(), format!("{}&junk", f.rs)),
         ("rs&x=1".to_owned(), f.rs.clone()),
         ("rs".to_owned(), format!("{}&client_id=rs", f.rs)),
     ] {
-        let res = introspect_as(id.clone(), secret).await;
+        let res = introspect_as(&id, &secret).await;
         assert_eq!(res.status(), 401, "{id}");
         assert!(res.headers().contains_key("www-authenticate"));
     }
@@ -609,13 +548,13 @@ async fn a_burst_of_failed_client_authentications_writes_at_most_the_cap() {
             ],
         )
         .await;
-        let client = reqwest::Client::new();
         let requests = (0..300).map(|i| {
-            let request = client
-                .post(format!("{}/oauth/token", f.app.address))
-                .basic_auth("rs", Some(format!("guess-{i}")))
-                .form(&[("grant_type", "client_credentials")]);
-            async move { request.send().await.unwrap().status().as_u16() }
+            let app = &f.app;
+            async move {
+                let guess = format!("guess-{i}");
+                let res = app.client_credentials("rs", &guess).await;
+                res.status().as_u16()
+            }
         });
         let statuses = futures_util::future::join_all(requests).await;
         let unauthorized = statuses.iter().filter(|s| **s == 401).count();
@@ -625,7 +564,7 @@ async fn a_burst_of_failed_client_authentications_writes_at_most_the_cap() {
             280,
             "{engine:?}"
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        f.audit_written().await;
         let rows = f.app.store.audit_page(0, 10_000).await.unwrap();
         let count = |action: &str| rows.iter().filter(|r| r.action == action).count();
         assert_eq!(count("client_auth_failed"), 20, "{engine:?}");

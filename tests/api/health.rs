@@ -1,9 +1,9 @@
 //! Liveness and readiness over HTTP, including losing the database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::{
-    Engine, TcpProxy, TestDb, on_both_engines, postgres_socket, spawn_app, spawn_app_on,
+    Engine, TcpProxy, TestDb, eventually, on_both_engines, postgres_socket, spawn_app, spawn_app_on,
 };
 
 async fn healthz_and_readyz_answer(engine: Engine) {
@@ -67,17 +67,6 @@ on_both_engines!(
     request_ids_are_echoed_only_when_safe,
 );
 
-async fn wait_for_status(app: &crate::helpers::TestApp, path: &str, want: u16) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if app.get(path).await.status().as_u16() == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// PostgreSQL goes away under a running instance: readiness turns 503, the
 /// process stays up, and readiness recovers by itself when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,8 +87,13 @@ async fn readyz_follows_postgres_going_away_and_coming_back() {
     assert_eq!(app.get("/healthz").await.status(), 200);
 
     proxy.restore().await;
-    assert!(
-        wait_for_status(&app, "/readyz", 200).await,
-        "readiness did not recover after the database came back"
-    );
+    eventually(
+        Duration::from_secs(15),
+        "readiness recovers after the database came back",
+        async || match app.get("/readyz").await.status() {
+            s if s == 200 => Ok(()),
+            other => Err(other.to_string()),
+        },
+    )
+    .await;
 }

@@ -7,33 +7,20 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app_with};
-use crate::revocation::{PASSWORD, fixture_with, form, introspect, login};
+use crate::helpers::{
+    Engine, Login, PASSWORD, TestApp, fixture_with, on_both_engines, spawn_app_with,
+};
 
 fn addr(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()
 }
 
-async fn password_login(
-    client: &reqwest::Client,
-    app: &TestApp,
-    user: &str,
-    password: &str,
-    from: &str,
-) -> (u16, Duration) {
+/// A password login of `user` from the network of `from` (the app trusts
+/// the loopback proxy): the status and how long the answer took.
+async fn password_login(app: &TestApp, user: &str, password: &str, from: &str) -> (u16, Duration) {
     let started = Instant::now();
-    let res = client
-        .post(format!("{}/oauth/token", app.address))
-        .header("x-forwarded-for", from)
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "spa"),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let login = Login::new(user).password(password).forwarded_for(from);
+    let res = app.password_grant(login).await;
     let status = res.status().as_u16();
     let _ = res.bytes().await;
     (status, started.elapsed())
@@ -44,7 +31,7 @@ async fn password_login(
 /// deadline plus its own check, never behind an unbounded queue. Logins the
 /// gate turns away were not checked, so they count against no account.
 async fn legitimate_logins_are_answered_under_a_login_flood(engine: Engine) {
-    let app = crate::throttle::app(
+    let f = fixture_with(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -53,29 +40,28 @@ async fn legitimate_logins_are_answered_under_a_login_flood(engine: Engine) {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let app = &f.app;
     let stop = Instant::now() + Duration::from_secs(6);
     let attackers: Vec<_> = (0..60)
-        .map(|i| {
-            let (client, app) = (client.clone(), &app);
-            async move {
-                let mut statuses = Vec::new();
-                let mut n = 0;
-                while Instant::now() < stop {
-                    let from = format!("10.0.{}.{}", i / 200, i % 200 + 1);
-                    let user = format!("nobody-{i}-{n}");
-                    statuses.push(password_login(&client, app, &user, "wrong", &from).await.0);
-                    n += 1;
-                }
-                statuses
+        .map(|i| async move {
+            let mut statuses = Vec::new();
+            let mut n = 0;
+            while Instant::now() < stop {
+                let from = format!("10.0.{}.{}", i / 200, i % 200 + 1);
+                let user = format!("nobody-{i}-{n}");
+                statuses.push(password_login(app, &user, "wrong", &from).await.0);
+                n += 1;
             }
+            statuses
         })
         .collect();
     let legit = async {
+        // Not a wait for anything: the legitimate logins start once the
+        // flood is under way, and come at a user's pace.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut answers = Vec::new();
         while Instant::now() < stop {
-            answers.push(password_login(&client, &app, "alice", PASSWORD, "192.0.2.1").await);
+            answers.push(password_login(app, "alice", PASSWORD, "192.0.2.1").await);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         answers
@@ -97,14 +83,14 @@ async fn legitimate_logins_are_answered_under_a_login_flood(engine: Engine) {
     assert!(answers.iter().any(|(s, _)| *s == 200), "{answers:?}");
     // Turned away, not checked: a refused login counts against no account
     // (alice, whose logins were refused now and then, is not locked).
-    let (status, _) = password_login(&client, &app, "alice", PASSWORD, "192.0.2.2").await;
+    let (status, _) = password_login(app, "alice", PASSWORD, "192.0.2.2").await;
     assert_eq!(status, 200);
 }
 
 /// One network gets at most `login_network_concurrency` logins in progress
 /// at once; the rest are refused at once with 429.
 async fn one_network_cannot_fill_the_login_queue(engine: Engine) {
-    let app = crate::throttle::app(
+    let f = fixture_with(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -112,14 +98,11 @@ async fn one_network_cannot_fill_the_login_queue(engine: Engine) {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
-    let requests = (0..20).map(|i| {
-        let (client, app) = (client.clone(), &app);
-        async move {
-            password_login(&client, app, &format!("u{i}"), "wrong", "203.0.113.5")
-                .await
-                .0
-        }
+    let app = &f.app;
+    let requests = (0..20).map(|i| async move {
+        password_login(app, &format!("u{i}"), "wrong", "203.0.113.5")
+            .await
+            .0
     });
     let statuses = futures_util::future::join_all(requests).await;
     let refused = statuses.iter().filter(|s| **s == 429).count();
@@ -127,7 +110,7 @@ async fn one_network_cannot_fill_the_login_queue(engine: Engine) {
     assert_eq!(refused + statuses.iter().filter(|s| **s == 400).count(), 20);
     // Another network is unaffected meanwhile.
     assert_eq!(
-        password_login(&client, &app, "alice", PASSWORD, "198.51.100.1")
+        password_login(app, "alice", PASSWORD, "198.51.100.1")
             .await
             .0,
         200
@@ -195,6 +178,8 @@ async fn connections_beyond_the_budget_wait_their_turn() {
         s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
         held.push(s);
     }
+    // No signal says the held connections were accepted: give the workers
+    // a moment. Too short a wait can only fail the test, never pass it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let waiting = reqwest::Client::new()
         .get(format!("{}/healthz", app.address))
@@ -216,29 +201,13 @@ async fn revoking_one_by_one_is_bounded(engine: Engine) {
     let f = fixture_with(engine, &[("TESSERA_REVOCATION_RATE_LIMIT", "off")]).await;
     let mut tokens = Vec::new();
     for _ in 0..70 {
-        let res = form(
-            &f.app,
-            &f.app.address,
-            "/oauth/token",
-            &[("grant_type", "client_credentials")],
-            Some(("rs", &f.rs)),
-        )
-        .await;
-        let body: Value = res.json().await.unwrap();
-        let token = body["access_token"].as_str().unwrap().to_owned();
-        let res = form(
-            &f.app,
-            &f.app.address,
-            "/oauth/revoke",
-            &[("token", &token)],
-            Some(("rs", &f.rs)),
-        )
-        .await;
+        let token = f.app.client_token("rs", &f.rs).await;
+        let res = f.app.revoke(&token, "rs", Some(&f.rs)).await;
         assert_eq!(res.status(), 200);
         tokens.push(token);
     }
     for t in &tokens {
-        assert_eq!(introspect(&f, t).await["active"], false);
+        assert_eq!(f.introspect(t).await["active"], false);
     }
     let now = chrono::Utc::now().timestamp();
     let entries = f.app.store.revocations_since(0, now, 1000).await.unwrap();
@@ -253,33 +222,15 @@ async fn revoking_one_by_one_is_bounded(engine: Engine) {
             .any(|e| e.kind == tessera::store::RevocationKind::Client && e.value == "rs")
     );
     // A token issued after the fold works.
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[("grant_type", "client_credentials")],
-        Some(("rs", &f.rs)),
-    )
-    .await;
-    let fresh = res.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(introspect(&f, &fresh).await["active"], true);
+    let fresh = f.app.client_token("rs", &f.rs).await;
+    assert_eq!(f.introspect(&fresh).await["active"], true);
 
     // A session's access tokens revoked one by one end the session past 64.
-    let (mut access, mut refresh) = login(&f.app, "alice").await;
+    let (mut access, mut refresh) = f.app.login("alice").await;
     for _ in 0..65 {
-        let res = form(
-            &f.app,
-            &f.app.address,
-            "/oauth/revoke",
-            &[("token", &access), ("client_id", "spa")],
-            None,
-        )
-        .await;
+        let res = f.app.revoke(&access, "spa", None).await;
         assert_eq!(res.status(), 200);
-        let res = crate::revocation::refresh(&f.app, &refresh).await;
+        let res = f.app.refresh(&refresh).await;
         if res.status() != 200 {
             break;
         }
@@ -288,7 +239,7 @@ async fn revoking_one_by_one_is_bounded(engine: Engine) {
         refresh = body["refresh_token"].as_str().unwrap().to_owned();
     }
     assert_eq!(
-        crate::revocation::refresh(&f.app, &refresh).await.status(),
+        f.app.refresh(&refresh).await.status(),
         400,
         "the session was ended"
     );
@@ -304,30 +255,15 @@ async fn revocation_and_the_feed_are_rate_limited(engine: Engine) {
         ],
     )
     .await;
-    let revoke = || {
-        form(
-            &f.app,
-            &f.app.address,
-            "/oauth/revoke",
-            &[("token", "x")],
-            Some(("rs", &f.rs)),
-        )
-    };
+    let revoke = || f.app.revoke("x", "rs", Some(&f.rs));
     for _ in 0..3 {
         assert_eq!(revoke().await.status(), 200);
     }
     assert_eq!(revoke().await.status(), 429);
-    let feed = || {
-        f.app
-            .client
-            .get(format!("{}/v1/revocations", f.app.address))
-            .basic_auth("rs", Some(&f.rs))
-            .send()
-    };
     for _ in 0..2 {
-        assert_eq!(feed().await.unwrap().status(), 200);
+        assert_eq!(f.feed("").await.status(), 200);
     }
-    let res = feed().await.unwrap();
+    let res = f.feed("").await;
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
 }
@@ -336,7 +272,7 @@ async fn revocation_and_the_feed_are_rate_limited(engine: Engine) {
 /// the refusals after it write nothing (logins and client authentications
 /// alike), and failed-login counters are bounded by the same cap.
 async fn a_capped_network_writes_one_summary_row(engine: Engine) {
-    let app = crate::throttle::app(
+    let f = fixture_with(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -345,14 +281,13 @@ async fn a_capped_network_writes_one_summary_row(engine: Engine) {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
     for n in 0..40 {
         let (status, _) =
-            password_login(&client, &app, &format!("name-{n}"), "wrong", "203.0.113.50").await;
+            password_login(&f.app, &format!("name-{n}"), "wrong", "203.0.113.50").await;
         assert_eq!(status, if n < 5 { 400 } else { 429 }, "attempt {n}");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let rows = app.store.audit_page(0, 1000).await.unwrap();
+    f.audit_written().await;
+    let rows = f.app.store.audit_page(0, 1000).await.unwrap();
     let count = |action: &str| rows.iter().filter(|r| r.action == action).count();
     assert_eq!(count("login_failed"), 5);
     assert_eq!(count("network_failure_cap_reached"), 1);

@@ -1,8 +1,7 @@
 //! `GET /metrics`: the Prometheus text format, with the counters of the
 //! flows that just ran and no identifiers in any label.
 
-use crate::helpers::Engine;
-use crate::revocation::{fixture_with, form, login, refresh};
+use crate::helpers::{Engine, fixture_with};
 
 /// The value of the series named exactly `series` (name and labels).
 fn value(text: &str, series: &str) -> f64 {
@@ -19,19 +18,11 @@ fn value(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_the_flows_without_identifiers() {
     let f = fixture_with(Engine::Postgres, &[("TESSERA_TOKEN_RATE_LIMIT", "3/m")]).await;
-    let (_, refresh_token) = login(&f.app, "alice").await;
-    assert_eq!(refresh(&f.app, &refresh_token).await.status(), 200);
+    let (_, refresh_token) = f.app.login("alice").await;
+    assert_eq!(f.app.refresh(&refresh_token).await.status(), 200);
     // A replay of the rotated token: detected, the session revoked.
-    assert_eq!(refresh(&f.app, &refresh_token).await.status(), 400);
-    let cc = || {
-        form(
-            &f.app,
-            &f.app.address,
-            "/oauth/token",
-            &[("grant_type", "client_credentials")],
-            Some(("rs", &f.rs)),
-        )
-    };
+    assert_eq!(f.app.refresh(&refresh_token).await.status(), 400);
+    let cc = || f.app.client_credentials("rs", &f.rs);
     for _ in 0..3 {
         assert_eq!(cc().await.status(), 200);
     }

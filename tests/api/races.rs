@@ -3,26 +3,17 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::admin::{admin_token, client_token};
-use crate::helpers::{Engine, on_both_engines};
-use crate::revocation::{PASSWORD, fixture, form, introspect, login, refresh};
+use crate::helpers::{Engine, Fixture, Login, PASSWORD, fixture, on_both_engines};
 
-async fn password_login(f: &crate::revocation::Fixture, password: &str) -> Option<String> {
-    let res = form(
-        &f.app,
-        &f.app.address,
-        "/oauth/token",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "spa"),
-            ("username", "alice"),
-            ("password", password),
-        ],
-        None,
-    )
-    .await;
+/// A password login of `alice`: the refresh token, if it succeeded.
+async fn password_login(f: &Fixture, password: &str) -> Option<String> {
+    let res = f
+        .app
+        .password_grant(Login::new("alice").password(password))
+        .await;
     if res.status() != 200 {
         return None;
     }
@@ -36,7 +27,7 @@ async fn password_login(f: &crate::revocation::Fixture, password: &str) -> Optio
 /// those that commit after the change. Several rounds, zero survivors.
 async fn a_password_change_ends_logins_in_flight(engine: Engine) {
     let f = fixture(engine).await;
-    let admin = admin_token(&f).await;
+    let admin = f.admin_token().await;
     let passwords = [PASSWORD, "another horse battery"];
     let user: uuid::Uuid = f
         .app
@@ -52,16 +43,17 @@ async fn a_password_change_ends_logins_in_flight(engine: Engine) {
         let new = passwords[(round + 1) % 2];
         let logins: Vec<_> = (0..8).map(|_| password_login(&f, old)).collect();
         let change = async {
+            // The race under test: the change lands while the logins run.
             tokio::time::sleep(Duration::from_millis(20)).await;
             let res = f
                 .app
-                .client
-                .post(format!("{}/admin/v1/users/alice/password", f.app.address))
-                .bearer_auth(&admin)
-                .json(&json!({ "password": new }))
-                .send()
-                .await
-                .unwrap();
+                .admin_api(
+                    Method::POST,
+                    "/users/alice/password",
+                    Some(&admin),
+                    Some(json!({ "password": new })),
+                )
+                .await;
             assert_eq!(res.status(), 200);
         };
         let (tokens, ()) = tokio::join!(futures_util::future::join_all(logins), change);
@@ -74,7 +66,7 @@ async fn a_password_change_ends_logins_in_flight(engine: Engine) {
         survivors += live.len();
         for token in tokens.into_iter().flatten() {
             assert_eq!(
-                refresh(&f.app, &token).await.status(),
+                f.app.refresh(&token).await.status(),
                 400,
                 "round {round}: a session opened with the old password still rotates"
             );
@@ -85,7 +77,9 @@ async fn a_password_change_ends_logins_in_flight(engine: Engine) {
     assert!(password_login(&f, passwords[1]).await.is_some());
 }
 
-/// Sleeps until `ms` milliseconds before the next wall-clock second.
+/// Sleeps until `ms` milliseconds before the next wall-clock second: the
+/// race under test crosses a second boundary of the system clock, which the
+/// store reads for revocation cut-offs at commit (no injected clock does).
 async fn until_just_before_a_second(ms: u64) {
     let into = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -102,11 +96,11 @@ async fn until_just_before_a_second(ms: u64) {
 /// now refused, and a login after it works at once.
 async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engine) {
     let f = fixture(engine).await;
-    let admin = admin_token(&f).await;
+    let admin = f.admin_token().await;
     for round in 0..4 {
         let mut chains = Vec::new();
         for _ in 0..6 {
-            chains.push(login(&f.app, "alice").await.1);
+            chains.push(f.app.login("alice").await.1);
         }
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rotating: Vec<_> = chains
@@ -117,7 +111,7 @@ async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engi
                 async move {
                     let mut minted = Vec::new();
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        let res = refresh(app, &current).await;
+                        let res = app.refresh(&current).await;
                         if res.status() != 200 {
                             break;
                         }
@@ -133,13 +127,10 @@ async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engi
             until_just_before_a_second(4).await;
             let res = f
                 .app
-                .client
-                .delete(format!("{}/admin/v1/users/alice/sessions", f.app.address))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap();
+                .admin_api(Method::DELETE, "/users/alice/sessions", Some(&admin), None)
+                .await;
             assert_eq!(res.status(), 200);
+            // Refreshes keep racing the revocation for a while after it.
             tokio::time::sleep(Duration::from_millis(50)).await;
             stop.store(true, std::sync::atomic::Ordering::SeqCst);
         };
@@ -148,17 +139,13 @@ async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engi
         assert!(!minted.is_empty());
         for token in &minted {
             assert_eq!(
-                introspect(&f, token).await["active"],
+                f.introspect(token).await["active"],
                 false,
                 "round {round}: a token minted from a revoked session is still active"
             );
         }
-        let (fresh, _) = login(&f.app, "alice").await;
-        assert_eq!(
-            introspect(&f, &fresh).await["active"],
-            true,
-            "round {round}"
-        );
+        let (fresh, _) = f.app.login("alice").await;
+        assert_eq!(f.introspect(&fresh).await["active"], true, "round {round}");
     }
 }
 
@@ -166,29 +153,21 @@ async fn no_token_from_a_revoked_session_survives_logout_everywhere(engine: Engi
 /// requested right after (in the same second) is not.
 async fn tokens_issued_after_a_client_revocation_are_not_refused(engine: Engine) {
     let f = fixture(engine).await;
-    let admin = admin_token(&f).await;
+    let admin = f.admin_token().await;
     for round in 0..3 {
-        let before = client_token(&f, "rs", &f.rs).await;
+        let before = f.app.client_token("rs", &f.rs).await;
         let res = f
             .app
-            .client
-            .delete(format!("{}/admin/v1/clients/rs/tokens", f.app.address))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
+            .admin_api(Method::DELETE, "/clients/rs/tokens", Some(&admin), None)
+            .await;
         assert_eq!(res.status(), 200);
-        let after = client_token(&f, "rs", &f.rs).await;
+        let after = f.app.client_token("rs", &f.rs).await;
         assert_eq!(
-            introspect(&f, &before).await["active"],
+            f.introspect(&before).await["active"],
             false,
             "round {round}"
         );
-        assert_eq!(
-            introspect(&f, &after).await["active"],
-            true,
-            "round {round}"
-        );
+        assert_eq!(f.introspect(&after).await["active"], true, "round {round}");
     }
 }
 

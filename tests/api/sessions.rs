@@ -424,6 +424,7 @@ async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
             })
         });
         let rotating: Vec<_> = rotating.collect();
+        // The race under test: revoke while the rotations are under way.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         store
             .revoke_user_sessions(

@@ -7,8 +7,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{Engine, on_both_engines};
-use crate::revocation::{Fixture, PASSWORD, fixture_with, form, introspect, login, refresh};
+use crate::helpers::{Engine, Fixture, PASSWORD, fixture_with, on_both_engines};
 
 /// One hostile request.
 struct Probe {
@@ -432,23 +431,9 @@ async fn every_endpoint_refuses_bad_input_cleanly(engine: Engine) {
         ],
     )
     .await;
-    crate::revocation::add_user(&f.app, "bob").await;
-    let (access, refresh_token) = login(&f.app, "alice").await;
-    let admin = {
-        let res = form(
-            &f.app,
-            &f.app.address,
-            "/oauth/token",
-            &[("grant_type", "client_credentials")],
-            Some(("admin", &f.admin)),
-        )
-        .await;
-        assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["access_token"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    f.app.add_user("bob").await;
+    let (access, refresh_token) = f.app.login("alice").await;
+    let admin = f.admin_token().await;
     let before = snapshot(&f).await;
     let probes = probes(&f, &access, &refresh_token, &admin);
     assert!(probes.len() > 190, "{} probes", probes.len());
@@ -463,8 +448,8 @@ async fn every_endpoint_refuses_bad_input_cleanly(engine: Engine) {
         before,
         "a hostile request changed stored state"
     );
-    assert_eq!(introspect(&f, &access).await["active"], true);
-    assert_eq!(refresh(&f.app, &refresh_token).await.status(), 200);
+    assert_eq!(f.introspect(&access).await["active"], true);
+    assert_eq!(f.app.refresh(&refresh_token).await.status(), 200);
 }
 
 on_both_engines!(every_endpoint_refuses_bad_input_cleanly);

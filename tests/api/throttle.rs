@@ -1,60 +1,18 @@
 //! Failed-login limits over HTTP on both engines: lockout with back-off per
 //! account (known or not), a cap per network, shared by every instance.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
-use std::sync::Arc;
+use crate::helpers::{
+    Engine, Login, PASSWORD, TestApp, fixture, fixture_on, fixture_with, on_both_engines,
+    spawn_peer,
+};
 
-use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app_with_clock, spawn_peer};
-use crate::revocation::{PASSWORD, add_user};
-
-/// An app with a public `spa` client (password grant) and the user `alice`.
-pub(crate) async fn app(engine: Engine, extra: &[(&str, &str)]) -> TestApp {
-    app_on(engine, extra, Arc::new(tessera::clock::SystemClock)).await
-}
-
-async fn app_on(
-    engine: Engine,
-    extra: &[(&str, &str)],
-    clock: Arc<dyn tessera::clock::Clock>,
-) -> TestApp {
-    let app = spawn_app_with_clock(engine, extra, clock).await;
-    app.store
-        .create_client(
-            &tessera::store::NewClient {
-                id: "spa".into(),
-                secret_digest: None,
-                grant_types: vec!["password".into()],
-                scopes: vec!["read".into()],
-                audiences: vec!["https://api.example".into()],
-                origins: vec![],
-                cookie: false,
-                admin: false,
-                resource_server: false,
-                on_binding_change: tessera::store::BindingPolicy::Audit,
-            },
-            0,
-        )
+/// A password login through `spa`: the response.
+async fn attempt(instance: &TestApp, user: &str, password: &str) -> reqwest::Response {
+    instance
+        .password_grant(Login::new(user).password(password))
         .await
-        .unwrap();
-    add_user(&app, "alice").await;
-    app
-}
-
-async fn login(base: &str, user: &str, password: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/oauth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "spa"),
-            ("username", user),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap()
 }
 
 async fn refused(res: reqwest::Response) -> (u64, String) {
@@ -76,42 +34,34 @@ async fn refused(res: reqwest::Response) -> (u64, String) {
 async fn failed_logins_lock_the_account_with_back_off(engine: Engine) {
     // The lockouts are waited out by moving the clock, not by sleeping.
     let clock = tessera::clock::ManualClock::starting_now();
-    let app = app_on(engine, &[], clock.clone()).await;
-    let peer = spawn_peer(&app).await;
+    let f = fixture_on(engine, &[], clock.clone()).await;
+    let app = &f.app;
+    let peer = spawn_peer(app).await;
     // The peer reads the system clock: start level with it.
     clock.catch_up();
     for _ in 0..5 {
-        assert_eq!(
-            login(&app.address, "alice", "guess-7f3a").await.status(),
-            400
-        );
+        assert_eq!(attempt(app, "alice", "guess-7f3a").await.status(), 400);
     }
     // Locked: even the right password is refused, and so is a wrong one
     // (without extending the lock).
-    let (retry, description) = refused(login(&app.address, "alice", PASSWORD).await).await;
+    let (retry, description) = refused(attempt(app, "alice", PASSWORD).await).await;
     assert!(description.contains("this account"), "{description}");
-    refused(login(&app.address, "alice", "guess-7f3a").await).await;
+    refused(attempt(app, "alice", "guess-7f3a").await).await;
     // Another instance sees the same count.
-    refused(login(&peer.address, "alice", PASSWORD).await).await;
+    refused(attempt(&peer, "alice", PASSWORD).await).await;
     // Other accounts are unaffected.
-    add_user(&app, "bob").await;
-    assert_eq!(login(&app.address, "bob", PASSWORD).await.status(), 200);
+    app.add_user("bob").await;
+    assert_eq!(attempt(app, "bob", PASSWORD).await.status(), 200);
     // After the lock, one more failure doubles it.
     clock.advance(retry as i64);
-    assert_eq!(
-        login(&app.address, "alice", "guess-8b2c").await.status(),
-        400
-    );
-    let (longer, _) = refused(login(&app.address, "alice", PASSWORD).await).await;
+    assert_eq!(attempt(app, "alice", "guess-8b2c").await.status(), 400);
+    let (longer, _) = refused(attempt(app, "alice", PASSWORD).await).await;
     assert!(longer > retry, "{longer} s after {retry} s");
     clock.advance(longer as i64);
     // The right password after the lock works and clears the count.
-    assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
-    assert_eq!(
-        login(&app.address, "alice", "guess-9d1e").await.status(),
-        400
-    );
-    assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
+    assert_eq!(attempt(app, "alice", PASSWORD).await.status(), 200);
+    assert_eq!(attempt(app, "alice", "guess-9d1e").await.status(), 400);
+    assert_eq!(attempt(app, "alice", PASSWORD).await.status(), 200);
     // The lockout is audited, once.
     let rows = app.store.audit_page(0, 1000).await.unwrap();
     let locks: Vec<_> = rows
@@ -127,15 +77,16 @@ async fn failed_logins_lock_the_account_with_back_off(engine: Engine) {
 }
 
 async fn unknown_accounts_lock_the_same_way(engine: Engine) {
-    let app = app(engine, &[]).await;
+    let f = fixture(engine).await;
+    let app = &f.app;
     for _ in 0..5 {
-        assert_eq!(login(&app.address, "nobody", "guess").await.status(), 400);
+        assert_eq!(attempt(app, "nobody", "guess").await.status(), 400);
     }
-    refused(login(&app.address, "nobody", "guess").await).await;
+    refused(attempt(app, "nobody", "guess").await).await;
 }
 
 async fn a_guessing_network_is_capped(engine: Engine) {
-    let app = app(
+    let f = fixture_with(
         engine,
         &[
             ("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3"),
@@ -143,10 +94,11 @@ async fn a_guessing_network_is_capped(engine: Engine) {
         ],
     )
     .await;
+    let app = &f.app;
     for user in ["u1", "u2", "u3"] {
-        assert_eq!(login(&app.address, user, "guess").await.status(), 400);
+        assert_eq!(attempt(app, user, "guess").await.status(), 400);
     }
-    let (retry, description) = refused(login(&app.address, "alice", PASSWORD).await).await;
+    let (retry, description) = refused(attempt(app, "alice", PASSWORD).await).await;
     assert!(description.contains("this network"), "{description}");
     assert!(retry > 3000, "until the window ends: {retry}");
 }
@@ -154,23 +106,22 @@ async fn a_guessing_network_is_capped(engine: Engine) {
 /// Sends `n` logins at once, spread over the given instances, with an
 /// `X-Forwarded-For` from `networks` in turn; returns the statuses.
 async fn burst(
-    bases: &[&str],
+    instances: &[&TestApp],
     n: usize,
     user: impl Fn(usize) -> String,
     networks: &[&str],
 ) -> Vec<u16> {
-    let client = reqwest::Client::new();
     let requests = (0..n).map(|i| {
-        let request = client
-            .post(format!("{}/oauth/token", bases[i % bases.len()]))
-            .header("x-forwarded-for", networks[i % networks.len()])
-            .form(&[
-                ("grant_type", "password"),
-                ("client_id", "spa"),
-                ("username", &user(i)),
-                ("password", &format!("guess-{i}")),
-            ]);
-        async move { request.send().await.unwrap().status().as_u16() }
+        let (instance, network, user) = (
+            instances[i % instances.len()],
+            networks[i % networks.len()],
+            user(i),
+        );
+        async move {
+            let password = format!("guess-{i}");
+            let login = Login::new(&user).password(&password).forwarded_for(network);
+            instance.password_grant(login).await.status().as_u16()
+        }
     });
     futures_util::future::join_all(requests).await
 }
@@ -186,24 +137,20 @@ fn count(statuses: &[u16], status: u16) -> usize {
 /// most the limit (5); the rest are 429, and so is the right password
 /// right after.
 async fn parallel_wrong_passwords_check_no_more_than_the_limit(engine: Engine) {
-    let app = app(engine, &[("TESSERA_TRUSTED_PROXIES", "127.0.0.1")]).await;
-    let peer = spawn_peer(&app).await;
-    let statuses = burst(
-        &[&app.address, &peer.address],
-        30,
-        |_| "alice".into(),
-        &["198.51.100.1"],
-    )
-    .await;
+    let f = fixture_with(engine, &[("TESSERA_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    let app = &f.app;
+    let peer = spawn_peer(app).await;
+    let statuses = burst(&[app, &peer], 30, |_| "alice".into(), &["198.51.100.1"]).await;
     let checked = count(&statuses, 400);
     assert!(
         (1..=5).contains(&checked),
         "{checked} checked: {statuses:?}"
     );
     assert_eq!(checked + count(&statuses, 429), 30, "{statuses:?}");
-    refused(login(&app.address, "alice", PASSWORD).await).await;
+    refused(attempt(app, "alice", PASSWORD).await).await;
     // Every password checked left a login_failed row: no more than the limit.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.audit_written().await;
+    f.audit_written_on(&peer).await;
     let rows = app.store.audit_page(0, 1000).await.unwrap();
     let failed = rows.iter().filter(|r| r.action == "login_failed").count();
     assert_eq!(failed, checked);
@@ -216,7 +163,7 @@ async fn parallel_wrong_passwords_check_no_more_than_the_limit(engine: Engine) {
 /// The same for a network's cap: 4 networks × 30 attempts at once, each at
 /// a different account, check at most 4 × the cap.
 async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
-    let app = app(
+    let f = fixture_with(
         engine,
         &[
             ("TESSERA_TRUSTED_PROXIES", "127.0.0.1"),
@@ -225,8 +172,9 @@ async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
         ],
     )
     .await;
+    let app = &f.app;
     let networks = ["198.51.100.1", "198.51.100.2", "203.0.113.9", "2001:db8::1"];
-    let statuses = burst(&[&app.address], 120, |i| format!("user{i}"), &networks).await;
+    let statuses = burst(&[app], 120, |i| format!("user{i}"), &networks).await;
     let checked = count(&statuses, 400);
     assert!(checked <= 4 * 6, "{checked} checked: {statuses:?}");
     // The rest are refused: by the cap (429) or, at this concurrency, by the
@@ -237,32 +185,24 @@ async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
         "{statuses:?}"
     );
     // A network under its cap is unaffected.
-    let res = reqwest::Client::new()
-        .post(format!("{}/oauth/token", app.address))
-        .header("x-forwarded-for", "192.0.2.200")
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "spa"),
-            ("username", "alice"),
-            ("password", PASSWORD),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .password_grant(Login::new("alice").forwarded_for("192.0.2.200"))
+        .await;
     assert_eq!(res.status(), 200);
 }
 
 /// A right password gives its counted attempt back: logins that succeed
 /// never lock an account or close a network.
 async fn right_passwords_give_their_attempt_back(engine: Engine) {
-    let app = app(engine, &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")]).await;
+    let f = fixture_with(engine, &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")]).await;
+    let app = &f.app;
     for _ in 0..8 {
-        assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
+        assert_eq!(attempt(app, "alice", PASSWORD).await.status(), 200);
     }
     for _ in 0..2 {
-        assert_eq!(login(&app.address, "alice", "guess").await.status(), 400);
+        assert_eq!(attempt(app, "alice", "guess").await.status(), 400);
     }
-    assert_eq!(login(&app.address, "alice", PASSWORD).await.status(), 200);
+    assert_eq!(attempt(app, "alice", PASSWORD).await.status(), 200);
 }
 
 on_both_engines!(

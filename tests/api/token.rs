@@ -2,14 +2,13 @@
 //! RFC 6749 error for every bad request, over HTTP on both engines.
 
 use serde_json::Value;
-use tessera::auth::client::SecretDigester;
 use tessera::keys::master::MasterKey;
-use tessera::store::NewClient;
+use tessera::store::BindingPolicy;
 use tessera::verify::Verifier;
 
-use crate::helpers::{Engine, TestApp, on_both_engines, spawn_app};
-
-const AUD: &str = "https://api.example";
+use crate::helpers::{
+    AUD, ClientSpec, Engine, ISSUER, PASSWORD, TestApp, on_both_engines, spawn_app,
+};
 
 /// A verifier for `AUD` holding the app's current JWKS.
 async fn app_verifier(app: &TestApp) -> Verifier {
@@ -19,49 +18,30 @@ async fn app_verifier(app: &TestApp) -> Verifier {
         .text()
         .await
         .unwrap();
-    Verifier::builder("http://127.0.0.1:8080", AUD)
+    Verifier::builder(ISSUER, AUD)
         .static_jwks(jwks)
         .build()
         .unwrap()
 }
 
-/// Registers a client directly in the app's database; returns its secret.
-async fn add_client(app: &TestApp, id: &str, confidential: bool, grants: &[&str]) -> String {
-    let digester = SecretDigester::new(&MasterKey::from_base64(app.master_key()).unwrap());
-    let (secret, digest) = digester.generate();
-    let client = NewClient {
-        id: id.into(),
-        secret_digest: confidential.then_some(digest),
-        grant_types: grants.iter().map(|g| g.to_string()).collect(),
-        scopes: vec!["read".into(), "write".into()],
-        audiences: vec![AUD.into(), "https://other.example".into()],
-        origins: vec![],
-        cookie: false,
-        admin: false,
-        resource_server: confidential,
-        on_binding_change: tessera::store::BindingPolicy::Audit,
+/// The clients of these tests: scopes `read` and `write`, two audiences.
+fn client(id: &str, confidential: bool, grants: &[&str]) -> ClientSpec {
+    let spec = if confidential {
+        ClientSpec::confidential(id, grants)
+    } else {
+        ClientSpec::public(id, grants)
     };
-    app.store.create_client(&client, 0).await.unwrap();
-    secret.to_string()
+    spec.scopes(&["read", "write"])
+        .audiences(&[AUD, "https://other.example"])
 }
 
+/// `POST /oauth/token` with `form`, and Basic credentials if given.
 async fn post(
     app: &TestApp,
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
 ) -> reqwest::Response {
-    let body = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let mut req = app
-        .client
-        .post(format!("{}/oauth/token", app.address))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body);
-    if let Some((id, secret)) = basic {
-        req = req.basic_auth(id, Some(secret));
-    }
-    req.send().await.unwrap()
+    app.form("/oauth/token", form, basic).await
 }
 
 async fn error_of(res: reqwest::Response, status: u16) -> (String, String) {
@@ -77,7 +57,9 @@ async fn error_of(res: reqwest::Response, status: u16) -> (String, String) {
 
 async fn client_credentials_issues_a_verifiable_token(engine: Engine) {
     let app = spawn_app(engine).await;
-    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
+    let secret = app
+        .add_client(client("backend", true, &["client_credentials"]))
+        .await;
 
     let res = post(
         &app,
@@ -130,8 +112,11 @@ async fn client_credentials_issues_a_verifiable_token(engine: Engine) {
 
 async fn client_authentication_failures(engine: Engine) {
     let app = spawn_app(engine).await;
-    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
-    add_client(&app, "spa", false, &["client_credentials", "password"]).await;
+    let secret = app
+        .add_client(client("backend", true, &["client_credentials"]))
+        .await;
+    app.add_client(client("spa", false, &["client_credentials", "password"]))
+        .await;
     let cc = ("grant_type", "client_credentials");
 
     let res = post(&app, &[cc], Some(("backend", "wrong"))).await;
@@ -188,7 +173,9 @@ async fn client_authentication_failures(engine: Engine) {
 
 async fn grant_scope_and_audience_errors(engine: Engine) {
     let app = spawn_app(engine).await;
-    let secret = add_client(&app, "backend", true, &["client_credentials"]).await;
+    let secret = app
+        .add_client(client("backend", true, &["client_credentials"]))
+        .await;
     let auth = Some(("backend", secret.as_str()));
     let cc = ("grant_type", "client_credentials");
     assert_eq!(
@@ -289,17 +276,12 @@ async fn malformed_requests_get_clear_4xx(engine: Engine) {
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
 
-/// A user `alice` (password `correct horse battery`) and a public client `spa`.
+/// A user `alice` (password [`PASSWORD`]) and a public client `spa`.
 async fn user_and_spa(app: &TestApp) -> String {
-    let user = tessera::store::NewUser {
-        id: uuid::Uuid::new_v4(),
-        username: "alice".into(),
-        password_hash: tessera::auth::password::hash("correct horse battery").unwrap(),
-        totp_secret: None,
-    };
-    app.store.create_user(&user, 0).await.unwrap();
-    add_client(app, "spa", false, &["password", "refresh_token"]).await;
-    user.id.to_string()
+    let id = app.add_user("alice").await;
+    app.add_client(client("spa", false, &["password", "refresh_token"]))
+        .await;
+    id.to_string()
 }
 
 fn login_form(password: &str) -> Vec<(&str, &str)> {
@@ -334,7 +316,7 @@ async fn password_login_then_refresh_chain(engine: Engine) {
     let user_id = user_and_spa(&app).await;
     let verifier = app_verifier(&app).await;
 
-    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let login = ok_json(post(&app, &login_form(PASSWORD), None).await).await;
     let claims = verifier
         .verify(login["access_token"].as_str().unwrap())
         .await
@@ -385,7 +367,7 @@ async fn password_login_then_refresh_chain(engine: Engine) {
 async fn replayed_refresh_token_kills_the_session(engine: Engine) {
     let app = spawn_app(engine).await;
     user_and_spa(&app).await;
-    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let login = ok_json(post(&app, &login_form(PASSWORD), None).await).await;
     let first = login["refresh_token"].as_str().unwrap().to_owned();
     let second = ok_json(post(&app, &refresh_form(&first), None).await).await["refresh_token"]
         .as_str()
@@ -407,7 +389,7 @@ async fn replayed_refresh_token_kills_the_session(engine: Engine) {
 async fn concurrent_refreshes_over_http_yield_one_success(engine: Engine) {
     let app = spawn_app(engine).await;
     user_and_spa(&app).await;
-    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let login = ok_json(post(&app, &login_form(PASSWORD), None).await).await;
     let token = login["refresh_token"].as_str().unwrap().to_owned();
     let form = refresh_form(&token);
     let results = futures_util::future::join_all((0..32).map(|_| post(&app, &form, None))).await;
@@ -428,7 +410,7 @@ async fn bad_logins_and_refresh_input(engine: Engine) {
     user_and_spa(&app).await;
     let (code, wrong) = error_of(post(&app, &login_form("wrong password"), None).await, 400).await;
     assert_eq!(code, "invalid_grant");
-    let mut unknown = login_form("correct horse battery");
+    let mut unknown = login_form(PASSWORD);
     unknown[2] = ("username", "mallory");
     let (code, nobody) = error_of(post(&app, &unknown, None).await, 400).await;
     assert_eq!(code, "invalid_grant");
@@ -464,15 +446,12 @@ async fn bad_logins_and_refresh_input(engine: Engine) {
     );
 
     // A disabled user can neither log in nor refresh.
-    let login = ok_json(post(&app, &login_form("correct horse battery"), None).await).await;
+    let login = ok_json(post(&app, &login_form(PASSWORD), None).await).await;
     app.store.set_user_disabled("alice", true, 1).await.unwrap();
     assert_eq!(
-        error_of(
-            post(&app, &login_form("correct horse battery"), None).await,
-            400
-        )
-        .await
-        .0,
+        error_of(post(&app, &login_form(PASSWORD), None).await, 400)
+            .await
+            .0,
         "invalid_grant"
     );
     let refresh = login["refresh_token"].as_str().unwrap();
@@ -492,18 +471,15 @@ async fn totp_users_need_a_fresh_code(engine: Engine) {
     let user = tessera::store::NewUser {
         id,
         username: "alice".into(),
-        password_hash: tessera::auth::password::hash("correct horse battery").unwrap(),
+        password_hash: tessera::auth::password::hash(PASSWORD).unwrap(),
         totp_secret: Some(master.seal(&secret, &tessera::auth::totp::seal_context(id))),
     };
     app.store.create_user(&user, 0).await.unwrap();
-    add_client(&app, "spa", false, &["password", "refresh_token"]).await;
+    app.add_client(client("spa", false, &["password", "refresh_token"]))
+        .await;
 
     // Without a code, and with a wrong password, the errors differ only after the password.
-    let (code, d) = error_of(
-        post(&app, &login_form("correct horse battery"), None).await,
-        400,
-    )
-    .await;
+    let (code, d) = error_of(post(&app, &login_form(PASSWORD), None).await, 400).await;
     assert_eq!(code, "invalid_grant");
     assert!(d.contains("one-time password is required"), "{d}");
     let (_, d) = error_of(post(&app, &login_form("wrong password"), None).await, 400).await;
@@ -515,12 +491,8 @@ async fn totp_users_need_a_fresh_code(engine: Engine) {
     let now = chrono::Utc::now().timestamp();
     let otp = tessera::auth::totp::code_at(&secret, now);
     let wrong = if otp == "000000" { "111111" } else { "000000" };
-    let with_wrong = [login_form("correct horse battery"), vec![("otp", wrong)]].concat();
-    let with_right = [
-        login_form("correct horse battery"),
-        vec![("otp", otp.as_str())],
-    ]
-    .concat();
+    let with_wrong = [login_form(PASSWORD), vec![("otp", wrong)]].concat();
+    let with_right = [login_form(PASSWORD), vec![("otp", otp.as_str())]].concat();
     assert_eq!(
         error_of(post(&app, &with_wrong, None).await, 400).await.0,
         "invalid_grant"
@@ -536,45 +508,27 @@ async fn totp_users_need_a_fresh_code(engine: Engine) {
 async fn a_changed_browser_revokes_when_the_client_says_so(engine: Engine) {
     let app = spawn_app(engine).await;
     user_and_spa(&app).await;
-    let strict = NewClient {
-        id: "strict".into(),
-        secret_digest: None,
-        grant_types: vec!["password".into(), "refresh_token".into()],
-        scopes: vec!["read".into()],
-        audiences: vec![AUD.into()],
-        origins: vec![],
-        cookie: false,
-        admin: false,
-        resource_server: false,
-        on_binding_change: tessera::store::BindingPolicy::Revoke,
-    };
-    app.store.create_client(&strict, 0).await.unwrap();
+    app.add_client(
+        ClientSpec::public("strict", &["password", "refresh_token"])
+            .on_binding_change(BindingPolicy::Revoke),
+    )
+    .await;
 
-    let send = |ua: &'static str, form: Vec<(String, String)>| {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        app.client
-            .post(format!("{}/oauth/token", app.address))
-            .header("content-type", "application/x-www-form-urlencoded")
+    let send = async |ua: &str, form: &[(&str, &str)]| {
+        app.form_request("/oauth/token", form)
             .header("user-agent", ua)
-            .body(body)
             .send()
-    };
-    let owned = |v: Vec<(&str, &str)>| {
-        v.into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect::<Vec<_>>()
+            .await
     };
     for (client, expect_revoke) in [("spa", false), ("strict", true)] {
-        let mut login = login_form("correct horse battery");
+        let mut login = login_form(PASSWORD);
         login[1] = ("client_id", client);
-        let res = send("Browser A", owned(login)).await;
+        let res = send("Browser A", &login).await;
         let body = ok_json(res.unwrap()).await;
         let rt = body["refresh_token"].as_str().unwrap().to_owned();
         let mut form = refresh_form(&rt);
         form[1] = ("client_id", client);
-        let res = send("Browser B", owned(form)).await;
+        let res = send("Browser B", &form).await;
         let res = res.unwrap();
         if expect_revoke {
             let (code, d) = error_of(res, 400).await;

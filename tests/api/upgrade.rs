@@ -7,12 +7,15 @@
 
 use std::borrow::Cow;
 
+use reqwest::Method;
 use serde_json::Value;
 use sqlx::migrate::Migrator;
 use tessera::keys::master::MasterKey;
 
-use crate::helpers::{Engine, TestDb, on_both_engines, random_master_key, spawn_app_on_with};
-use crate::revocation::{AUD, PASSWORD, form};
+use crate::helpers::{
+    AUD, Engine, ISSUER, Login, PASSWORD, TestDb, on_both_engines, random_master_key,
+    spawn_app_on_with,
+};
 
 /// The first migration of this version: everything before it is the previous schema.
 const FIRST_NEW: i64 = 20261202000001;
@@ -119,7 +122,6 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
             bool_(false),
         )
     };
-    let issuer = "http://127.0.0.1:8080";
     // Three unkeyed audit rows, chained as the previous version did.
     let mut audit = Vec::new();
     let mut prev = tessera::audit::GENESIS.to_vec();
@@ -155,7 +157,7 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
             None,
             "password refresh_token",
             "read tessera:admin",
-            issuer,
+            ISSUER,
             true,
         ),
         client(
@@ -164,7 +166,7 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
             Some(digest("ops-secret")),
             "client_credentials",
             "tessera:admin",
-            issuer,
+            ISSUER,
             true,
         ),
         client(
@@ -210,66 +212,23 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
 
     // Secrets digested the old way still authenticate; the admin API works
     // for the confidential admin client and not for a user through console.
-    let token = |id: &'static str, secret: &'static str| {
-        let app = &app;
-        async move {
-            let res = form(
-                app,
-                &app.address,
-                "/oauth/token",
-                &[("grant_type", "client_credentials")],
-                Some((id, secret)),
-            )
-            .await;
-            assert_eq!(res.status(), 200, "{id}");
-            res.json::<Value>().await.unwrap()["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let admin = token("ops", "ops-secret").await;
+    let admin = app.client_token("ops", "ops-secret").await;
     let keys = app
-        .client
-        .get(format!("{}/admin/v1/keys", app.address))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .admin_api(Method::GET, "/keys", Some(&admin), None)
+        .await;
     assert_eq!(keys.status(), 200);
-    let res = form(
-        &app,
-        &app.address,
-        "/oauth/token",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "console"),
-            ("username", "alice"),
-            ("password", PASSWORD),
-        ],
-        None,
-    )
-    .await;
+    let res = app
+        .password_grant(Login::new("alice").client("console"))
+        .await;
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["scope"], "read", "{body}");
     let user_token = body["access_token"].as_str().unwrap();
     let keys = app
-        .client
-        .get(format!("{}/admin/v1/keys", app.address))
-        .bearer_auth(user_token)
-        .send()
-        .await
-        .unwrap();
+        .admin_api(Method::GET, "/keys", Some(user_token), None)
+        .await;
     assert_eq!(keys.status(), 403);
-    let rs_token = token("rs", "rs-secret").await;
-    let res = form(
-        &app,
-        &app.address,
-        "/oauth/introspect",
-        &[("token", &rs_token)],
-        Some(("rs", "rs-secret")),
-    )
-    .await;
+    let rs_token = app.client_token("rs", "rs-secret").await;
+    let res = app.introspect_as(("rs", "rs-secret"), &rs_token).await;
     assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
 }
 
