@@ -39,25 +39,35 @@
 //! `USERNAME` (default `loadgen`), `PASSWORD` (default `loadgen-password`).
 //!
 //! The measured loop stays cheap because the generator shares the machine
-//! with the server and its database: a minimal HTTP/1.1 keep-alive client
-//! on one `TcpStream` per worker, request bytes formatted up front, no
-//! allocation per request beyond the refresh token. The runtime is
-//! single-threaded unless `--threads N` says otherwise.
+//! with the server and its database: one hyper HTTP/1.1 keep-alive
+//! connection per worker (no pool), requests prepared up front so that
+//! sending one only clones reference-counted parts, response bodies read
+//! into a per-worker buffer. The runtime is single-threaded unless
+//! `--threads N` says otherwise.
 //!
 //! Closed loop: CONCURRENCY workers each send a request, wait for the
 //! answer, send the next. The first `--warmup` seconds (default 1) are not
 //! measured; then SECONDS are. Latencies of successful requests (µs) give
 //! p50/p99/p99.9/max; `rate` is successful requests per second;
 //! `loadgen_cpu` is the generator's own CPU use over the measured window
-//! (100 % = one core). Output is one `key=value` line on stdout; the exit
-//! status is 1 when no request succeeded. Only loopback targets.
+//! (100 % = one core). Output is one `key=value` line on stdout (parsed by
+//! `scripts/bench.sh`); the exit status is 1 when no request succeeded.
+//! Only loopback targets.
 
-use std::io;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use tokio::net::TcpStream;
 
 const USER_AGENT: &str = "tessera-loadgen";
@@ -65,7 +75,8 @@ const USER_AGENT: &str = "tessera-loadgen";
 /// `--tokens` says otherwise.
 const DEFAULT_TOKENS: usize = 4;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+#[value(rename_all = "snake_case")]
 enum Mode {
     ClientCredentials,
     Refresh,
@@ -74,16 +85,6 @@ enum Mode {
 }
 
 impl Mode {
-    fn parse(s: &str) -> Option<Mode> {
-        Some(match s {
-            "client_credentials" => Mode::ClientCredentials,
-            "refresh" => Mode::Refresh,
-            "introspect" => Mode::Introspect,
-            "verify" => Mode::Verify,
-            _ => return None,
-        })
-    }
-
     fn name(self) -> &'static str {
         match self {
             Mode::ClientCredentials => "client_credentials",
@@ -94,11 +95,62 @@ impl Mode {
     }
 }
 
+/// Closed-loop load against tessera's hot paths; prints one key=value line.
+#[derive(Parser, Debug)]
+#[command(name = "loadgen")]
+struct Args {
+    mode: Mode,
+    /// tessera's base URL (loopback only).
+    base_url: String,
+    /// Workers, each with its own connection.
+    #[arg(value_parser = at_least_one)]
+    concurrency: usize,
+    /// Measured seconds, after the warm-up.
+    #[arg(value_parser = positive_secs)]
+    seconds: f64,
+    /// Seconds run before measuring (connections warm, caches filled).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = non_negative_secs)]
+    warmup: f64,
+    /// The resource server for `verify`.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:9000")]
+    rs_url: String,
+    /// Runtime threads; 1 keeps the generator on one core.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
+    threads: usize,
+    /// Distinct access tokens for `introspect` and `verify`.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKENS, value_parser = at_least_one)]
+    tokens: usize,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+fn secs(s: &str, ok: impl Fn(f64) -> bool, want: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && ok(v) => Ok(v),
+        Ok(_) => Err(format!("must be {want}")),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    secs(s, |v| v > 0.0, "positive")
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    secs(s, |v| v >= 0.0, "0 or more")
+}
+
 /// A loopback HTTP target: where to connect, what to put in `Host`, the path prefix.
 #[derive(Clone, Debug)]
 struct Target {
     addr: SocketAddr,
-    host: String,
+    host: HeaderValue,
     prefix: String,
 }
 
@@ -117,43 +169,77 @@ impl Target {
         if !loopback_name {
             return Err("loadgen only targets loopback addresses".into());
         }
-        let host = url.host_str().unwrap_or_default().to_owned();
+        let host = url.host_str().unwrap_or_default();
         let port = url.port_or_known_default().unwrap_or(80);
-        let lookup = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let addr = tokio::net::lookup_host((lookup.as_str(), port))
+        let lookup = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = tokio::net::lookup_host((lookup, port))
             .await
             .map_err(|e| format!("{raw}: {e}"))?
             .find(|a| a.ip().is_loopback())
             .ok_or_else(|| "loadgen only targets loopback addresses".to_owned())?;
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
         Ok(Target {
             addr,
-            host: match url.port() {
-                Some(p) => format!("{host}:{p}"),
-                None => host,
-            },
+            host: HeaderValue::try_from(host).map_err(|e| format!("{raw}: {e}"))?,
             prefix: url.path().trim_end_matches('/').to_owned(),
         })
     }
 
-    /// A complete request: head, and body if any.
-    fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
-        let mut r = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {USER_AGENT}\r\n",
-            self.prefix, self.host
-        );
-        for (k, v) in headers {
-            r.push_str(&format!("{k}: {v}\r\n"));
+    /// A request prepared once; a form body when `body` is `Some`.
+    fn template(&self, path: &str, auth: Option<&str>, body: Option<String>) -> Template {
+        let uri = Uri::try_from(format!("{}{path}", self.prefix)).expect("a valid path");
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Some(a) = auth {
+            headers.insert(
+                header::AUTHORIZATION,
+                HeaderValue::try_from(a).expect("a valid header value"),
+            );
         }
-        if method == "POST" {
-            r.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-            r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        let method = match body {
+            Some(_) => {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-www-form-urlencoded"),
+                );
+                Method::POST
+            }
+            None => Method::GET,
+        };
+        Template {
+            method,
+            uri,
+            headers,
+            body: body.map(Bytes::from).unwrap_or_default(),
         }
-        r.push_str("\r\n");
-        r.push_str(body);
-        r.into_bytes()
+    }
+}
+
+/// A request whose parts are cloned per send: refcounts, and the header map.
+#[derive(Clone)]
+struct Template {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Template {
+    fn request(&self) -> Request<Full<Bytes>> {
+        self.with_body(self.body.clone())
+    }
+
+    /// hyper adds `Content-Length` from the body.
+    fn with_body(&self, body: Bytes) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(body));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
     }
 }
 
@@ -173,57 +259,72 @@ fn basic(id: &str, secret: &str) -> String {
     )
 }
 
-/// The string value of `"key":"…"` in a JSON body (tokens need no escapes).
-fn json_str<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
-    let body = std::str::from_utf8(body).ok()?;
-    let needle = format!("\"{key}\":\"");
-    let start = body.find(&needle)? + needle.len();
-    let len = body[start..].find('"')?;
-    Some(&body[start..start + len])
+/// A token endpoint answer; borrowed strings, as tokens need no JSON escapes.
+#[derive(Deserialize)]
+struct TokenAnswer<'a> {
+    access_token: Option<&'a str>,
+    refresh_token: Option<&'a str>,
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+impl<'a> TokenAnswer<'a> {
+    fn parse(body: &'a [u8]) -> Option<TokenAnswer<'a>> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
+#[derive(Deserialize)]
+struct Introspection {
+    #[serde(default)]
+    active: bool,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `error: cause: …`, as hyper's own messages are terse.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// One keep-alive HTTP/1.1 connection; reconnects when the server closes it.
 struct Conn {
     addr: SocketAddr,
-    stream: Option<TcpStream>,
-    buf: Vec<u8>,
-    /// Bytes of `buf` holding data read but not consumed.
-    filled: usize,
-    /// Where the last response's body lies in `buf`.
-    body: (usize, usize),
+    sender: Option<SendRequest<Full<Bytes>>>,
+    /// The last response's body, the buffer reused from one to the next.
+    body: Vec<u8>,
 }
 
 impl Conn {
     fn new(addr: SocketAddr) -> Conn {
         Conn {
             addr,
-            stream: None,
-            buf: vec![0; 16 * 1024],
-            filled: 0,
-            body: (0, 0),
+            sender: None,
+            body: Vec::with_capacity(4 * 1024),
         }
     }
 
     fn body(&self) -> &[u8] {
-        &self.buf[self.body.0..self.body.1]
+        &self.body
     }
 
-    /// Sends `request` and reads the response; returns the status. The body
+    /// Sends `make()` and reads the response; returns the status. The body
     /// is then in `self.body()`. A reused connection the server had closed
-    /// before answering is reopened and the request sent once more.
-    async fn send(&mut self, request: &[u8]) -> io::Result<u16> {
-        let reused = self.stream.is_some();
-        match self.try_send(request).await {
+    /// before answering is reopened and the request made and sent once more.
+    async fn send(&mut self, make: impl Fn() -> Request<Full<Bytes>>) -> Result<u16, BoxError> {
+        let reused = self.sender.is_some();
+        match self.try_send(make()).await {
             Ok(status) => Ok(status),
             Err((e, answered)) => {
-                self.stream = None;
+                self.sender = None;
                 if reused && !answered {
-                    self.try_send(request).await.map_err(|(e, _)| {
-                        self.stream = None;
+                    self.try_send(make()).await.map_err(|(e, _)| {
+                        self.sender = None;
                         e
                     })
                 } else {
@@ -233,103 +334,44 @@ impl Conn {
         }
     }
 
-    /// On error: whether any byte of a response had arrived.
-    async fn try_send(&mut self, request: &[u8]) -> Result<u16, (io::Error, bool)> {
-        if self.stream.is_none() {
-            let s = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| (e, false))?;
-            s.set_nodelay(true).map_err(|e| (e, false))?;
-            self.stream = Some(s);
-            self.filled = 0;
-        }
-        let stream = self.stream.as_mut().expect("connected");
-        stream.write_all(request).await.map_err(|e| (e, false))?;
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, BoxError> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        // Ends when the server closes or `sender` is dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(self.sender.insert(sender))
+    }
 
-        // The head.
-        let head_end = loop {
-            if let Some(i) = find(&self.buf[..self.filled], b"\r\n\r\n") {
-                break i + 4;
-            }
-            if self.filled == self.buf.len() {
-                if self.buf.len() >= 1 << 20 {
-                    return Err((io::Error::other("response head too large"), true));
-                }
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = stream
-                .read(&mut self.buf[self.filled..])
-                .await
-                .map_err(|e| (e, self.filled > 0))?;
-            if n == 0 {
-                let answered = self.filled > 0;
-                return Err((
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"),
-                    answered,
-                ));
-            }
-            self.filled += n;
+    /// On error: whether the request may have reached the server's handler.
+    async fn try_send(&mut self, req: Request<Full<Bytes>>) -> Result<u16, (BoxError, bool)> {
+        // A connection closed while idle (`Connection: close`, a server
+        // restart) is replaced before sending: no request was lost.
+        let usable = match &mut self.sender {
+            Some(s) => s.ready().await.is_ok(),
+            None => false,
         };
-        let head = std::str::from_utf8(&self.buf[..head_end])
-            .map_err(|_| (io::Error::other("response head is not UTF-8"), true))?;
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse::<u16>().ok())
-            .ok_or_else(|| (io::Error::other("bad status line"), true))?;
-        let mut length = None;
-        let mut close = head.starts_with("HTTP/1.0");
-        for line in lines {
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            let v = v.trim();
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.parse::<usize>().ok();
-            } else if k.eq_ignore_ascii_case("connection") {
-                close = v.eq_ignore_ascii_case("close");
-            } else if k.eq_ignore_ascii_case("transfer-encoding") {
-                return Err((
-                    io::Error::other("chunked responses are not supported"),
-                    true,
-                ));
+        if !usable {
+            let s = self.connect().await.map_err(|e| (e, false))?;
+            s.ready().await.map_err(|e| (e.into(), false))?;
+        }
+        let sender = self.sender.as_mut().expect("connected");
+        let response = sender.send_request(req).await.map_err(|e| {
+            // Nothing came back on a connection the server closed (it
+            // may have done so just as the request went out).
+            let answered = !(e.is_canceled() || e.is_incomplete_message());
+            (e.into(), answered)
+        })?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        self.body.clear();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| (e.into(), true))?;
+            if let Some(data) = frame.data_ref() {
+                self.body.extend_from_slice(data);
             }
-        }
-        let length = match (length, status) {
-            (Some(n), _) => n,
-            (None, 204 | 304) => 0,
-            (None, _) => return Err((io::Error::other("no Content-Length"), true)),
-        };
-
-        // The body.
-        let end = head_end + length;
-        if self.buf.len() < end {
-            self.buf.resize(end, 0);
-        }
-        while self.filled < end {
-            let n = stream
-                .read(&mut self.buf[self.filled..])
-                .await
-                .map_err(|e| (e, true))?;
-            if n == 0 {
-                return Err((
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in body"),
-                    true,
-                ));
-            }
-            self.filled += n;
-        }
-        // Keep anything beyond this response (there should be nothing: no
-        // pipelining) at the start of the buffer, after the body.
-        self.body = (head_end, end);
-        if self.filled > end {
-            // Unexpected extra bytes: drop the connection rather than guess.
-            close = true;
-        }
-        self.filled = 0;
-        if close {
-            self.stream = None;
         }
         Ok(status)
     }
@@ -341,11 +383,10 @@ struct Plan {
     concurrency: usize,
     /// Fixed requests (client_credentials, introspect, verify), one per
     /// token; workers take them in turn.
-    fixed: Vec<Vec<u8>>,
-    /// `refresh`: the login request, and the fixed parts of a rotation.
-    login: Vec<u8>,
-    refresh_head_prefix: String,
-    refresh_body_prefix: String,
+    fixed: Vec<Template>,
+    /// `refresh`: the login request, and a rotation's (its body prefix here).
+    login: Option<Template>,
+    refresh: Template,
     measure_from: Instant,
     end: Instant,
 }
@@ -355,7 +396,7 @@ struct Outcome {
     latencies_us: Vec<u32>,
     errors: u64,
     /// Failed requests by kind: HTTP status, `inactive`, `io`.
-    kinds: std::collections::BTreeMap<String, u64>,
+    kinds: BTreeMap<String, u64>,
     relogins: u64,
     first_error: Option<String>,
 }
@@ -378,32 +419,28 @@ fn snippet(body: &[u8]) -> String {
 }
 
 /// Logs in with the password grant; returns the refresh token.
-async fn login(conn: &mut Conn, request: &[u8]) -> Result<String, String> {
+async fn login(conn: &mut Conn, request: &Template) -> Result<String, String> {
     let status = conn
-        .send(request)
+        .send(|| request.request())
         .await
-        .map_err(|e| format!("login: {e}"))?;
+        .map_err(|e| format!("login: {}", chain(&*e)))?;
     if status != 200 {
         return Err(format!("login: HTTP {status}: {}", snippet(conn.body())));
     }
-    json_str(conn.body(), "refresh_token")
+    TokenAnswer::parse(conn.body())
+        .and_then(|a| a.refresh_token)
         .map(str::to_owned)
         .ok_or_else(|| "login: no refresh_token in the answer".into())
 }
 
-/// The rotation request for `refresh_token`, built into `out` (no
-/// allocation once `out` has grown).
-fn refresh_request(plan: &Plan, refresh_token: &str, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    let token = || url::form_urlencoded::byte_serialize(refresh_token.as_bytes());
-    let len = plan.refresh_body_prefix.len() + token().map(str::len).sum::<usize>();
-    out.clear();
-    out.extend_from_slice(plan.refresh_head_prefix.as_bytes());
-    write!(out, "{len}\r\n\r\n").expect("writing to a Vec");
-    out.extend_from_slice(plan.refresh_body_prefix.as_bytes());
-    for piece in token() {
-        out.extend_from_slice(piece.as_bytes());
+/// The rotation body for `refresh_token`, built in `buf`: once the previous
+/// body is dropped, `buf` reuses its allocation.
+fn refresh_body(plan: &Plan, refresh_token: &str, buf: &mut BytesMut) -> Bytes {
+    buf.extend_from_slice(&plan.refresh.body);
+    for piece in url::form_urlencoded::byte_serialize(refresh_token.as_bytes()) {
+        buf.extend_from_slice(piece.as_bytes());
     }
+    buf.split().freeze()
 }
 
 /// A worker's connection, and for `refresh` its logged-in chain.
@@ -414,7 +451,7 @@ struct Ready {
 
 /// Before the clock starts: connect, and for `refresh` log in (Argon2id-bound,
 /// so the logins of many workers take a while; they are not measured).
-async fn prepare(addr: SocketAddr, login_request: Option<Vec<u8>>) -> Result<Ready, String> {
+async fn prepare(addr: SocketAddr, login_request: Option<Template>) -> Result<Ready, String> {
     let mut conn = Conn::new(addr);
     let mut refresh_token = String::new();
     if let Some(request) = login_request {
@@ -432,6 +469,10 @@ async fn prepare(addr: SocketAddr, login_request: Option<Vec<u8>>) -> Result<Rea
                 }
             }
         }
+    } else {
+        // Connected before the clock starts; a failure here shows as the
+        // first request's error instead.
+        let _ = conn.connect().await;
     }
     Ok(Ready {
         conn,
@@ -439,7 +480,7 @@ async fn prepare(addr: SocketAddr, login_request: Option<Vec<u8>>) -> Result<Rea
     })
 }
 
-async fn worker(id: usize, plan: std::sync::Arc<Plan>, ready: Ready) -> Outcome {
+async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
     let mut out = Outcome {
         latencies_us: Vec::with_capacity(64 * 1024),
         ..Outcome::default()
@@ -448,7 +489,7 @@ async fn worker(id: usize, plan: std::sync::Arc<Plan>, ready: Ready) -> Outcome 
         mut conn,
         mut refresh_token,
     } = ready;
-    let mut request = Vec::with_capacity(1024);
+    let mut refresh_buf = BytesMut::with_capacity(1024);
     // Worker `id` takes requests id, id + n, id + 2n, … of the fixed set
     // (n workers), so together they cycle through all of it.
     let stride = plan.concurrency.max(1);
@@ -459,21 +500,19 @@ async fn worker(id: usize, plan: std::sync::Arc<Plan>, ready: Ready) -> Outcome 
             break;
         }
         let measured = t0 >= plan.measure_from;
-        let req: &[u8] = if plan.mode == Mode::Refresh {
-            refresh_request(&plan, &refresh_token, &mut request);
-            &request
-        } else if plan.fixed.is_empty() {
-            &[]
+        let sent = if plan.mode == Mode::Refresh {
+            let body = refresh_body(&plan, &refresh_token, &mut refresh_buf);
+            conn.send(|| plan.refresh.with_body(body.clone())).await
         } else {
             next_fixed %= plan.fixed.len();
-            let r = &plan.fixed[next_fixed];
+            let t = &plan.fixed[next_fixed];
             next_fixed += stride;
-            r
+            conn.send(|| t.request()).await
         };
-        let status = match conn.send(req).await {
+        let status = match sent {
             Ok(s) => s,
             Err(e) => {
-                out.error("io".into(), || format!("I/O: {e}"), measured);
+                out.error("io".into(), || format!("I/O: {}", chain(&*e)), measured);
                 if plan.mode == Mode::Refresh {
                     // The rotation may or may not have happened: the chain is lost.
                     relogin(&mut conn, &plan, &mut refresh_token, &mut out).await;
@@ -486,16 +525,22 @@ async fn worker(id: usize, plan: std::sync::Arc<Plan>, ready: Ready) -> Outcome 
         let elapsed = t0.elapsed();
         let ok = status == 200
             && match plan.mode {
-                Mode::Refresh => match json_str(conn.body(), "refresh_token") {
-                    Some(next) => {
-                        refresh_token.clear();
-                        refresh_token.push_str(next);
-                        true
+                Mode::Refresh => {
+                    match TokenAnswer::parse(conn.body()).and_then(|a| a.refresh_token) {
+                        Some(next) => {
+                            refresh_token.clear();
+                            refresh_token.push_str(next);
+                            true
+                        }
+                        None => false,
                     }
-                    None => false,
-                },
-                Mode::Introspect => find(conn.body(), b"\"active\":true").is_some(),
-                Mode::ClientCredentials => find(conn.body(), b"\"access_token\"").is_some(),
+                }
+                Mode::Introspect => {
+                    serde_json::from_slice::<Introspection>(conn.body()).is_ok_and(|i| i.active)
+                }
+                Mode::ClientCredentials => {
+                    TokenAnswer::parse(conn.body()).is_some_and(|a| a.access_token.is_some())
+                }
                 Mode::Verify => true,
             };
         if ok {
@@ -521,9 +566,10 @@ async fn worker(id: usize, plan: std::sync::Arc<Plan>, ready: Ready) -> Outcome 
 
 /// A broken refresh chain: log in again (not measured) until it works or time is up.
 async fn relogin(conn: &mut Conn, plan: &Plan, refresh_token: &mut String, out: &mut Outcome) {
+    let Some(request) = &plan.login else { return };
     while Instant::now() < plan.end {
         out.relogins += 1;
-        match login(conn, &plan.login).await {
+        match login(conn, request).await {
             Ok(t) => {
                 *refresh_token = t;
                 return;
@@ -549,88 +595,30 @@ fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-struct Args {
-    mode: Mode,
-    base: String,
-    concurrency: usize,
-    seconds: f64,
-    warmup: f64,
-    rs_url: String,
-    threads: usize,
-    tokens: usize,
-}
-
-fn usage() -> ! {
-    eprintln!(
-        "usage: loadgen client_credentials|refresh|introspect|verify BASE_URL CONCURRENCY SECONDS \
-         [--warmup SECS] [--rs-url URL] [--threads N] [--tokens N]"
-    );
-    std::process::exit(2);
-}
-
-fn parse_args() -> Args {
-    let mut positional = Vec::new();
-    let mut warmup = 1.0;
-    let mut rs_url = "http://127.0.0.1:9000".to_owned();
-    let mut threads = 1;
-    let mut tokens = DEFAULT_TOKENS;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage());
-        match a.as_str() {
-            "--warmup" => warmup = value().parse().unwrap_or_else(|_| usage()),
-            "--rs-url" => rs_url = value(),
-            "--threads" => threads = value().parse().unwrap_or_else(|_| usage()),
-            "--tokens" => tokens = value().parse().unwrap_or_else(|_| usage()),
-            "-h" | "--help" => usage(),
-            _ if a.starts_with("--") => usage(),
-            _ => positional.push(a),
-        }
-    }
-    if positional.len() != 4 {
-        usage();
-    }
-    let mode = Mode::parse(&positional[0]).unwrap_or_else(|| usage());
-    let concurrency: usize = positional[2].parse().unwrap_or_else(|_| usage());
-    let seconds: f64 = positional[3].parse().unwrap_or_else(|_| usage());
-    if concurrency == 0 || seconds <= 0.0 || warmup < 0.0 || threads == 0 || tokens == 0 {
-        usage();
-    }
-    Args {
-        mode,
-        base: positional[1].clone(),
-        concurrency,
-        seconds,
-        warmup,
-        rs_url,
-        threads,
-        tokens,
-    }
-}
-
 /// `n` access tokens from the client_credentials grant, for introspect and
 /// verify (over a few connections at once: thousands take a while).
-async fn setup_tokens(target: &Target, cc_request: &[u8], n: usize) -> Result<Vec<String>, String> {
+async fn setup_tokens(addr: SocketAddr, cc: &Template, n: usize) -> Result<Vec<String>, String> {
     const CONNECTIONS: usize = 8;
     let fetchers: Vec<_> = (0..CONNECTIONS.min(n))
         .map(|i| {
-            let (addr, request) = (target.addr, cc_request.to_vec());
+            let cc = cc.clone();
             let count = n / CONNECTIONS + usize::from(i < n % CONNECTIONS);
             tokio::spawn(async move {
                 let mut conn = Conn::new(addr);
                 let mut tokens = Vec::with_capacity(count);
                 for _ in 0..count {
                     let status = conn
-                        .send(&request)
+                        .send(|| cc.request())
                         .await
-                        .map_err(|e| format!("setup: {e}"))?;
+                        .map_err(|e| format!("setup: {}", chain(&*e)))?;
                     if status != 200 {
                         return Err(format!(
                             "setup (client_credentials): HTTP {status}: {}",
                             snippet(conn.body())
                         ));
                     }
-                    let t = json_str(conn.body(), "access_token")
+                    let t = TokenAnswer::parse(conn.body())
+                        .and_then(|a| a.access_token)
                         .ok_or("setup: no access_token in the answer")?;
                     tokens.push(t.to_owned());
                 }
@@ -647,7 +635,7 @@ async fn setup_tokens(target: &Target, cc_request: &[u8], n: usize) -> Result<Ve
 
 async fn run(args: Args) -> Result<bool, String> {
     let var = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let target = Target::parse(&args.base).await?;
+    let target = Target::parse(&args.base_url).await?;
     let rs = match args.mode {
         Mode::Verify => Some(Target::parse(&args.rs_url).await?),
         _ => None,
@@ -664,80 +652,61 @@ async fn run(args: Args) -> Result<bool, String> {
     if let Some(a) = &audience {
         cc_pairs.push(("audience", a));
     }
-    let cc_request = match client_auth.as_str() {
-        "basic" => target.request(
-            "POST",
-            "/oauth/token",
-            &[("Authorization", &basic_auth)],
-            &form(&cc_pairs),
-        ),
+    let cc = match client_auth.as_str() {
+        "basic" => target.template("/oauth/token", Some(&basic_auth), Some(form(&cc_pairs))),
         "post" => {
             cc_pairs.push(("client_id", &client_id));
             cc_pairs.push(("client_secret", &secret));
-            target.request("POST", "/oauth/token", &[], &form(&cc_pairs))
+            target.template("/oauth/token", None, Some(form(&cc_pairs)))
         }
         other => return Err(format!("CLIENT_AUTH={other}: expected post or basic")),
     };
 
     let (fixed, login) = match args.mode {
-        Mode::ClientCredentials => (vec![cc_request], Vec::new()),
+        Mode::ClientCredentials => (vec![cc], None),
         Mode::Refresh => {
             let (user, pass) = (
                 var("USERNAME", "loadgen"),
                 var("PASSWORD", "loadgen-password"),
             );
-            let login = target.request(
-                "POST",
-                "/oauth/token",
-                &[],
-                &form(&[
-                    ("grant_type", "password"),
-                    ("client_id", &public_client),
-                    ("username", &user),
-                    ("password", &pass),
-                ]),
-            );
-            (Vec::new(), login)
+            let body = form(&[
+                ("grant_type", "password"),
+                ("client_id", &public_client),
+                ("username", &user),
+                ("password", &pass),
+            ]);
+            (
+                Vec::new(),
+                Some(target.template("/oauth/token", None, Some(body))),
+            )
         }
         Mode::Introspect => {
-            let tokens = setup_tokens(&target, &cc_request, args.tokens).await?;
+            let tokens = setup_tokens(target.addr, &cc, args.tokens).await?;
             let fixed = tokens
                 .iter()
                 .map(|t| {
-                    target.request(
-                        "POST",
-                        "/oauth/introspect",
-                        &[("Authorization", &basic_auth)],
-                        &form(&[("token", t)]),
-                    )
+                    let body = form(&[("token", t)]);
+                    target.template("/oauth/introspect", Some(&basic_auth), Some(body))
                 })
                 .collect();
-            (fixed, Vec::new())
+            (fixed, None)
         }
         Mode::Verify => {
-            let tokens = setup_tokens(&target, &cc_request, args.tokens).await?;
+            let tokens = setup_tokens(target.addr, &cc, args.tokens).await?;
             let rs = rs.as_ref().expect("verify has a resource server");
             let fixed = tokens
                 .iter()
-                .map(|t| {
-                    rs.request(
-                        "GET",
-                        "/me",
-                        &[("Authorization", &format!("Bearer {t}"))],
-                        "",
-                    )
-                })
+                .map(|t| rs.template("/me", Some(&format!("Bearer {t}")), None))
                 .collect();
-            (fixed, Vec::new())
+            (fixed, None)
         }
     };
 
     // Connections (and refresh logins) first; the clock starts once every
     // worker is ready.
     let addr = rs.as_ref().map_or(target.addr, |rs| rs.addr);
-    let login_request = (args.mode == Mode::Refresh).then_some(&login);
     let preparing: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(prepare(addr, login_request.cloned())))
+        .map(|_| tokio::spawn(prepare(addr, login.clone())))
         .collect();
     let mut ready = Vec::with_capacity(args.concurrency);
     for p in preparing {
@@ -745,22 +714,16 @@ async fn run(args: Args) -> Result<bool, String> {
     }
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.seconds);
-    let refresh_head_prefix = format!(
-        "POST {}/oauth/token HTTP/1.1\r\nHost: {}\r\nUser-Agent: {USER_AGENT}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ",
-        target.prefix, target.host
-    );
     let refresh_body_prefix = form(&[
         ("grant_type", "refresh_token"),
         ("client_id", &public_client),
     ]) + "&refresh_token=";
-    let plan = std::sync::Arc::new(Plan {
+    let plan = Arc::new(Plan {
         mode: args.mode,
         concurrency: args.concurrency,
         fixed,
         login,
-        refresh_head_prefix,
-        refresh_body_prefix,
+        refresh: target.template("/oauth/token", None, Some(refresh_body_prefix)),
         measure_from,
         end,
     });
@@ -775,7 +738,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut latencies = Vec::new();
     let mut errors = 0u64;
     let mut relogins = 0u64;
-    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
+    let mut kinds = BTreeMap::<String, u64>::new();
     let mut first_error = None;
     for h in handles {
         let o = h.await.map_err(|e| format!("worker: {e}"))?;
@@ -839,7 +802,7 @@ async fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() {
-    let args = parse_args();
+    let args = Args::parse();
     let runtime = if args.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
