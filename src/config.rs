@@ -490,7 +490,7 @@ fn read_file(path: &Path, raw: &mut RawConfig) -> Result<(), ConfigError> {
                 return Err(ConfigError {
                     key: format!("{name} (in {})", path.display()),
                     message: format!(
-                        "expected a string or a whole number, found a {}",
+                        "expected a string or a whole number, found a TOML {}",
                         other.type_str()
                     ),
                 });
