@@ -135,12 +135,14 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Nothing to add: `BEGIN IMMEDIATE` already holds the one write lock,
+    /// so the user row a new session is checked against cannot change
+    /// before commit.
+    const USER_SHARE_LOCK: &'static str = "";
+
     /// `BEGIN IMMEDIATE`: takes the write lock up front. A deferred
     /// transaction that reads and then writes fails at once (SQLITE_BUSY,
     /// no waiting) if another connection wrote in between.
-    /// Locks the user row a new session is checked against until commit.
-    const USER_SHARE_LOCK: &'static str = "";
-
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
