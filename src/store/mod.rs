@@ -50,16 +50,27 @@ impl Engine {
     }
 }
 
-/// The URL with any password replaced by `***` and the query string (which
-/// may carry `password=` or `sslpassword=`) dropped: safe to log or print.
+/// The URL with its password, and the value of any query parameter that may
+/// be a credential (`password=`, `sslpassword=`, …), replaced by `***`: safe
+/// to log or print. Other parameters (a Unix-socket `host=`, `sslmode=`) stay
+/// readable.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
-            if u.query().is_some() {
-                u.set_query(Some("…"));
+            if let Some(query) = u.query() {
+                // Keep what helps an operator (host, user, sslmode); hide the
+                // value of anything that may be a credential.
+                let redacted: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if is_secret_parameter(k) => format!("{k}=***"),
+                        _ => pair.to_owned(),
+                    })
+                    .collect();
+                u.set_query(Some(&redacted.join("&")));
             }
             u.to_string()
         }
@@ -69,6 +80,14 @@ pub fn redact_url(url: &str) -> String {
             None => "…".to_owned(),
         },
     }
+}
+
+/// Query parameters whose values are never shown (`password`, `sslpassword`, …).
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token"]
+        .iter()
+        .any(|s| name.contains(s))
 }
 
 /// Errors of the storage layer. Messages never include secrets or row data
