@@ -1,20 +1,20 @@
 -- The bare SQL of one refresh rotation, for pgbench: the same single
--- statement the PostgreSQL store runs (src/store/postgres.rs, fast_rotate):
--- consume the active token if its session qualifies, insert its successor,
--- slide the session. Each pgbench client rotates its own chain (session id
--- derived from :client_id); the token is found by session rather than by
--- hash because pgbench cannot carry the previous hash between runs.
+-- statement both stores run (src/store/portable.rs, fast_rotate): move the
+-- session on one generation if the token is its current one, its secret
+-- matches, and the session and user qualify. One primary-key row update
+-- that changes no indexed column (a HOT update); nothing is inserted.
+-- Each pgbench client rotates its own session (id derived from
+-- :client_id). pgbench cannot carry the generation between runs, and the
+-- harness (../shared/peer-bench/pgbench/run.sh) seeds sessions without a
+-- secret, so generation and secret are matched by predicates of the same
+-- cost instead of by bound values.
 \set sid_suffix :client_id + 1000
-WITH consumed AS (
-  UPDATE refresh_tokens SET state = 'consumed', consumed_at = 1
-  WHERE session_id = ('00000000-0000-4000-8000-' || lpad(:sid_suffix::text, 12, '0'))::uuid
-    AND state = 'active' AND session_id IN (
-      SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id
-      WHERE s.revoked_at IS NULL AND s.idle_expires_at > 1
-        AND s.absolute_expires_at > 1 AND s.client_id = 'loadgen' AND NOT u.disabled)
-  RETURNING session_id, generation),
-stored AS (
-  INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at)
-  SELECT sha256(gen_random_uuid()::text::bytea), session_id, generation + 1, 'active', 1 FROM consumed)
-UPDATE sessions SET last_used_at = 1, idle_expires_at = LEAST(1 + 1209600, absolute_expires_at)
-WHERE id = (SELECT session_id FROM consumed) RETURNING *;
+UPDATE sessions SET refresh_generation = refresh_generation + 1, refresh_rotated_at = 1,
+  refresh_reused = NULL, last_used_at = 1,
+  idle_expires_at = CASE WHEN 1 + 1209600 < absolute_expires_at THEN 1 + 1209600 ELSE absolute_expires_at END
+WHERE id = ('00000000-0000-4000-8000-' || lpad(:sid_suffix::text, 12, '0'))::uuid
+  AND refresh_generation >= 0 AND refresh_secret IS NULL AND client_id = 'loadgen'
+  AND revoked_at IS NULL AND idle_expires_at > 1 AND absolute_expires_at > 1
+  AND EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id AND NOT u.disabled
+    AND u.credential_version = sessions.credential_version)
+RETURNING *;

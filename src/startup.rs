@@ -94,9 +94,11 @@ impl Application {
             .any_audience()
             .build()
             .context("building the token verifier")?;
+        let refresh_tokens = crate::tokens::refresh::RefreshTokens::new(&master_key);
         let revoker = Arc::new(Revoker::new(
             store.clone(),
             cache.clone(),
+            refresh_tokens.clone(),
             verifier,
             auditor.clone(),
             config.issuer.clone(),
@@ -131,6 +133,7 @@ impl Application {
             clients: clients.clone(),
             sessions,
             master: master_key,
+            refresh_tokens,
             auditor: auditor.clone(),
             revocations: cache.clone(),
             throttle: throttle.clone(),

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::{RevocationCache, feed_entry, relevant_until};
 use crate::audit::{Action, Auditor, Event, client_actor};
+use crate::store::PresentedRefresh;
 use crate::store::{Client, Cutoff, JtiOwner, JtiRevocation, Store, StoreError};
-use crate::tokens::refresh;
+use crate::tokens::refresh::RefreshTokens;
 use crate::verify::{AccessClaims, FeedPage, Verifier, VerifyError};
 
 /// Why a revocation request was refused.
@@ -97,6 +98,7 @@ pub struct Revoker {
     cache: Arc<RevocationCache>,
     /// Verifies our own tokens (keys from the key ring, any audience, the
     /// revocation list applied).
+    refresh_tokens: RefreshTokens,
     verifier: Verifier,
     auditor: Auditor,
     issuer: String,
@@ -127,6 +129,7 @@ impl Revoker {
     pub fn new(
         store: Arc<dyn Store>,
         cache: Arc<RevocationCache>,
+        refresh_tokens: RefreshTokens,
         verifier: Verifier,
         auditor: Auditor,
         issuer: String,
@@ -135,6 +138,7 @@ impl Revoker {
         Revoker {
             store,
             cache,
+            refresh_tokens,
             verifier,
             auditor,
             issuer,
@@ -166,15 +170,21 @@ impl Revoker {
         network: Option<String>,
         now: i64,
     ) -> Result<(), RevokeError> {
-        if let Some(hash) = refresh::hash_presented(token) {
+        if let Some(presented) = self.refresh_tokens.parse(token) {
             return self
-                .end_session(client, &hash, "revoked by client", now, |session| {
-                    Event::new(client_actor(&client.id), Action::SessionRevoked)
-                        .subject(session.id)
-                        .detail("sub", session.user_id.to_string())
-                        .detail("via", "revocation_endpoint")
-                        .network(network)
-                })
+                .end_session(
+                    client,
+                    &presented.to_store(),
+                    "revoked by client",
+                    now,
+                    |session| {
+                        Event::new(client_actor(&client.id), Action::SessionRevoked)
+                            .subject(session.id)
+                            .detail("sub", session.user_id.to_string())
+                            .detail("via", "revocation_endpoint")
+                            .network(network)
+                    },
+                )
                 .await;
         }
         let claims = match self.verifier.verify(token).await {
@@ -229,10 +239,10 @@ impl Revoker {
         network: Option<String>,
         now: i64,
     ) -> Result<(), RevokeError> {
-        let Some(hash) = refresh::hash_presented(refresh_token) else {
+        let Some(presented) = self.refresh_tokens.parse(refresh_token) else {
             return Ok(());
         };
-        self.end_session(client, &hash, "logout", now, |session| {
+        self.end_session(client, &presented.to_store(), "logout", now, |session| {
             Event::new(crate::audit::user_actor(session.user_id), Action::Logout)
                 .subject(session.id)
                 .detail("client_id", client.id.clone())
@@ -241,18 +251,18 @@ impl Revoker {
         .await
     }
 
-    /// Revokes the session of the refresh token hashing to `hash` if it was
-    /// issued to `client`, and audits `event` if it was live. Unknown
-    /// tokens are not an error.
+    /// Revokes the session of the presented refresh token if it was issued
+    /// to `client`, and audits `event` if it was live. Unknown tokens are
+    /// not an error.
     async fn end_session(
         &self,
         client: &Client,
-        hash: &[u8; 32],
+        presented: &PresentedRefresh,
         reason: &str,
         now: i64,
         event: impl FnOnce(&crate::store::Session) -> Event,
     ) -> Result<(), RevokeError> {
-        let Some(info) = self.store.refresh_token(hash).await? else {
+        let Some(info) = self.store.refresh_token(presented).await? else {
             return Ok(());
         };
         if info.session.client_id != client.id {
@@ -281,8 +291,8 @@ impl Revoker {
         token: &str,
         now: i64,
     ) -> Result<Introspection, StoreError> {
-        if let Some(hash) = refresh::hash_presented(token) {
-            let Some(info) = self.store.refresh_token(&hash).await? else {
+        if let Some(presented) = self.refresh_tokens.parse(token) {
+            let Some(info) = self.store.refresh_token(&presented.to_store()).await? else {
                 return Ok(Introspection::inactive());
             };
             let s = &info.session;
@@ -301,7 +311,7 @@ impl Revoker {
                 scope: Some(s.scope.clone()),
                 client_id: Some(s.client_id.clone()),
                 exp: Some(s.idle_expires_at),
-                iat: Some(info.created_at),
+                iat: info.created_at,
                 sid: Some(s.id.to_string()),
                 ..Introspection::default()
             });

@@ -21,9 +21,9 @@ use async_trait::async_trait;
 
 pub use models::{
     Audience, AuditCheckpoint, AuditRecord, BindingPolicy, Client, CredentialChange, LoginFailures,
-    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, RefreshTokenInfo,
-    RevocationEntry, RevocationKind, Rotation, RotationRequest, Session, SigningKey, TokenState,
-    User,
+    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, PresentedRefresh,
+    RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
+    SigningKey, TokenState, User,
 };
 
 use crate::config::Config;
@@ -372,7 +372,8 @@ impl Cutoff {
 /// database, so they hold across every instance.
 #[async_trait]
 pub trait Sessions: Send + Sync {
-    /// Opens a session with its first refresh token (generation 0), if its
+    /// Opens a session at refresh generation 0 with the digest of its
+    /// refresh secret, if its
     /// user is enabled and `session.credential_version` is still the user's
     /// (no password change or TOTP enrolment committed since the login read
     /// it); false otherwise, and nothing is stored. Decided under a lock on
@@ -381,7 +382,7 @@ pub trait Sessions: Send + Sync {
     async fn create_session(
         &self,
         session: &NewSession,
-        token_hash: &[u8; 32],
+        secret_digest: &[u8; 32],
     ) -> StoreResult<bool>;
 
     /// Applies a credential change (new password, TOTP enrolment), moves the
@@ -398,23 +399,32 @@ pub trait Sessions: Send + Sync {
         relevant_until: i64,
     ) -> StoreResult<Option<u64>>;
 
-    /// Consumes the refresh token hashing to `request.presented` and stores
-    /// `request.next` in its place, if the token is active, its session live
-    /// (not revoked, idle and absolute expiry in the future), bound to the
-    /// client, and its user enabled. Of any number of concurrent calls with
-    /// the same token exactly one rotates.
+    /// Moves the session of the presented token to its next generation, if
+    /// the token is the session's current one, its secret matches, the
+    /// session is live (not revoked, idle and absolute expiry in the
+    /// future) and bound to the client, and its user enabled under the
+    /// credentials the login checked. One row update, nothing inserted. Of
+    /// any number of concurrent calls with the same token exactly one
+    /// rotates.
     ///
-    /// A consumed token inside the grace window, if it is the session's
-    /// immediately previous token and has not been reused yet, rotates once
-    /// more (the session's current token is consumed in its place). Any other
-    /// consumed token revokes its session and lists its `sid` as revoked
+    /// The immediately previous generation, inside the grace window after
+    /// the last rotation and not reused yet, rotates once more. Any other
+    /// older generation revokes its session and lists its `sid` as revoked
     /// until `request.revocation_relevant_until`, except inside the window
-    /// after its one reuse (a tab race, not a theft signal). A failure
-    /// part-way changes nothing.
+    /// after its one reuse (a tab race, not a theft signal).
+    ///
+    /// A legacy token (stored as a row) that is active rotates once and
+    /// moves its session to the current format with `request.fresh_secret`
+    /// at the next generation; a consumed one is a replay as above. A
+    /// failure part-way changes nothing.
     async fn rotate_refresh_token(&self, request: &RotationRequest) -> StoreResult<Rotation>;
 
-    /// The stored token hashing to `hash`, with its session.
-    async fn refresh_token(&self, hash: &[u8; 32]) -> StoreResult<Option<RefreshTokenInfo>>;
+    /// The presented token's state, with its session; `None` if it is not
+    /// (or no longer) known.
+    async fn refresh_token(
+        &self,
+        presented: &PresentedRefresh,
+    ) -> StoreResult<Option<RefreshTokenInfo>>;
 
     /// A user's sessions that are live at `now`, newest first.
     async fn user_sessions(&self, user: uuid::Uuid, now: i64) -> StoreResult<Vec<Session>>;

@@ -310,6 +310,12 @@ pub struct Session {
     pub revoke_reason: Option<String>,
     /// Browser and platform at login ("Firefox on Linux").
     pub user_agent_summary: Option<String>,
+    /// The generation of the session's current refresh token (0 at login,
+    /// one more per rotation).
+    pub refresh_generation: i64,
+    /// Unix seconds the current refresh token was issued (`None` until the
+    /// first rotation of a session opened before this column existed).
+    pub refresh_rotated_at: Option<i64>,
 }
 
 impl Session {
@@ -320,13 +326,31 @@ impl Session {
     }
 }
 
+/// A presented refresh token whose MAC checked out, as the store looks it up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PresentedRefresh {
+    /// `sid.generation.secret‖tag`.
+    Current {
+        /// The session.
+        sid: Uuid,
+        /// The generation the token claims.
+        generation: i64,
+        /// SHA-256 of its secret.
+        secret_digest: [u8; 32],
+    },
+    /// A token of the format before sessions held their generation: the
+    /// SHA-256 stored in `refresh_tokens`.
+    Legacy([u8; 32]),
+}
+
 /// Input for [`super::Sessions::rotate_refresh_token`].
 #[derive(Clone, Debug)]
 pub struct RotationRequest {
-    /// SHA-256 of the presented refresh token.
-    pub presented: [u8; 32],
-    /// SHA-256 of the token to store in its place.
-    pub next: [u8; 32],
+    /// The presented token.
+    pub presented: PresentedRefresh,
+    /// SHA-256 of a new session secret: installed only when a legacy token
+    /// moves its session to the current format.
+    pub fresh_secret: [u8; 32],
     /// The authenticated client; a session answers only its own client.
     pub client_id: String,
     /// Unix seconds.
@@ -340,6 +364,9 @@ pub struct RotationRequest {
 }
 
 /// The outcome of presenting a refresh token.
+// One per refresh request, moved once: boxing the session would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rotation {
     /// The token was consumed and the next one stored.
@@ -371,8 +398,8 @@ pub struct RefreshTokenInfo {
     pub session: Session,
     /// Its state.
     pub state: TokenState,
-    /// Unix seconds it was issued.
-    pub created_at: i64,
+    /// Unix seconds it was issued, where known (the current generation's).
+    pub created_at: Option<i64>,
     /// Whether the session's user is disabled.
     pub user_disabled: bool,
 }

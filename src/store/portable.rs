@@ -35,7 +35,7 @@ macro_rules! portable_lifecycle {
                 // On PostgreSQL sqlx takes an advisory lock, so instances
                 // starting together are safe; SQLite serializes writers.
                 MIGRATOR
-                    .run(&self.pool)
+                    .run(self.writer_pool())
                     .await
                     .map_err(|e| $crate::store::StoreError::Schema(e.to_string()))
             }
@@ -82,7 +82,7 @@ macro_rules! portable_directory {
                 sqlx::query("INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
                     .bind(name)
                     .bind(value)
-                    .execute(&self.pool)
+                    .execute(&mut *self.write_conn(true).await?)
                     .await?;
                 Ok(sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                     .bind(name)
@@ -100,7 +100,7 @@ macro_rules! portable_directory {
                 )
                 .bind(name)
                 .bind(value.to_be_bytes().to_vec())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.write_conn(true).await?)
                 .await?;
                 let bytes: [u8; 8] = stored.as_slice().try_into().map_err(|_| {
                     $crate::store::StoreError::Corrupt(format!("setting {name} is not a number"))
@@ -122,7 +122,7 @@ macro_rules! portable_directory {
                 .bind(&user.password_hash)
                 .bind(&user.totp_secret)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.write_conn(true).await?)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "user"))
             }
@@ -157,7 +157,7 @@ macro_rules! portable_directory {
                     .bind(disabled)
                     .bind(now)
                     .bind(username)
-                    .execute(&self.pool)
+                    .execute(&mut *self.write_conn(true).await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -169,7 +169,7 @@ macro_rules! portable_directory {
                 )
                 .bind(user)
                 .bind(step)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(true).await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -196,7 +196,7 @@ macro_rules! portable_directory {
                 .bind(client.on_binding_change.as_str())
                 .bind(now)
                 .bind(client.resource_server)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.write_conn(true).await?)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))?;
                 Ok(row.into())
@@ -238,7 +238,7 @@ macro_rules! portable_directory {
                 let done = sqlx::query("UPDATE clients SET disabled = $2 WHERE id = $1")
                     .bind(id)
                     .bind(disabled)
-                    .execute(&self.pool)
+                    .execute(&mut *self.write_conn(true).await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -251,7 +251,7 @@ macro_rules! portable_directory {
                 let done = sqlx::query("UPDATE clients SET resource_server = $2 WHERE id = $1")
                     .bind(id)
                     .bind(resource_server)
-                    .execute(&self.pool)
+                    .execute(&mut *self.write_conn(true).await?)
                     .await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -297,7 +297,7 @@ macro_rules! portable_directory {
                 .bind(limit)
                 .bind(max_lockout)
                 .bind(cap_only)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.write_conn(false).await?)
                 .await?)
             }
 
@@ -312,7 +312,7 @@ macro_rules! portable_directory {
                 )
                 .bind(key)
                 .bind(window_start)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(false).await?)
                 .await?;
                 Ok(())
             }
@@ -332,7 +332,7 @@ macro_rules! portable_directory {
             async fn clear_login_failures(&self, key: &str) -> $crate::store::StoreResult<()> {
                 sqlx::query("DELETE FROM login_failures WHERE key = $1")
                     .bind(key)
-                    .execute(&self.pool)
+                    .execute(&mut *self.write_conn(false).await?)
                     .await?;
                 Ok(())
             }
@@ -352,7 +352,7 @@ macro_rules! portable_directory {
                 .bind(window)
                 .bind(max_lockout)
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(false).await?)
                 .await?
                 .rows_affected())
             }
@@ -368,7 +368,7 @@ macro_rules! portable_directory {
                 .bind(&audience.name)
                 .bind(&audience.encrypt_jwk)
                 .bind(audience.created_at)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(true).await?)
                 .await?;
                 Ok(())
             }
@@ -442,19 +442,19 @@ macro_rules! portable_directory {
 
 /// The [`Sessions`](super::Sessions) and [`AuditLog`](super::AuditLog)
 /// implementations. Row locks (PostgreSQL) and the single writer (SQLite)
-/// make conditional `UPDATE … WHERE state = 'active'` the point where
-/// concurrent uses of one token are decided.
+/// make conditional `UPDATE … WHERE refresh_generation = $n` the point
+/// where concurrent uses of one token are decided.
 ///
-/// Each engine module provides, as inherent functions: `fast_rotate` (the
-/// common case, in as few round trips as the engine allows),
+/// Each engine module provides, as inherent functions: `write_conn` (a
+/// connection for one write, durable or routine), `begin_write`,
 /// `insert_revocation_in` (which keeps the feed's cursor order equal to its
 /// commit order), `begin_audit` (one audit writer at a time),
 /// `insert_audit_rows_in` and `notifications`.
 macro_rules! portable_sessions {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Revokes a session and its active refresh tokens inside the
-            /// caller's transaction; with `list_sid`, lists its `sid` as
+            /// Revokes a session (and with it every refresh token) inside
+            /// the caller's transaction; with `list_sid`, lists its `sid` as
             /// revoked. True if it was not revoked before.
             async fn revoke_session_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -464,16 +464,12 @@ macro_rules! portable_sessions {
                 relevant_until: i64,
                 list_sid: bool,
             ) -> $crate::store::StoreResult<bool> {
-                // Revocation lock before any row lock, then token rows before
-                // the session row, as a rotation takes them: one lock order
-                // everywhere, so a revocation racing a refresh waits instead
-                // of deadlocking. (A successor the racing rotation inserts
-                // stays `active` on a revoked session, which nothing honours.)
+                // Revocation lock before the session row: one lock order
+                // everywhere (a rotation takes only the session row, and a
+                // legacy token's row before it), so a revocation racing a
+                // refresh waits instead of deadlocking. No token row needs
+                // changing: every rotation checks the session.
                 Self::lock_revocations_in(tx).await?;
-                sqlx::query("UPDATE refresh_tokens SET state = 'revoked' WHERE session_id = $1 AND state = 'active'")
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
                 let revoked = sqlx::query(
                     "UPDATE sessions SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
                 )
@@ -520,80 +516,109 @@ macro_rules! portable_sessions {
                 Ok(ids)
             }
 
-            /// The rest of a rotation when the fast path found no active
-            /// token: the grace window, replay detection, or nothing.
+            /// The common rotation, one statement on both engines: the
+            /// session moves on one generation if the token is its current
+            /// one and everything else qualifies. No indexed column
+            /// changes (a HOT update on PostgreSQL). Concurrent statements
+            /// for one session serialize on its row; the loser re-checks
+            /// the generation and matches nothing.
+            async fn fast_rotate(
+                &self,
+                r: &$crate::store::RotationRequest,
+                sid: uuid::Uuid,
+                generation: i64,
+                secret_digest: &[u8; 32],
+            ) -> $crate::store::StoreResult<Option<$crate::store::Session>> {
+                Ok(sqlx::query_as(
+                    "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
+                     refresh_rotated_at = $2, refresh_reused = NULL, last_used_at = $2, idle_expires_at = \
+                     CASE WHEN $2 + $5 < absolute_expires_at THEN $2 + $5 ELSE absolute_expires_at END \
+                     WHERE id = $1 AND refresh_generation = $3 AND refresh_secret = $4 AND client_id = $6 \
+                     AND revoked_at IS NULL AND idle_expires_at > $2 AND absolute_expires_at > $2 \
+                     AND EXISTS (SELECT 1 FROM users u WHERE u.id = sessions.user_id AND NOT u.disabled \
+                       AND u.credential_version = sessions.credential_version) \
+                     RETURNING *",
+                )
+                .bind(sid)
+                .bind(r.now)
+                .bind(generation)
+                .bind(secret_digest.to_vec())
+                .bind(r.idle_ttl)
+                .bind(&r.client_id)
+                .fetch_optional(&mut *self.write_conn(false).await?)
+                .await?)
+            }
+
+            /// The rest of a rotation when the fast path did not apply: the
+            /// grace window, replay detection, or nothing.
             async fn rotate_slow(
                 &self,
                 r: &$crate::store::RotationRequest,
+                sid: uuid::Uuid,
+                presented: i64,
+                secret_digest: &[u8; 32],
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
                 use $crate::store::Rotation;
                 let mut tx = self.begin_write().await?;
                 #[allow(clippy::type_complexity)]
-                let known: Option<(uuid::Uuid, uuid::Uuid, String, i64, Option<i64>, Option<i64>, String, bool, bool)> =
+                let known: Option<(uuid::Uuid, String, Option<Vec<u8>>, i64, Option<i64>, Option<i64>, bool, bool)> =
                     sqlx::query_as(
-                        "SELECT t.session_id, s.user_id, t.state, t.generation, t.consumed_at, t.reused_at, s.client_id, \
-                         s.revoked_at IS NULL, (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled \
+                        "SELECT s.user_id, s.client_id, s.refresh_secret, s.refresh_generation, \
+                         s.refresh_rotated_at, s.refresh_reused, s.revoked_at IS NULL, \
+                         (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled \
                            AND s.credential_version = u.credential_version) \
-                         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
-                         WHERE t.token_hash = $1",
+                         FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
                     )
-                    .bind(r.presented.to_vec())
+                    .bind(sid)
                     .bind(r.now)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some((session_id, user_id, state, generation, consumed_at, reused_at, owner, unrevoked, current)) =
-                    known
-                else {
+                let Some((user_id, owner, secret, current, rotated_at, reused, unrevoked, live)) = known else {
                     return Ok(Rotation::Invalid);
                 };
-                // Expired sessions and disabled users: nothing left to protect.
-                if $crate::store::TokenState::parse(&state) != Some($crate::store::TokenState::Consumed)
-                    || owner != r.client_id
-                    || !current
-                {
+                // The secret proves the token was issued for this session
+                // (the MAC already proved the generation was issued at all).
+                let genuine = secret.is_some_and(|s| {
+                    aws_lc_rs::constant_time::verify_slices_are_equal(&s, secret_digest).is_ok()
+                });
+                // Expired sessions and disabled users: nothing left to
+                // protect. The current generation here means the session
+                // is revoked; a later one cannot have been issued.
+                if !genuine || owner != r.client_id || !live || presented >= current {
                     return Ok(Rotation::Invalid);
                 }
                 let in_window =
-                    unrevoked && r.grace > 0 && consumed_at.is_some_and(|at| r.now <= at + r.grace);
-                if in_window {
-                    if reused_at.is_some() {
-                        // Its one reuse is spent: refuse, but a second tab is
-                        // not evidence of theft.
-                        return Ok(Rotation::Invalid);
-                    }
-                    let claimed = sqlx::query(
-                        "UPDATE refresh_tokens SET reused_at = $2 WHERE token_hash = $1 \
-                         AND state = 'consumed' AND reused_at IS NULL",
+                    unrevoked && r.grace > 0 && rotated_at.is_some_and(|at| r.now <= at + r.grace);
+                if in_window && reused == Some(presented) {
+                    // Its one reuse is spent: refuse, but a second tab is
+                    // not evidence of theft.
+                    return Ok(Rotation::Invalid);
+                }
+                if in_window && presented == current - 1 {
+                    let session: Option<$crate::store::Session> = sqlx::query_as(
+                        "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
+                         refresh_rotated_at = $2, refresh_reused = $3, last_used_at = $2, idle_expires_at = \
+                         CASE WHEN $2 + $4 < absolute_expires_at THEN $2 + $4 ELSE absolute_expires_at END \
+                         WHERE id = $1 AND refresh_generation = $5 AND revoked_at IS NULL RETURNING *",
                     )
-                    .bind(r.presented.to_vec())
+                    .bind(sid)
                     .bind(r.now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if !claimed {
-                        return Ok(Rotation::Invalid);
-                    }
-                    // Only the immediately previous token qualifies: its
-                    // child must be the session's current token.
-                    let current: Option<i64> = sqlx::query_scalar(
-                        "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $3 \
-                         WHERE session_id = $1 AND generation = $2 AND state = 'active' RETURNING generation",
-                    )
-                    .bind(session_id)
-                    .bind(generation + 1)
-                    .bind(r.now)
+                    .bind(presented)
+                    .bind(r.idle_ttl)
+                    .bind(current)
                     .fetch_optional(&mut *tx)
                     .await?;
-                    if let Some(current) = current {
-                        let session = Self::store_next_in(&mut tx, r, session_id, current + 1).await?;
-                        tx.commit().await?;
-                        return Ok(Rotation::Rotated { session, grace_reuse: true });
-                    }
+                    return Ok(match session {
+                        Some(session) => {
+                            tx.commit().await?;
+                            Rotation::Rotated { session, grace_reuse: true }
+                        }
+                        None => Rotation::Invalid,
+                    });
                 }
                 Self::revoke_session_in(
                     &mut tx,
-                    session_id,
+                    sid,
                     r.now,
                     "refresh token replay",
                     r.revocation_relevant_until,
@@ -601,37 +626,95 @@ macro_rules! portable_sessions {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(Rotation::Replayed { session_id, user_id })
+                Ok(Rotation::Replayed { session_id: sid, user_id })
             }
 
-            /// Stores the next token at `generation` and renews the
-            /// session's idle expiry; returns the session.
-            async fn store_next_in(
-                tx: &mut sqlx::Transaction<'_, $db>,
+            /// A token of the format before sessions held their generation
+            /// (a row in `refresh_tokens`). An active one rotates once and
+            /// moves its session to the current format; a consumed one is a
+            /// replay, except inside the grace window (refused, session kept).
+            async fn rotate_legacy(
+                &self,
                 r: &$crate::store::RotationRequest,
-                session_id: uuid::Uuid,
-                generation: i64,
-            ) -> $crate::store::StoreResult<$crate::store::Session> {
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
-                     VALUES ($1, $2, $3, 'active', $4)",
-                )
-                .bind(r.next.to_vec())
-                .bind(session_id)
-                .bind(generation)
-                .bind(r.now)
-                .execute(&mut **tx)
-                .await?;
-                Ok(sqlx::query_as(
-                    "UPDATE sessions SET last_used_at = $2, idle_expires_at = \
-                     CASE WHEN $2 + $3 < absolute_expires_at THEN $2 + $3 ELSE absolute_expires_at END \
-                     WHERE id = $1 RETURNING *",
-                )
-                .bind(session_id)
-                .bind(r.now)
-                .bind(r.idle_ttl)
-                .fetch_one(&mut **tx)
-                .await?)
+                hash: &[u8; 32],
+            ) -> $crate::store::StoreResult<$crate::store::Rotation> {
+                use $crate::store::{Rotation, TokenState};
+                let mut tx = self.begin_write().await?;
+                #[allow(clippy::type_complexity)]
+                let known: Option<(uuid::Uuid, uuid::Uuid, String, i64, Option<i64>, String, bool, bool)> =
+                    sqlx::query_as(
+                        "SELECT t.session_id, s.user_id, t.state, t.generation, t.consumed_at, s.client_id, \
+                         s.revoked_at IS NULL, (s.idle_expires_at > $2 AND s.absolute_expires_at > $2 AND NOT u.disabled \
+                           AND s.credential_version = u.credential_version) \
+                         FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+                         WHERE t.token_hash = $1",
+                    )
+                    .bind(hash.to_vec())
+                    .bind(r.now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((session_id, user_id, state, generation, consumed_at, owner, unrevoked, live)) = known else {
+                    return Ok(Rotation::Invalid);
+                };
+                if owner != r.client_id || !live {
+                    return Ok(Rotation::Invalid);
+                }
+                match TokenState::parse(&state) {
+                    Some(TokenState::Active) if unrevoked => {
+                        let consumed = sqlx::query(
+                            "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
+                             WHERE token_hash = $1 AND state = 'active'",
+                        )
+                        .bind(hash.to_vec())
+                        .bind(r.now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1;
+                        if !consumed {
+                            return Ok(Rotation::Invalid);
+                        }
+                        let session: Option<$crate::store::Session> = sqlx::query_as(
+                            "UPDATE sessions SET refresh_secret = $3, refresh_generation = $4, \
+                             refresh_rotated_at = $2, refresh_reused = NULL, last_used_at = $2, idle_expires_at = \
+                             CASE WHEN $2 + $5 < absolute_expires_at THEN $2 + $5 ELSE absolute_expires_at END \
+                             WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+                        )
+                        .bind(session_id)
+                        .bind(r.now)
+                        .bind(r.fresh_secret.to_vec())
+                        .bind(generation + 1)
+                        .bind(r.idle_ttl)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        // Revoked meanwhile: the rollback keeps the token.
+                        let Some(session) = session else {
+                            return Ok(Rotation::Invalid);
+                        };
+                        tx.commit().await?;
+                        Ok(Rotation::Rotated { session, grace_reuse: false })
+                    }
+                    Some(TokenState::Consumed) => {
+                        let in_window = unrevoked
+                            && r.grace > 0
+                            && consumed_at.is_some_and(|at| r.now <= at + r.grace);
+                        if in_window {
+                            return Ok(Rotation::Invalid);
+                        }
+                        Self::revoke_session_in(
+                            &mut tx,
+                            session_id,
+                            r.now,
+                            "refresh token replay",
+                            r.revocation_relevant_until,
+                            true,
+                        )
+                        .await?;
+                        tx.commit().await?;
+                        Ok(Rotation::Replayed { session_id, user_id })
+                    }
+                    _ => Ok(Rotation::Invalid),
+                }
             }
         }
 
@@ -640,7 +723,7 @@ macro_rules! portable_sessions {
             async fn create_session(
                 &self,
                 s: &$crate::store::NewSession,
-                token_hash: &[u8; 32],
+                secret_digest: &[u8; 32],
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
                 // The session exists only if its user is enabled and the
@@ -651,8 +734,8 @@ macro_rules! portable_sessions {
                 let sql = format!(
                     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
                      idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary, \
-                     credential_version) \
-                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11 FROM users \
+                     credential_version, refresh_secret, refresh_generation, refresh_rotated_at) \
+                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5 FROM users \
                      WHERE id = $2 AND credential_version = $11 AND NOT disabled {}",
                     Self::USER_SHARE_LOCK
                 );
@@ -668,24 +751,15 @@ macro_rules! portable_sessions {
                     .bind(&s.network_prefix)
                     .bind(&s.user_agent_summary)
                     .bind(s.credential_version)
+                    .bind(secret_digest.to_vec())
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
                     == 1;
-                if !created {
-                    return Ok(false);
+                if created {
+                    tx.commit().await?;
                 }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
-                     VALUES ($1, $2, 0, 'active', $3)",
-                )
-                .bind(token_hash.to_vec())
-                .bind(s.id)
-                .bind(s.created_at)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(true)
+                Ok(created)
             }
 
             async fn change_credentials(
@@ -735,34 +809,76 @@ macro_rules! portable_sessions {
                 &self,
                 request: &$crate::store::RotationRequest,
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
-                if let Some(session) = self.fast_rotate(request).await? {
-                    return Ok($crate::store::Rotation::Rotated { session, grace_reuse: false });
+                match request.presented {
+                    $crate::store::PresentedRefresh::Current { sid, generation, secret_digest } => {
+                        if let Some(session) = self.fast_rotate(request, sid, generation, &secret_digest).await? {
+                            return Ok($crate::store::Rotation::Rotated { session, grace_reuse: false });
+                        }
+                        self.rotate_slow(request, sid, generation, &secret_digest).await
+                    }
+                    $crate::store::PresentedRefresh::Legacy(hash) => self.rotate_legacy(request, &hash).await,
                 }
-                self.rotate_slow(request).await
             }
 
             async fn refresh_token(
                 &self,
-                hash: &[u8; 32],
+                presented: &$crate::store::PresentedRefresh,
             ) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenInfo>> {
-                let row: Option<(String, i64, uuid::Uuid, bool)> = sqlx::query_as(
-                    "SELECT t.state, t.created_at, t.session_id, u.disabled FROM refresh_tokens t \
-                     JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
-                     WHERE t.token_hash = $1",
-                )
-                .bind(hash.to_vec())
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some((state, created_at, session_id, user_disabled)) = row else {
-                    return Ok(None);
-                };
-                let state = $crate::store::TokenState::parse(&state).ok_or_else(|| {
-                    $crate::store::StoreError::Corrupt(format!("refresh token state {state:?}"))
-                })?;
-                let Some(session) = self.session(session_id).await? else {
-                    return Ok(None);
-                };
-                Ok(Some($crate::store::RefreshTokenInfo { session, state, created_at, user_disabled }))
+                use $crate::store::{PresentedRefresh, RefreshTokenInfo, TokenState};
+                match *presented {
+                    PresentedRefresh::Current { sid, generation, secret_digest } => {
+                        let row: Option<(Option<Vec<u8>>, bool)> = sqlx::query_as(
+                            "SELECT s.refresh_secret, u.disabled FROM sessions s JOIN users u ON u.id = s.user_id \
+                             WHERE s.id = $1",
+                        )
+                        .bind(sid)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                        let Some((Some(secret), user_disabled)) = row else {
+                            return Ok(None);
+                        };
+                        if aws_lc_rs::constant_time::verify_slices_are_equal(&secret, &secret_digest).is_err() {
+                            return Ok(None);
+                        }
+                        let Some(session) = self.session(sid).await? else {
+                            return Ok(None);
+                        };
+                        let state = if session.revoked_at.is_some() {
+                            TokenState::Revoked
+                        } else if generation == session.refresh_generation {
+                            TokenState::Active
+                        } else if generation < session.refresh_generation {
+                            TokenState::Consumed
+                        } else {
+                            return Ok(None);
+                        };
+                        let created_at = (state == TokenState::Active)
+                            .then_some(session.refresh_rotated_at)
+                            .flatten();
+                        Ok(Some(RefreshTokenInfo { session, state, created_at, user_disabled }))
+                    }
+                    PresentedRefresh::Legacy(hash) => {
+                        let row: Option<(String, i64, uuid::Uuid, bool)> = sqlx::query_as(
+                            "SELECT t.state, t.created_at, t.session_id, u.disabled FROM refresh_tokens t \
+                             JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = s.user_id \
+                             WHERE t.token_hash = $1",
+                        )
+                        .bind(hash.to_vec())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                        let Some((state, created_at, session_id, user_disabled)) = row else {
+                            return Ok(None);
+                        };
+                        let state = TokenState::parse(&state).ok_or_else(|| {
+                            $crate::store::StoreError::Corrupt(format!("refresh token state {state:?}"))
+                        })?;
+                        let Some(session) = self.session(session_id).await? else {
+                            return Ok(None);
+                        };
+                        let state = if session.revoked_at.is_some() { TokenState::Revoked } else { state };
+                        Ok(Some(RefreshTokenInfo { session, state, created_at: Some(created_at), user_disabled }))
+                    }
+                }
             }
 
             async fn user_sessions(
@@ -982,7 +1098,7 @@ macro_rules! portable_sessions {
                 )
                 .bind(before)
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(false).await?)
                 .await?
                 .rows_affected();
                 let revocations = sqlx::query(
@@ -990,7 +1106,7 @@ macro_rules! portable_sessions {
                 )
                 .bind(now)
                 .bind(batch)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(false).await?)
                 .await?
                 .rows_affected();
                 Ok(sessions.max(revocations))
@@ -1121,13 +1237,13 @@ macro_rules! portable_sessions {
                 .bind(c.legacy_end)
                 .bind(c.at)
                 .bind(&c.mac)
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(true).await?)
                 .await?;
                 sqlx::query(
                     "DELETE FROM audit_checkpoints WHERE id < \
                      (SELECT MIN(id) FROM (SELECT id FROM audit_checkpoints ORDER BY id DESC LIMIT 1000) AS newest)",
                 )
-                .execute(&self.pool)
+                .execute(&mut *self.write_conn(true).await?)
                 .await?;
                 Ok(())
             }

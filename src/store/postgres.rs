@@ -8,10 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::Engine;
-use super::{
-    AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
-    connect_error,
-};
+use super::{AuditRow, Notifications, RevocationKind, StoreError, StoreResult, connect_error};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -128,6 +125,21 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// Where migrations run.
+    fn writer_pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A pooled connection for a one-statement write. Every commit waits
+    /// for the WAL flush here (`synchronous_commit` as the server has it):
+    /// concurrent commits share one flush, so durability is cheap.
+    async fn write_conn(
+        &self,
+        _durable: bool,
+    ) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// Serializes revocation inserts until commit. A BIGSERIAL value is
     /// taken at insert but becomes visible at commit, so without this a
     /// feed reader could pass id 8 (committed) while id 7 is still in
@@ -163,36 +175,6 @@ impl PgStore {
         .execute(&mut **tx)
         .await?;
         Ok(())
-    }
-
-    /// The common rotation in one statement, so one round trip: consume the
-    /// token if it and its session qualify, store its successor, renew the
-    /// session. Concurrent statements on the same token serialize on its row
-    /// lock, and the loser re-checks `state = 'active'` and matches nothing.
-    async fn fast_rotate(&self, r: &RotationRequest) -> StoreResult<Option<Session>> {
-        Ok(sqlx::query_as(
-            "WITH consumed AS ( \
-               UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
-               WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
-                 SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
-                 WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                   AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled \
-                   AND s.credential_version = u.credential_version) \
-               RETURNING session_id, generation), \
-             stored AS ( \
-               INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
-               SELECT $4, session_id, generation + 1, 'active', $2 FROM consumed) \
-             UPDATE sessions SET last_used_at = $2, \
-               idle_expires_at = LEAST($2 + $5, absolute_expires_at) \
-             WHERE id = (SELECT session_id FROM consumed) RETURNING *",
-        )
-        .bind(r.presented.to_vec())
-        .bind(r.now)
-        .bind(&r.client_id)
-        .bind(r.next.to_vec())
-        .bind(r.idle_ttl)
-        .fetch_optional(&self.pool)
-        .await?)
     }
 
     /// An audit transaction: one writer at a time across every instance.

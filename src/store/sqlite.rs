@@ -1,38 +1,56 @@
 //! The embedded SQLite store: the zero-setup default for one instance.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::Engine;
-use super::{
-    AuditRow, Notifications, RevocationKind, RotationRequest, Session, StoreError, StoreResult,
-    connect_error,
-};
+use super::{AuditRow, Notifications, RevocationKind, StoreError, StoreResult, connect_error};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// A pool of connections to one SQLite file.
+/// Connections to one SQLite file: readers, and one writer.
+///
+/// SQLite allows one writer at a time. With several writing connections,
+/// the losers sleep in SQLite's busy handler (1 to 100 ms at a time) until
+/// the lock is free: the 200–300 ms tails of issue #18. With a single
+/// writer connection, writers queue in the pool instead, in order, and
+/// never sleep; readers have connections of their own and never wait for
+/// writers (WAL).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    writer: SqlitePool,
+    /// Whether the writer connection is at `synchronous = FULL` (exact: there
+    /// is one writer connection, and a new one starts at NORMAL).
+    writer_full: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and its directory.
+    /// Opens (creating if needed) the database file and its directory:
+    /// one writer connection and up to `max_connections` readers.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| connect_error(url, e))?
             .create_if_missing(true)
-            // WAL lets readers proceed during a write; FULL sync because a
-            // lost revocation or rotation after a power cut is a security bug.
+            // WAL: readers proceed during a write, and a commit appends to
+            // the log instead of rewriting pages. NORMAL: a commit does not
+            // wait for fsync; a process crash loses nothing, a power cut or
+            // kernel crash may lose the last commits (rotations, counters,
+            // routine audit rows). Security-relevant writes (revocations,
+            // credentials, disabling) switch the writer to FULL first, and
+            // their fsync covers every commit before them too.
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            // Writers queue instead of failing while another transaction commits.
+            // Only other processes (the CLI) can hold the write lock while
+            // ours waits: those waits are rare and short.
             .busy_timeout(Duration::from_secs(5));
         let file = options.get_filename();
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -40,24 +58,75 @@ impl SqliteStore {
                 StoreError::Unavailable(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        if file.as_os_str() != ":memory:" {
+        let in_memory = file.as_os_str() == ":memory:" || url.contains("mode=memory");
+        if !in_memory {
             private_file(file)?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_with(options)
+        let writer_full = Arc::new(AtomicBool::new(false));
+        let reset = writer_full.clone();
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // Writers queue here; the queue moves one local commit at a time.
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |_, _| {
+                let reset = reset.clone();
+                Box::pin(async move {
+                    reset.store(false, Ordering::Relaxed);
+                    Ok(())
+                })
+            })
+            .connect_with(options.clone())
             .await
             .map_err(|e| connect_error(url, e))?;
-        Ok(SqliteStore { pool })
+        // An in-memory database exists once per connection: one pool.
+        let pool = if in_memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_with(options)
+                .await
+                .map_err(|e| connect_error(url, e))?
+        };
+        Ok(SqliteStore {
+            pool,
+            writer,
+            writer_full,
+        })
     }
 
-    /// The underlying pool (for tests and engine-specific features).
+    /// Where migrations run: they write.
+    fn writer_pool(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// The writer connection at the durability asked for: `durable` commits
+    /// wait for fsync (`synchronous = FULL`), others do not (NORMAL). The
+    /// pragma cannot change inside a transaction, so it is set here, and
+    /// only when it differs from what the connection has.
+    async fn write_conn(&self, durable: bool) -> StoreResult<PoolConnection<Sqlite>> {
+        let mut conn = self.writer.acquire().await?;
+        if self.writer_full.load(Ordering::Relaxed) != durable {
+            let pragma = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            sqlx::query(pragma).execute(&mut *conn).await?;
+            self.writer_full.store(durable, Ordering::Relaxed);
+        }
+        Ok(conn)
+    }
+
+    /// The underlying reader pool (for tests and engine-specific features).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 }
-
 /// Creates the database file readable by its owner alone (SQLite gives the
 /// -wal and -shm files it creates beside it the same mode), or takes group
 /// and other permissions away from an existing one, with a warning: it holds
@@ -140,11 +209,20 @@ impl SqliteStore {
     /// before commit.
     const USER_SHARE_LOCK: &'static str = "";
 
-    /// `BEGIN IMMEDIATE`: takes the write lock up front. A deferred
-    /// transaction that reads and then writes fails at once (SQLITE_BUSY,
-    /// no waiting) if another connection wrote in between.
+    /// A durable write transaction on the writer connection. `BEGIN
+    /// IMMEDIATE` takes the file's write lock up front (another process may
+    /// hold it), so nothing read inside can change before commit.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        self.begin_on_writer(true).await
+    }
+
+    async fn begin_on_writer(&self, durable: bool) -> StoreResult<Transaction<'static, Sqlite>> {
+        let conn = self.write_conn(durable).await?;
+        Ok(Transaction::begin(
+            conn,
+            Some(sqlx::SqlSafeStr::into_sql_str("BEGIN IMMEDIATE")),
+        )
+        .await?)
     }
 
     /// Nothing to do: the single writer already orders revocations.
@@ -171,34 +249,10 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// The common rotation: SQLite has no data-modifying CTEs, but its
-    /// statements are local calls, so one transaction costs no round trips.
-    async fn fast_rotate(&self, r: &RotationRequest) -> StoreResult<Option<Session>> {
-        let mut tx = self.begin_write().await?;
-        let consumed: Option<(uuid::Uuid, i64)> = sqlx::query_as(
-            "UPDATE refresh_tokens SET state = 'consumed', consumed_at = $2 \
-             WHERE token_hash = $1 AND state = 'active' AND session_id IN ( \
-               SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id \
-               WHERE s.revoked_at IS NULL AND s.idle_expires_at > $2 \
-                 AND s.absolute_expires_at > $2 AND s.client_id = $3 AND NOT u.disabled \
-                   AND s.credential_version = u.credential_version) \
-             RETURNING session_id, generation",
-        )
-        .bind(r.presented.to_vec())
-        .bind(r.now)
-        .bind(&r.client_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((session_id, generation)) = consumed else {
-            return Ok(None);
-        };
-        let session = Self::store_next_in(&mut tx, r, session_id, generation + 1).await?;
-        tx.commit().await?;
-        Ok(Some(session))
-    }
-
-    async fn begin_audit(&self, _durable: bool) -> StoreResult<Transaction<'static, Sqlite>> {
-        self.begin_write().await
+    /// Routine audit batches commit without waiting for fsync, like
+    /// PostgreSQL's (see there); durable events wait.
+    async fn begin_audit(&self, durable: bool) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.begin_on_writer(durable).await
     }
 
     /// Chained audit rows, one statement each (local calls).

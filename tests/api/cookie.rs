@@ -100,7 +100,9 @@ async fn login_sets_a_hardened_cookie_and_no_body_token(engine: Engine) {
     assert_eq!(res.headers()["access-control-allow-origin"], ORIGIN);
     assert_eq!(res.headers()["access-control-allow-credentials"], "true");
     let (value, attributes) = refresh_cookie(res.headers());
-    assert_eq!(value.len(), 43);
+    // `sid.0.secret‖tag`: cookie-safe characters only.
+    assert_eq!(value.len(), 36 + 3 + 43);
+    assert!(value.contains(".0."), "{value}");
     for a in [
         "secure",
         "httponly",

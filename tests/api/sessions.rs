@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use tessera::store::{NewClient, NewSession, NewUser, Rotation, RotationRequest, Store};
+use tessera::store::{
+    NewClient, NewSession, NewUser, PresentedRefresh, Rotation, RotationRequest, Store,
+};
 use uuid::Uuid;
 
 use crate::helpers::{Engine, on_both_engines, test_store};
@@ -12,8 +14,21 @@ const T0: i64 = 1_800_000_000;
 const IDLE: i64 = 3600;
 const ABSOLUTE: i64 = 86_400;
 
-fn token(n: u8) -> [u8; 32] {
-    [n; 32]
+/// The digest of session `sid`'s refresh secret (any 32 bytes do here:
+/// the store compares digests).
+fn secret(sid: Uuid) -> [u8; 32] {
+    let mut s = [7u8; 32];
+    s[..16].copy_from_slice(sid.as_bytes());
+    s
+}
+
+/// Generation `generation` of session `sid`'s refresh token.
+fn token(sid: Uuid, generation: i64) -> PresentedRefresh {
+    PresentedRefresh::Current {
+        sid,
+        generation,
+        secret_digest: secret(sid),
+    }
 }
 
 /// A live session `sid` of `user` through the `spa` client, opened at `T0`.
@@ -33,7 +48,7 @@ fn spa_session(sid: Uuid, user: Uuid) -> NewSession {
     }
 }
 
-/// A user, a client and a session whose first refresh token is `token(0)`.
+/// A user, a client and a session at generation 0.
 async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
     let user = Uuid::new_v4();
     store
@@ -69,16 +84,16 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
     }
     let sid = Uuid::new_v4();
     store
-        .create_session(&spa_session(sid, user), &token(0))
+        .create_session(&spa_session(sid, user), &secret(sid))
         .await
         .unwrap();
     (user, sid)
 }
 
-fn request(from: u8, to: u8, client: &str, now: i64, grace: i64) -> RotationRequest {
+fn request(presented: PresentedRefresh, client: &str, now: i64, grace: i64) -> RotationRequest {
     RotationRequest {
-        presented: token(from),
-        next: token(to),
+        presented,
+        fresh_secret: [9; 32],
         client_id: client.into(),
         now,
         idle_ttl: IDLE,
@@ -87,19 +102,19 @@ fn request(from: u8, to: u8, client: &str, now: i64, grace: i64) -> RotationRequ
     }
 }
 
-async fn rotate(store: &Arc<dyn Store>, from: u8, to: u8, now: i64) -> Rotation {
-    rotate_with_grace(store, from, to, now, 0).await
+async fn rotate(store: &Arc<dyn Store>, sid: Uuid, generation: i64, now: i64) -> Rotation {
+    rotate_with_grace(store, sid, generation, now, 0).await
 }
 
 async fn rotate_with_grace(
     store: &Arc<dyn Store>,
-    from: u8,
-    to: u8,
+    sid: Uuid,
+    generation: i64,
     now: i64,
     grace: i64,
 ) -> Rotation {
     store
-        .rotate_refresh_token(&request(from, to, "spa", now, grace))
+        .rotate_refresh_token(&request(token(sid, generation), "spa", now, grace))
         .await
         .unwrap()
 }
@@ -107,16 +122,20 @@ async fn rotate_with_grace(
 async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
     let s = test_store(engine).await;
     let (user, sid) = login(&s.store).await;
-    let Rotation::Rotated { session, .. } = rotate(&s.store, 0, 1, T0 + 100).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, sid, 0, T0 + 100).await else {
         panic!("first rotation")
     };
     assert_eq!((session.id, session.user_id), (sid, user));
     assert_eq!(session.idle_expires_at, T0 + 100 + IDLE);
     assert_eq!(session.last_used_at, T0 + 100);
-    let Rotation::Rotated { session, .. } = rotate(&s.store, 1, 2, T0 + 200).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, sid, 1, T0 + 200).await else {
         panic!("second rotation")
     };
     assert_eq!(session.idle_expires_at, T0 + 200 + IDLE);
+    assert_eq!(
+        (session.refresh_generation, session.refresh_rotated_at),
+        (2, Some(T0 + 200))
+    );
     // Never beyond the absolute expiry.
     let late = T0 + ABSOLUTE - 10;
     let mut from = 2;
@@ -124,17 +143,17 @@ async fn a_chain_of_rotations_slides_the_idle_expiry(engine: Engine) {
     while t + IDLE / 2 < late {
         t += IDLE / 2;
         assert!(matches!(
-            rotate(&s.store, from, from + 1, t).await,
+            rotate(&s.store, sid, from, t).await,
             Rotation::Rotated { .. }
         ));
         from += 1;
     }
-    let Rotation::Rotated { session, .. } = rotate(&s.store, from, from + 1, late).await else {
+    let Rotation::Rotated { session, .. } = rotate(&s.store, sid, from, late).await else {
         panic!()
     };
     assert_eq!(session.idle_expires_at, T0 + ABSOLUTE);
     assert_eq!(
-        rotate(&s.store, from + 1, from + 2, T0 + ABSOLUTE).await,
+        rotate(&s.store, sid, from + 1, T0 + ABSOLUTE).await,
         Rotation::Invalid,
         "absolute expiry"
     );
@@ -144,19 +163,19 @@ async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
     let s = test_store(engine).await;
     let (user, sid) = login(&s.store).await;
     assert!(matches!(
-        rotate(&s.store, 0, 1, T0 + 10).await,
+        rotate(&s.store, sid, 0, T0 + 10).await,
         Rotation::Rotated { .. }
     ));
     // The thief (or a confused client) presents the old token again.
     assert_eq!(
-        rotate(&s.store, 0, 9, T0 + 20).await,
+        rotate(&s.store, sid, 0, T0 + 20).await,
         Rotation::Replayed {
             session_id: sid,
             user_id: user
         }
     );
     // The legitimate holder's new token is dead too, and so is the session.
-    assert_eq!(rotate(&s.store, 1, 2, T0 + 30).await, Rotation::Invalid);
+    assert_eq!(rotate(&s.store, sid, 1, T0 + 30).await, Rotation::Invalid);
     let session = s.store.session(sid).await.unwrap().unwrap();
     assert_eq!(session.revoked_at, Some(T0 + 20));
     assert_eq!(
@@ -171,7 +190,7 @@ async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
         sid.to_string()
     );
     assert_eq!(
-        rotate(&s.store, 0, 8, T0 + 40).await,
+        rotate(&s.store, sid, 0, T0 + 40).await,
         Rotation::Replayed {
             session_id: sid,
             user_id: user
@@ -187,12 +206,12 @@ async fn replaying_a_consumed_token_revokes_the_session(engine: Engine) {
 
 async fn exactly_one_of_many_concurrent_refreshes_wins(engine: Engine) {
     let s = test_store(engine).await;
-    login(&s.store).await;
-    let attempts = (0..32u8).map(|i| {
+    let (_, sid) = login(&s.store).await;
+    let attempts = (0..32u8).map(|_| {
         let store = s.store.clone();
         async move {
             store
-                .rotate_refresh_token(&request(0, 100 + i, "spa", T0 + 5, 0))
+                .rotate_refresh_token(&request(token(sid, 0), "spa", T0 + 5, 0))
                 .await
         }
     });
@@ -209,32 +228,63 @@ async fn exactly_one_of_many_concurrent_refreshes_wins(engine: Engine) {
         }
     }
     assert_eq!(rotated, 1);
+    let session = s.store.session(sid).await.unwrap().unwrap();
+    assert_eq!(session.refresh_generation, 1, "moved on once");
     assert_eq!(
         s.raw
             .text("SELECT CAST(COUNT(*) AS TEXT) FROM refresh_tokens")
             .await,
-        "2",
-        "one successor stored"
+        "0",
+        "a rotation inserts nothing"
     );
 }
 
 async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: Engine) {
     let s = test_store(engine).await;
-    login(&s.store).await;
+    let (_, sid) = login(&s.store).await;
     // Idle expiry.
-    assert_eq!(rotate(&s.store, 0, 1, T0 + IDLE).await, Rotation::Invalid);
+    assert_eq!(rotate(&s.store, sid, 0, T0 + IDLE).await, Rotation::Invalid);
     // Another client presenting it: refused, token not consumed.
     let r = s
         .store
-        .rotate_refresh_token(&request(0, 1, "other", T0 + 10, 0))
+        .rotate_refresh_token(&request(token(sid, 0), "other", T0 + 10, 0))
         .await
         .unwrap();
     assert_eq!(r, Rotation::Invalid);
-    // Unknown token.
-    assert_eq!(rotate(&s.store, 42, 43, T0 + 10).await, Rotation::Invalid);
+    // Unknown session; the right session with another secret (someone who
+    // knows the sid, not the token); a generation not issued yet.
+    assert_eq!(
+        rotate(&s.store, Uuid::new_v4(), 0, T0 + 10).await,
+        Rotation::Invalid
+    );
+    let wrong_secret = PresentedRefresh::Current {
+        sid,
+        generation: 0,
+        secret_digest: [1; 32],
+    };
+    for presented in [wrong_secret, token(sid, 1), token(sid, 5)] {
+        let r = s
+            .store
+            .rotate_refresh_token(&request(presented, "spa", T0 + 10, 30))
+            .await
+            .unwrap();
+        assert_eq!(r, Rotation::Invalid, "{presented:?}");
+    }
+    // An older generation with a wrong secret is no replay either: it
+    // cannot revoke the session.
+    assert!(matches!(
+        rotate(&s.store, sid, 0, T0 + 10).await,
+        Rotation::Rotated { .. }
+    ));
+    let r = s
+        .store
+        .rotate_refresh_token(&request(wrong_secret, "spa", T0 + 10, 0))
+        .await
+        .unwrap();
+    assert_eq!(r, Rotation::Invalid);
     // None of that consumed the real token.
     assert!(matches!(
-        rotate(&s.store, 0, 1, T0 + 10).await,
+        rotate(&s.store, sid, 1, T0 + 10).await,
         Rotation::Rotated { .. }
     ));
     // A disabled user cannot refresh.
@@ -243,7 +293,7 @@ async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: En
         .set_user_disabled(&name, true, T0 + 11)
         .await
         .unwrap();
-    assert_eq!(rotate(&s.store, 1, 2, T0 + 12).await, Rotation::Invalid);
+    assert_eq!(rotate(&s.store, sid, 2, T0 + 12).await, Rotation::Invalid);
 }
 
 async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
@@ -265,7 +315,17 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
                 user_agent_summary: None,
                 credential_version: 0,
             },
-            &token(50),
+            &secret(short),
+        )
+        .await
+        .unwrap();
+    // A token row of the earlier format for it (sessions opened before the
+    // upgrade still have one).
+    s.raw
+        .execute(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+             SELECT $1, id, 0, 'active', 0 FROM sessions WHERE idle_expires_at = 1800000010",
+            &[&[5; 32]],
         )
         .await
         .unwrap();
@@ -285,7 +345,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
         s.raw
             .text("SELECT CAST(COUNT(*) AS TEXT) FROM refresh_tokens")
             .await,
-        "1",
+        "0",
         "tokens go with their session"
     );
     assert_eq!(
@@ -296,7 +356,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
     );
     // The live session still rotates.
     assert!(matches!(
-        rotate(&s.store, 0, 1, T0 + 200).await,
+        rotate(&s.store, live, 0, T0 + 200).await,
         Rotation::Rotated { .. }
     ));
 }
@@ -310,17 +370,17 @@ async fn the_grace_window_allows_one_reuse_of_the_previous_token(engine: Engine)
         other => panic!("expected a rotation, got {other:?}"),
     };
     rotated(
-        rotate_with_grace(&s.store, 0, 1, T0 + 10, GRACE).await,
+        rotate_with_grace(&s.store, sid, 0, T0 + 10, GRACE).await,
         false,
     );
     // A second tab presents the token the first tab just rotated: one fresh pair.
     rotated(
-        rotate_with_grace(&s.store, 0, 2, T0 + 12, GRACE).await,
+        rotate_with_grace(&s.store, sid, 0, T0 + 12, GRACE).await,
         true,
     );
     // The same token once more inside the window: refused, session kept.
     assert_eq!(
-        rotate_with_grace(&s.store, 0, 3, T0 + 13, GRACE).await,
+        rotate_with_grace(&s.store, sid, 0, T0 + 13, GRACE).await,
         Rotation::Invalid
     );
     assert!(
@@ -332,27 +392,27 @@ async fn the_grace_window_allows_one_reuse_of_the_previous_token(engine: Engine)
             .revoked_at
             .is_none()
     );
-    // Token 1 was superseded by the grace pair; it is now the immediately
-    // previous token and gets its own one reuse.
+    // Generation 1 was superseded by the grace pair; it is now the
+    // immediately previous one and gets its own one reuse.
     rotated(
-        rotate_with_grace(&s.store, 1, 4, T0 + 14, GRACE).await,
+        rotate_with_grace(&s.store, sid, 1, T0 + 14, GRACE).await,
         true,
     );
     // The newest token works normally.
     rotated(
-        rotate_with_grace(&s.store, 4, 5, T0 + 15, GRACE).await,
+        rotate_with_grace(&s.store, sid, 3, T0 + 15, GRACE).await,
         false,
     );
     // After the window, a consumed token is a replay again.
     assert_eq!(
-        rotate_with_grace(&s.store, 4, 6, T0 + 15 + GRACE + 1, GRACE).await,
+        rotate_with_grace(&s.store, sid, 3, T0 + 15 + GRACE + 1, GRACE).await,
         Rotation::Replayed {
             session_id: sid,
             user_id: user
         }
     );
     assert_eq!(
-        rotate_with_grace(&s.store, 5, 7, T0 + 30, GRACE).await,
+        rotate_with_grace(&s.store, sid, 4, T0 + 30, GRACE).await,
         Rotation::Invalid
     );
 }
@@ -361,38 +421,32 @@ async fn an_older_token_revokes_even_inside_the_grace_window(engine: Engine) {
     let s = test_store(engine).await;
     let (user, sid) = login(&s.store).await;
     assert!(matches!(
-        rotate_with_grace(&s.store, 0, 1, T0 + 1, 30).await,
+        rotate_with_grace(&s.store, sid, 0, T0 + 1, 30).await,
         Rotation::Rotated { .. }
     ));
     assert!(matches!(
-        rotate_with_grace(&s.store, 1, 2, T0 + 2, 30).await,
+        rotate_with_grace(&s.store, sid, 1, T0 + 2, 30).await,
         Rotation::Rotated { .. }
     ));
-    // Token 0 is two generations back: not a tab race.
+    // Generation 0 is two back: not a tab race.
     assert_eq!(
-        rotate_with_grace(&s.store, 0, 3, T0 + 3, 30).await,
+        rotate_with_grace(&s.store, sid, 0, T0 + 3, 30).await,
         Rotation::Replayed {
             session_id: sid,
             user_id: user
         }
     );
     assert_eq!(
-        rotate_with_grace(&s.store, 2, 4, T0 + 4, 30).await,
+        rotate_with_grace(&s.store, sid, 2, T0 + 4, 30).await,
         Rotation::Invalid
     );
 }
 
-fn random_token() -> [u8; 32] {
-    let mut t = [0u8; 32];
-    t[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-    t[16..].copy_from_slice(Uuid::new_v4().as_bytes());
-    t
-}
-
 /// Revoking a user's sessions (password change, disable, logout
-/// everywhere) while those sessions rotate must never fail: both take the
-/// token rows before the session row, so neither can wait on the other in
-/// a cycle (PostgreSQL would abort one as a deadlock after a second).
+/// everywhere) while those sessions rotate must never fail: a rotation
+/// takes only the session row, a revocation the revocation lock and then
+/// the session row, so neither can wait on the other in a cycle
+/// (PostgreSQL would abort one as a deadlock after a second).
 async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
     let s = test_store(engine).await;
     let store = s.store.clone();
@@ -401,23 +455,20 @@ async fn revoking_sessions_while_they_rotate_never_deadlocks(engine: Engine) {
         let mut chains = Vec::new();
         for _ in 0..8 {
             let sid = Uuid::new_v4();
-            let t = random_token();
             store
-                .create_session(&spa_session(sid, user), &t)
+                .create_session(&spa_session(sid, user), &secret(sid))
                 .await
                 .unwrap();
-            chains.push((sid, t));
+            chains.push(sid);
         }
-        let rotating = chains.into_iter().map(|(_, mut current)| {
+        let rotating = chains.into_iter().map(|sid| {
             let store = store.clone();
             tokio::spawn(async move {
+                let mut current = 0;
                 loop {
-                    let next = random_token();
-                    let mut req = request(0, 0, "spa", T0 + 10, 0);
-                    req.presented = current;
-                    req.next = next;
+                    let req = request(token(sid, current), "spa", T0 + 10, 0);
                     match store.rotate_refresh_token(&req).await? {
-                        Rotation::Rotated { .. } => current = next,
+                        Rotation::Rotated { .. } => current += 1,
                         _ => return Ok::<_, tessera::store::StoreError>(()),
                     }
                 }
@@ -465,14 +516,24 @@ async fn sessions_open_only_under_current_credentials(engine: Engine) {
         .unwrap();
     assert_eq!(revoked, Some(1), "the session login() opened");
     // A login that read version 0 before the change cannot open its session.
-    assert!(!s.store.create_session(&stale, &token(60)).await.unwrap());
+    assert!(
+        !s.store
+            .create_session(&stale, &secret(stale.id))
+            .await
+            .unwrap()
+    );
     let current = NewSession {
         credential_version: 1,
         ..spa_session(Uuid::new_v4(), user)
     };
-    assert!(s.store.create_session(&current, &token(61)).await.unwrap());
+    assert!(
+        s.store
+            .create_session(&current, &secret(current.id))
+            .await
+            .unwrap()
+    );
     assert!(matches!(
-        rotate(&s.store, 61, 63, T0 + 1).await,
+        rotate(&s.store, current.id, 0, T0 + 1).await,
         Rotation::Rotated { .. }
     ));
     // A session that somehow outlived a change (its revocation lost) does
@@ -484,7 +545,10 @@ async fn sessions_open_only_under_current_credentials(engine: Engine) {
         )
         .await
         .unwrap();
-    assert_eq!(rotate(&s.store, 63, 64, T0 + 1).await, Rotation::Invalid);
+    assert_eq!(
+        rotate(&s.store, current.id, 1, T0 + 1).await,
+        Rotation::Invalid
+    );
     s.raw
         .execute(
             "UPDATE users SET credential_version = credential_version - 1",
@@ -528,7 +592,12 @@ async fn sessions_open_only_under_current_credentials(engine: Engine) {
         credential_version: 2,
         ..spa_session(Uuid::new_v4(), user)
     };
-    assert!(!s.store.create_session(&late, &token(62)).await.unwrap());
+    assert!(
+        !s.store
+            .create_session(&late, &secret(late.id))
+            .await
+            .unwrap()
+    );
 }
 
 /// `sub` and `client` cut-offs are taken inside the revocation's

@@ -325,7 +325,9 @@ async fn password_login_then_refresh_chain(engine: Engine) {
     assert_eq!(claims.client_id, "spa");
     let sid = claims.sid.clone().expect("user tokens carry sid");
     let mut refresh = login["refresh_token"].as_str().unwrap().to_owned();
-    assert_eq!(refresh.len(), 43);
+    // `sid.generation.secret‖tag`: it names its session and generation.
+    assert!(refresh.starts_with(&format!("{sid}.0.")), "{refresh}");
+    assert_eq!(refresh.len(), 36 + 3 + 43);
 
     for _ in 0..3 {
         let next = ok_json(post(&app, &refresh_form(&refresh), None).await).await;

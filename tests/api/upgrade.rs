@@ -21,6 +21,11 @@ use crate::helpers::{
 const FIRST_NEW: i64 = 20261202000001;
 
 async fn previous_schema(db: &TestDb) {
+    schema_before(db, FIRST_NEW).await
+}
+
+/// The schema as it was before migration `first_new`.
+async fn schema_before(db: &TestDb, first_new: i64) {
     let all = match db.engine {
         Engine::Sqlite => sqlx::migrate!("./migrations/sqlite"),
         Engine::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -28,7 +33,7 @@ async fn previous_schema(db: &TestDb) {
     let old = Migrator {
         migrations: Cow::Owned(
             all.iter()
-                .filter(|m| m.version < FIRST_NEW)
+                .filter(|m| m.version < first_new)
                 .cloned()
                 .collect(),
         ),
@@ -232,4 +237,131 @@ async fn an_upgraded_database_is_repaired_and_keeps_working(engine: Engine) {
     assert_eq!(res.json::<Value>().await.unwrap()["active"], true);
 }
 
-on_both_engines!(an_upgraded_database_is_repaired_and_keeps_working);
+/// Sessions opened before refresh tokens named their session and
+/// generation (migration 20261203000001): their token is a row in
+/// `refresh_tokens`. It rotates once after the upgrade, into the current
+/// format, and the chain goes on from there; replaying it afterwards is
+/// still detected as a replay and ends the session.
+async fn refresh_tokens_issued_before_the_upgrade_rotate_after_it(engine: Engine) {
+    use base64::Engine as _;
+    let db = TestDb::new(engine).await;
+    schema_before(&db, 20261203000001).await;
+    let bytes = |b: &[u8]| match engine {
+        Engine::Sqlite => format!("X'{}'", hex(b)),
+        Engine::Postgres => format!("'\\x{}'::bytea", hex(b)),
+    };
+    let uuid = |u: uuid::Uuid| match engine {
+        Engine::Sqlite => bytes(u.as_bytes()),
+        Engine::Postgres => format!("'{u}'"),
+    };
+    let (user, sid, second) = (
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+    );
+    let now = crate::helpers::now();
+    let legacy = |n: u8| {
+        let raw = [n; 32];
+        (
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw),
+            tessera::digest::sha256(&raw),
+        )
+    };
+    let ((token, hash), (other, other_hash)) = (legacy(7), legacy(8));
+    let password_hash = tessera::auth::password::hash(PASSWORD).unwrap();
+    let f = match engine {
+        Engine::Sqlite => "0",
+        Engine::Postgres => "FALSE",
+    };
+    let session = |id: uuid::Uuid| {
+        format!(
+            "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, idle_expires_at, \
+             absolute_expires_at) VALUES ({}, {}, 'spa', 'read', {now}, {now}, {}, {})",
+            uuid(id),
+            uuid(user),
+            now + 3600,
+            now + 86_400
+        )
+    };
+    let token_row = |id: uuid::Uuid, generation: i64, state: &str, hash: &[u8]| {
+        format!(
+            "INSERT INTO refresh_tokens (token_hash, session_id, generation, state, created_at) \
+             VALUES ({}, {}, {generation}, '{state}', {now})",
+            bytes(hash),
+            uuid(id)
+        )
+    };
+    execute(
+        &db,
+        &[
+            format!(
+                "INSERT INTO users (id, username, password_hash, totp_secret, disabled, created_at, updated_at) \
+                 VALUES ({}, 'alice', '{password_hash}', NULL, {f}, 0, 0)",
+                uuid(user)
+            ),
+            format!(
+                "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, origins, cookie, \
+                 admin, on_binding_change, disabled, created_at) VALUES ('spa', {f}, NULL, 'password refresh_token', \
+                 'read', '{AUD}', '', {f}, {f}, 'audit', {f}, 0)"
+            ),
+            session(sid),
+            token_row(sid, 3, "consumed", &[1; 32]),
+            token_row(sid, 4, "active", &hash),
+            session(second),
+            token_row(second, 0, "active", &other_hash),
+        ],
+    )
+    .await;
+    let app = spawn_app_on_with(db, &[]).await;
+
+    // The old token is introspectable and rotates, into the current format.
+    let res = app.refresh(&token).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let next = body["refresh_token"].as_str().unwrap().to_owned();
+    assert!(next.starts_with(&format!("{sid}.5.")), "{next}");
+    let session = app.store.session(sid).await.unwrap().unwrap();
+    assert_eq!(session.refresh_generation, 5);
+    // The chain goes on in the new format.
+    let res = app.refresh(&next).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let newest = body["refresh_token"].as_str().unwrap().to_owned();
+    assert!(newest.starts_with(&format!("{sid}.6.")), "{newest}");
+    // Neither the old token nor its successor works twice: the old one is
+    // a replay, and ends the session.
+    let res = app.refresh(&token).await;
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+    assert_eq!(app.refresh(&newest).await.status(), 400);
+    assert!(
+        app.store
+            .session(sid)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    // The other old session is untouched by all that, and a token of the
+    // new format with its sid and a guessed generation is refused.
+    let forged = format!("{second}.1.{}", &next[next.rfind('.').unwrap() + 1..]);
+    assert_eq!(app.refresh(&forged).await.status(), 400);
+    assert_eq!(app.refresh(&other).await.status(), 200);
+    // New logins open sessions of the new format.
+    let (_, fresh) = app.login("alice").await;
+    assert!(fresh.contains(".0."), "{fresh}");
+    assert_eq!(app.refresh(&fresh).await.status(), 200);
+}
+
+on_both_engines!(
+    an_upgraded_database_is_repaired_and_keeps_working,
+    refresh_tokens_issued_before_the_upgrade_rotate_after_it
+);

@@ -121,6 +121,8 @@ pub struct Collaborators {
     pub sessions: SessionPolicy,
     /// Opens sealed TOTP secrets.
     pub master: crate::keys::master::MasterKey,
+    /// Issues and checks refresh tokens.
+    pub refresh_tokens: crate::tokens::refresh::RefreshTokens,
     /// Records audit events.
     pub auditor: Auditor,
     /// Refreshed after a revocation.
@@ -142,6 +144,7 @@ pub struct TokenEndpoint {
     clients: Arc<ClientAuthenticator>,
     sessions: SessionPolicy,
     master: crate::keys::master::MasterKey,
+    refresh_tokens: crate::tokens::refresh::RefreshTokens,
     auditor: Auditor,
     revocations: Arc<RevocationCache>,
     throttle: LoginThrottle,
@@ -160,6 +163,7 @@ impl TokenEndpoint {
             clients: c.clients,
             sessions: c.sessions,
             master: c.master,
+            refresh_tokens: c.refresh_tokens,
             auditor: c.auditor,
             revocations: c.revocations,
             throttle: c.throttle,

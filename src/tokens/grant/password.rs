@@ -14,7 +14,7 @@ use crate::oauth::{ErrorCode, OAuthError, invalid_request, too_many_requests, un
 use crate::store::{Client, NewSession};
 use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{audiences, scopes};
-use crate::tokens::refresh;
+use crate::tokens::refresh::SessionSecret;
 
 impl TokenEndpoint {
     /// RFC 6749 §4.3: the user's password opens a session.
@@ -183,7 +183,7 @@ impl TokenEndpoint {
             .succeeded(attempt)
             .await
             .map_err(unavailable)?;
-        let (refresh_token, hash) = refresh::generate();
+        let secret = SessionSecret::generate();
         let session = NewSession {
             id: uuid::Uuid::new_v4(),
             user_id: user.id,
@@ -203,7 +203,7 @@ impl TokenEndpoint {
         // disabled while this login was being checked.
         if !self
             .store
-            .create_session(&session, &hash)
+            .create_session(&session, &secret.digest())
             .await
             .map_err(unavailable)?
         {
@@ -233,7 +233,11 @@ impl TokenEndpoint {
                     scope,
                     sid: Some(session.id),
                 },
-                Some(refresh_token.to_string()),
+                Some(
+                    self.refresh_tokens
+                        .issue(session.id, 0, &secret)
+                        .to_string(),
+                ),
                 now,
             )
             .await?;

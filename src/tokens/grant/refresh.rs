@@ -1,5 +1,5 @@
-//! `grant_type=refresh_token` (RFC 6749 §6): a refresh token is consumed
-//! and replaced in its session, once (replay detection in the store).
+//! `grant_type=refresh_token` (RFC 6749 §6): the session moves on to its
+//! next generation, once per token (replay detection in the store).
 
 use std::collections::HashMap;
 
@@ -10,7 +10,7 @@ use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
 use crate::store::{Client, Rotation, RotationRequest};
 use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{REFRESH_COOKIE, audiences, grantable, narrow};
-use crate::tokens::refresh;
+use crate::tokens::refresh::{Presented, SessionSecret};
 
 impl TokenEndpoint {
     /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
@@ -42,14 +42,16 @@ impl TokenEndpoint {
                 "the refresh token is invalid, expired or revoked",
             )
         };
-        let presented = refresh::hash_presented(&presented).ok_or_else(invalid)?;
-        let (next, next_hash) = refresh::generate();
+        // A forged or mangled token never reaches the database.
+        let presented = self.refresh_tokens.parse(&presented).ok_or_else(invalid)?;
+        // Installed only if this is a legacy token moving its session over.
+        let fresh = SessionSecret::generate();
         let revocation_relevant_until = crate::revocation::relevant_until(now, self.minter.ttl());
         let rotation = self
             .store
             .rotate_refresh_token(&RotationRequest {
-                presented,
-                next: next_hash,
+                presented: presented.to_store(),
+                fresh_secret: fresh.digest(),
                 client_id: client.id.clone(),
                 now,
                 idle_ttl: self.sessions.idle_ttl,
@@ -134,6 +136,13 @@ impl TokenEndpoint {
             Some(requested) => narrow(&allowed, requested, "this session")?,
         };
         let audiences = audiences(client, params)?;
+        let secret = match presented {
+            Presented::Current { secret, .. } => secret,
+            Presented::Legacy(_) => fresh,
+        };
+        let next = self
+            .refresh_tokens
+            .issue(session.id, session.refresh_generation, &secret);
         self.auditor
             .record(
                 Event::new(
