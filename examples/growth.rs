@@ -33,9 +33,7 @@ async fn main() -> Result<(), Error> {
     let engine = Engine::from_url(url).ok_or("a sqlite:// or postgres:// URL")?;
     let store: Arc<dyn Store> = match engine {
         Engine::Sqlite => Arc::new(tessera::store::sqlite::SqliteStore::connect(url, 4).await?),
-        Engine::Postgres => {
-            Arc::new(tessera::store::postgres::PgStore::connect(url, 16).await?)
-        }
+        Engine::Postgres => Arc::new(tessera::store::postgres::PgStore::connect(url, 16).await?),
     };
     store.migrate().await?;
     let now = chrono::Utc::now().timestamp();
@@ -152,7 +150,9 @@ async fn main() -> Result<(), Error> {
         }
         Engine::Postgres => {
             let pool = sqlx::PgPool::connect(url).await?;
-            sqlx::query("VACUUM ANALYZE sessions").execute(&pool).await?;
+            sqlx::query("VACUUM ANALYZE sessions")
+                .execute(&pool)
+                .await?;
             let row: (i64, i64, i64) = sqlx::query_as(
                 "SELECT pg_total_relation_size('sessions'), pg_total_relation_size('refresh_tokens'), \
                  pg_database_size(current_database())",

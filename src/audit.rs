@@ -429,18 +429,35 @@ async fn direct_checkpoint(store: &dyn Store, key: &ChainKey) {
 /// Appends queued events in batches. A failed batch is retried with backoff
 /// (the database may be restarting); after a minute of failures it is
 /// dropped with an error log rather than blocking the service forever.
+/// How long routine audit events wait for more before they are written.
+const LINGER: Duration = Duration::from_millis(5);
+
 async fn writer(store: Arc<dyn Store>, key: ChainKey, mut rx: mpsc::Receiver<Message>) {
     let mut events = Vec::with_capacity(BATCH);
     let mut acks = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Event(e) => events.push(e),
-                Message::Flush(ack) => acks.push(ack),
+        // Routine events wait a moment for company: under load one wake-up
+        // and one commit then carry many events, instead of each event
+        // waking the writer (a context switch per request). Nobody waits
+        // on them; a security event (a flush) ends the wait at once.
+        let linger_until = tokio::time::Instant::now() + LINGER;
+        loop {
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Event(e) => events.push(e),
+                    Message::Flush(ack) => acks.push(ack),
+                }
+                if events.len() < BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
-            if events.len() < BATCH {
-                next = rx.try_recv().ok();
+            if !acks.is_empty() || events.len() >= BATCH {
+                break;
+            }
+            match tokio::time::timeout_at(linger_until, rx.recv()).await {
+                Ok(Some(message)) => next = Some(message),
+                Ok(None) | Err(_) => break,
             }
         }
         // A batch someone waits on (a security event) is flushed to disk

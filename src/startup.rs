@@ -643,6 +643,9 @@ fn run(
         actix_web::http::KeepAlive::Timeout(config.keep_alive)
     })
     .shutdown_timeout(config.shutdown_timeout.as_secs())
+    // Answers leave at once: with Nagle's algorithm a response written in
+    // two pieces waits for the client's (delayed) ACK of the first.
+    .tcp_nodelay(true)
     .workers(workers)
     .max_connections(per_worker)
     .on_connect(move |conn, extensions| register_connection(&connections, conn, extensions))

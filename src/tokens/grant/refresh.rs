@@ -104,17 +104,22 @@ impl TokenEndpoint {
                 "session used from a different browser or network"
             );
             let revoke = client.on_binding_change == crate::store::BindingPolicy::Revoke;
-            self.auditor
-                .record_durable(
-                    Event::new(user_actor(session.user_id), Action::SessionBindingChanged)
-                        .subject(session.id)
-                        .detail("client_id", client.id.clone())
-                        .detail("user_agent_changed", ua_changed)
-                        .detail("network_changed", network_changed)
-                        .detail("session_revoked", revoke)
-                        .network(network.clone()),
-                )
-                .await;
+            let event = Event::new(user_actor(session.user_id), Action::SessionBindingChanged)
+                .subject(session.id)
+                .detail("client_id", client.id.clone())
+                .detail("user_agent_changed", ua_changed)
+                .detail("network_changed", network_changed)
+                .detail("session_revoked", revoke)
+                .network(network.clone());
+            // A revocation is a security event, stored before the answer. A
+            // kept session is routine: every refresh from the new browser
+            // or network repeats the event, and waiting for each to reach
+            // the disk would cost every such refresh a flush.
+            if revoke {
+                self.auditor.record_durable(event).await;
+            } else {
+                self.auditor.record(event).await;
+            }
             if revoke {
                 self.store
                     .revoke_session(session.id, now, "binding change", revocation_relevant_until)
