@@ -100,8 +100,10 @@ macro_rules! portable_directory {
                 )
                 .bind(name)
                 .bind(value.to_be_bytes().to_vec())
-                .fetch_one(&mut *self.write_conn(true).await?)
-                .await?;
+                .fetch_all(&mut *self.write_conn(true).await?)
+                .await?
+                .pop()
+                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))?;
                 let bytes: [u8; 8] = stored.as_slice().try_into().map_err(|_| {
                     $crate::store::StoreError::Corrupt(format!("setting {name} is not a number"))
                 })?;
@@ -122,9 +124,11 @@ macro_rules! portable_directory {
                 .bind(&user.password_hash)
                 .bind(&user.totp_secret)
                 .bind(now)
-                .fetch_one(&mut *self.write_conn(true).await?)
+                .fetch_all(&mut *self.write_conn(true).await?)
                 .await
-                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "user"))
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "user"))?
+                .pop()
+                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))
             }
 
             async fn user_by_username(
@@ -196,9 +200,11 @@ macro_rules! portable_directory {
                 .bind(client.on_binding_change.as_str())
                 .bind(now)
                 .bind(client.resource_server)
-                .fetch_one(&mut *self.write_conn(true).await?)
+                .fetch_all(&mut *self.write_conn(true).await?)
                 .await
-                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))?;
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))?
+                .pop()
+                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))?;
                 Ok(row.into())
             }
 
@@ -297,8 +303,9 @@ macro_rules! portable_directory {
                 .bind(limit)
                 .bind(max_lockout)
                 .bind(cap_only)
-                .fetch_optional(&mut *self.write_conn(false).await?)
-                .await?)
+                .fetch_all(&mut *self.write_conn(false).await?)
+                .await?
+                .pop())
             }
 
             async fn uncount_attempt(
@@ -529,7 +536,7 @@ macro_rules! portable_sessions {
                 generation: i64,
                 secret_digest: &[u8; 32],
             ) -> $crate::store::StoreResult<Option<$crate::store::Session>> {
-                Ok(sqlx::query_as(
+                Ok(sqlx::query_as::<_, $crate::store::Session>(
                     "UPDATE sessions SET refresh_generation = refresh_generation + 1, \
                      refresh_rotated_at = $2, refresh_reused = NULL, last_used_at = $2, idle_expires_at = \
                      CASE WHEN $2 + $5 < absolute_expires_at THEN $2 + $5 ELSE absolute_expires_at END \
@@ -545,8 +552,12 @@ macro_rules! portable_sessions {
                 .bind(secret_digest.to_vec())
                 .bind(r.idle_ttl)
                 .bind(&r.client_id)
-                .fetch_optional(&mut *self.write_conn(false).await?)
-                .await?)
+                // To the end (SQLITE_DONE): a statement left at its first
+                // row stays active on the writer, and SQLite cannot rewind
+                // a WAL while any statement still reads it.
+                .fetch_all(&mut *self.write_conn(false).await?)
+                .await?
+                .pop())
             }
 
             /// The rest of a rotation when the fast path did not apply: the
