@@ -109,10 +109,22 @@ impl PgStore {
     }
 }
 
-/// Advisory-lock keys ("tessera" and a number): one for revocation inserts,
-/// one for audit appends.
-const REVOCATION_LOCK: i64 = 0x7465_7373_6572_6101;
-const AUDIT_LOCK: i64 = 0x7465_7373_6572_6102;
+/// The `store_locks` rows that serialise revocation inserts and audit
+/// appends across instances. Row locks rather than advisory locks: the
+/// distributed engines of docs/scaling.md lock rows for real, but lack
+/// `pg_advisory_xact_lock` or (older CockroachDB) accept it as a no-op.
+const REVOCATION_LOCK: &str = "revocations";
+const AUDIT_LOCK: &str = "audit";
+
+/// Locks a `store_locks` row until the transaction ends. A missing row is
+/// an error, never a silent "locked".
+async fn lock_row_in(tx: &mut Transaction<'_, Postgres>, name: &str) -> StoreResult<()> {
+    sqlx::query("SELECT name FROM store_locks WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(())
+}
 
 /// The channel revocation inserts notify.
 const REVOCATION_CHANNEL: &str = "tessera_revocations";
@@ -145,11 +157,7 @@ impl PgStore {
     /// feed reader could pass id 8 (committed) while id 7 is still in
     /// flight, and never see 7.
     async fn lock_revocations_in(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(REVOCATION_LOCK)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        lock_row_in(tx, REVOCATION_LOCK).await
     }
 
     /// Lists a revocation and notifies every listening instance (delivered
@@ -188,10 +196,7 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(AUDIT_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        lock_row_in(&mut tx, AUDIT_LOCK).await?;
         Ok(tx)
     }
 

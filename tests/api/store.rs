@@ -4,7 +4,7 @@ use tessera::store::Engine as StoreEngine;
 use tessera::store::{Audience, NewClient, NewSigningKey, NewUser, StoreError};
 use uuid::Uuid;
 
-use crate::helpers::{Engine, on_both_engines, test_store};
+use crate::helpers::{Engine, RawPool, on_both_engines, test_store};
 
 fn new_user(name: &str) -> NewUser {
     NewUser {
@@ -400,5 +400,83 @@ async fn postgres_connections_have_tcp_nodelay() {
     assert!(
         checked > 0,
         "no TCP connection to PostgreSQL on port {port} found"
+    );
+}
+
+/// Revocation inserts and audit appends serialise on `store_locks` rows
+/// (row locks, which the distributed engines of docs/scaling.md honour):
+/// while another transaction holds a row, the write waits; once it commits,
+/// the write goes through; a missing row is an error, never a silent pass.
+#[tokio::test]
+async fn postgres_writers_wait_on_the_store_lock_rows() {
+    use std::time::Duration;
+    use tessera::audit::ChainKey;
+    use tessera::keys::master::MasterKey;
+    use tessera::store::NewAuditEvent;
+
+    let s = test_store(Engine::Postgres).await;
+    let RawPool::Postgres(pool) = &s.raw else {
+        unreachable!()
+    };
+    let key = ChainKey::new(&MasterKey::from_bytes(&[5; 32]));
+    let event = NewAuditEvent {
+        at: 1_800_000_000,
+        actor: "cli".into(),
+        action: "test_event".into(),
+        subject: None,
+        detail: "{}".into(),
+        network_prefix: None,
+    };
+    let now = chrono::Utc::now().timestamp();
+
+    for name in ["revocations", "audit"] {
+        let mut holder = pool.begin().await.unwrap();
+        sqlx::query("SELECT name FROM store_locks WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        let store = s.store.clone();
+        let event = event.clone();
+        let key = key.clone();
+        let write = tokio::spawn(async move {
+            if name == "revocations" {
+                store
+                    .revoke_jti("held-jti", now, now + 900, None, 100)
+                    .await
+                    .map(drop)
+            } else {
+                store.append_audit(&[event], true, &key).await.map(drop)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !write.is_finished(),
+            "{name}: the write ignored the lock row"
+        );
+        holder.commit().await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), write)
+            .await
+            .expect("the write goes on once the lock row is free")
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    assert_eq!(
+        s.store.revocations_since(0, now, 10).await.unwrap().len(),
+        1
+    );
+
+    s.raw
+        .execute("DELETE FROM store_locks WHERE name = 'revocations'", &[])
+        .await
+        .unwrap();
+    s.store
+        .revoke_jti("unlocked-jti", now, now + 900, None, 100)
+        .await
+        .expect_err("no lock row, no revocation");
+    assert_eq!(
+        s.store.revocations_since(0, now, 10).await.unwrap().len(),
+        1,
+        "nothing was listed without the lock"
     );
 }
