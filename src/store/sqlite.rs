@@ -65,10 +65,10 @@ impl SqliteStore {
         let writer_full = Arc::new(AtomicBool::new(false));
         let reset = writer_full.clone();
         // The writer checkpoints itself (SQLite's default, every thousand
-        // pages of WAL). Checkpoints from another connection cannot keep
-        // up with a writer that never pauses: they never find the WAL
-        // fully copied, so it is never rewound and grows without bound
-        // (4 GB after a million rotations, measured).
+        // pages of WAL). A checkpoint rewinds the WAL only when no
+        // statement still reads it, which is why writes returning a row
+        // read their statement to the end (portable.rs): one left open
+        // grew the WAL to 4 GB over a million rotations.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
