@@ -110,6 +110,15 @@ pub enum StoreError {
     Schema(String),
 }
 
+/// The row a write's `RETURNING` gave back, read with `fetch_all` rather
+/// than `fetch_one`: on SQLite a statement left at its first row stays
+/// active on the writer, and the WAL cannot be rewound while any statement
+/// still reads it (it grew to 4 GB over a million rotations).
+pub(crate) fn returned_row<T>(mut rows: Vec<T>) -> StoreResult<T> {
+    rows.pop()
+        .ok_or_else(|| StoreError::Corrupt("a write returned no row".into()))
+}
+
 impl StoreError {
     /// Maps a driver error, naming `what` on a uniqueness violation.
     pub(crate) fn from_sqlx(e: sqlx::Error, what: &'static str) -> StoreError {

@@ -101,9 +101,9 @@ macro_rules! portable_directory {
                 .bind(name)
                 .bind(value.to_be_bytes().to_vec())
                 .fetch_all(&mut *self.write_conn(true).await?)
-                .await?
-                .pop()
-                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))?;
+                .await
+                .map_err($crate::store::StoreError::from)
+                .and_then($crate::store::returned_row)?;
                 let bytes: [u8; 8] = stored.as_slice().try_into().map_err(|_| {
                     $crate::store::StoreError::Corrupt(format!("setting {name} is not a number"))
                 })?;
@@ -126,9 +126,8 @@ macro_rules! portable_directory {
                 .bind(now)
                 .fetch_all(&mut *self.write_conn(true).await?)
                 .await
-                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "user"))?
-                .pop()
-                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "user"))
+                .and_then($crate::store::returned_row)
             }
 
             async fn user_by_username(
@@ -202,9 +201,8 @@ macro_rules! portable_directory {
                 .bind(client.resource_server)
                 .fetch_all(&mut *self.write_conn(true).await?)
                 .await
-                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))?
-                .pop()
-                .ok_or_else(|| $crate::store::StoreError::Corrupt("a write returned no row".into()))?;
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))
+                .and_then($crate::store::returned_row)?;
                 Ok(row.into())
             }
 
@@ -303,6 +301,7 @@ macro_rules! portable_directory {
                 .bind(limit)
                 .bind(max_lockout)
                 .bind(cap_only)
+                // fetch_all, not fetch_optional: see `returned_row`.
                 .fetch_all(&mut *self.write_conn(false).await?)
                 .await?
                 .pop())
@@ -552,9 +551,7 @@ macro_rules! portable_sessions {
                 .bind(secret_digest.to_vec())
                 .bind(r.idle_ttl)
                 .bind(&r.client_id)
-                // To the end (SQLITE_DONE): a statement left at its first
-                // row stays active on the writer, and SQLite cannot rewind
-                // a WAL while any statement still reads it.
+                // fetch_all, not fetch_optional: see `returned_row`.
                 .fetch_all(&mut *self.write_conn(false).await?)
                 .await?
                 .pop())
