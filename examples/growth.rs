@@ -58,6 +58,7 @@ async fn main() -> Result<(), Error> {
                 scopes: vec!["read".into()],
                 audiences: vec!["https://api.example".into()],
                 origins: vec![],
+                redirect_uris: vec![],
                 cookie: false,
                 admin: false,
                 resource_server: false,

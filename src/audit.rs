@@ -152,7 +152,7 @@ fn tag32(tag: ring::hmac::Tag) -> [u8; 32] {
 /// a stable contract: add variants, never rename one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// A user logged in (password grant).
+    /// A session was opened: a password grant, or an authorization code redeemed.
     Login,
     /// A wrong password, OTP or unknown user.
     LoginFailed,
@@ -202,6 +202,12 @@ pub enum Action {
     KeyImported,
     /// An audience encryption key was registered.
     AudienceAdded,
+    /// A user signed in at the login page (or with the browser's sign-in)
+    /// and an authorization code was sent to the client.
+    AuthorizationCodeIssued,
+    /// A redeemed authorization code was presented again: the session it
+    /// opened is revoked.
+    AuthorizationCodeReused,
 }
 
 impl Action {
@@ -233,6 +239,8 @@ impl Action {
             Action::KeyRotated => "key_rotated",
             Action::KeyImported => "key_imported",
             Action::AudienceAdded => "audience_added",
+            Action::AuthorizationCodeIssued => "authorization_code_issued",
+            Action::AuthorizationCodeReused => "authorization_code_reused",
         }
     }
 

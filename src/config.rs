@@ -61,6 +61,7 @@ raw_config! {
     refresh_absolute_ttl = "30d",
     // Short by design: a reused token inside the window is not treated as theft.
     refresh_reuse_grace = "0",
+    sign_in_ttl = "8h",
     jwks_max_age = "300",
     signing_key_rotation = "30d",
     master_key,
@@ -118,6 +119,9 @@ pub struct Config {
     pub refresh_absolute_ttl: Duration,
     /// Window in which the previous refresh token of a session may be reused.
     pub refresh_reuse_grace: Duration,
+    /// How long a browser stays signed in at tessera's login page (the
+    /// `__Host-tessera-sso` cookie); 0 keeps no sign-in.
+    pub sign_in_ttl: Duration,
     /// `Cache-Control: max-age` of the JWKS; new keys are published this
     /// long (plus a minute) before they sign.
     pub jwks_max_age: Duration,
@@ -426,6 +430,7 @@ impl Config {
                     })
             })?,
             shutdown_timeout: within(&r.shutdown_timeout, 0, 3600)?,
+            sign_in_ttl: within(&r.sign_in_ttl, 0, 30 * DAY)?,
             login: crate::auth::throttle::LoginPolicy {
                 account_failures: count(&r.login_failure_limit)?,
                 network_failures: count(&r.login_network_failure_limit)?,

@@ -127,17 +127,34 @@ impl Application {
             reuse_grace: config.refresh_reuse_grace.as_secs() as i64,
         };
         let throttle = LoginThrottle::new(store.clone(), config.login);
+        let credentials = Arc::new(crate::auth::login::Credentials::new(
+            store.clone(),
+            throttle.clone(),
+            crate::auth::gate::LoginGate::new(config.login_gate),
+            master_key.clone(),
+            auditor.clone(),
+        ));
+        let sealer = crate::authorize::Sealer::new(&master_key);
+        let authorizer = Arc::new(crate::authorize::Authorizer::new(
+            store.clone(),
+            clients.clone(),
+            credentials.clone(),
+            sealer.clone(),
+            auditor.clone(),
+            config.issuer.clone(),
+            config.sign_in_ttl.as_secs() as i64,
+        ));
         let token_endpoint = Arc::new(TokenEndpoint::new(Collaborators {
             store: store.clone(),
             minter,
             clients: clients.clone(),
             sessions,
-            master: master_key,
+            credentials,
+            sealer,
             refresh_tokens,
             auditor: auditor.clone(),
             revocations: cache.clone(),
             throttle: throttle.clone(),
-            gate: crate::auth::gate::LoginGate::new(config.login_gate),
             clock: clock.clone(),
             rate_limit: RateLimiter::new(config.token_rate_limit),
         }));
@@ -164,6 +181,7 @@ impl Application {
             settings: Arc::new(crate::http::HttpSettings::of(&config)),
             keys,
             token_endpoint,
+            authorizer,
             clients,
             revoker,
             accounts,

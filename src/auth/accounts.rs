@@ -54,10 +54,16 @@ pub struct ClientSpec {
     /// whose default is the issuer (the admin API's audience).
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Grants (default: client_credentials if confidential, else password
-    /// and refresh_token). Admin clients: client_credentials only.
+    /// Grants (default: client_credentials if confidential, else
+    /// authorization_code and refresh_token). Admin clients:
+    /// client_credentials only. `password` is legacy: RFC 9700 forbids it
+    /// for new apps, so it is granted only when asked for.
     #[serde(default)]
     pub grants: Vec<String>,
+    /// Redirect URIs for the authorization code flow, matched as exact
+    /// strings (required with the authorization_code grant).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
     /// SPA cookie mode.
     #[serde(default)]
     pub cookie: bool,
@@ -88,13 +94,9 @@ fn valid_scope(s: &str) -> bool {
 fn origin(value: &str) -> Result<String, AccountError> {
     let invalid = |why: &str| AccountError::Invalid(format!("origin {value}: {why}"));
     let url = url::Url::parse(value).map_err(|_| invalid("not a URL"))?;
-    // Plain http is allowed only where no network is crossed.
-    let local = matches!(url.host(), Some(url::Host::Domain("localhost")))
-        || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
     let allowed = match url.scheme() {
         "https" => url.host_str().is_some(),
-        "http" => local,
+        "http" => is_local(&url),
         _ => false,
     };
     if !allowed {
@@ -112,6 +114,49 @@ fn origin(value: &str) -> Result<String, AccountError> {
         ));
     }
     Ok(url.origin().ascii_serialization())
+}
+
+/// The grants a client may be registered for.
+pub const GRANTS: [&str; 4] = [
+    "authorization_code",
+    "refresh_token",
+    "client_credentials",
+    "password",
+];
+
+/// A redirect URI as registered: absolute, https (http only on loopback
+/// hosts, RFC 8252 §7.3), no fragment (RFC 6749 §3.1.2) and no user info.
+/// It is kept exactly as given, since requests must match it exactly.
+fn redirect_uri(value: &str) -> Result<String, AccountError> {
+    let invalid = |why: &str| AccountError::Invalid(format!("redirect URI {value}: {why}"));
+    if value.len() > 512 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("at most 512 characters, without spaces"));
+    }
+    let url = url::Url::parse(value).map_err(|_| invalid("not an absolute URL"))?;
+    let allowed = match url.scheme() {
+        "https" => url.host_str().is_some(),
+        "http" => is_local(&url),
+        _ => false,
+    };
+    if !allowed {
+        return Err(invalid(
+            "must be https://… (http only for localhost development)",
+        ));
+    }
+    if url.fragment().is_some() || value.contains('#') {
+        return Err(invalid("a redirect URI has no fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("a redirect URI has no user or password"));
+    }
+    Ok(value.to_owned())
+}
+
+/// Plain http is allowed only where no network is crossed.
+fn is_local(url: &url::Url) -> bool {
+    matches!(url.host(), Some(url::Host::Domain("localhost")))
+        || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())
 }
 
 impl ClientSpec {
@@ -155,12 +200,10 @@ impl ClientSpec {
         }
         let mut grants: Vec<String> = Vec::new();
         for g in &self.grants {
-            if !matches!(
-                g.as_str(),
-                "password" | "refresh_token" | "client_credentials"
-            ) {
+            if !GRANTS.contains(&g.as_str()) {
                 return Err(invalid(format!(
-                    "grant {g:?}: one of password, refresh_token, client_credentials"
+                    "grant {g:?}: one of {}",
+                    GRANTS.join(", ")
                 )));
             }
             if !grants.contains(g) {
@@ -171,7 +214,7 @@ impl ClientSpec {
             grants = if self.confidential {
                 vec!["client_credentials".into()]
             } else {
-                vec!["password".into(), "refresh_token".into()]
+                vec!["authorization_code".into(), "refresh_token".into()]
             };
         }
         if !self.confidential && grants.iter().any(|g| g == "client_credentials") {
@@ -203,6 +246,29 @@ impl ClientSpec {
                 "cookie mode is for public browser clients and needs at least one origin".into(),
             ));
         }
+        let mut redirect_uris: Vec<String> = Vec::new();
+        for uri in &self.redirect_uris {
+            let uri = redirect_uri(uri)?;
+            if !redirect_uris.contains(&uri) {
+                redirect_uris.push(uri);
+            }
+        }
+        let code_flow = grants.iter().any(|g| g == "authorization_code");
+        if code_flow && redirect_uris.is_empty() {
+            return Err(invalid(format!(
+                "the authorization_code grant needs at least one --redirect-uri URL (where the login sends the browser back){}",
+                if self.grants.is_empty() {
+                    "; it is the default for public clients (for the legacy password grant pass --grant password --grant refresh_token)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        if !code_flow && !redirect_uris.is_empty() {
+            return Err(invalid(
+                "redirect URIs are for the authorization_code grant: add --grant authorization_code".into(),
+            ));
+        }
         let on_binding_change = self.on_binding_change.unwrap_or(BindingPolicy::Audit);
         if audiences.is_empty() {
             if !self.admin {
@@ -225,6 +291,7 @@ impl ClientSpec {
             scopes,
             audiences,
             origins,
+            redirect_uris,
             cookie: self.cookie,
             admin: self.admin,
             resource_server: self.resource_server,

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod client;
 pub mod gate;
+pub mod login;
 pub mod names;
 pub mod network;
 pub mod password;

@@ -92,9 +92,13 @@ pub struct ClientAdd {
     #[arg(long = "audience", value_name = "AUDIENCE")]
     pub audiences: Vec<String>,
     /// An allowed grant (repeatable; default: client_credentials for confidential
-    /// clients, password and refresh_token for public ones).
-    #[arg(long = "grant", value_name = "GRANT", value_parser = ["password", "refresh_token", "client_credentials"])]
+    /// clients, authorization_code and refresh_token for public ones; password is
+    /// legacy, granted only when asked for).
+    #[arg(long = "grant", value_name = "GRANT", value_parser = crate::auth::accounts::GRANTS)]
     pub grants: Vec<String>,
+    /// A redirect URI for the authorization code flow (repeatable; matched exactly).
+    #[arg(long = "redirect-uri", value_name = "URL")]
+    pub redirect_uris: Vec<String>,
     /// SPA cookie mode: the refresh token travels only in a hardened cookie.
     #[arg(long)]
     pub cookie: bool,
@@ -219,6 +223,7 @@ impl ClientAdd {
             scopes: self.scopes.clone(),
             audiences: self.audiences.clone(),
             grants: self.grants.clone(),
+            redirect_uris: self.redirect_uris.clone(),
             cookie: self.cookie,
             origins: self.origins.clone(),
             admin: self.admin,
@@ -279,6 +284,7 @@ fn print_client(c: &crate::store::Client) {
     println!("scopes={}", c.scopes.join(" "));
     println!("audiences={}", c.audiences.join(" "));
     println!("origins={}", c.origins.join(" "));
+    println!("redirect_uris={}", c.redirect_uris.join(" "));
     println!("cookie={}", c.cookie);
     println!("admin={}", c.admin);
     println!("resource_server={}", c.resource_server);

@@ -23,7 +23,14 @@ use super::{AppState, error_response};
 use crate::store::{Store, StoreResult};
 
 /// Paths that answer cross-origin requests.
-const CORS_PATHS: [&str; 3] = ["/oauth/token", "/oauth/logout", "/oauth/revoke"];
+const CORS_PATHS: [&str; 6] = [
+    "/oauth/token",
+    "/oauth/logout",
+    "/oauth/revoke",
+    "/oauth/userinfo",
+    "/.well-known/openid-configuration",
+    "/.well-known/jwks.json",
+];
 
 /// The origins registered for enabled clients: a snapshot, read without a
 /// lock on every request and replaced whole when the set changes.
@@ -69,7 +76,7 @@ pub async fn cors(
             let h = res.headers_mut();
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("POST"),
+                HeaderValue::from_static("GET, POST"),
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,

@@ -4,6 +4,7 @@
 //! cryptography.
 
 mod admin;
+mod authorize;
 pub mod connections;
 pub mod cors;
 mod discovery;
@@ -17,6 +18,7 @@ mod request_log;
 mod revocation;
 pub mod tls;
 mod token;
+mod userinfo;
 
 use std::sync::Arc;
 
@@ -71,6 +73,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     /// `POST /oauth/token` logic.
     pub token_endpoint: Arc<TokenEndpoint>,
+    /// `/oauth/authorize` logic (the login page).
+    pub authorizer: Arc<crate::authorize::Authorizer>,
     /// Client authentication for every endpoint.
     pub clients: Arc<ClientAuthenticator>,
     /// Revocation, introspection and the feed.
@@ -155,7 +159,13 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(get openapi::openapi_json => openapi::__path_openapi_json),
         route!(get discovery::jwks => discovery::__path_jwks),
         route!(get discovery::metadata => discovery::__path_metadata),
+        route!(get discovery::openid_configuration => discovery::__path_openid_configuration),
+        route!(
+            get authorize::authorize => authorize::__path_authorize,
+            post authorize::submit => authorize::__path_submit,
+        ),
         route!(post token::token => token::__path_token),
+        route!(get userinfo::userinfo => userinfo::__path_userinfo),
         route!(post revocation::revoke => revocation::__path_revoke),
         route!(post revocation::introspect => revocation::__path_introspect),
         route!(post revocation::logout => revocation::__path_logout),

@@ -21,6 +21,16 @@ impl Modify for SecuritySchemes {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
         components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("a user's access token with the openid scope"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "admin_bearer",
             SecurityScheme::Http(
                 HttpBuilder::new()
@@ -43,6 +53,8 @@ impl Modify for SecuritySchemes {
     components(schemas(
         super::errors::ErrorBody,
         super::token::TokenForm,
+        super::authorize::LoginForm,
+        super::userinfo::UserInfo,
         super::revocation::RevokeForm,
         super::revocation::IntrospectForm,
         super::revocation::LogoutForm,

@@ -200,8 +200,14 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct TokenForm {
-    /// `password`, `refresh_token` or `client_credentials`.
+    /// `authorization_code`, `refresh_token`, `client_credentials` or (legacy) `password`.
     grant_type: String,
+    /// `authorization_code` grant: the code from the redirect.
+    code: Option<String>,
+    /// `authorization_code` grant: the redirect URI of the authorization request.
+    redirect_uri: Option<String>,
+    /// `authorization_code` grant: the PKCE verifier.
+    code_verifier: Option<String>,
     /// Public clients (or `client_secret_post`); confidential clients may use HTTP Basic instead.
     client_id: Option<String>,
     /// `client_secret_post`.

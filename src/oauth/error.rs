@@ -32,6 +32,31 @@ pub enum ErrorCode {
     /// Too many failed logins (account or network) or requests by one
     /// client: 429 with `Retry-After`.
     TooManyRequests,
+    /// The authorization endpoint serves only `response_type=code`.
+    UnsupportedResponseType,
+    /// `prompt=none` and the browser has no sign-in (OpenID Connect).
+    LoginRequired,
+}
+
+impl ErrorCode {
+    /// The code as sent (`invalid_request`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::LoginRequired => "login_required",
+        }
+    }
 }
 
 /// An RFC 6749 error with a description safe to show the client.

@@ -387,7 +387,10 @@ pub trait Sessions: Send + Sync {
     /// (no password change or TOTP enrolment committed since the login read
     /// it); false otherwise, and nothing is stored. Decided under a lock on
     /// the user row (PostgreSQL) or the single writer (SQLite), so a session
-    /// is either refused or visible to the change's revocation.
+    /// is either refused or visible to the change's revocation. A session
+    /// whose id exists already is not opened either (false): the id of the
+    /// session an authorization code opens is chosen with the code, so a
+    /// code opens at most one.
     async fn create_session(
         &self,
         session: &NewSession,

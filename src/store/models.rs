@@ -25,6 +25,9 @@ pub struct User {
     /// Moves with every password change and TOTP enrolment; a login opens a
     /// session only if the version it checked is still current.
     pub credential_version: i64,
+    /// Unix seconds of the last sign-out everywhere: browser sign-ins
+    /// (`__Host-tessera-sso`) from before it are void.
+    pub signed_out_at: i64,
 }
 
 /// A change of a user's credentials ([`super::Sessions::change_credentials`]).
@@ -120,6 +123,8 @@ pub struct Client {
     pub audiences: Vec<String>,
     /// Browser origins allowed for cookie mode and CORS.
     pub origins: Vec<String>,
+    /// Redirect URIs for the authorization code flow (exact strings).
+    pub redirect_uris: Vec<String>,
     /// SPA cookie mode: the refresh token travels only in a cookie.
     pub cookie: bool,
     /// May obtain the `tessera:admin` scope (confidential, client_credentials only).
@@ -149,6 +154,8 @@ pub struct NewClient {
     pub audiences: Vec<String>,
     /// Allowed browser origins.
     pub origins: Vec<String>,
+    /// Redirect URIs for the authorization code flow (exact strings).
+    pub redirect_uris: Vec<String>,
     /// SPA cookie mode.
     pub cookie: bool,
     /// Admin client.
@@ -170,6 +177,7 @@ pub(crate) struct ClientRow {
     pub scopes: String,
     pub audiences: String,
     pub origins: String,
+    pub redirect_uris: String,
     pub cookie: bool,
     pub admin: bool,
     pub resource_server: bool,
@@ -195,6 +203,7 @@ impl From<ClientRow> for Client {
             scopes: split(&r.scopes),
             audiences: split(&r.audiences),
             origins: split(&r.origins),
+            redirect_uris: split(&r.redirect_uris),
             cookie: r.cookie,
             admin: r.admin,
             resource_server: r.resource_server,

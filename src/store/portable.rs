@@ -184,8 +184,8 @@ macro_rules! portable_directory {
             ) -> $crate::store::StoreResult<$crate::store::Client> {
                 let row: $crate::store::models::ClientRow = sqlx::query_as(
                     "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, \
-                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12) RETURNING *",
+                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server, redirect_uris) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13) RETURNING *",
                 )
                 .bind(&client.id)
                 .bind(client.secret_digest.is_some())
@@ -199,6 +199,7 @@ macro_rules! portable_directory {
                 .bind(client.on_binding_change.as_str())
                 .bind(now)
                 .bind(client.resource_server)
+                .bind(client.redirect_uris.join(" "))
                 .fetch_all(&mut *self.write_conn(true).await?)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))
@@ -744,7 +745,8 @@ macro_rules! portable_sessions {
                      idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary, \
                      credential_version, refresh_secret, refresh_generation, refresh_rotated_at) \
                      SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5 FROM users \
-                     WHERE id = $2 AND credential_version = $11 AND NOT disabled {}",
+                     WHERE id = $2 AND credential_version = $11 AND NOT disabled {} \
+                     ON CONFLICT (id) DO NOTHING",
                     Self::USER_SHARE_LOCK
                 );
                 let created = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -936,6 +938,12 @@ macro_rules! portable_sessions {
                         revoked += 1;
                     }
                 }
+                // Browser sign-ins end with the sessions.
+                sqlx::query("UPDATE users SET signed_out_at = $2 WHERE id = $1 AND signed_out_at < $2")
+                    .bind(user)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 if let Some(cutoff) = by_sub {
                     Self::insert_revocation_in(
                         &mut tx,

@@ -59,7 +59,7 @@ impl ClientAuthenticator {
     }
 
     /// The client `id`, from the cache if it is current there.
-    async fn client(&self, id: &str) -> crate::store::StoreResult<Option<Arc<Client>>> {
+    pub async fn client(&self, id: &str) -> crate::store::StoreResult<Option<Arc<Client>>> {
         // Read before the query: a disable that lands during the query
         // moves the generation past what the entry records.
         let generation = self.revocations.client_generation();

@@ -186,6 +186,7 @@ mod tests {
             scopes: vec!["read".into(), "write".into(), ADMIN_SCOPE.into()],
             audiences: vec!["https://a.example".into(), "https://b.example".into()],
             origins: vec!["https://app.example".into()],
+            redirect_uris: vec![],
             cookie: false,
             admin: false,
             resource_server: false,
@@ -289,14 +290,14 @@ mod tests {
         for g in GrantType::ALL {
             assert_eq!(GrantType::parse(g.as_str()), Some(g));
         }
-        for other in ["", "PASSWORD", "authorization_code", "password "] {
+        for other in ["", "PASSWORD", "implicit", "password "] {
             assert_eq!(GrantType::parse(other), None, "{other:?}");
         }
         let e = unsupported_grant("implicit");
         assert_eq!(e.code, ErrorCode::UnsupportedGrantType);
         assert!(
             e.description
-                .contains("client_credentials, password, refresh_token")
+                .contains("authorization_code, client_credentials, password, refresh_token")
         );
         let c = client(true);
         assert!(grant_allowed(&c, GrantType::Password).is_ok());

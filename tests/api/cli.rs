@@ -540,12 +540,65 @@ fn users_and_clients_from_the_command_line() {
                 "--public",
                 "--audience",
                 "https://api.example",
+                "--redirect-uri",
+                "https://app.example/cb",
             ],
             "already exists",
         ),
         (
             vec!["client", "add", "x", "--public", "--scope", "a\"b"],
             "scope \"a\\\"b\"",
+        ),
+        // New public clients default to the code flow, which needs a redirect URI.
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--audience",
+                "https://api.example",
+            ],
+            "needs at least one --redirect-uri",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--audience",
+                "https://api.example",
+                "--redirect-uri",
+                "http://app.example/cb",
+            ],
+            "http only for localhost",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--public",
+                "--audience",
+                "https://api.example",
+                "--redirect-uri",
+                "https://app.example/cb#x",
+            ],
+            "no fragment",
+        ),
+        (
+            vec![
+                "client",
+                "add",
+                "x",
+                "--confidential",
+                "--audience",
+                "https://api.example",
+                "--redirect-uri",
+                "https://app.example/cb",
+            ],
+            "add --grant authorization_code",
         ),
         (
             vec![
@@ -555,6 +608,8 @@ fn users_and_clients_from_the_command_line() {
                 "--public",
                 "--audience",
                 "https://api.example",
+                "--redirect-uri",
+                "https://app.example/cb",
             ],
             "already exists",
         ),
@@ -579,11 +634,36 @@ fn users_and_clients_from_the_command_line() {
             "https://app.example/",
             "--audience",
             "https://api.example",
+            "--redirect-uri",
+            "https://app.example/callback",
         ],
         None,
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!String::from_utf8_lossy(&out.stdout).contains("client_secret"));
+    let shown = String::from_utf8_lossy(&cli(&["client", "show", "spa"], None).stdout).into_owned();
+    assert!(
+        shown.contains("grants=authorization_code refresh_token\n")
+            && shown.contains("redirect_uris=https://app.example/callback\n"),
+        "{shown}"
+    );
+    // The legacy password grant only when asked for.
+    let out = cli(
+        &[
+            "client",
+            "add",
+            "legacy",
+            "--public",
+            "--grant",
+            "password",
+            "--grant",
+            "refresh_token",
+            "--audience",
+            "https://api.example",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // The resource-server flag: shown, set, refused for public clients.
     let out = cli(&["client", "show", "backend"], None);

@@ -237,7 +237,7 @@ async fn cors_allows_exactly_the_registered_origins(engine: Engine) {
         let h = res.headers();
         assert_eq!(h["access-control-allow-origin"], ORIGIN);
         assert_eq!(h["access-control-allow-credentials"], "true");
-        assert_eq!(h["access-control-allow-methods"], "POST");
+        assert_eq!(h["access-control-allow-methods"], "GET, POST");
         assert!(
             h["access-control-allow-headers"]
                 .to_str()
@@ -276,7 +276,10 @@ async fn cors_allows_exactly_the_registered_origins(engine: Engine) {
     // Endpoints that are not for browsers never answer CORS.
     let res = app
         .client
-        .get(format!("{}/.well-known/jwks.json", app.address))
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.address
+        ))
         .header("origin", ORIGIN)
         .send()
         .await

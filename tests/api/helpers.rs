@@ -495,6 +495,7 @@ impl ClientSpec {
                 scopes: strings(&["read"]),
                 audiences: strings(&[AUD]),
                 origins: vec![],
+                redirect_uris: vec![],
                 cookie: false,
                 admin: false,
                 resource_server: confidential,
@@ -545,6 +546,12 @@ impl ClientSpec {
     pub fn with_admin(mut self) -> ClientSpec {
         self.client.admin = true;
         self.client.resource_server = false;
+        self
+    }
+
+    /// Redirect URIs (for the authorization_code grant).
+    pub fn redirect_uris(mut self, uris: &[&str]) -> ClientSpec {
+        self.client.redirect_uris = strings(uris);
         self
     }
 

@@ -240,7 +240,12 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
     assert_eq!(meta["token_endpoint"], "http://127.0.0.1:8080/oauth/token");
     assert_eq!(
         meta["grant_types_supported"],
-        serde_json::json!(["password", "refresh_token", "client_credentials"])
+        serde_json::json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "password"
+        ])
     );
     assert_eq!(
         meta["revocation_endpoint"],

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod audit;
+mod authorize;
 mod browser;
 mod caches;
 mod cli;

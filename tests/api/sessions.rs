@@ -73,6 +73,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                     scopes: vec!["read".into()],
                     audiences: vec!["https://api.example".into()],
                     origins: vec![],
+                    redirect_uris: vec![],
                     cookie: false,
                     admin: false,
                     resource_server: false,

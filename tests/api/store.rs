@@ -23,6 +23,7 @@ fn new_client(id: &str, secret: Option<Vec<u8>>) -> NewClient {
         scopes: vec!["openid".into(), "read:things".into()],
         audiences: vec!["https://api.example".into()],
         origins: vec!["https://app.example".into()],
+        redirect_uris: vec![],
         cookie: true,
         admin: false,
         resource_server: false,

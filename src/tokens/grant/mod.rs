@@ -4,6 +4,7 @@
 //! one new file and one [`GrantType`] variant. `src/http/token.rs` only
 //! parses the request and renders the result.
 
+mod authorization_code;
 mod client_credentials;
 mod password;
 mod refresh;
@@ -17,7 +18,7 @@ use super::client_auth::ClientAuthenticator;
 use super::mint::{MintError, Minter, TokenRequest};
 use super::policy::{check_browser_request, check_rate, grant_allowed, unsupported_grant};
 use crate::audit::{Action, Auditor, Event, client_actor};
-use crate::auth::gate::LoginGate;
+use crate::auth::login::{Credentials, LoginError};
 use crate::auth::network;
 use crate::auth::rate_limit::RateLimiter;
 use crate::auth::throttle::{LoginThrottle, NetworkCount};
@@ -30,6 +31,8 @@ use crate::store::Store;
 pub enum GrantType {
     /// RFC 6749 §4.4: a confidential client for itself.
     ClientCredentials,
+    /// RFC 6749 §4.1 with PKCE: a code from tessera's login page.
+    AuthorizationCode,
     /// RFC 6749 §4.3 (legacy): a user's password through the client.
     Password,
     /// RFC 6749 §6: a refresh token for a new pair.
@@ -38,7 +41,8 @@ pub enum GrantType {
 
 impl GrantType {
     /// Every grant, in the order error messages list them.
-    pub const ALL: [GrantType; 3] = [
+    pub const ALL: [GrantType; 4] = [
+        GrantType::AuthorizationCode,
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
@@ -47,6 +51,7 @@ impl GrantType {
     /// The `grant_type` value.
     pub fn as_str(self) -> &'static str {
         match self {
+            GrantType::AuthorizationCode => "authorization_code",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
@@ -99,9 +104,13 @@ pub struct TokenResponse {
     pub expires_in: i64,
     /// Granted scopes, space-separated.
     pub scope: String,
-    /// The session's next refresh token (password and refresh grants).
+    /// The session's next refresh token (user grants).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// OpenID Connect: the ID token, when `openid` was in the scope of an
+    /// authorization code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     /// Cookie mode: the refresh token goes into the `__Host-tessera-rt`
     /// cookie with this `Max-Age` (the session's remaining idle lifetime)
     /// instead of the body.
@@ -119,8 +128,10 @@ pub struct Collaborators {
     pub clients: Arc<ClientAuthenticator>,
     /// Session lifetimes and the reuse grace window.
     pub sessions: SessionPolicy,
-    /// Opens sealed TOTP secrets.
-    pub master: crate::keys::master::MasterKey,
+    /// Checks users' passwords and second factors.
+    pub credentials: Arc<Credentials>,
+    /// Opens authorization codes.
+    pub sealer: crate::authorize::Sealer,
     /// Issues and checks refresh tokens.
     pub refresh_tokens: crate::tokens::refresh::RefreshTokens,
     /// Records audit events.
@@ -131,8 +142,6 @@ pub struct Collaborators {
     pub throttle: LoginThrottle,
     /// Requests per client.
     pub rate_limit: RateLimiter,
-    /// Admission to password checks.
-    pub gate: LoginGate,
     /// The time.
     pub clock: Arc<dyn crate::clock::Clock>,
 }
@@ -143,14 +152,13 @@ pub struct TokenEndpoint {
     minter: Arc<Minter>,
     clients: Arc<ClientAuthenticator>,
     sessions: SessionPolicy,
-    master: crate::keys::master::MasterKey,
+    credentials: Arc<Credentials>,
+    sealer: crate::authorize::Sealer,
     refresh_tokens: crate::tokens::refresh::RefreshTokens,
     auditor: Auditor,
     revocations: Arc<RevocationCache>,
     throttle: LoginThrottle,
     rate_limit: RateLimiter,
-    /// Bounds Argon2 computations (one per core) and the wait for them.
-    gate: LoginGate,
     clock: Arc<dyn crate::clock::Clock>,
 }
 
@@ -162,13 +170,13 @@ impl TokenEndpoint {
             minter: c.minter,
             clients: c.clients,
             sessions: c.sessions,
-            master: c.master,
+            credentials: c.credentials,
+            sealer: c.sealer,
             refresh_tokens: c.refresh_tokens,
             auditor: c.auditor,
             revocations: c.revocations,
             throttle: c.throttle,
             rate_limit: c.rate_limit,
-            gate: c.gate,
             clock: c.clock,
         }
     }
@@ -217,6 +225,10 @@ impl TokenEndpoint {
                     )
                     .await;
                 issued
+            }
+            GrantType::AuthorizationCode => {
+                self.authorization_code(&client, params, user_agent, ip, now)
+                    .await?
             }
             GrantType::Password => self.password(&client, params, user_agent, ip, now).await?,
             GrantType::RefreshToken => {
@@ -323,8 +335,103 @@ impl TokenEndpoint {
             expires_in: self.minter.ttl(),
             scope,
             refresh_token,
+            id_token: None,
             refresh_cookie_max_age: None,
         })
+    }
+
+    /// Opens a session of `user` through `client` with id `id`, and its
+    /// first refresh token. `None` if the user's credentials changed (or
+    /// the user was disabled) since they were checked, or a session with
+    /// this id exists (the caller knows which it expects); the first is
+    /// audited here.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_session(
+        &self,
+        user: &crate::store::User,
+        client: &crate::store::Client,
+        scope: &str,
+        user_agent: Option<String>,
+        network: Option<String>,
+        now: i64,
+        id: uuid::Uuid,
+    ) -> Result<Option<OpenedSession>, OAuthError> {
+        let secret = crate::tokens::refresh::SessionSecret::generate();
+        let session = crate::store::NewSession {
+            id,
+            user_id: user.id,
+            client_id: client.id.clone(),
+            scope: scope.to_owned(),
+            created_at: now,
+            idle_expires_at: now + self.sessions.idle_ttl.min(self.sessions.absolute_ttl),
+            absolute_expires_at: now + self.sessions.absolute_ttl,
+            user_agent_summary: user_agent
+                .as_deref()
+                .map(crate::tokens::user_agent::summary),
+            user_agent_hash: user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec()),
+            network_prefix: network,
+            credential_version: user.credential_version,
+        };
+        if !self
+            .store
+            .create_session(&session, &secret.digest())
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(None);
+        }
+        Ok(Some(OpenedSession {
+            id,
+            idle_expires_at: session.idle_expires_at,
+            refresh_token: self.refresh_tokens.issue(id, 0, &secret).to_string(),
+        }))
+    }
+
+    /// Audits a login whose session was refused because the user's
+    /// credentials changed (or the user was disabled) while it was checked.
+    async fn audit_credentials_changed(
+        &self,
+        client: &crate::store::Client,
+        user: &crate::store::User,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        self.auditor
+            .record(
+                Event::new(client_actor(&client.id), Action::LoginFailed)
+                    .subject(user.id)
+                    .detail("reason", "credentials changed during login")
+                    .network(ip.map(network::prefix)),
+            )
+            .await;
+    }
+}
+
+/// A session just opened.
+struct OpenedSession {
+    id: uuid::Uuid,
+    idle_expires_at: i64,
+    refresh_token: String,
+}
+
+/// `invalid_grant` for a login whose user's credentials changed meanwhile.
+fn credentials_changed() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::InvalidGrant,
+        "the user's credentials changed while this login was checked; log in again",
+    )
+}
+
+/// The token endpoint's answer to a failed login.
+fn login_error(e: LoginError) -> OAuthError {
+    match e {
+        LoginError::Busy => OAuthError::new(ErrorCode::TemporarilyUnavailable, e.to_string()),
+        LoginError::NetworkBusy => too_many_requests(1, e.to_string()),
+        LoginError::Throttled { retry_after, .. } => too_many_requests(retry_after, e.to_string()),
+        LoginError::BadCredentials | LoginError::OtpRequired | LoginError::WrongOtp => {
+            OAuthError::new(ErrorCode::InvalidGrant, e.to_string())
+        }
+        LoginError::Unavailable(e) => unavailable(e),
+        LoginError::Internal => OAuthError::new(ErrorCode::ServerError, e.to_string()),
     }
 }
 
