@@ -156,3 +156,43 @@ async fn tokens_interoperate_with_pyjwt_and_jwcrypto() {
         .unwrap();
     assert_eq!(v.verify(wrapped).await.unwrap().sub, jws.claims.sub);
 }
+
+/// Authlib, an independent OAuth/OIDC client library, through the code
+/// flow with PKCE: the authorization request, tessera's login page, the
+/// code exchange, the ID token checked against the JWKS (signature, iss,
+/// aud, nonce, at_hash), userinfo and a refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_oidc_client_library_completes_the_code_flow() {
+    let app = spawn_app(Engine::Sqlite).await;
+    app.add_client(
+        crate::helpers::ClientSpec::public("py", &["authorization_code", "refresh_token"])
+            .redirect_uris(&["https://app.example/callback"]),
+    )
+    .await;
+    let alice = app.add_user("alice").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/oidc_client.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .args([
+            app.address.as_str(),
+            crate::helpers::ISSUER,
+            "py",
+            "https://app.example/callback",
+            "alice",
+            crate::helpers::PASSWORD,
+        ])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/test.sh", python()));
+    assert!(
+        out.status.success(),
+        "Authlib could not complete the flow (pip install -r tests/interop/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["sub"], alice.to_string());
+    assert_eq!(summary["aud"], "py");
+    assert_eq!(summary["amr"], json!(["pwd"]));
+    assert_eq!(summary["preferred_username"], "alice");
+    assert_eq!(summary["scope"], "openid profile read");
+}
