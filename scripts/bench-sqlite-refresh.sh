@@ -19,7 +19,7 @@ export TESSERA_DATABASE_URL="sqlite://$DIR/t.db" TESSERA_DATA_DIR=$DIR \
     TESSERA_LISTEN=127.0.0.1:$PORT TESSERA_ISSUER=http://127.0.0.1:$PORT
 "$BIN" migrate >"$DIR/cli.log" 2>&1
 printf 'loadgen-password\n' | "$BIN" user add loadgen --password-stdin >>"$DIR/cli.log" 2>&1
-"$BIN" client add loadgen --public --scope read --audience https://api.example >>"$DIR/cli.log" 2>&1
+"$BIN" client add loadgen --public --grant password --grant refresh_token --scope read --audience https://api.example >>"$DIR/cli.log" 2>&1
 TESSERA_LOG_LEVEL=warn TESSERA_TOKEN_RATE_LIMIT=off taskset -c 1 "$BIN" serve --no-migrate >"$DIR/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT

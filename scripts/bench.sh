@@ -159,7 +159,7 @@ export TESSERA_MASTER_KEY
 $T migrate >>"$WORK/cli.log" 2>&1
 echo 'loadgen-password' | $T user add loadgen --password-stdin >>"$WORK/cli.log" 2>&1
 # The public client is named loadgen: scripts/bench-rotation.sql's seed expects it.
-$T client add loadgen --public --scope read --audience $AUD >>"$WORK/cli.log" 2>&1
+$T client add loadgen --public --grant password --grant refresh_token --scope read --audience $AUD >>"$WORK/cli.log" 2>&1
 SECRET=$($T client add loadgen-cc --confidential --resource-server --scope read --audience $AUD 2>>"$WORK/cli.log" \
     | sed -n 's/^client_secret=//p')
 [[ -n $SECRET ]] || { log "no client secret from 'tessera client add'"; exit 1; }

@@ -21,7 +21,7 @@ export TESSERA_MASTER_KEY_FILE=$W/master.key TESSERA_DATA_DIR=$W \
     TESSERA_LISTEN=127.0.0.1:$PORT TESSERA_ISSUER=http://127.0.0.1:$PORT
 "$T" migrate >"$W/cli.log" 2>&1
 printf 'loadgen-password\n' | "$T" user add loadgen --password-stdin >>"$W/cli.log" 2>&1
-"$T" client add loadgen --public --scope read --audience https://api.example >>"$W/cli.log" 2>&1
+"$T" client add loadgen --public --grant password --grant refresh_token --scope read --audience https://api.example >>"$W/cli.log" 2>&1
 TESSERA_LOG_LEVEL=warn TESSERA_TOKEN_RATE_LIMIT=off "$T" serve --no-migrate >"$W/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true; rm -rf "$W"; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS cpusplit" 2>/dev/null || true' EXIT

@@ -53,7 +53,7 @@ RS_FLAG=
 "$T" client add --help 2>/dev/null | grep -q -- --resource-server && RS_FLAG=--resource-server
 "$T" migrate >"$WORK/cli.log" 2>&1
 echo 'correct horse battery' | "$T" user add alice --password-stdin >>"$WORK/cli.log" 2>&1
-"$T" client add spa --public --scope read --audience $AUD >>"$WORK/cli.log" 2>&1
+"$T" client add spa --public --grant password --grant refresh_token --scope read --audience $AUD >>"$WORK/cli.log" 2>&1
 secret() { sed -n 's/^client_secret=//p'; }
 RS=$("$T" client add rs --confidential $RS_FLAG --scope read --audience $AUD 2>>"$WORK/cli.log" | secret)
 CHURN=$("$T" client add churn --confidential --scope read --audience $AUD 2>>"$WORK/cli.log" | secret)
