@@ -12,8 +12,11 @@
 //! Environment: `ISSUER` (default `http://127.0.0.1:8080`), `AUDIENCE`
 //! (default `https://api.example`), `LISTEN` (default `127.0.0.1:9000`),
 //! `DECRYPTION_JWK_FILE` (the audience's private JWK, if tessera encrypts
-//! its tokens), `SPA_ISSUER` (tessera's URL as the browser reaches it,
+//! its tokens), `SPA_ISSUER` (tessera's URL as the browser reaches it, and
+//! its `TESSERA_ISSUER`: the app checks the `iss` of every sign-in;
 //! default `http://localhost:8080`), `SPA_CLIENT_ID` (default `spa`),
+//! `SPA_REDIRECT_URI` (the client's `--redirect-uri`, this page; default
+//! `http://localhost:9000/`),
 //! `FEED_CLIENT_ID` and `FEED_CLIENT_SECRET` (a confidential client whose
 //! credentials let the verifier poll the revocation feed).
 
@@ -70,6 +73,9 @@ async fn main() -> std::io::Result<()> {
     let spa_config = serde_json::json!({
         "issuer": var("SPA_ISSUER", "http://localhost:8080"),
         "client_id": var("SPA_CLIENT_ID", "spa"),
+        // Registered with `client add spa --redirect-uri http://localhost:9000/`.
+        "redirect_uri": var("SPA_REDIRECT_URI", "http://localhost:9000/"),
+        "scope": "openid profile read",
         "api": "/me",
     })
     .to_string();

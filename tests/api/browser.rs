@@ -1,5 +1,10 @@
 //! The example SPA (`examples/spa/`) in headless Chromium against a real
-//! tessera: `tests/browser/spa_check.py` drives it with Selenium.
+//! tessera: `tests/browser/spa_check.py` drives it with Selenium through
+//! the whole journey: the app sends the browser to tessera's login page
+//! (checked with axe-core), the password (and, for a TOTP user, the code)
+//! is typed there, the app redeems the code (PKCE), shows the user, calls
+//! its API, refreshes, logs out. `TESSERA_SCREENSHOTS=docs/img` saves the
+//! screenshots of `docs/spa.md`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` and the Python packages of
 //! `tests/browser/requirements.txt`; `scripts/test.sh` installs them and
@@ -12,7 +17,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tessera::verify::{Authenticated, Verifier};
 
-use crate::helpers::{AUD, ClientSpec, ISSUER, PASSWORD, eventually, spawn_app};
+use crate::helpers::{AUD, ClientSpec, PASSWORD, eventually, spawn_app_with};
 
 const INDEX: &str = include_str!("../../examples/spa/index.html");
 const APP_JS: &str = include_str!("../../examples/spa/app.js");
@@ -34,21 +39,56 @@ async fn the_example_spa_works_in_a_real_browser() {
         );
         return;
     };
-    let app = spawn_app(crate::helpers::Engine::Sqlite).await;
-    let tessera_port = app.address.rsplit(':').next().unwrap().to_owned();
+    // tessera on a port chosen here, so it can be told the issuer the
+    // browser sees: the app checks the `iss` of every sign-in (RFC 9207).
+    let tessera_port = {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let issuer_for_browser = format!("http://localhost:{tessera_port}");
+    let listen = format!("127.0.0.1:{tessera_port}");
+    let app = spawn_app_with(
+        crate::helpers::Engine::Sqlite,
+        &[
+            ("TESSERA_LISTEN", listen.as_str()),
+            ("TESSERA_ISSUER", issuer_for_browser.as_str()),
+        ],
+    )
+    .await;
     // The page and the API on another port of localhost: another origin,
-    // the same site (so the SameSite=Strict cookie travels).
+    // the same site (so the SameSite cookies travel).
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let spa_port = listener.local_addr().unwrap().port();
     let spa_origin = format!("http://localhost:{spa_port}");
-    let issuer_for_browser = format!("http://localhost:{tessera_port}");
+    let redirect_uri = format!("{spa_origin}/");
 
     app.add_client(
-        ClientSpec::public("spa", &["password", "refresh_token"])
-            .cookie_for(&[spa_origin.as_str()]),
+        ClientSpec::public("spa", &["authorization_code", "refresh_token"])
+            .cookie_for(&[spa_origin.as_str()])
+            .scopes(&["read"])
+            .redirect_uris(&[redirect_uri.as_str()]),
     )
     .await;
     app.add_user("alice").await;
+    // A user with TOTP.
+    let master = tessera::keys::master::MasterKey::from_base64(app.master_key()).unwrap();
+    let bob = uuid::Uuid::new_v4();
+    let totp_secret = tessera::auth::totp::new_secret();
+    app.store
+        .create_user(
+            &tessera::store::NewUser {
+                id: bob,
+                username: "bob".into(),
+                password_hash: tessera::auth::password::hash(PASSWORD).unwrap(),
+                totp_secret: Some(
+                    master.seal(&totp_secret, &tessera::auth::totp::seal_context(bob)),
+                ),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    let totp_hex: String = totp_secret.iter().map(|b| format!("{b:02x}")).collect();
 
     let jwks = app
         .get("/.well-known/jwks.json")
@@ -57,7 +97,7 @@ async fn the_example_spa_works_in_a_real_browser() {
         .await
         .unwrap();
     let verifier = web::Data::new(
-        Verifier::builder(ISSUER, AUD)
+        Verifier::builder(issuer_for_browser.clone(), AUD)
             .static_jwks(jwks)
             .build()
             .unwrap(),
@@ -65,6 +105,8 @@ async fn the_example_spa_works_in_a_real_browser() {
     let config = serde_json::json!({
         "issuer": issuer_for_browser,
         "client_id": "spa",
+        "redirect_uri": redirect_uri,
+        "scope": "openid profile read",
         "api": "/me",
     })
     .to_string();
@@ -140,6 +182,8 @@ async fn the_example_spa_works_in_a_real_browser() {
         .arg(&issuer_for_browser)
         .arg("alice")
         .arg(PASSWORD)
+        .arg("bob")
+        .arg(&totp_hex)
         .output()
         .await
         .expect("python runs");
