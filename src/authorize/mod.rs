@@ -163,13 +163,18 @@ impl Authorizer {
         if request.prompt != Prompt::Login
             && let Some(sign_in) = browser.sign_in.as_deref()
         {
+            let fresh_enough = |s: &SignIn| {
+                request
+                    .max_age
+                    .is_none_or(|max_age| max_age > 0 && now - s.auth_time <= i64::from(max_age))
+            };
             match self.signed_in(sign_in, now).await {
-                Ok(Some((user, s))) => {
+                Ok(Some((user, s))) if fresh_enough(&s) => {
                     self.audit_login(&request, &user, &s.amr, "sign-in", browser.ip)
                         .await;
                     return self.code_redirect(&request, &user, s.auth_time, s.amr, now, None);
                 }
-                Ok(None) => {}
+                Ok(_) => {}
                 Err(outcome) => return self.unavailable(&request, outcome),
             }
         }
@@ -181,7 +186,8 @@ impl Authorizer {
                 description: "the browser is not signed in at tessera".into(),
             });
         }
-        self.form(&request, browser, Step::Password, 200, None)
+        let hint = request.login_hint.clone();
+        self.form(&request, browser, Step::Password, 200, hint.as_deref())
     }
 
     /// `POST /oauth/authorize`: a step of the login form.

@@ -46,6 +46,11 @@ pub struct AuthorizationRequest {
     pub code_challenge: String,
     /// What to do about an existing sign-in.
     pub prompt: Prompt,
+    /// OpenID Connect `max_age`: a sign-in older than this many seconds
+    /// does not count.
+    pub max_age: Option<u32>,
+    /// OpenID Connect `login_hint`: the username to fill in.
+    pub login_hint: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -70,6 +75,9 @@ impl AuthorizationRequest {
         }
         if let Some(nonce) = &self.nonce {
             fields.push(("nonce", nonce.clone()));
+        }
+        if let Some(max_age) = self.max_age {
+            fields.push(("max_age", max_age.to_string()));
         }
         fields
     }
@@ -237,6 +245,37 @@ where
             )));
         }
     };
+    // OpenID Connect: the longest time since the user typed a password
+    // that the client accepts (0: now, like prompt=login).
+    let max_age = match get("max_age")? {
+        None => None,
+        Some(text) => Some(
+            text.parse::<u32>()
+                .map_err(|_| invalid("max_age must be a number of seconds".into()))?,
+        ),
+    };
+    // Only the query response mode exists: a client waiting for a fragment
+    // or a form post would never see the code.
+    if let Some(mode) = get("response_mode")?.filter(|m| *m != "query") {
+        return Err(invalid(format!(
+            "response_mode {mode:?} is not supported: use query"
+        )));
+    }
+    if get("request")?.is_some() {
+        return Err(redirect(
+            ErrorCode::RequestNotSupported,
+            "request objects are not supported: send the parameters in the query".into(),
+        ));
+    }
+    if get("request_uri")?.is_some() {
+        return Err(redirect(
+            ErrorCode::RequestUriNotSupported,
+            "request_uri is not supported: send the parameters in the query".into(),
+        ));
+    }
+    let login_hint = get("login_hint")?
+        .filter(|h| h.len() <= 256)
+        .map(str::to_owned);
     let mut allowed = grantable(client.scopes.iter().map(String::as_str), true);
     let scope = match get("scope")? {
         None => allowed.join(" "),
@@ -254,6 +293,8 @@ where
         scope,
         nonce,
         prompt,
+        max_age,
+        login_hint,
     })
 }
 

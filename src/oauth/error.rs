@@ -36,6 +36,10 @@ pub enum ErrorCode {
     UnsupportedResponseType,
     /// `prompt=none` and the browser has no sign-in (OpenID Connect).
     LoginRequired,
+    /// OpenID Connect request objects (`request`) are not supported.
+    RequestNotSupported,
+    /// OpenID Connect `request_uri` is not supported.
+    RequestUriNotSupported,
 }
 
 impl ErrorCode {
@@ -55,6 +59,8 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too_many_requests",
             ErrorCode::UnsupportedResponseType => "unsupported_response_type",
             ErrorCode::LoginRequired => "login_required",
+            ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 }

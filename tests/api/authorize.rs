@@ -379,10 +379,19 @@ async fn the_code_flow_signs_in_once_for_every_app(engine: Engine) {
     let (_, params) = location_params(&res);
     let res = redeem(app, "other-app", &params["code"], &verifier2).await;
     assert_eq!(res.status(), 200);
-    // prompt=login shows the form anyway.
+    // prompt=login shows the form anyway, and so does max_age=0; a
+    // login_hint fills in the name.
     let mut forced = request("other-app", &challenge2);
     forced.push(("prompt", "login"));
     assert_eq!(browser.authorize(&forced).await.status(), 200);
+    let mut recent = request("other-app", &challenge2);
+    recent.extend([("max_age", "0"), ("login_hint", "alice")]);
+    let res = browser.authorize(&recent).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("value=\"alice\""));
+    let mut recent = request("other-app", &challenge2);
+    recent.push(("max_age", "3600"));
+    assert_eq!(browser.authorize(&recent).await.status(), 303);
     // prompt=none in a browser without a sign-in: login_required, back to the app.
     let mut silent = request("app", &challenge);
     silent.push(("prompt", "none"));
