@@ -208,6 +208,9 @@ pub enum Action {
     /// A redeemed authorization code was presented again: the session it
     /// opened is revoked.
     AuthorizationCodeReused,
+    /// A signing key was retired at once (compromise): unpublished, its
+    /// tokens revoked.
+    KeyRetired,
 }
 
 impl Action {
@@ -241,6 +244,7 @@ impl Action {
             Action::AudienceAdded => "audience_added",
             Action::AuthorizationCodeIssued => "authorization_code_issued",
             Action::AuthorizationCodeReused => "authorization_code_reused",
+            Action::KeyRetired => "key_retired",
         }
     }
 

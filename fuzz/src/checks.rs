@@ -203,6 +203,7 @@ fn feed_page(page: &FeedPage) {
         RevocationKind::Sid => set.is_revoked_parts(&none, Some(value), &none, &none, iat),
         RevocationKind::Sub => set.is_revoked_parts(&none, None, value, &none, iat),
         RevocationKind::Client => set.is_revoked_parts(&none, None, &none, value, iat),
+        RevocationKind::Kid => set.is_key_revoked(value),
     };
 
     let set = RevocationSet::new();
@@ -210,6 +211,7 @@ fn feed_page(page: &FeedPage) {
     assert_eq!(set.cursor(), page.next_cursor);
     assert_eq!(set.len(), expected.len());
     assert!(!set.is_revoked_parts(&none, Some(&none), &none, &none, i64::MIN));
+    assert!(!set.is_key_revoked(&none));
     for (&(kind, value), &(revoked_at, _)) in &expected {
         assert!(
             revoked(&set, kind, value, revoked_at),

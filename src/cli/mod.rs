@@ -78,6 +78,16 @@ pub enum KeysCommand {
         /// The PEM file.
         pem_file: PathBuf,
     },
+    /// Retire a compromised signing key at once: unpublished, its tokens
+    /// refused everywhere within a second, a new key signing from now.
+    Retire {
+        /// The key's id (tessera keys list).
+        kid: String,
+        /// Required: routine retirement happens by itself after a rotation;
+        /// this is the emergency one.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 /// `tessera audience …`
@@ -184,6 +194,34 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             report_added(added, now);
         }
         (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
+        (KeysCommand::Retire { kid, now: at_once }, _) => {
+            if !at_once {
+                store.close().await;
+                anyhow::bail!(
+                    "keys retire needs --now: it is the emergency retirement (routine retirement follows a rotation by itself)"
+                );
+            }
+            let done = ring.retire_now(&kid, now).await;
+            let retired = match done {
+                Ok(r) => r,
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            };
+            crate::audit::Auditor::direct(store.clone(), key.clone())
+                .record_durable(
+                    crate::audit::Event::new("cli", crate::audit::Action::KeyRetired)
+                        .subject(&retired.kid)
+                        .detail("successor", retired.successor.clone().unwrap_or_default()),
+                )
+                .await;
+            println!("retired={}", retired.kid);
+            if let Some(successor) = &retired.successor {
+                println!("signing={successor}");
+            }
+            println!("tokens_revoked_until={}", time(retired.revoked_until));
+        }
     }
     store.close().await;
     Ok(())

@@ -521,6 +521,43 @@ pub(crate) async fn rotate_keys(admin: AdminCaller, state: web::Data<AppState>) 
     Ok(json(StatusCode::OK, &status))
 }
 
+#[utoipa::path(post, path = "/admin/v1/keys/{kid}/retire", tag = "admin", security(("admin_bearer" = [])),
+    params(("kid" = String, Path, description = "the key's id (RFC 7638 thumbprint)")),
+    responses((status = 200, description = "retired at once: unpublished, its tokens revoked (the feed's kid entry); `successor` signs from now if it was the signing key"),
+        (status = 404, description = "no published key has this kid", body = super::errors::ErrorBody),
+        super::errors::AdminCallerErrors))]
+pub(crate) async fn retire_key(
+    admin: AdminCaller,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> AdminResult {
+    let kid = path.into_inner();
+    let retired = match state.keys.retire_now(&kid, state.clock.now()).await {
+        Ok(r) => r,
+        Err(crate::keys::keyring::KeyRingError::Store(e)) => return Err(e.into()),
+        Err(crate::keys::keyring::KeyRingError::Unknown(_)) => {
+            return Err(AdminError::NotFound(format!("signing key {kid}")));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "key retirement failed");
+            return Err(AdminError::Conflict(
+                "the key was not retired; list the keys and retry".into(),
+            ));
+        }
+    };
+    // This instance refuses the key's tokens at once; the others within a second.
+    state.revoker.refresh_list().await;
+    state
+        .auditor
+        .record_durable(
+            Event::new(admin.actor, Action::KeyRetired)
+                .subject(&retired.kid)
+                .detail("successor", retired.successor.clone().unwrap_or_default()),
+        )
+        .await;
+    Ok(json(StatusCode::OK, &retired))
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct AuditRow {
     seq: i64,

@@ -189,6 +189,7 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(delete a::revoke_jti => a::__path_revoke_jti),
         route!(get a::list_keys => a::__path_list_keys),
         route!(post a::rotate_keys => a::__path_rotate_keys),
+        route!(post a::retire_key => a::__path_retire_key),
         route!(get a::audit => a::__path_audit),
     ]
 }

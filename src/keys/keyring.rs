@@ -84,6 +84,21 @@ pub enum KeyRingError {
     /// A key with this kid already exists.
     #[error("key {0} is already in the key ring")]
     Duplicate(String),
+    /// No published key has this kid.
+    #[error("no published signing key has kid {0} (tessera keys list shows them)")]
+    Unknown(String),
+}
+
+/// What an emergency retirement did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Retired {
+    /// The key retired.
+    pub kid: String,
+    /// The key that signs from now on, if the retired one was signing.
+    pub successor: Option<String>,
+    /// Until when the retired key's tokens are listed as revoked (after
+    /// that none of them can still be valid).
+    pub revoked_until: i64,
 }
 
 /// One key's state, for `tessera keys list` and the admin API.
@@ -353,6 +368,52 @@ impl KeyRing {
             activate_at,
             deactivated_at: None,
             retire_at: None,
+        })
+    }
+
+    /// Emergency retirement (a compromised key): `kid` leaves the JWKS and
+    /// stops signing now, its tokens are listed as revoked (the feed's `kid`
+    /// entry) until the last of them would have expired, and if it was the
+    /// signing key a fresh one is published and signs at once. Verifiers
+    /// meet the new `kid` in tokens and re-read the JWKS.
+    pub async fn retire_now(&self, kid: &str, now: i64) -> Result<Retired, KeyRingError> {
+        let rows = self.store.signing_keys(now).await?;
+        if !rows.iter().any(|r| r.kid == kid) {
+            return Err(KeyRingError::Unknown(kid.to_owned()));
+        }
+        let signing = rows
+            .iter()
+            .filter(|k| k.activate_at <= now && k.deactivated_at.is_none_or(|d| d > now))
+            .max_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)));
+        let successor = signing.is_none_or(|k| k.kid == kid).then(|| {
+            let pair = SigningKeyPair::generate();
+            NewSigningKey {
+                kid: pair.kid().to_owned(),
+                public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
+                private_key: self.master.seal(pair.pkcs8(), &context(pair.kid())),
+                created_at: now,
+                activate_at: now,
+            }
+        });
+        let policy = self.effective_policy().await?;
+        let until = crate::revocation::relevant_until(now, secs(policy.access_token_ttl));
+        if !self
+            .store
+            .retire_signing_key_now(kid, successor.as_ref(), now, until)
+            .await?
+        {
+            return Err(KeyRingError::Unknown(kid.to_owned()));
+        }
+        tracing::warn!(
+            kid,
+            successor = successor.as_ref().map(|k| k.kid.as_str()),
+            "signing key retired at once"
+        );
+        self.refresh(now).await?;
+        Ok(Retired {
+            kid: kid.to_owned(),
+            successor: successor.map(|k| k.kid),
+            revoked_until: until,
         })
     }
 

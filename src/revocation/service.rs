@@ -152,6 +152,12 @@ impl Revoker {
         self.verifier.verify(token).await
     }
 
+    /// Brings this instance's revocation list up to date now (after a
+    /// revocation made outside the revoker, such as a key retirement).
+    pub async fn refresh_list(&self) {
+        self.cache.refresh_now().await;
+    }
+
     /// The issuer (the admin API's audience).
     pub fn issuer(&self) -> &str {
         &self.issuer

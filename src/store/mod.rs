@@ -307,6 +307,19 @@ pub trait Directory: Send + Sync {
     ) -> StoreResult<()>;
     /// Every signing key not yet retired at `now`, newest (highest generation) first.
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
+    /// Emergency retirement of `kid`, in one transaction: it leaves the
+    /// JWKS and stops signing at `now`; its `kid` is listed as revoked until
+    /// `relevant_until` (so verifiers that cached the JWKS refuse its
+    /// tokens); and `successor`, if given, is added signing from `now`
+    /// (`successor.activate_at`), as the newest generation. False, and
+    /// nothing changes, if `kid` is not a published key.
+    async fn retire_signing_key_now(
+        &self,
+        kid: &str,
+        successor: Option<&NewSigningKey>,
+        now: i64,
+        relevant_until: i64,
+    ) -> StoreResult<bool>;
 }
 
 /// What [`Directory::count_attempt`] allows past the limit.

@@ -430,6 +430,56 @@ macro_rules! portable_directory {
                 Ok(())
             }
 
+            async fn retire_signing_key_now(
+                &self,
+                kid: &str,
+                successor: Option<&$crate::store::NewSigningKey>,
+                now: i64,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                let mut tx = self.begin_write().await?;
+                let retired = sqlx::query(
+                    "UPDATE signing_keys SET retire_at = $2, \
+                     deactivated_at = CASE WHEN deactivated_at IS NULL OR deactivated_at > $2 \
+                     THEN $2 ELSE deactivated_at END \
+                     WHERE kid = $1 AND (retire_at IS NULL OR retire_at > $2)",
+                )
+                .bind(kid)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !retired {
+                    return Ok(false);
+                }
+                if let Some(key) = successor {
+                    sqlx::query(
+                        "INSERT INTO signing_keys \
+                         (kid, algorithm, public_jwk, private_key, created_at, activate_at, generation) \
+                         SELECT $1, 'ES256', $2, $3, $4, $5, COALESCE(MAX(generation), -1) + 1 FROM signing_keys",
+                    )
+                    .bind(&key.kid)
+                    .bind(&key.public_jwk)
+                    .bind(&key.private_key)
+                    .bind(key.created_at)
+                    .bind(key.activate_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::StoreError::from_sqlx(e, "signing key"))?;
+                }
+                Self::insert_revocation_in(
+                    &mut tx,
+                    $crate::store::RevocationKind::Kid,
+                    kid,
+                    now,
+                    relevant_until,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn signing_keys(
                 &self,
                 now: i64,

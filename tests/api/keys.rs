@@ -315,3 +315,64 @@ async fn a_rotation_by_the_cli_reaches_a_running_instance_within_a_second() {
     )
     .await;
 }
+
+/// `tessera keys retire KID --now` against a running instance: it needs
+/// `--now`, names an unknown kid, and otherwise unpublishes the key there
+/// within about a second while its successor signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_retires_a_key_at_once() {
+    let app = spawn_app(Engine::Postgres).await;
+    let jwks: serde_json::Value = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .env_clear()
+            .env("TESSERA_DATABASE_URL", app.database_url())
+            .env("TESSERA_MASTER_KEY", app.master_key())
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["keys", "retire", &kid]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --now"));
+    let out = cli(&["keys", "retire", "nope", "--now"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no published signing key has kid nope"));
+
+    let out = cli(&["keys", "retire", &kid, "--now"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(printed.contains(&format!("retired={kid}\n")), "{printed}");
+    let successor = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("signing="))
+        .unwrap()
+        .to_owned();
+    eventually(
+        Duration::from_millis(1500),
+        "the retirement is picked up",
+        async || {
+            let jwks = app
+                .get("/.well-known/jwks.json")
+                .await
+                .text()
+                .await
+                .unwrap();
+            match !jwks.contains(&kid) && jwks.contains(&successor) {
+                true => Ok(()),
+                false => Err(jwks),
+            }
+        },
+    )
+    .await;
+}

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
 use serde_json::Value;
 use tessera::verify::{Verifier, VerifyError};
 
@@ -266,6 +267,141 @@ async fn a_revocation_on_one_instance_is_honoured_by_another_within_a_second(eng
     .await;
 }
 
+/// A compromised key retired at once through the admin API: it leaves the
+/// JWKS on every instance, its tokens are refused by introspection (here
+/// and on another instance) and, through the feed's `kid` entry, by a
+/// verifier that still holds the old JWKS; a new key signs at once and its
+/// tokens verify (the verifier fetches the JWKS again for the new `kid`).
+async fn a_retired_key_is_refused_everywhere_at_once(engine: Engine) {
+    let f = fixture(engine).await;
+    let peer = spawn_peer(&f.app).await;
+    let admin = f.admin_token().await;
+    let (access, _) = f.app.login("alice").await;
+    let kid = jsonwebtoken::decode_header(&access).unwrap().kid.unwrap();
+    let verifier = Verifier::builder(ISSUER, AUD)
+        .jwks_url(format!("{}/.well-known/jwks.json", f.app.address))
+        .min_refresh_interval(Duration::from_millis(100))
+        .revocation_feed("rs", f.rs.clone())
+        .revocation_feed_url(format!("{}/v1/revocations", f.app.address))
+        .build()
+        .unwrap();
+    verifier
+        .verify(&access)
+        .await
+        .expect("valid before the retirement");
+
+    // An unknown kid, and a caller without the admin scope.
+    let res = f
+        .app
+        .admin_api(Method::POST, "/keys/no-such-kid/retire", Some(&admin), None)
+        .await;
+    assert_eq!(res.status(), 404);
+    let res = f
+        .app
+        .admin_api(
+            Method::POST,
+            &format!("/keys/{kid}/retire"),
+            Some(&access),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 401, "a user's token is not for the admin API");
+
+    let res = f
+        .app
+        .admin_api(
+            Method::POST,
+            &format!("/keys/{kid}/retire"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let retired: Value = res.json().await.unwrap();
+    assert_eq!(retired["kid"], kid.as_str());
+    let successor = retired["successor"].as_str().unwrap().to_owned();
+    assert_ne!(successor, kid);
+
+    // Here: gone from the JWKS, its token inactive, at once.
+    let jwks = f
+        .app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!jwks.contains(&kid) && jwks.contains(&successor), "{jwks}");
+    assert_eq!(f.introspect(&access).await["active"], false);
+    // The other instance within a second.
+    eventually(
+        Duration::from_secs(2),
+        "the other instance drops the key",
+        async || {
+            let jwks = peer
+                .get("/.well-known/jwks.json")
+                .await
+                .text()
+                .await
+                .unwrap();
+            match f.introspect_on(&peer, &access).await {
+                answer if answer["active"] == false && !jwks.contains(&kid) => Ok(()),
+                answer => Err(format!("{answer} {jwks}")),
+            }
+        },
+    )
+    .await;
+    // The verifier still caches the old JWKS: the feed's kid entry refuses the token.
+    assert!(verifier.poll_revocations().await.unwrap() >= 1);
+    assert_eq!(verifier.verify(&access).await, Err(VerifyError::Revoked));
+    let page: Value = f.feed("").await.json().await.unwrap();
+    assert!(
+        page["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "kid" && e["value"] == kid.as_str()),
+        "{page}"
+    );
+
+    // The new key signs at once (on both instances), and its tokens verify.
+    let (fresh, _) = f.app.login("alice").await;
+    assert_eq!(
+        jsonwebtoken::decode_header(&fresh).unwrap().kid.unwrap(),
+        successor
+    );
+    assert_eq!(f.introspect_on(&peer, &fresh).await["active"], true);
+    verifier
+        .verify(&fresh)
+        .await
+        .expect("the successor's token verifies");
+    // The admin's own token was signed by the retired key too: refused.
+    let res = f
+        .app
+        .admin_api(Method::GET, "/keys", Some(&admin), None)
+        .await;
+    assert_eq!(res.status(), 401);
+    let admin = f.admin_token().await;
+    // Retiring it again is a 404 (it is no longer published).
+    let res = f
+        .app
+        .admin_api(
+            Method::POST,
+            &format!("/keys/{kid}/retire"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 404);
+    let audit = f
+        .app
+        .admin_api(Method::GET, "/audit?limit=1000", Some(&admin), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("key_retired"), "{audit}");
+}
+
 async fn replay_is_audited_and_listed(engine: Engine) {
     let f = fixture(engine).await;
     let (access, first) = f.app.login("alice").await;
@@ -339,6 +475,7 @@ async fn only_resource_servers_introspect_and_only_their_audiences(engine: Engin
 }
 
 on_both_engines!(
+    a_retired_key_is_refused_everywhere_at_once,
     only_resource_servers_introspect_and_only_their_audiences,
     introspection_reports_live_tokens_and_nothing_else,
     revoking_a_refresh_token_ends_its_session,

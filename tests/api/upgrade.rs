@@ -361,7 +361,46 @@ async fn refresh_tokens_issued_before_the_upgrade_rotate_after_it(engine: Engine
     assert_eq!(app.refresh(&fresh).await.status(), 200);
 }
 
+/// Migration 20261204000002 widens the revocation kinds (SQLite rebuilds
+/// the table): every entry keeps its id, and a feed cursor handed out
+/// before the upgrade is never reused, even past entries already purged.
+async fn the_revocation_feed_survives_the_kid_migration(engine: Engine) {
+    let db = TestDb::new(engine).await;
+    schema_before(&db, 20261204000002).await;
+    let now = chrono::Utc::now().timestamp();
+    execute(
+        &db,
+        &[
+            format!(
+                "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES \
+                 ('jti', 'kept', {now}, {}), ('jti', 'purged-1', {now}, {}), ('jti', 'purged-2', {now}, {})",
+                now + 900,
+                now + 900,
+                now + 900
+            ),
+            // The two newest are purged: the counter is ahead of the last row.
+            "DELETE FROM revocations WHERE value LIKE 'purged-%'".into(),
+        ],
+    )
+    .await;
+    let app = spawn_app_on_with(db, &[]).await;
+    let store = app.store.clone();
+    let page = store.revocations_since(0, now, 100).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].id, 1);
+    assert_eq!(page[0].value, "kept");
+    // A new entry takes an id after every one ever handed out (3), not 2.
+    store
+        .revoke_jti("new", now, now + 900, None, 1000)
+        .await
+        .unwrap();
+    let page = store.revocations_since(1, now, 100).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].id > 3, "{:?}", page[0]);
+}
+
 on_both_engines!(
+    the_revocation_feed_survives_the_kid_migration,
     an_upgraded_database_is_repaired_and_keeps_working,
     refresh_tokens_issued_before_the_upgrade_rotate_after_it
 );

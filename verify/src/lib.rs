@@ -427,7 +427,7 @@ impl Verifier {
         let now = unix_now();
         let cached = self.verified.as_ref().map(|c| (c, cache::key(token)));
         let hit = cached.as_ref().and_then(|(c, key)| c.get(key));
-        let claims = match hit {
+        let (claims, kid) = match hit {
             Some(hit) => {
                 // Only what can have changed since the token was verified.
                 let still_valid = match self.check_times(&hit.claims, now) {
@@ -440,18 +440,18 @@ impl Verifier {
                     }
                     return Err(e);
                 }
-                hit.claims.clone()
+                (hit.claims.clone(), hit.kid.clone())
             }
             None => {
                 let (claims, kid) = self.verify_uncached(token, now).await?;
                 if let Some((c, key)) = cached {
                     let entry = cache::Verified {
                         claims: claims.clone(),
-                        kid,
+                        kid: kid.clone(),
                     };
                     c.insert(key, entry);
                 }
-                claims
+                (claims, kid)
             }
         };
         #[cfg(feature = "remote-jwks")]
@@ -461,7 +461,7 @@ impl Verifier {
         if self
             .revocations
             .as_ref()
-            .is_some_and(|set| set.is_revoked(&claims))
+            .is_some_and(|set| set.is_revoked(&claims) || set.is_key_revoked(&kid))
         {
             return Err(VerifyError::Revoked);
         }

@@ -31,6 +31,9 @@ pub enum RevocationKind {
     Sub,
     /// Every token issued to a client up to `revoked_at`.
     Client,
+    /// Every token signed with a signing key, by its `kid`: the key was
+    /// retired at once (compromise), before its tokens expired.
+    Kid,
 }
 
 impl RevocationKind {
@@ -41,6 +44,7 @@ impl RevocationKind {
             RevocationKind::Sid => "sid",
             RevocationKind::Sub => "sub",
             RevocationKind::Client => "client",
+            RevocationKind::Kid => "kid",
         }
     }
 
@@ -51,6 +55,7 @@ impl RevocationKind {
             "sid" => RevocationKind::Sid,
             "sub" => RevocationKind::Sub,
             "client" => RevocationKind::Client,
+            "kid" => RevocationKind::Kid,
             _ => return None,
         })
     }
@@ -119,16 +124,22 @@ struct Inner {
     /// By `sub` and by client: (latest revoked_at, relevant_until).
     sub: HashMap<String, (i64, i64)>,
     client: HashMap<String, (i64, i64)>,
+    /// Retired signing keys: `kid` → relevant until.
+    kid: HashMap<String, i64>,
     cursor: String,
 }
 
 impl Inner {
     fn is_empty(&self) -> bool {
-        self.jti.is_empty() && self.sid.is_empty() && self.sub.is_empty() && self.client.is_empty()
+        self.jti.is_empty()
+            && self.sid.is_empty()
+            && self.sub.is_empty()
+            && self.client.is_empty()
+            && self.kid.is_empty()
     }
 
     fn len(&self) -> usize {
-        self.jti.len() + self.sid.len() + self.sub.len() + self.client.len()
+        self.jti.len() + self.sid.len() + self.sub.len() + self.client.len() + self.kid.len()
     }
 }
 
@@ -156,6 +167,7 @@ impl RevocationSet {
                 let exact = match e.kind {
                     RevocationKind::Jti => &mut inner.jti,
                     RevocationKind::Sid => &mut inner.sid,
+                    RevocationKind::Kid => &mut inner.kid,
                     RevocationKind::Sub | RevocationKind::Client => {
                         clients_changed |= e.kind == RevocationKind::Client;
                         let map = if e.kind == RevocationKind::Sub {
@@ -212,6 +224,7 @@ impl RevocationSet {
         inner.sid.retain(|_, until| *until >= now);
         inner.sub.retain(|_, (_, until)| *until >= now);
         inner.client.retain(|_, (_, until)| *until >= now);
+        inner.kid.retain(|_, until| *until >= now);
     }
 
     /// Number of entries held.
@@ -231,6 +244,16 @@ impl RevocationSet {
         let inner = self.inner.read().expect("revocation set lock");
         let at = |map: &HashMap<String, (i64, i64)>, value: &str| map.get(value).map(|(at, _)| *at);
         at(&inner.sub, sub).max(at(&inner.client, client_id))
+    }
+
+    /// Whether the signing key `kid` was retired at once: every token it
+    /// signed is refused, whatever JWKS a verifier still holds.
+    pub fn is_key_revoked(&self, kid: &str) -> bool {
+        self.inner
+            .read()
+            .expect("revocation set lock")
+            .kid
+            .contains_key(kid)
     }
 
     /// Whether a token with these claims is revoked.
@@ -279,6 +302,20 @@ mod tests {
             revoked_at,
             relevant_until: revoked_at + 900,
         }
+    }
+
+    #[test]
+    fn key_entries_revoke_every_token_of_the_key_until_they_lapse() {
+        let set = RevocationSet::new();
+        assert!(!set.is_key_revoked("k1"));
+        set.apply(&[entry(RevocationKind::Kid, "k1", 100)]);
+        assert!(set.is_key_revoked("k1"));
+        assert!(!set.is_key_revoked("k2"));
+        // A key entry says nothing about claims.
+        assert!(!set.is_revoked_parts("k1", Some("k1"), "k1", "k1", 50));
+        set.prune(1001);
+        assert!(!set.is_key_revoked("k1"));
+        assert_eq!(RevocationKind::parse("kid"), Some(RevocationKind::Kid));
     }
 
     #[test]
