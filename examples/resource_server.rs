@@ -18,7 +18,9 @@
 //! `SPA_REDIRECT_URI` (the client's `--redirect-uri`, this page; default
 //! `http://localhost:9000/`),
 //! `FEED_CLIENT_ID` and `FEED_CLIENT_SECRET` (a confidential client whose
-//! credentials let the verifier poll the revocation feed).
+//! credentials let the verifier poll the revocation feed), `FAIL_CLOSED_AFTER`
+//! (seconds: refuse every token once the feed has not been read that long).
+//! `GET /metrics` exports the revocation list's age.
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use tessera::verify::{Authenticated, Verifier};
@@ -47,6 +49,22 @@ async fn write(user: Authenticated) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "written": true }))
 }
 
+/// Prometheus: how old the revocation list is (alert well before a
+/// fail-closed limit, or on a fail-open verifier that stopped hearing from
+/// the issuer).
+async fn metrics(verifier: web::Data<Verifier>) -> HttpResponse {
+    let age = verifier
+        .revocation_feed_age()
+        .map_or(-1.0, |a| a.as_secs_f64());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(format!(
+            "# HELP tessera_verify_revocation_feed_age_seconds Seconds since the revocation feed was last read to its end (-1: never, or no feed).\n\
+             # TYPE tessera_verify_revocation_feed_age_seconds gauge\n\
+             tessera_verify_revocation_feed_age_seconds {age}\n"
+        ))
+}
+
 const SPA_INDEX: &str = include_str!("spa/index.html");
 const SPA_APP: &str = include_str!("spa/app.js");
 
@@ -69,6 +87,14 @@ async fn main() -> std::io::Result<()> {
         std::env::var("FEED_CLIENT_SECRET"),
     ) {
         builder = builder.revocation_feed(id, secret);
+        // Fail closed: refuse every token (503) once the feed has not been
+        // read for this many seconds. Unset: fail open (the default).
+        if let Ok(seconds) = std::env::var("FAIL_CLOSED_AFTER") {
+            let seconds: u64 = seconds
+                .parse()
+                .map_err(|_| std::io::Error::other("FAIL_CLOSED_AFTER: a number of seconds"))?;
+            builder = builder.fail_closed_after(std::time::Duration::from_secs(seconds));
+        }
     }
     let spa_config = serde_json::json!({
         "issuer": var("SPA_ISSUER", "http://localhost:8080"),
@@ -103,6 +129,7 @@ async fn main() -> std::io::Result<()> {
                 }),
             )
             .route("/me", web::get().to(me))
+            .route("/metrics", web::get().to(metrics))
             .route("/write", web::post().to(write))
     })
     .bind(listen)?

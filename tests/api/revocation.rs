@@ -402,6 +402,76 @@ async fn a_retired_key_is_refused_everywhere_at_once(engine: Engine) {
     assert!(audit.contains("key_retired"), "{audit}");
 }
 
+/// Fail-open by default, fail-closed when asked: with the feed out of
+/// reach, a verifier built with `fail_closed_after` refuses every token
+/// once its list is older than that (the extractor answers 503), and
+/// accepts again as soon as a poll succeeds; one without keeps verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_fails_closed_when_its_list_is_stale_if_asked() {
+    let f = fixture(Engine::Sqlite).await;
+    let (access, _) = f.app.login("alice").await;
+    let jwks = f
+        .app
+        .get("/.well-known/jwks.json")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let app_addr: std::net::SocketAddr =
+        f.app.address.trim_start_matches("http://").parse().unwrap();
+    let proxy = crate::helpers::TcpProxy::start(app_addr).await;
+    let feed_url = format!("http://{}/v1/revocations", proxy.addr);
+    let build = |closed: bool| {
+        let mut b = Verifier::builder(ISSUER, AUD)
+            .static_jwks(jwks.clone())
+            .revocation_feed("rs", f.rs.clone())
+            .revocation_feed_url(feed_url.clone())
+            .revocation_poll_interval(Duration::from_millis(200));
+        if closed {
+            b = b.fail_closed_after(Duration::from_millis(800));
+        }
+        b.build().unwrap()
+    };
+    let (closed, open) = (build(true), build(false));
+    assert!(
+        Verifier::builder(ISSUER, AUD)
+            .static_jwks(jwks.clone())
+            .fail_closed_after(Duration::from_secs(10))
+            .build()
+            .is_err(),
+        "fail_closed_after without a feed is refused"
+    );
+    closed.verify(&access).await.expect("fresh list");
+    open.verify(&access).await.expect("fresh list");
+    assert!(closed.revocation_feed_age().unwrap() < Duration::from_secs(1));
+
+    proxy.cut().await;
+    eventually(
+        Duration::from_secs(5),
+        "the closed verifier refuses",
+        async || match closed.verify(&access).await {
+            Err(VerifyError::RevocationsStale) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    open.verify(&access)
+        .await
+        .expect("fail-open keeps verifying");
+    assert!(closed.revocation_feed_age().unwrap() > Duration::from_millis(800));
+
+    proxy.restore().await;
+    eventually(
+        Duration::from_secs(5),
+        "the closed verifier accepts again",
+        async || match closed.verify(&access).await {
+            Ok(_) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}
+
 async fn replay_is_audited_and_listed(engine: Engine) {
     let f = fixture(engine).await;
     let (access, first) = f.app.login("alice").await;

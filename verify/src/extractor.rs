@@ -107,7 +107,9 @@ impl FromRequest for Authenticated {
             let token = token.ok_or(BearerError::Missing)?;
             match verifier.verify(&token).await {
                 Ok(claims) => Ok(Authenticated(claims)),
-                Err(VerifyError::KeysUnavailable) => Err(BearerError::Unavailable),
+                Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
+                    Err(BearerError::Unavailable)
+                }
                 Err(e) => Err(BearerError::Invalid(e)),
             }
         })

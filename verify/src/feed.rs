@@ -31,6 +31,9 @@ pub(crate) struct FeedPoller {
     started: tokio::sync::OnceCell<()>,
     /// Serializes polls (the loop and explicit calls).
     polling: tokio::sync::Mutex<()>,
+    /// When the last poll that read the feed to its end finished (Unix
+    /// milliseconds; 0: never).
+    last_success_ms: std::sync::atomic::AtomicI64,
 }
 
 impl FeedPoller {
@@ -53,6 +56,7 @@ impl FeedPoller {
             set,
             started: tokio::sync::OnceCell::new(),
             polling: tokio::sync::Mutex::new(()),
+            last_success_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -98,7 +102,23 @@ impl FeedPoller {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.set.prune(now);
+        self.last_success_ms
+            .store(unix_ms(), std::sync::atomic::Ordering::SeqCst);
         Ok(received)
+    }
+
+    /// How long ago the list was last known complete (the last poll that
+    /// read the feed to its end); `None` before the first.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        match self
+            .last_success_ms
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            0 => None,
+            at => Some(Duration::from_millis(
+                unix_ms().saturating_sub(at).max(0) as u64
+            )),
+        }
     }
 
     async fn fetch(&self, cursor: &str) -> Result<FeedPage, FeedError> {
@@ -154,4 +174,10 @@ fn form_encode(s: &str) -> String {
         }
     }
     out
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -132,6 +132,11 @@ pub enum VerifyError {
     /// The token was revoked (by jti, session, user or client).
     #[error("token has been revoked")]
     Revoked,
+    /// The revocation list is older than the verifier accepts
+    /// ([`VerifierBuilder::fail_closed_after`]): the issuer's feed has not
+    /// been read for too long, so no token is accepted.
+    #[error("the revocation list is out of date")]
+    RevocationsStale,
 }
 
 /// Builder for [`Verifier`]; see [`Verifier::builder`].
@@ -151,6 +156,8 @@ pub struct VerifierBuilder {
     feed: Option<(String, String, String)>,
     #[cfg(feature = "remote-jwks")]
     feed_interval: Duration,
+    #[cfg(feature = "remote-jwks")]
+    fail_closed_after: Option<Duration>,
     revocations: Option<Arc<RevocationSet>>,
     check_audience: bool,
     verified_cache: usize,
@@ -190,6 +197,17 @@ impl VerifierBuilder {
     /// How often the revocation feed is polled (default 5 s, 100 ms – 1 h).
     pub fn revocation_poll_interval(mut self, interval: Duration) -> Self {
         self.feed_interval = interval;
+        self
+    }
+
+    #[cfg(feature = "remote-jwks")]
+    /// Fail closed: refuse every token ([`VerifyError::RevocationsStale`],
+    /// a 503 from the extractor) once the revocation feed has not been read
+    /// successfully for `staleness` (at least twice the poll interval).
+    /// The default is to fail open: through an issuer outage the last
+    /// known list stays in force and tokens keep verifying locally.
+    pub fn fail_closed_after(mut self, staleness: Duration) -> Self {
+        self.fail_closed_after = Some(staleness);
         self
     }
 
@@ -291,6 +309,19 @@ impl VerifierBuilder {
                 "revocation_poll_interval must be between 100 ms and 1 hour",
             ));
         }
+        #[cfg(feature = "remote-jwks")]
+        if let Some(staleness) = self.fail_closed_after {
+            if self.feed.is_none() {
+                return Err(ConfigError::Invalid(
+                    "fail_closed_after needs a revocation feed (revocation_feed)",
+                ));
+            }
+            if staleness < self.feed_interval * 2 {
+                return Err(ConfigError::Invalid(
+                    "fail_closed_after must be at least twice the revocation poll interval",
+                ));
+            }
+        }
         let keys = match (self.static_jwks, self.jwks_url) {
             _ if self.key_provider.is_some() => {
                 jwks::KeySource::Provider(self.key_provider.expect("checked"))
@@ -362,6 +393,8 @@ impl VerifierBuilder {
             revocations,
             #[cfg(feature = "remote-jwks")]
             feed,
+            #[cfg(feature = "remote-jwks")]
+            fail_closed_after: self.fail_closed_after,
             verified: cache::VerifiedCache::new(self.verified_cache),
         })
     }
@@ -380,6 +413,8 @@ pub struct Verifier {
     revocations: Option<Arc<RevocationSet>>,
     #[cfg(feature = "remote-jwks")]
     feed: Option<Arc<feed::FeedPoller>>,
+    #[cfg(feature = "remote-jwks")]
+    fail_closed_after: Option<Duration>,
     verified: Option<cache::VerifiedCache>,
 }
 
@@ -403,6 +438,8 @@ impl Verifier {
             feed: None,
             #[cfg(feature = "remote-jwks")]
             feed_interval: Duration::from_secs(5),
+            #[cfg(feature = "remote-jwks")]
+            fail_closed_after: None,
             revocations: None,
             check_audience: true,
             verified_cache: 10_000,
@@ -417,6 +454,13 @@ impl Verifier {
             Some(feed) => feed.poll().await,
             None => Ok(0),
         }
+    }
+
+    #[cfg(feature = "remote-jwks")]
+    /// How long ago the revocation list was last read from the feed to its
+    /// end (`None`: never, or no feed): export it as a metric and alert on it.
+    pub fn revocation_feed_age(&self) -> Option<Duration> {
+        self.feed.as_ref().and_then(|f| f.age())
     }
 
     /// Verifies `token` and returns its claims.
@@ -457,6 +501,11 @@ impl Verifier {
         #[cfg(feature = "remote-jwks")]
         if let Some(feed) = &self.feed {
             feed.ensure_started().await;
+            if let Some(staleness) = self.fail_closed_after
+                && feed.age().is_none_or(|age| age > staleness)
+            {
+                return Err(VerifyError::RevocationsStale);
+            }
         }
         if self
             .revocations
