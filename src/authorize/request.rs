@@ -109,10 +109,18 @@ pub struct ErrorRedirect {
 /// values dropped, RFC 6749 §3.1).
 pub type RawParams = HashMap<String, Vec<String>>;
 
-/// Collects `application/x-www-form-urlencoded` pairs.
-pub fn raw_params(encoded: &[u8]) -> RawParams {
+/// Collects `application/x-www-form-urlencoded` pairs: at most
+/// [`crate::tokens::form::MAX_PARAMS`] (a real request has about a dozen),
+/// so a hostile one costs no more than a token request.
+pub fn raw_params(encoded: &[u8]) -> Result<RawParams, String> {
     let mut params = RawParams::new();
-    for (name, value) in url::form_urlencoded::parse(encoded) {
+    for (i, (name, value)) in url::form_urlencoded::parse(encoded).enumerate() {
+        if i == crate::tokens::form::MAX_PARAMS {
+            return Err(format!(
+                "The sign-in request has too many parameters (at most {}).",
+                crate::tokens::form::MAX_PARAMS
+            ));
+        }
         if !value.is_empty() {
             params
                 .entry(name.into_owned())
@@ -120,7 +128,7 @@ pub fn raw_params(encoded: &[u8]) -> RawParams {
                 .push(value.into_owned());
         }
     }
-    params
+    Ok(params)
 }
 
 /// The one value of `name`; `Err` if it was sent more than once.
@@ -323,13 +331,21 @@ mod tests {
 
     async fn run(query: &str) -> Result<AuthorizationRequest, RequestError> {
         let c = client();
-        parse(&raw_params(query.as_bytes()), |id| async move {
+        parse(&raw_params(query.as_bytes()).unwrap(), |id| async move {
             Ok((id == "app").then_some(c))
         })
         .await
     }
 
     const OK: &str = "response_type=code&client_id=app&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256";
+
+    #[test]
+    fn parameters_are_capped_like_every_form() {
+        let many: Vec<String> = (0..33).map(|i| format!("p{i}=1")).collect();
+        assert!(raw_params(many.join("&").as_bytes()).is_err());
+        let enough: Vec<String> = (0..32).map(|i| format!("p{i}=1")).collect();
+        assert_eq!(raw_params(enough.join("&").as_bytes()).unwrap().len(), 32);
+    }
 
     #[tokio::test]
     async fn a_lone_registered_redirect_uri_may_be_omitted() {

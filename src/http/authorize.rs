@@ -62,7 +62,10 @@ pub async fn authorize(req: HttpRequest, state: web::Data<AppState>) -> HttpResp
     if query.len() > MAX_REQUEST {
         return page(400, "The sign-in request is too long.");
     }
-    let params = crate::authorize::request::raw_params(query.as_bytes());
+    let params = match crate::authorize::request::raw_params(query.as_bytes()) {
+        Ok(params) => params,
+        Err(message) => return page(400, &message),
+    };
     let outcome = state
         .authorizer
         .begin(&params, &browser(&req), state.clock.now())
@@ -111,7 +114,10 @@ pub async fn submit(
         }
         body.extend_from_slice(&chunk);
     }
-    let params: RawParams = crate::authorize::request::raw_params(&body);
+    let params: RawParams = match crate::authorize::request::raw_params(&body) {
+        Ok(params) => params,
+        Err(message) => return page(400, &message),
+    };
     let outcome = state
         .authorizer
         .submit(&params, &browser(&req), state.clock.now())

@@ -294,7 +294,7 @@ async fn a_capped_network_writes_one_summary_row(engine: Engine) {
 }
 
 /// A 16 KB form of thousands of parameters is refused before it is parsed
-/// further; a path of 60 KB is cut in the log.
+/// further, at the token endpoint and at the login page (query and form).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forms_of_many_parameters_are_refused() {
     let app = spawn_app_with(Engine::Sqlite, &[]).await;
@@ -317,6 +317,27 @@ async fn forms_of_many_parameters_are_refused() {
             .contains("too many parameters"),
         "{body}"
     );
+    // The login page: an 8 KB query or form of a thousand parameters.
+    let many: String = (0..1000).map(|i| format!("p{i}=1&")).collect();
+    let many = &many[..many.len().min(8000)];
+    let res = app
+        .client
+        .get(format!("{}/oauth/authorize?{many}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("too many parameters"));
+    let res = app
+        .client
+        .post(format!("{}/oauth/authorize", app.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(many.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("too many parameters"));
 }
 
 on_both_engines!(
