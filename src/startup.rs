@@ -343,7 +343,7 @@ fn spawn_maintenance(
                 // Sessions are kept a day past their end (for the admin view
                 // and for clear replay answers), then deleted in batches
                 // until none is left.
-                match purge_expired(store.as_ref(), now).await {
+                match purge_expired(store.as_ref(), now, PURGE_BATCH).await {
                     Ok(0) => {}
                     Ok(n) => {
                         tracing::info!(rows = n, "purged expired sessions and revocation entries")
@@ -394,14 +394,22 @@ fn release_free_memory() {
     }
 }
 
-/// Deletes expired sessions and revocation entries in batches of a thousand
-/// until a batch comes back short.
-async fn purge_expired(store: &dyn Store, now: i64) -> crate::store::StoreResult<u64> {
+/// Rows one purge statement deletes at most (a short lock each).
+const PURGE_BATCH: i64 = 1000;
+
+/// Deletes expired sessions and revocation entries in batches of `batch`
+/// until a batch comes back short: however fast they grew, nothing expired
+/// is left behind. Returns the rows deleted.
+pub async fn purge_expired(
+    store: &dyn Store,
+    now: i64,
+    batch: i64,
+) -> crate::store::StoreResult<u64> {
     let mut total = 0;
     loop {
-        let n = store.purge_expired(now - 86_400, now, 1000).await?;
+        let n = store.purge_expired(now - 86_400, now, batch).await?;
         total += n;
-        if n < 1000 {
+        if n < u64::try_from(batch).unwrap_or(u64::MAX) {
             return Ok(total);
         }
     }

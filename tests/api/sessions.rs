@@ -297,6 +297,35 @@ async fn expired_foreign_and_disabled_are_invalid_and_consume_nothing(engine: En
     assert_eq!(rotate(&s.store, sid, 2, T0 + 12).await, Rotation::Invalid);
 }
 
+/// The maintenance purge repeats its batches until nothing expired is
+/// left (#23 item 4: one batch a minute fell behind a flood of revocations).
+async fn the_purge_repeats_batches_until_nothing_expired_is_left(engine: Engine) {
+    let s = test_store(engine).await;
+    for i in 0..25 {
+        s.raw
+            .execute(
+                match i % 2 {
+                    0 => "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('jti', 'a', 1, 50)",
+                    _ => "INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('jti', 'b', 1, 60)",
+                },
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+    s.raw
+        .execute("INSERT INTO revocations (kind, value, revoked_at, relevant_until) VALUES ('jti', 'live', 1, 999999999999)", &[])
+        .await
+        .unwrap();
+    let purged = tessera::startup::purge_expired(s.store.as_ref(), 1000, 10)
+        .await
+        .unwrap();
+    assert_eq!(purged, 25, "three batches of 10, 10 and 5");
+    let left = s.store.revocations_since(0, 1000, 100).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].value, "live");
+}
+
 async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
     let s = test_store(engine).await;
     let (user, live) = login(&s.store).await;
@@ -649,6 +678,7 @@ async fn revocation_cut_offs_are_taken_when_the_revocation_commits(engine: Engin
 }
 
 on_both_engines!(
+    the_purge_repeats_batches_until_nothing_expired_is_left,
     sessions_open_only_under_current_credentials,
     revocation_cut_offs_are_taken_when_the_revocation_commits,
     revoking_sessions_while_they_rotate_never_deadlocks,
