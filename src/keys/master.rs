@@ -155,7 +155,21 @@ impl MasterKey {
             source,
         };
         match MasterKey::from_file(path) {
-            Ok(key) => return Ok((key, false)),
+            Ok(key) => {
+                // Older builds created it 0644: it is ours, so make it private.
+                #[cfg(unix)]
+                if let Some(mode) = readable_by_others(path) {
+                    use std::os::unix::fs::PermissionsExt as _;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(io)?;
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{mode:o}"),
+                        "the development master key file was readable by group or others; made it 0600"
+                    );
+                }
+                return Ok((key, false));
+            }
             Err(MasterKeyError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -457,6 +471,11 @@ mod tests {
             assert_eq!(readable_by_others(&path), None);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert_eq!(readable_by_others(&path), Some(0o644));
+            // One left readable (by an older build) is made private on load.
+            let (c, created) = MasterKey::load_or_create_dev_file(&path).unwrap();
+            assert!(!created);
+            assert_eq!(c.id_hex(), a.id_hex());
+            assert_eq!(readable_by_others(&path), None);
         }
     }
 }
