@@ -285,14 +285,20 @@ impl LoginThrottle {
 
     /// Deletes counters that no longer count or lock anything.
     pub async fn purge(&self, now: i64) -> StoreResult<u64> {
+        self.purge_in_batches(now, 1000).await
+    }
+
+    /// [`Self::purge`] in batches of `batch` rows, repeated until one comes
+    /// back short: nothing purgeable is left however many there were.
+    pub async fn purge_in_batches(&self, now: i64, batch: i64) -> StoreResult<u64> {
         let mut total = 0;
         loop {
             let n = self
                 .store
-                .purge_login_failures(now, self.policy.window, self.policy.max_lockout, 1000)
+                .purge_login_failures(now, self.policy.window, self.policy.max_lockout, batch)
                 .await?;
             total += n;
-            if n < 1000 {
+            if n < u64::try_from(batch).unwrap_or(u64::MAX) {
                 return Ok(total);
             }
         }

@@ -193,6 +193,51 @@ async fn parallel_attempts_from_a_network_stop_at_its_cap(engine: Engine) {
 
 /// A right password gives its counted attempt back: logins that succeed
 /// never lock an account or close a network.
+/// What the docs promise about retention: failure counters are kept while
+/// their window runs or they still lock something, and deleted after (in
+/// repeated batches until none is left); counters in force are kept.
+async fn failure_counters_are_deleted_once_their_window_is_over(engine: Engine) {
+    use tessera::auth::throttle::{LoginPolicy, LoginThrottle};
+    let s = crate::helpers::test_store(engine).await;
+    let policy = LoginPolicy::default();
+    let throttle = LoginThrottle::new(s.store.clone(), policy);
+    let t0 = 1_000_000;
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    for name in ["a", "b", "c", "d", "e"] {
+        // Counted and never given back: failures.
+        let _failed = throttle.attempt(name, Some(ip), t0).await.unwrap().unwrap();
+    }
+    let counted = |key: String| {
+        let store = s.store.clone();
+        async move { store.login_failures(&key).await.unwrap().is_some() }
+    };
+    // Within the window: nothing goes.
+    assert_eq!(
+        throttle
+            .purge_in_batches(t0 + policy.window - 1, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    // After the window (and any lockout): every counter goes, in batches of 2.
+    let later = t0 + policy.window + policy.max_lockout + 1;
+    let purged = throttle.purge_in_batches(later, 2).await.unwrap();
+    assert_eq!(purged, 6, "five accounts and one network");
+    assert!(!counted(format!("user:{}", hex(&tessera::digest::sha256(b"a")))).await);
+    // A counter of the current window is kept.
+    let _failed = throttle
+        .attempt("f", Some(ip), later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(throttle.purge_in_batches(later + 1, 2).await.unwrap(), 0);
+    assert!(counted(format!("user:{}", hex(&tessera::digest::sha256(b"f")))).await);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 async fn right_passwords_give_their_attempt_back(engine: Engine) {
     let f = fixture_with(engine, &[("TESSERA_LOGIN_NETWORK_FAILURE_LIMIT", "3")]).await;
     let app = &f.app;
@@ -206,6 +251,7 @@ async fn right_passwords_give_their_attempt_back(engine: Engine) {
 }
 
 on_both_engines!(
+    failure_counters_are_deleted_once_their_window_is_over,
     parallel_wrong_passwords_check_no_more_than_the_limit,
     parallel_attempts_from_a_network_stop_at_its_cap,
     right_passwords_give_their_attempt_back,
