@@ -576,35 +576,47 @@ fn descriptor_limit() -> Option<u64> {
 }
 
 /// Connections served at once, all workers together: `configured`, or what
-/// the descriptor limit allows after the reserve. A configured number the
-/// limit cannot carry is kept, with a warning (past it, accepting fails
-/// with "too many open files" instead of connections waiting their turn).
+/// the descriptor limit allows after the reserve, whichever is smaller. A
+/// configured number the limit cannot carry is lowered to it, with a
+/// warning: past it, accepting would fail with "too many open files" (and
+/// the accept loop would log that twice a second) instead of connections
+/// waiting their turn in the listen queue.
 fn connection_budget(configured: Option<usize>, database_pool: u32) -> usize {
     let limit = descriptor_limit();
-    let reserve = RESERVED_DESCRIPTORS + u64::from(database_pool);
-    let allowed =
-        limit.map(|l| (l.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION).max(64) as usize);
-    let budget = match (configured, allowed) {
-        (Some(n), Some(allowed)) if n > allowed => {
-            tracing::warn!(
-                max_connections = n,
-                descriptor_limit = limit,
-                allowed,
-                "TESSERA_MAX_CONNECTIONS exceeds what the open-file limit allows; raise `ulimit -n` \
-                 (LimitNOFILE= under systemd) or lower it"
-            );
-            n
-        }
-        (Some(n), _) => n,
-        (None, Some(allowed)) => allowed.min(100_000),
-        (None, None) => 25_000,
-    };
+    let (budget, lowered) = budget_for(configured, limit, database_pool);
+    if let Some(asked) = lowered {
+        tracing::warn!(
+            max_connections = asked,
+            descriptor_limit = limit,
+            serving = budget,
+            "TESSERA_MAX_CONNECTIONS exceeds what the open-file limit allows, so it is lowered; \
+             raise `ulimit -n` (LimitNOFILE= under systemd) to serve more"
+        );
+    }
     tracing::info!(
         max_connections = budget,
         descriptor_limit = limit,
         "connections beyond max_connections wait in the listen queue"
     );
     budget
+}
+
+/// The budget for `configured` under the descriptor `limit`, and the
+/// configured number if it had to be lowered.
+fn budget_for(
+    configured: Option<usize>,
+    limit: Option<u64>,
+    database_pool: u32,
+) -> (usize, Option<usize>) {
+    let reserve = RESERVED_DESCRIPTORS + u64::from(database_pool);
+    let allowed =
+        limit.map(|l| (l.saturating_sub(reserve) / DESCRIPTORS_PER_CONNECTION).max(1) as usize);
+    match (configured, allowed) {
+        (Some(n), Some(allowed)) if n > allowed => (allowed, Some(n)),
+        (Some(n), _) => (n, None),
+        (None, Some(allowed)) => (allowed.min(100_000), None),
+        (None, None) => (25_000, None),
+    }
 }
 
 /// Registers each accepted connection (plain or TLS) for the head watchdog.
@@ -681,4 +693,21 @@ fn run(
         None => server.listen(listener)?,
     };
     Ok(server.run())
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_never_exceeds_what_the_descriptors_allow() {
+        // ulimit -n 4096, pool 16: (4096 - 128 - 16) / 2 = 1976.
+        assert_eq!(budget_for(None, Some(4096), 16), (1976, None));
+        assert_eq!(budget_for(Some(5000), Some(4096), 16), (1976, Some(5000)));
+        assert_eq!(budget_for(Some(100), Some(4096), 16), (100, None));
+        // A tiny limit gives a tiny budget, never more than it carries.
+        assert_eq!(budget_for(None, Some(150), 16), (3, None));
+        assert_eq!(budget_for(None, Some(10), 16), (1, None));
+        assert_eq!(budget_for(None, None, 16), (25_000, None));
+    }
 }
