@@ -57,8 +57,23 @@ async fn introspection_reports_live_tokens_and_nothing_else(engine: Engine) {
         )
         .await;
     assert_eq!(res.status(), 401);
+    // No client authentication at all: invalid_client (RFC 6749 §5.2), 401.
+    let res = f
+        .app
+        .form("/oauth/introspect", &[("token", &access)], None)
+        .await;
+    assert_eq!(res.status(), 401);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
     let res = f.app.introspect_as(("rs", "wrong"), &access).await;
     assert_eq!(res.status(), 401);
+    assert!(
+        res.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic"),
+        "Basic was tried: the 401 challenges it"
+    );
     let res = f
         .app
         .form("/oauth/introspect", &[], Some(("rs", &f.rs)))
