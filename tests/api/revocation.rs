@@ -174,6 +174,41 @@ async fn logout_ends_the_session_server_side(engine: Engine) {
     assert_eq!(logout(refresh_token).await.status(), 204, "idempotent");
 }
 
+/// Full feed pages are served from memory once read (#23 item 6): a page
+/// whose rows were purged since is still answered from the cache, while a
+/// page that was not full is read again.
+async fn full_feed_pages_are_cached_by_cursor(engine: Engine) {
+    let f = fixture(engine).await;
+    let now = chrono::Utc::now().timestamp();
+    for jti in ["c1", "c2", "c3"] {
+        f.app
+            .store
+            .revoke_jti(jti, now, now + 900, None, 64)
+            .await
+            .unwrap();
+    }
+    let full = f.feed("?limit=2").await.text().await.unwrap();
+    let partial = f.feed("?limit=5").await.text().await.unwrap();
+    assert!(full.contains("\"has_more\":true"), "{full}");
+    assert!(partial.contains("c3"), "{partial}");
+    // Every row gone from the database.
+    f.app
+        .store
+        .purge_expired(now + 10_000, now + 10_000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.feed("?limit=2").await.text().await.unwrap(),
+        full,
+        "the full page, from memory"
+    );
+    let reread = f.feed("?limit=5").await.text().await.unwrap();
+    assert!(
+        !reread.contains("c3"),
+        "the partial page is read again: {reread}"
+    );
+}
+
 async fn the_feed_pages_relevant_revocations(engine: Engine) {
     let f = fixture(engine).await;
     let now = chrono::Utc::now().timestamp();
@@ -560,6 +595,7 @@ async fn only_resource_servers_introspect_and_only_their_audiences(engine: Engin
 }
 
 on_both_engines!(
+    full_feed_pages_are_cached_by_cursor,
     a_retired_key_is_refused_everywhere_at_once,
     only_resource_servers_introspect_and_only_their_audiences,
     introspection_reports_live_tokens_and_nothing_else,
