@@ -135,6 +135,10 @@ pub struct KeyRing {
     current: ArcSwap<Snapshot>,
     /// The signer last reported in the log, to announce changes once.
     announced: std::sync::Mutex<Option<String>>,
+    /// One refresh at a time: a refresh that read the rows before a change
+    /// committed must not store its snapshot after one that read them
+    /// after (an emergency retirement would come undone for a second).
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Serialize)]
@@ -165,6 +169,7 @@ impl KeyRing {
             master,
             policy,
             announced: std::sync::Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
             current: ArcSwap::from_pointee(Snapshot {
                 pairs: HashMap::new(),
                 rows: Vec::new(),
@@ -268,6 +273,7 @@ impl KeyRing {
 
     /// Re-reads the keys; cheap when nothing changed (no decryption).
     pub async fn refresh(&self, now: i64) -> Result<(), KeyRingError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let rows = self.store.signing_keys(now).await?;
         let old = self.snapshot();
         if old.rows != rows {

@@ -308,7 +308,8 @@ pub trait Directory: Send + Sync {
     /// Every signing key not yet retired at `now`, newest (highest generation) first.
     async fn signing_keys(&self, now: i64) -> StoreResult<Vec<SigningKey>>;
     /// Emergency retirement of `kid`, in one transaction: it leaves the
-    /// JWKS and stops signing at `now`; its `kid` is listed as revoked until
+    /// JWKS (its `retire_at` becomes its publication time, so no refresh
+    /// with an earlier `now` brings it back) and stops signing at `now`; its `kid` is listed as revoked until
     /// `relevant_until` (so verifiers that cached the JWKS refuse its
     /// tokens); and `successor`, if given, is added signing from `now`
     /// (`successor.activate_at`), as the newest generation. False, and

@@ -438,8 +438,11 @@ macro_rules! portable_directory {
                 relevant_until: i64,
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
+                // retire_at is the key's own publication time, not `now`:
+                // an instance refreshing with a `now` read a moment before
+                // this commit must not see the key as still published.
                 let retired = sqlx::query(
-                    "UPDATE signing_keys SET retire_at = $2, \
+                    "UPDATE signing_keys SET retire_at = created_at, \
                      deactivated_at = CASE WHEN deactivated_at IS NULL OR deactivated_at > $2 \
                      THEN $2 ELSE deactivated_at END \
                      WHERE kid = $1 AND (retire_at IS NULL OR retire_at > $2)",
