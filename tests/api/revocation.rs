@@ -421,9 +421,9 @@ async fn a_retired_key_is_refused_everywhere_at_once(engine: Engine) {
     );
     assert_eq!(f.introspect_on(&peer, &fresh).await["active"], true);
     // The verifier re-reads the JWKS for an unknown kid at most once per
-    // min_refresh_interval (100 ms here); wait that out. (Without the wait
-    // the re-read is sometimes skipped as too recent, about one run in
-    // five: a fetch this test does not make explicitly; not yet explained.)
+    // min_refresh_interval (100 ms here) since its last fetch, its first
+    // verification above; on a fast run everything since took less than
+    // that, so wait it out.
     tokio::time::sleep(Duration::from_millis(300)).await;
     verifier
         .verify(&fresh)
