@@ -95,9 +95,11 @@ fn field(ctx: &mut impl Absorb, value: Option<&[u8]>) {
     }
 }
 
-/// The key of the audit chain and its checkpoints, derived from the master
-/// key for this purpose alone. Without it a link cannot be recomputed, so
-/// database access alone cannot rewrite history undetected.
+/// The key of the audit chain and its checkpoints, derived for this purpose
+/// alone from the derivation root sealed under the master key (so a
+/// master-key rotation leaves it, and the chain, unchanged). Without it a
+/// link cannot be recomputed, so database access alone cannot rewrite
+/// history undetected.
 #[derive(Clone)]
 pub struct ChainKey(ring::hmac::Key);
 
@@ -211,6 +213,8 @@ pub enum Action {
     /// A signing key was retired at once (compromise): unpublished, its
     /// tokens revoked.
     KeyRetired,
+    /// Every stored secret was re-sealed under the active master key.
+    MasterKeyRewrapped,
 }
 
 impl Action {
@@ -245,6 +249,7 @@ impl Action {
             Action::AuthorizationCodeIssued => "authorization_code_issued",
             Action::AuthorizationCodeReused => "authorization_code_reused",
             Action::KeyRetired => "key_retired",
+            Action::MasterKeyRewrapped => "master_key_rewrapped",
         }
     }
 
@@ -573,7 +578,7 @@ impl std::fmt::Display for ChainReport {
             (0, _) => write!(f, "audit log intact: no rows yet")?,
             (rows, 0) => write!(
                 f,
-                "audit log intact: rows 1–{rows} verified, each linked to the one before by an HMAC under the master key"
+                "audit log intact: rows 1–{rows} verified, each linked to the one before by an HMAC under the chain key (kept sealed by the master key)"
             )?,
             (rows, legacy) if rows <= legacy => write!(
                 f,
@@ -582,7 +587,7 @@ impl std::fmt::Display for ChainReport {
             (rows, legacy) => write!(
                 f,
                 "audit log intact: rows 1–{rows} verified (rows 1–{legacy} written before the chain was keyed: \
-                 unkeyed SHA-256 links; rows {keyed_from}–{rows}: HMAC under the master key)"
+                 unkeyed SHA-256 links; rows {keyed_from}–{rows}: HMAC under the chain key)"
             )?,
         }
         match self.checkpoint {

@@ -18,7 +18,7 @@ use crate::config::{Config, ConfigError, MasterKeySetting, Tls};
 use crate::http::cors::AllowedOrigins;
 use crate::http::{AppState, cors, limit_headers, not_found, read_body, request_log, routes};
 use crate::keys::keyring::{KeyRing, RotationPolicy};
-use crate::keys::master::{MasterKey, OpenError};
+use crate::keys::master::{DerivationRoot, MasterKey, OpenError};
 use crate::revocation::{RevocationCache, Revoker};
 use crate::store::{self, Store};
 use crate::tokens::grant::Collaborators;
@@ -452,11 +452,16 @@ pub fn check_files(config: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-const MASTER_KEY_CHECK: &str = "master_key_check";
+use crate::keys::rewrap::{CHECK_SETTING as MASTER_KEY_CHECK, ROOT_SETTING as DERIVATION_ROOT};
+/// The check value's text. `keys rewrap` re-seals it last, so while it opens
+/// only under an old key, something may still need that key.
 const MASTER_KEY_CHECK_TEXT: &[u8] = b"tessera master key check";
 
-/// Loads the master key and makes sure it is the one this database's secrets
-/// were sealed under, so a wrong key fails at start rather than at first use.
+/// Loads the master key(s) and makes sure they open this database's
+/// secrets, so a wrong or missing key fails at start rather than at first
+/// use; the key returned derives its MAC keys from the database's stored
+/// root (stored on first start, as the key that sealed the check value
+/// derived it, so existing digests stay valid).
 pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Result<MasterKey> {
     let (key, origin) = match &config.master_key {
         MasterKeySetting::Provided(key) => (key.clone(), "TESSERA_MASTER_KEY"),
@@ -484,18 +489,44 @@ pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Resu
             (key, "the development master key file")
         }
     };
-    let context = MASTER_KEY_CHECK.as_bytes();
-    let stored = store
-        .init_setting(MASTER_KEY_CHECK, &key.seal(MASTER_KEY_CHECK_TEXT, context))
+    let open = |name: &str, sealed: &[u8]| match key.open(sealed, name.as_bytes()) {
+        Ok(plain) => Ok(plain),
+        Err(OpenError::WrongKey { found, expected }) => Err(anyhow::anyhow!(
+            "{origin}: this database's secrets are sealed under master key {found}, which is not \
+             configured (configured: {expected}); put that key back in {origin} (after the active \
+             key) and run `tessera keys rewrap` before removing it"
+        )),
+        Err(OpenError::Corrupt) => Err(anyhow::anyhow!(
+            "{origin}: the database's {name} setting is corrupt"
+        )),
+    };
+    let check = store
+        .init_setting(
+            MASTER_KEY_CHECK,
+            &key.seal(MASTER_KEY_CHECK_TEXT, MASTER_KEY_CHECK.as_bytes()),
+        )
         .await?;
-    match key.open(&stored, context) {
-        Ok(text) if text.as_slice() == MASTER_KEY_CHECK_TEXT => Ok(key),
-        Err(OpenError::WrongKey { found, expected }) => bail!(
-            "{origin}: this database was sealed under master key {found}, but the configured key is \
-             {expected}; start with the original master key"
-        ),
-        _ => bail!("{origin}: the database's master-key check value is corrupt"),
+    if open(MASTER_KEY_CHECK, &check)?.as_slice() != MASTER_KEY_CHECK_TEXT {
+        bail!("{origin}: the database's master-key check value is corrupt");
     }
+    let root = match store.setting(DERIVATION_ROOT).await? {
+        Some(sealed) => sealed,
+        None => {
+            let root = key
+                .default_root_of(&check)
+                .context("the master-key check value opened under no configured key")?;
+            store
+                .init_setting(
+                    DERIVATION_ROOT,
+                    &key.seal(&root.encode(), DERIVATION_ROOT.as_bytes()),
+                )
+                .await?
+        }
+    };
+    let root = DerivationRoot::decode(&open(DERIVATION_ROOT, &root)?).with_context(|| {
+        format!("{origin}: the database's {DERIVATION_ROOT} setting is corrupt")
+    })?;
+    Ok(key.with_root(&root))
 }
 
 /// SIGTERM and SIGINT, handled by us rather than by actix so that they are

@@ -39,7 +39,7 @@ impl SecretDigester {
     pub fn new(master: &MasterKey) -> SecretDigester {
         SecretDigester {
             key: master.derive_hmac_key(PURPOSE),
-            legacy: master.derive_legacy_hmac_key(PURPOSE),
+            legacy: master.legacy_client_secret_key(),
         }
     }
 
@@ -104,7 +104,11 @@ mod tests {
     fn digests_stored_before_the_hkdf_separation_still_verify() {
         let master = MasterKey::from_bytes(&[1; 32]);
         let d = SecretDigester::new(&master);
-        let legacy_key = master.derive_legacy_hmac_key(PURPOSE);
+        // Version 1 keyed digests with HMAC(master, purpose) directly.
+        let legacy_key = hmac::Key::new(
+            hmac::HMAC_SHA256,
+            hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]), PURPOSE).as_ref(),
+        );
         let legacy = hmac::sign(&legacy_key, b"old-secret").as_ref().to_vec();
         assert!(d.verify(&legacy, "old-secret"));
         assert!(!d.verify(&legacy, "other"));

@@ -88,6 +88,9 @@ pub enum KeysCommand {
         #[arg(long)]
         now: bool,
     },
+    /// Re-seal every stored secret under the first (active) master key, so
+    /// the others can be removed from the key setting afterwards.
+    Rewrap,
 }
 
 /// `tessera audience …`
@@ -164,6 +167,7 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
     let key = crate::audit::ChainKey::new(&master);
+    let master_ids = master.clone();
     let ring = open_key_ring(config, store.clone(), master).await?;
     let now = chrono::Utc::now().timestamp();
     match (cmd, imported) {
@@ -221,6 +225,47 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
                 println!("signing={successor}");
             }
             println!("tokens_revoked_until={}", time(retired.revoked_until));
+        }
+        (KeysCommand::Rewrap, _) => {
+            let done = crate::keys::rewrap::rewrap(
+                store.as_ref(),
+                &master_ids,
+                crate::keys::rewrap::BATCH,
+            )
+            .await;
+            let report = match done {
+                Ok(report) => report,
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            };
+            let active = master_ids.id_hex();
+            crate::audit::Auditor::direct(store.clone(), key.clone())
+                .record_durable(
+                    crate::audit::Event::new("cli", crate::audit::Action::MasterKeyRewrapped)
+                        .subject(&active)
+                        .detail("signing_keys", report.signing_keys.resealed)
+                        .detail("totp_secrets", report.totp_secrets.resealed)
+                        .detail("settings", report.settings.resealed),
+                )
+                .await;
+            println!("active_key={active}");
+            for (name, counts) in [
+                ("signing_keys", report.signing_keys),
+                ("totp_secrets", report.totp_secrets),
+                ("settings", report.settings),
+            ] {
+                println!("{name}={} resealed={}", counts.total, counts.resealed);
+            }
+            let others = master_ids.ids_hex()[1..].join(",");
+            println!("no_longer_needed={others}");
+            if !others.is_empty() {
+                eprintln!(
+                    "every stored secret is sealed under {active}; key(s) {others} can be removed \
+                     from the master-key setting (browser sign-ins sealed under them end then)"
+                );
+            }
         }
     }
     store.close().await;

@@ -146,7 +146,8 @@ struct Jwks<'a> {
     keys: Vec<&'a PublicJwk>,
 }
 
-fn context(kid: &str) -> Vec<u8> {
+/// What a signing key's sealed private key is bound to.
+pub fn seal_context(kid: &str) -> Vec<u8> {
     format!("signing_key:{kid}").into_bytes()
 }
 
@@ -315,7 +316,7 @@ impl KeyRing {
     fn unseal(&self, row: &SigningKey) -> Result<SigningKeyPair, KeyRingError> {
         let der = self
             .master
-            .open(&row.private_key, &context(&row.kid))
+            .open(&row.private_key, &seal_context(&row.kid))
             .map_err(|source| KeyRingError::Sealed {
                 kid: row.kid.clone(),
                 source,
@@ -358,7 +359,7 @@ impl KeyRing {
         let key = NewSigningKey {
             kid: pair.kid().to_owned(),
             public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-            private_key: self.master.seal(pair.pkcs8(), &context(pair.kid())),
+            private_key: self.master.seal(pair.pkcs8(), &seal_context(pair.kid())),
             created_at: now,
             activate_at,
         };
@@ -396,7 +397,7 @@ impl KeyRing {
             NewSigningKey {
                 kid: pair.kid().to_owned(),
                 public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-                private_key: self.master.seal(pair.pkcs8(), &context(pair.kid())),
+                private_key: self.master.seal(pair.pkcs8(), &seal_context(pair.kid())),
                 created_at: now,
                 activate_at: now,
             }

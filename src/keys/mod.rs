@@ -3,4 +3,5 @@
 
 pub mod keyring;
 pub mod master;
+pub mod rewrap;
 pub mod signing;

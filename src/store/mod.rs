@@ -199,6 +199,26 @@ pub trait Lifecycle: Send + Sync {
     async fn revocation_notifications(&self) -> StoreResult<Option<Box<dyn Notifications>>>;
 }
 
+/// A column that holds values sealed under the master key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedColumn {
+    /// Signing keys' private keys, by `kid`.
+    SigningKey,
+    /// Users' TOTP secrets, by user id.
+    TotpSecret,
+    /// Instance settings, by name (only some of them are sealed).
+    Setting,
+}
+
+/// One sealed value and the record that holds it.
+#[derive(Debug, Clone)]
+pub struct SealedValue {
+    /// The record: a `kid`, a user id or a setting name.
+    pub id: String,
+    /// The sealed bytes.
+    pub value: Vec<u8>,
+}
+
 /// Wake-ups from the database (see [`Lifecycle::revocation_notifications`]).
 #[async_trait]
 pub trait Notifications: Send {
@@ -218,6 +238,24 @@ pub trait Directory: Send + Sync {
     /// Raises a numeric setting to at least `value` (atomically) and returns
     /// the stored maximum.
     async fn raise_setting(&self, name: &str, value: u64) -> StoreResult<u64>;
+
+    /// Up to `limit` values of one sealed column, in record order after the
+    /// record `after` (from the start when `None`): what `keys rewrap` reads.
+    async fn sealed_values(
+        &self,
+        column: SealedColumn,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<SealedValue>>;
+    /// Replaces the sealed value of record `id` with `new` if it still is
+    /// `old`; false if it changed meanwhile (or the record is gone).
+    async fn replace_sealed(
+        &self,
+        column: SealedColumn,
+        id: &str,
+        old: &[u8],
+        new: &[u8],
+    ) -> StoreResult<bool>;
 
     /// Creates a user; `Conflict` if the username is taken.
     async fn create_user(&self, user: &NewUser, now: i64) -> StoreResult<User>;

@@ -110,6 +110,90 @@ macro_rules! portable_directory {
                 Ok(u64::from_be_bytes(bytes))
             }
 
+            async fn sealed_values(
+                &self,
+                column: $crate::store::SealedColumn,
+                after: Option<&str>,
+                limit: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SealedValue>> {
+                use $crate::store::{SealedColumn, SealedValue};
+                let rows: Vec<(String, Vec<u8>)> = match column {
+                    SealedColumn::SigningKey => sqlx::query_as(
+                        "SELECT kid, private_key FROM signing_keys WHERE kid > $1 ORDER BY kid LIMIT $2",
+                    )
+                    .bind(after.unwrap_or_default())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    SealedColumn::Setting => sqlx::query_as(
+                        "SELECT name, value FROM settings WHERE name > $1 ORDER BY name LIMIT $2",
+                    )
+                    .bind(after.unwrap_or_default())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?,
+                    SealedColumn::TotpSecret => {
+                        let after = match after {
+                            Some(id) => id.parse::<uuid::Uuid>().map_err(|_| {
+                                $crate::store::StoreError::Corrupt(format!("not a user id: {id}"))
+                            })?,
+                            None => uuid::Uuid::nil(),
+                        };
+                        let rows: Vec<(uuid::Uuid, Vec<u8>)> = sqlx::query_as(
+                            "SELECT id, totp_secret FROM users WHERE totp_secret IS NOT NULL AND id > $1 \
+                             ORDER BY id LIMIT $2",
+                        )
+                        .bind(after)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        rows.into_iter().map(|(id, v)| (id.to_string(), v)).collect()
+                    }
+                };
+                Ok(rows.into_iter().map(|(id, value)| SealedValue { id, value }).collect())
+            }
+
+            async fn replace_sealed(
+                &self,
+                column: $crate::store::SealedColumn,
+                id: &str,
+                old: &[u8],
+                new: &[u8],
+            ) -> $crate::store::StoreResult<bool> {
+                use $crate::store::SealedColumn;
+                let mut conn = self.write_conn(true).await?;
+                let done = match column {
+                    SealedColumn::SigningKey => sqlx::query(
+                        "UPDATE signing_keys SET private_key = $3 WHERE kid = $1 AND private_key = $2",
+                    )
+                    .bind(id)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&mut *conn)
+                    .await?,
+                    SealedColumn::Setting => sqlx::query(
+                        "UPDATE settings SET value = $3 WHERE name = $1 AND value = $2",
+                    )
+                    .bind(id)
+                    .bind(old)
+                    .bind(new)
+                    .execute(&mut *conn)
+                    .await?,
+                    SealedColumn::TotpSecret => {
+                        let Ok(user) = id.parse::<uuid::Uuid>() else {
+                            return Ok(false);
+                        };
+                        sqlx::query("UPDATE users SET totp_secret = $3 WHERE id = $1 AND totp_secret = $2")
+                            .bind(user)
+                            .bind(old)
+                            .bind(new)
+                            .execute(&mut *conn)
+                            .await?
+                    }
+                };
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn create_user(
                 &self,
                 user: &$crate::store::NewUser,

@@ -700,7 +700,7 @@ fn users_and_clients_from_the_command_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("audit log intact: rows 1–"), "{stdout}");
     assert!(
-        stdout.contains("HMAC under the master key") && stdout.contains("newest checkpoint (row "),
+        stdout.contains("HMAC under the chain key") && stdout.contains("newest checkpoint (row "),
         "{stdout}"
     );
     let rows: i64 = stdout["audit log intact: rows 1–".len()..]

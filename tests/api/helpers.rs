@@ -450,23 +450,32 @@ pub async fn postgres_socket(url: &str) -> SocketAddr {
 /// the same master key (as behind a load balancer): it shares nothing with
 /// the first but the database, and is spoken to like any [`TestApp`].
 pub async fn spawn_peer(app: &TestApp) -> TestApp {
+    spawn_on_with_key(app, app.master_key())
+        .await
+        .expect("second instance builds")
+}
+
+/// [`spawn_peer`] with another master-key setting (one key or several):
+/// an instance restarted after the operator changed the key file, or the
+/// start-up error it gets.
+pub async fn spawn_on_with_key(app: &TestApp, master_key: &str) -> Result<TestApp, String> {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let config = test_config(app.database_url(), app.master_key(), data_dir.path());
+    let config = test_config(app.database_url(), master_key, data_dir.path());
     let peer = Application::build(config, Migrations::Apply)
         .await
-        .expect("second instance builds");
+        .map_err(|e| format!("{e:#}"))?;
     let address = format!("http://127.0.0.1:{}", peer.port());
     let handle = peer.handle();
     tokio::spawn(peer.run_until_stopped());
-    TestApp {
+    Ok(TestApp {
         address,
         client: reqwest::Client::new(),
         handle,
-        master_key: app.master_key.clone(),
+        master_key: master_key.to_owned(),
         store: app.store.clone(),
         _db: app._db.clone(),
         _data_dir: data_dir,
-    }
+    })
 }
 
 // ---- arranging data in a running app ----

@@ -10,6 +10,7 @@ mod browser;
 mod caches;
 mod cli;
 mod cookie;
+mod custody;
 mod fuzz_regressions;
 mod hardening;
 mod health;
