@@ -101,7 +101,7 @@ fn benches(c: &mut Criterion) {
     let jwks = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
 
     // --- ES256: raw primitive vs our JWS ---
-    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, signer.pkcs8()).unwrap();
+    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, signer.pkcs8().unwrap()).unwrap();
     let rng = SystemRandom::new();
     let jws = s
         .minter
@@ -194,7 +194,7 @@ fn benches(c: &mut Criterion) {
     g.finish();
 
     // --- jsonwebtoken as a library, for reference ---
-    let enc_key = jsonwebtoken::EncodingKey::from_ec_der(signer.pkcs8());
+    let enc_key = jsonwebtoken::EncodingKey::from_ec_der(signer.pkcs8().unwrap());
     let pk = signer.public_jwk();
     let dec_key = jsonwebtoken::DecodingKey::from_ec_components(&pk.x, &pk.y).unwrap();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);

@@ -88,6 +88,9 @@ raw_config! {
     client_body_timeout = "10",
     keep_alive = "5",
     max_connections = "auto",
+    pkcs11_module,
+    pkcs11_pin,
+    pkcs11_pin_file,
 }
 
 /// The embedded default: a SQLite file created on first start.
@@ -164,6 +167,48 @@ pub struct Config {
     /// Connections served at once, all workers together (`None`: sized
     /// from the file-descriptor limit at start).
     pub max_connections: Option<usize>,
+    /// The PKCS#11 module that holds hardware-backed signing keys (`None`:
+    /// every signing key is in-process, sealed under the master key).
+    pub pkcs11: Option<Pkcs11Setting>,
+}
+
+/// Where signing keys in a PKCS#11 token are reached: the module (read at
+/// start-up) and the user PIN. `Debug` never shows the PIN.
+#[derive(Clone)]
+pub struct Pkcs11Setting {
+    /// Path of the module (`libsofthsm2.so`, a vendor's library).
+    pub module: PathBuf,
+    /// How the module setting was written, to name it in errors.
+    pub module_setting: String,
+    /// The user PIN, or the file holding it.
+    pub pin: Pkcs11Pin,
+}
+
+/// The PKCS#11 user PIN as configured.
+#[derive(Clone)]
+pub enum Pkcs11Pin {
+    /// Given in the configuration itself.
+    Value(zeroize::Zeroizing<String>),
+    /// In a file (read at start-up; surrounding whitespace ignored).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// How the setting was written, to name it in errors.
+        setting: String,
+    },
+}
+
+impl fmt::Debug for Pkcs11Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pin = match &self.pin {
+            Pkcs11Pin::Value(_) => "(given)".to_owned(),
+            Pkcs11Pin::File { path, .. } => path.display().to_string(),
+        };
+        f.debug_struct("Pkcs11Setting")
+            .field("module", &self.module)
+            .field("pin", &pin)
+            .finish()
+    }
 }
 
 /// Native TLS settings: the files (read and checked at start-up, naming the
@@ -451,6 +496,7 @@ impl Config {
             introspection_rate_limit: r.introspection_rate_limit.parse(Rate::parse)?,
             trusted_proxies: r.trusted_proxies.parse(parse_networks)?,
             tls: tls_setting(r)?,
+            pkcs11: pkcs11_setting(r)?,
             client_request_timeout: within(&r.client_request_timeout, 1, 60)?,
             client_body_timeout: within(&r.client_body_timeout, 1, 60)?,
             keep_alive: within(&r.keep_alive, 0, 300)?,
@@ -551,6 +597,39 @@ fn parse_networks(v: &str) -> Result<Vec<ipnet::IpNet>, String> {
                 })
         })
         .collect()
+}
+
+fn pkcs11_setting(r: &RawConfig) -> Result<Option<Pkcs11Setting>, ConfigError> {
+    let pin = match (r.pkcs11_pin.given(), r.pkcs11_pin_file.given()) {
+        (Some(_), Some(_)) => {
+            return Err(r
+                .pkcs11_pin_file
+                .error("set either pkcs11_pin or pkcs11_pin_file, not both"));
+        }
+        (Some(pin), None) if !pin.trim().is_empty() => Some(Pkcs11Pin::Value(
+            zeroize::Zeroizing::new(pin.trim().to_owned()),
+        )),
+        (Some(_), None) => return Err(r.pkcs11_pin.error("must not be empty")),
+        (None, Some(path)) => Some(Pkcs11Pin::File {
+            path: PathBuf::from(path),
+            setting: r.pkcs11_pin_file.name(),
+        }),
+        (None, None) => None,
+    };
+    match (r.pkcs11_module.given(), pin) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(r
+            .pkcs11_module
+            .error("required when a PKCS#11 PIN is set (the module's path, e.g. /usr/lib/softhsm/libsofthsm2.so)")),
+        (Some(_), None) => Err(r
+            .pkcs11_pin_file
+            .error("required when pkcs11_module is set (or set pkcs11_pin): the token's user PIN")),
+        (Some(module), Some(pin)) => Ok(Some(Pkcs11Setting {
+            module: PathBuf::from(module),
+            module_setting: r.pkcs11_module.name(),
+            pin,
+        })),
+    }
 }
 
 fn tls_setting(r: &RawConfig) -> Result<Option<Tls>, ConfigError> {

@@ -295,9 +295,46 @@ pub async fn open_key_ring(
         rotation_period: config.signing_key_rotation,
     };
     let now = chrono::Utc::now().timestamp();
+    let hsm = load_hsm(config)?;
     Ok(Arc::new(
-        KeyRing::open(store, master_key, policy, now).await?,
+        KeyRing::open_with_hsm(store, master_key, policy, now, hsm).await?,
     ))
+}
+
+/// The configured PKCS#11 module, loaded and initialised; errors name the
+/// setting.
+pub fn load_hsm(config: &Config) -> Result<Option<Arc<crate::keys::pkcs11::Hsm>>, ConfigError> {
+    let Some(setting) = &config.pkcs11 else {
+        return Ok(None);
+    };
+    let pin = read_pin(setting)?;
+    crate::keys::pkcs11::Hsm::load(&setting.module, &pin)
+        .map(Some)
+        .map_err(|e| ConfigError {
+            key: setting.module_setting.clone(),
+            message: e.to_string(),
+        })
+}
+
+fn read_pin(setting: &crate::config::Pkcs11Setting) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+    match &setting.pin {
+        crate::config::Pkcs11Pin::Value(pin) => Ok(pin.clone()),
+        crate::config::Pkcs11Pin::File { path, setting } => {
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError {
+                    key: setting.clone(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }
+            })?);
+            match text.trim() {
+                "" => Err(ConfigError {
+                    key: setting.clone(),
+                    message: format!("{} is empty", path.display()),
+                }),
+                pin => Ok(zeroize::Zeroizing::new(pin.to_owned())),
+            }
+        }
+    }
 }
 
 /// Keeps keys, audience encryption keys and CORS origins current: every second, so that
@@ -448,6 +485,9 @@ pub fn check_files(config: &Config) -> Result<(), ConfigError> {
     }
     if let Some(tls) = &config.tls {
         load_tls(tls)?;
+    }
+    if let Some(pkcs11) = &config.pkcs11 {
+        read_pin(pkcs11)?;
     }
     Ok(())
 }

@@ -73,10 +73,17 @@ pub enum KeysCommand {
     List,
     /// Add a new signing key: published now, signing after one JWKS cache lifetime.
     Rotate,
-    /// Add an existing ES256 private key (PKCS#8 or SEC 1 PEM) as the next signing key.
+    /// Add an existing ES256 private key as the next signing key: a PEM file
+    /// (PKCS#8 or SEC 1), or with --pkcs11 a key pair in a PKCS#11 token
+    /// (the private key never leaves it).
     Import {
         /// The PEM file.
-        pem_file: PathBuf,
+        #[arg(required_unless_present = "pkcs11", conflicts_with = "pkcs11")]
+        pem_file: Option<PathBuf>,
+        /// The key in a token: `pkcs11:token=LABEL;object=LABEL` (the module
+        /// and PIN come from TESSERA_PKCS11_MODULE and TESSERA_PKCS11_PIN_FILE).
+        #[arg(long, value_name = "URI")]
+        pkcs11: Option<String>,
     },
     /// Retire a compromised signing key at once: unpublished, its tokens
     /// refused everywhere within a second, a new key signing from now.
@@ -155,12 +162,28 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
 async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     // Read the key file before touching the database: a typo fails fast.
     let imported = match &cmd {
-        KeysCommand::Import { pem_file } => {
+        KeysCommand::Import {
+            pem_file: Some(pem_file),
+            ..
+        } => {
             let text = zeroize::Zeroizing::new(
                 std::fs::read_to_string(pem_file)
                     .with_context(|| format!("cannot read {}", pem_file.display()))?,
             );
             Some(SigningKeyPair::from_pem(&text).with_context(|| pem_file.display().to_string())?)
+        }
+        _ => None,
+    };
+    let token_key = match &cmd {
+        KeysCommand::Import {
+            pkcs11: Some(uri), ..
+        } => {
+            if config.pkcs11.is_none() {
+                anyhow::bail!(
+                    "keys import --pkcs11 needs the module: set TESSERA_PKCS11_MODULE and TESSERA_PKCS11_PIN_FILE"
+                );
+            }
+            Some(crate::keys::pkcs11::KeyUri::parse(uri)?)
         }
         _ => None,
     };
@@ -197,7 +220,22 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             audit_key(&store, &key, crate::audit::Action::KeyImported, &added).await;
             report_added(added, now);
         }
-        (KeysCommand::Import { .. }, None) => unreachable!("parsed above"),
+        (KeysCommand::Import { .. }, None) => {
+            let (Some(uri), Some(hsm)) = (token_key, ring.hsm()) else {
+                unreachable!("clap requires a PEM file or --pkcs11, checked above");
+            };
+            let opened = hsm.key(&uri);
+            let pair = match opened {
+                Ok(k) => SigningKeyPair::from_hsm(k),
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            };
+            let added = ring.add(pair, now).await?;
+            audit_key(&store, &key, crate::audit::Action::KeyImported, &added).await;
+            report_added(added, now);
+        }
         (KeysCommand::Retire { kid, now: at_once }, _) => {
             if !at_once {
                 store.close().await;

@@ -20,7 +20,8 @@ pub async fn healthz() -> HttpResponse {
         .json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the database answers and a signing key is loaded. 503 (never a crash) while it does not;
+/// `GET /readyz`: the database answers and a signing key is loaded and can
+/// sign (a key in a PKCS#11 token whose token is gone cannot). 503 (never a crash) while it does not;
 /// the pool reconnects by itself, so readiness returns when the database does.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "the database answers and a signing key is loaded"), (status = 503, description = "not ready")))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -35,10 +36,13 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "unavailable"
         }
     };
-    let signing_key = if state.keys.signer().is_some() {
-        "ok"
-    } else {
-        "missing"
+    let now = chrono::Utc::now().timestamp();
+    let signing_key = match state.keys.signer_at(now) {
+        None => "missing",
+        // A key in a PKCS#11 token whose last signature failed (re-probed
+        // at most once a second, so readiness returns with the token).
+        Some(signer) if !signer.ready(now) => "unavailable",
+        Some(_) => "ok",
     };
     let ready = database == "ok" && signing_key == "ok";
     let status = if ready {

@@ -139,6 +139,8 @@ pub struct KeyRing {
     /// committed must not store its snapshot after one that read them
     /// after (an emergency retirement would come undone for a second).
     refreshing: tokio::sync::Mutex<()>,
+    /// The PKCS#11 module of keys held in a token, if one is configured.
+    hsm: Option<Arc<super::pkcs11::Hsm>>,
 }
 
 #[derive(Serialize)]
@@ -165,7 +167,19 @@ impl KeyRing {
         policy: RotationPolicy,
         now: i64,
     ) -> Result<KeyRing, KeyRingError> {
+        KeyRing::open_with_hsm(store, master, policy, now, None).await
+    }
+
+    /// [`KeyRing::open`] with the PKCS#11 module that holds some of the keys.
+    pub async fn open_with_hsm(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        policy: RotationPolicy,
+        now: i64,
+        hsm: Option<Arc<super::pkcs11::Hsm>>,
+    ) -> Result<KeyRing, KeyRingError> {
         let ring = KeyRing {
+            hsm,
             store,
             master,
             policy,
@@ -216,6 +230,16 @@ impl KeyRing {
     /// The JWKS document (public keys only), serialized.
     pub fn jwks(&self) -> Arc<[u8]> {
         self.snapshot().jwks.clone()
+    }
+
+    /// The PKCS#11 module of keys held in a token, if one is configured.
+    pub fn hsm(&self) -> Option<&Arc<super::pkcs11::Hsm>> {
+        self.hsm.as_ref()
+    }
+
+    /// Whether the key that signs at `now` can sign (for `/readyz`).
+    pub fn signer_ready(&self, now: i64) -> bool {
+        self.signer_at(now).is_some_and(|s| s.ready(now))
     }
 
     /// The policy in force.
@@ -321,7 +345,7 @@ impl KeyRing {
                 kid: row.kid.clone(),
                 source,
             })?;
-        let pair = SigningKeyPair::from_pkcs8(&der).map_err(|e| KeyRingError::Invalid {
+        let pair = SigningKeyPair::from_stored(&der, self.hsm.as_ref(), &row.kid).map_err(|e| KeyRingError::Invalid {
             kid: row.kid.clone(),
             message: e.to_string(),
         })?;
@@ -359,7 +383,7 @@ impl KeyRing {
         let key = NewSigningKey {
             kid: pair.kid().to_owned(),
             public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-            private_key: self.master.seal(pair.pkcs8(), &seal_context(pair.kid())),
+            private_key: self.master.seal(&pair.stored_form(), &seal_context(pair.kid())),
             created_at: now,
             activate_at,
         };
@@ -397,7 +421,7 @@ impl KeyRing {
             NewSigningKey {
                 kid: pair.kid().to_owned(),
                 public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-                private_key: self.master.seal(pair.pkcs8(), &seal_context(pair.kid())),
+                private_key: self.master.seal(&pair.stored_form(), &seal_context(pair.kid())),
                 created_at: now,
                 activate_at: now,
             }

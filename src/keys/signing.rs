@@ -2,7 +2,8 @@
 //!
 //! The signer is built once per key (parsing PKCS#8 per token would cost a
 //! third of the signing time). Signatures are produced by aws-lc-rs, the same
-//! backend `jsonwebtoken` uses, in the fixed `r || s` form JWS requires.
+//! backend `jsonwebtoken` uses, in the fixed `r || s` form JWS requires, or
+//! by a PKCS#11 token for keys that live in one ([`super::pkcs11`]).
 
 use std::fmt;
 
@@ -24,6 +25,25 @@ pub enum KeyError {
     /// A key, but not an ECDSA P-256 one.
     #[error("not an ECDSA P-256 (ES256) private key: {0}")]
     WrongKind(String),
+    /// A key in a PKCS#11 token that cannot be used.
+    #[error(transparent)]
+    Hsm(#[from] super::pkcs11::HsmError),
+}
+
+/// Why a signature could not be made (only keys in a token can fail).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct SignError(#[from] super::pkcs11::HsmError);
+
+/// Where the private key is.
+enum Backend {
+    /// In this process (sealed under the master key at rest).
+    Software {
+        pair: EcdsaKeyPair,
+        pkcs8: Zeroizing<Vec<u8>>,
+    },
+    /// In a PKCS#11 token; only a reference is here.
+    Token(super::pkcs11::HsmKey),
 }
 
 /// The public half of a signing key as published in the JWKS.
@@ -49,8 +69,7 @@ pub struct PublicJwk {
 /// A private ES256 key ready to sign.
 pub struct SigningKeyPair {
     kid: String,
-    pair: EcdsaKeyPair,
-    pkcs8: Zeroizing<Vec<u8>>,
+    backend: Backend,
     jwk: PublicJwk,
     at_jwt_header: String,
 }
@@ -94,9 +113,42 @@ impl SigningKeyPair {
         SigningKeyPair::from_pkcs8(pkcs8.as_ref())
     }
 
+    /// A key held in a PKCS#11 token.
+    pub fn from_hsm(key: super::pkcs11::HsmKey) -> SigningKeyPair {
+        let point = *key.public_point();
+        SigningKeyPair::with_point(&point, Backend::Token(key))
+    }
+
+    /// A key from its stored (unsealed) form: PKCS#8 DER, or the `pkcs11:`
+    /// URI of a key in a token, opened through `hsm`.
+    pub fn from_stored(
+        stored: &[u8],
+        hsm: Option<&std::sync::Arc<super::pkcs11::Hsm>>,
+        kid: &str,
+    ) -> Result<SigningKeyPair, KeyError> {
+        match stored.strip_prefix(b"pkcs11:".as_slice()) {
+            None => SigningKeyPair::from_pkcs8(stored),
+            Some(_) => {
+                let text = std::str::from_utf8(stored)
+                    .map_err(|_| KeyError::WrongKind("the stored PKCS#11 URI is not UTF-8".into()))?;
+                let uri = super::pkcs11::KeyUri::parse(text)?;
+                let hsm = hsm.ok_or_else(|| super::pkcs11::HsmError::NotConfigured(kid.to_owned()))?;
+                Ok(SigningKeyPair::from_hsm(hsm.key(&uri)?))
+            }
+        }
+    }
+
     fn new(pair: EcdsaKeyPair, pkcs8: Zeroizing<Vec<u8>>) -> SigningKeyPair {
+        let point: [u8; 65] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("an uncompressed P-256 point");
+        SigningKeyPair::with_point(&point, Backend::Software { pair, pkcs8 })
+    }
+
+    fn with_point(point: &[u8; 65], backend: Backend) -> SigningKeyPair {
         // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
-        let point = pair.public_key().as_ref();
         let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
         let y = URL_SAFE_NO_PAD.encode(&point[33..65]);
         let kid = thumbprint(&x, &y);
@@ -114,8 +166,7 @@ impl SigningKeyPair {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("header serializes"));
         SigningKeyPair {
             kid,
-            pair,
-            pkcs8,
+            backend,
             jwk,
             at_jwt_header,
         }
@@ -137,19 +188,48 @@ impl SigningKeyPair {
         &self.at_jwt_header
     }
 
-    /// The PKCS#8 v1 DER private key, for sealing into the store.
-    pub fn pkcs8(&self) -> &[u8] {
-        &self.pkcs8
+    /// The PKCS#8 v1 DER private key (`None` for a key in a token).
+    pub fn pkcs8(&self) -> Option<&[u8]> {
+        match &self.backend {
+            Backend::Software { pkcs8, .. } => Some(pkcs8),
+            Backend::Token(_) => None,
+        }
+    }
+
+    /// What the store keeps (sealed): the PKCS#8 DER, or the token key's URI.
+    pub fn stored_form(&self) -> Zeroizing<Vec<u8>> {
+        match &self.backend {
+            Backend::Software { pkcs8, .. } => pkcs8.clone(),
+            Backend::Token(key) => Zeroizing::new(key.uri().to_uri().into_bytes()),
+        }
+    }
+
+    /// Whether the key is held in a PKCS#11 token.
+    pub fn in_token(&self) -> bool {
+        matches!(self.backend, Backend::Token(_))
+    }
+
+    /// Whether the key can sign (a key in a token that failed its last
+    /// signature is probed again, at most once a second).
+    pub fn ready(&self, now: i64) -> bool {
+        match &self.backend {
+            Backend::Software { .. } => true,
+            Backend::Token(key) => key.ready(now),
+        }
     }
 
     /// Signs `header.payload` (already base64url-encoded and joined) and
     /// returns the base64url signature (64 bytes `r || s` before encoding).
-    pub fn sign(&self, signing_input: &[u8]) -> String {
-        let sig = self
-            .pair
-            .sign(&SystemRandom::new(), signing_input)
-            .expect("ECDSA signing does not fail");
-        URL_SAFE_NO_PAD.encode(sig.as_ref())
+    pub fn sign(&self, signing_input: &[u8]) -> Result<String, SignError> {
+        match &self.backend {
+            Backend::Software { pair, .. } => {
+                let sig = pair
+                    .sign(&SystemRandom::new(), signing_input)
+                    .expect("ECDSA signing does not fail");
+                Ok(URL_SAFE_NO_PAD.encode(sig.as_ref()))
+            }
+            Backend::Token(key) => Ok(URL_SAFE_NO_PAD.encode(key.sign(signing_input)?)),
+        }
     }
 }
 
@@ -183,7 +263,7 @@ mod tests {
     #[test]
     fn generated_keys_round_trip_through_pkcs8() {
         let k = SigningKeyPair::generate();
-        let again = SigningKeyPair::from_pkcs8(k.pkcs8()).unwrap();
+        let again = SigningKeyPair::from_pkcs8(k.pkcs8().unwrap()).unwrap();
         assert_eq!(k.kid(), again.kid());
         assert_eq!(k.public_jwk(), again.public_jwk());
         assert_eq!(k.kid().len(), 43);
@@ -223,6 +303,6 @@ mod tests {
         assert!(json.get("d").is_none());
         assert_eq!(json["use"], "sig");
         assert_eq!(json["alg"], "ES256");
-        assert!(!format!("{k:?}").contains(&URL_SAFE_NO_PAD.encode(k.pkcs8())));
+        assert!(!format!("{k:?}").contains(&URL_SAFE_NO_PAD.encode(k.pkcs8().unwrap())));
     }
 }

@@ -60,6 +60,12 @@ pub enum MintError {
     /// JWE encryption failed.
     #[error("encrypting the token failed: {0}")]
     Encryption(String),
+    /// The signing key's token (HSM) failed its last signature.
+    #[error("the signing key's PKCS#11 token is unavailable")]
+    SignerUnavailable,
+    /// The signing key's token (HSM) could not sign.
+    #[error("the signing key could not sign: {0}")]
+    Signer(#[from] crate::keys::signing::SignError),
 }
 
 /// What an OpenID Connect ID token says (OIDC Core §2), besides what the
@@ -115,6 +121,18 @@ impl Minter {
         self.ttl
     }
 
+    /// Whether a token could be signed at `now`. Grants ask before they
+    /// consume anything (a refresh token, an authorization code), so a
+    /// signing key whose HSM is gone costs the client a retry, not its
+    /// session.
+    pub fn ready(&self, now: i64) -> Result<(), MintError> {
+        let signer = self.keys.signer_at(now).ok_or(MintError::NoSigningKey)?;
+        match signer.ready(now) {
+            true => Ok(()),
+            false => Err(MintError::SignerUnavailable),
+        }
+    }
+
     /// An ID token for `claims`, valid from `now` for the access-token
     /// lifetime: ES256 with `typ: JWT`, so no verifier of access tokens
     /// (which require `at+jwt`) accepts it as one.
@@ -142,7 +160,7 @@ impl Minter {
             serde_json::to_vec(&full).expect("claims serialize"),
             &mut input,
         );
-        let signature = signer.sign(input.as_bytes());
+        let signature = signer.sign(input.as_bytes())?;
         input.push('.');
         input.push_str(&signature);
         Ok(input)
@@ -188,7 +206,7 @@ impl Minter {
         input.push_str(prefix);
         input.push('.');
         URL_SAFE_NO_PAD.encode_string(&claims_json, &mut input);
-        let signature = signer.sign(input.as_bytes());
+        let signature = signer.sign(input.as_bytes())?;
         input.push('.');
         input.push_str(&signature);
 

@@ -97,7 +97,7 @@ fn token(key: &SigningKeyPair, exp: i64, jti: &str) -> String {
             "jti": jti, "client_id": "spa", "scope": "read"
         }))
     );
-    let sig = key.sign(input.as_bytes());
+    let sig = key.sign(input.as_bytes()).unwrap();
     format!("{input}.{sig}")
 }
 

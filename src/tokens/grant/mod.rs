@@ -214,6 +214,9 @@ impl TokenEndpoint {
         grant_allowed(&client, grant)?;
         // Before anything is consumed: a refused browser request changes nothing.
         check_browser_request(&client, &presented)?;
+        // A key whose HSM is gone: refuse before a refresh token or a code
+        // is consumed (the client retries and loses nothing).
+        self.minter.ready(now).map_err(mint_error)?;
         let issued = match grant {
             GrantType::ClientCredentials => {
                 let issued = self.client_credentials(&client, params, now).await?;
@@ -441,6 +444,13 @@ fn mint_error(e: MintError) -> OAuthError {
             ErrorCode::InvalidRequest,
             format!("{e}; request one audience with the audience parameter"),
         ),
+        MintError::Signer(_) | MintError::SignerUnavailable | MintError::NoSigningKey => {
+            tracing::error!(error = %e, "minting failed: the signing key cannot sign");
+            OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "the signing key is unavailable; try again shortly",
+            )
+        }
         other => {
             tracing::error!(error = %other, "minting failed");
             OAuthError::new(ErrorCode::ServerError, "the token could not be issued")
