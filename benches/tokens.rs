@@ -101,7 +101,8 @@ fn benches(c: &mut Criterion) {
     let jwks = serde_json::json!({ "keys": [signer.public_jwk()] }).to_string();
 
     // --- ES256: raw primitive vs our JWS ---
-    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, signer.pkcs8().unwrap()).unwrap();
+    let raw = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, signer.pkcs8().unwrap())
+        .unwrap();
     let rng = SystemRandom::new();
     let jws = s
         .minter

@@ -91,6 +91,14 @@ if [ "${TESSERA_SKIP_BROWSER:-}" != 1 ] && ! { command -v chromium && command -v
         || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }; } \
         >/tmp/tessera-apt.log 2>&1 || say "apt-get could not install chromium (see /tmp/tessera-apt.log)"
 fi
+# The PKCS#11 tests sign through SoftHSM2 (tests/api/hsm.rs); like Chromium,
+# installed from Debian's packages when missing.
+if ! command -v softhsm2-util >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing softhsm2 (Debian) for the PKCS#11 tests"
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2 \
+        || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q softhsm2; }; } \
+        >/tmp/tessera-apt-softhsm.log 2>&1 || say "apt-get could not install softhsm2 (see /tmp/tessera-apt-softhsm.log)"
+fi
 if [ "${TESSERA_SKIP_BROWSER:-}" != 1 ] && command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
     if [ ! -f "$VENV/.browser-installed" ] || [ tests/browser/requirements.txt -nt "$VENV/.browser-installed" ]; then
         "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/browser/requirements.txt \

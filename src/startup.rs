@@ -316,7 +316,9 @@ pub fn load_hsm(config: &Config) -> Result<Option<Arc<crate::keys::pkcs11::Hsm>>
         })
 }
 
-fn read_pin(setting: &crate::config::Pkcs11Setting) -> Result<zeroize::Zeroizing<String>, ConfigError> {
+fn read_pin(
+    setting: &crate::config::Pkcs11Setting,
+) -> Result<zeroize::Zeroizing<String>, ConfigError> {
     match &setting.pin {
         crate::config::Pkcs11Pin::Value(pin) => Ok(pin.clone()),
         crate::config::Pkcs11Pin::File { path, setting } => {

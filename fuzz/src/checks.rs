@@ -333,7 +333,10 @@ fn signing_input(header: &[u8], claims: &[u8]) -> String {
 impl Harness {
     fn sign(&self, header: &[u8], claims: &[u8]) -> String {
         let input = signing_input(header, claims);
-        let sig = self.key.sign(input.as_bytes()).expect("an in-process key signs");
+        let sig = self
+            .key
+            .sign(input.as_bytes())
+            .expect("an in-process key signs");
         format!("{input}.{sig}")
     }
 

@@ -36,12 +36,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             "unavailable"
         }
     };
-    let now = chrono::Utc::now().timestamp();
+    let now = state.clock.now();
     let signing_key = match state.keys.signer_at(now) {
         None => "missing",
         // A key in a PKCS#11 token whose last signature failed (re-probed
         // at most once a second, so readiness returns with the token).
-        Some(signer) if !signer.ready(now) => "unavailable",
+        Some(signer) if !signer.ready() => "unavailable",
         Some(_) => "ok",
     };
     let ready = database == "ok" && signing_key == "ok";

@@ -237,11 +237,6 @@ impl KeyRing {
         self.hsm.as_ref()
     }
 
-    /// Whether the key that signs at `now` can sign (for `/readyz`).
-    pub fn signer_ready(&self, now: i64) -> bool {
-        self.signer_at(now).is_some_and(|s| s.ready(now))
-    }
-
     /// The policy in force.
     pub fn policy(&self) -> RotationPolicy {
         self.policy
@@ -345,9 +340,11 @@ impl KeyRing {
                 kid: row.kid.clone(),
                 source,
             })?;
-        let pair = SigningKeyPair::from_stored(&der, self.hsm.as_ref(), &row.kid).map_err(|e| KeyRingError::Invalid {
-            kid: row.kid.clone(),
-            message: e.to_string(),
+        let pair = SigningKeyPair::from_stored(&der, self.hsm.as_ref(), &row.kid).map_err(|e| {
+            KeyRingError::Invalid {
+                kid: row.kid.clone(),
+                message: e.to_string(),
+            }
         })?;
         if pair.kid() != row.kid {
             return Err(KeyRingError::Invalid {
@@ -383,7 +380,9 @@ impl KeyRing {
         let key = NewSigningKey {
             kid: pair.kid().to_owned(),
             public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-            private_key: self.master.seal(&pair.stored_form(), &seal_context(pair.kid())),
+            private_key: self
+                .master
+                .seal(&pair.stored_form(), &seal_context(pair.kid())),
             created_at: now,
             activate_at,
         };
@@ -421,7 +420,9 @@ impl KeyRing {
             NewSigningKey {
                 kid: pair.kid().to_owned(),
                 public_jwk: serde_json::to_string(pair.public_jwk()).expect("JWK serializes"),
-                private_key: self.master.seal(&pair.stored_form(), &seal_context(pair.kid())),
+                private_key: self
+                    .master
+                    .seal(&pair.stored_form(), &seal_context(pair.kid())),
                 created_at: now,
                 activate_at: now,
             }

@@ -7,15 +7,18 @@
 //! with `CKM_ECDSA`, which returns the `r || s` form JWS uses.
 //!
 //! A PKCS#11 session serves one operation at a time, so signers take
-//! sessions from a small pool. A session that fails with a device error is
-//! dropped, not returned; the next signature opens (and logs in) a new one,
-//! so a token that comes back is used again without a restart. While the
-//! token is gone, minting fails with a clear error (HTTP 503) and
-//! `/readyz` reports the signer as not ready.
+//! sessions from a small pool. A session that fails is dropped, not
+//! returned, and the module is re-initialised (at most once a second, with
+//! no operation in flight): many modules, SoftHSM among them, only see a
+//! token that was removed and comes back after `C_Initialize`. So a token
+//! that returns is used again without a restart. While it is gone, minting
+//! fails with a clear error (HTTP 503) and `/readyz` reports the signer as
+//! not ready.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -43,9 +46,7 @@ pub enum HsmError {
         message: String,
     },
     /// The URI is not one tessera can use.
-    #[error(
-        "not a usable PKCS#11 URI ({0}); expected pkcs11:token=LABEL;object=LABEL (RFC 7512)"
-    )]
+    #[error("not a usable PKCS#11 URI ({0}); expected pkcs11:token=LABEL;object=LABEL (RFC 7512)")]
     Uri(String),
     /// No token with that label is present.
     #[error("no PKCS#11 token labelled {0:?} is present")]
@@ -107,9 +108,16 @@ impl KeyUri {
                     ));
                 }
                 // Narrowing attributes we do not need to find the key.
-                "manufacturer" | "model" | "serial" | "library-description"
-                | "library-manufacturer" | "library-version" | "slot-description"
-                | "slot-manufacturer" | "slot-id" | "id" => {}
+                "manufacturer"
+                | "model"
+                | "serial"
+                | "library-description"
+                | "library-manufacturer"
+                | "library-version"
+                | "slot-description"
+                | "slot-manufacturer"
+                | "slot-id"
+                | "id" => {}
                 other => return Err(HsmError::Uri(format!("unknown attribute {other}"))),
             }
         }
@@ -136,11 +144,18 @@ impl KeyUri {
     }
 }
 
-/// A loaded PKCS#11 module and the PIN to log in with.
+/// A loaded PKCS#11 module, the PIN to log in with, and idle sessions.
 pub struct Hsm {
     ctx: Pkcs11,
     pin: AuthPin,
     module: String,
+    /// Operations hold it shared; re-initialisation holds it exclusively,
+    /// so no session is in use when the module is finalised.
+    epoch: RwLock<()>,
+    /// Idle logged-in sessions per key URI, with the key's handle.
+    pools: Mutex<HashMap<String, Vec<(Session, ObjectHandle)>>>,
+    /// Unix seconds of the last re-initialisation.
+    last_reinit: AtomicI64,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -166,7 +181,72 @@ impl Hsm {
             ctx,
             pin: AuthPin::from(pin.to_owned()),
             module: name,
+            epoch: RwLock::new(()),
+            pools: Mutex::new(HashMap::new()),
+            last_reinit: AtomicI64::new(0),
         }))
+    }
+
+    /// Runs `op` on a pooled (or new) session of `uri`'s key. A failure
+    /// drops the session and re-initialises the module (see the module docs).
+    fn with_session<T>(
+        &self,
+        uri: &KeyUri,
+        op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        let result = {
+            let _epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+            let key = uri.to_uri();
+            let pooled = self
+                .pools
+                .lock()
+                .expect("session pools")
+                .get_mut(&key)
+                .and_then(Vec::pop);
+            match pooled.map_or_else(|| self.session(uri), Ok) {
+                Err(e) => Err(e),
+                Ok((session, handle)) => match op(&session, handle) {
+                    Ok(value) => {
+                        let mut pools = self.pools.lock().expect("session pools");
+                        let pool = pools.entry(key).or_default();
+                        if pool.len() < POOL {
+                            pool.push((session, handle));
+                        }
+                        Ok(value)
+                    }
+                    Err(e) => Err(HsmError::Token {
+                        token: uri.token.clone(),
+                        message: e.to_string(),
+                    }),
+                },
+            }
+        };
+        if let Err(e) = &result {
+            self.reinitialize(e);
+        }
+        result
+    }
+
+    /// Closes every idle session and runs `C_Finalize`/`C_Initialize`, at
+    /// most once a second.
+    fn reinitialize(&self, cause: &HsmError) {
+        let now = crate::clock::now();
+        if self.last_reinit.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        let _exclusive = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        self.pools.lock().expect("session pools").clear();
+        let finalized = self.ctx.clone().finalize();
+        let initialized = self
+            .ctx
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        tracing::warn!(
+            module = %self.module,
+            finalized = finalized.is_ok(),
+            initialized = initialized.is_ok(),
+            error = %cause,
+            "PKCS#11 module re-initialised after a failure"
+        );
     }
 
     fn slot(&self, token: &str) -> Result<Slot, HsmError> {
@@ -218,6 +298,36 @@ impl Hsm {
     /// sign, reads its public point, and proves with one signature that
     /// the private key matches it.
     pub fn key(self: &Arc<Hsm>, uri: &KeyUri) -> Result<HsmKey, HsmError> {
+        let point = {
+            let _epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+            self.public_point(uri)?
+        };
+        let key = HsmKey {
+            hsm: self.clone(),
+            uri: uri.clone(),
+            point,
+            healthy: AtomicBool::new(true),
+            last_probe: AtomicI64::new(0),
+        };
+        // The public object could belong to another key: prove the pair.
+        let probe = b"tessera pkcs11 key check";
+        let sig = key.sign(probe)?;
+        let public = aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            &key.point,
+        );
+        public.verify(probe, &sig).map_err(|_| {
+            HsmError::Key(format!(
+                "the public key labelled {:?} does not belong to the private key with that label",
+                uri.object
+            ))
+        })?;
+        Ok(key)
+    }
+
+    /// Checks that `uri`'s private key is an EC key that may sign, and
+    /// reads the P-256 point of the public key object with its label.
+    fn public_point(&self, uri: &KeyUri) -> Result<[u8; 65], HsmError> {
         let (session, private) = self.session(uri)?;
         let failed = |e: CkError| HsmError::Token {
             token: uri.token.clone(),
@@ -272,32 +382,10 @@ impl Hsm {
                 uri.object
             )));
         }
-        let point = point
+        point
             .as_deref()
             .and_then(uncompressed_point)
-            .ok_or_else(|| HsmError::Key(format!("{:?} has no usable EC point", uri.object)))?;
-        let key = HsmKey {
-            hsm: self.clone(),
-            uri: uri.clone(),
-            point,
-            sessions: Mutex::new(vec![(session, private)]),
-            healthy: AtomicBool::new(true),
-            last_probe: AtomicI64::new(0),
-        };
-        // The public object could belong to another key: prove the pair.
-        let probe = b"tessera pkcs11 key check";
-        let sig = key.sign(probe)?;
-        let public = aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            &key.point,
-        );
-        public.verify(probe, &sig).map_err(|_| {
-            HsmError::Key(format!(
-                "the public key labelled {:?} does not belong to the private key with that label",
-                uri.object
-            ))
-        })?;
-        Ok(key)
+            .ok_or_else(|| HsmError::Key(format!("{:?} has no usable EC point", uri.object)))
     }
 }
 
@@ -317,7 +405,6 @@ pub struct HsmKey {
     hsm: Arc<Hsm>,
     uri: KeyUri,
     point: [u8; 65],
-    sessions: Mutex<Vec<(Session, ObjectHandle)>>,
     healthy: AtomicBool,
     /// Unix seconds of the last readiness probe of an unhealthy key.
     last_probe: AtomicI64,
@@ -343,48 +430,30 @@ impl HsmKey {
     /// Signs `input` with ES256 in the token: 64 bytes `r || s`.
     pub fn sign(&self, input: &[u8]) -> Result<Vec<u8>, HsmError> {
         let digest = ring::digest::digest(&ring::digest::SHA256, input);
-        let pooled = self.sessions.lock().expect("session pool").pop();
-        let (session, key) = match pooled {
-            Some(s) => s,
-            None => match self.hsm.session(&self.uri) {
-                Ok(s) => s,
-                Err(e) => {
-                    self.healthy.store(false, Ordering::Relaxed);
-                    return Err(e);
-                }
-            },
-        };
-        match session.sign(&Mechanism::Ecdsa, key, digest.as_ref()) {
-            Ok(sig) if sig.len() == 64 => {
-                self.healthy.store(true, Ordering::Relaxed);
-                let mut pool = self.sessions.lock().expect("session pool");
-                if pool.len() < POOL {
-                    pool.push((session, key));
-                }
-                Ok(sig)
-            }
+        let signed = self.hsm.with_session(&self.uri, |session, key| {
+            session.sign(&Mechanism::Ecdsa, key, digest.as_ref())
+        });
+        let result = match signed {
+            Ok(sig) if sig.len() == 64 => Ok(sig),
             Ok(sig) => Err(HsmError::Token {
                 token: self.uri.token.clone(),
                 message: format!("returned a {}-byte ECDSA signature, not 64", sig.len()),
             }),
-            // The session is dropped (closed): the next call opens a new one.
-            Err(e) => {
-                self.healthy.store(false, Ordering::Relaxed);
-                Err(HsmError::Token {
-                    token: self.uri.token.clone(),
-                    message: e.to_string(),
-                })
-            }
-        }
+            Err(e) => Err(e),
+        };
+        self.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
     }
 
     /// Whether the key signed at its last attempt. An unhealthy key is
     /// probed again (at most once a second) so that readiness recovers when
     /// the token comes back, even with no traffic.
-    pub fn ready(&self, now: i64) -> bool {
+    pub fn ready(&self) -> bool {
         if self.healthy.load(Ordering::Relaxed) {
             return true;
         }
+        // The wall clock: probes are paced in real time whatever the caller's clock.
+        let now = crate::clock::now();
         if self.last_probe.swap(now, Ordering::Relaxed) != now {
             let _ = self.sign(b"tessera pkcs11 readiness probe");
         }
@@ -398,7 +467,8 @@ mod tests {
 
     #[test]
     fn uris_name_a_token_and_an_object_and_never_a_pin() {
-        let uri = KeyUri::parse("pkcs11:token=tessera%20prod;object=sig-2026;type=private").unwrap();
+        let uri =
+            KeyUri::parse("pkcs11:token=tessera%20prod;object=sig-2026;type=private").unwrap();
         assert_eq!(uri.token, "tessera prod");
         assert_eq!(uri.object, "sig-2026");
         assert_eq!(KeyUri::parse(&uri.to_uri()).unwrap(), uri);

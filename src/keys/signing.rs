@@ -129,10 +129,12 @@ impl SigningKeyPair {
         match stored.strip_prefix(b"pkcs11:".as_slice()) {
             None => SigningKeyPair::from_pkcs8(stored),
             Some(_) => {
-                let text = std::str::from_utf8(stored)
-                    .map_err(|_| KeyError::WrongKind("the stored PKCS#11 URI is not UTF-8".into()))?;
+                let text = std::str::from_utf8(stored).map_err(|_| {
+                    KeyError::WrongKind("the stored PKCS#11 URI is not UTF-8".into())
+                })?;
                 let uri = super::pkcs11::KeyUri::parse(text)?;
-                let hsm = hsm.ok_or_else(|| super::pkcs11::HsmError::NotConfigured(kid.to_owned()))?;
+                let hsm =
+                    hsm.ok_or_else(|| super::pkcs11::HsmError::NotConfigured(kid.to_owned()))?;
                 Ok(SigningKeyPair::from_hsm(hsm.key(&uri)?))
             }
         }
@@ -211,10 +213,10 @@ impl SigningKeyPair {
 
     /// Whether the key can sign (a key in a token that failed its last
     /// signature is probed again, at most once a second).
-    pub fn ready(&self, now: i64) -> bool {
+    pub fn ready(&self) -> bool {
         match &self.backend {
             Backend::Software { .. } => true,
-            Backend::Token(key) => key.ready(now),
+            Backend::Token(key) => key.ready(),
         }
     }
 

@@ -127,7 +127,7 @@ impl Minter {
     /// session.
     pub fn ready(&self, now: i64) -> Result<(), MintError> {
         let signer = self.keys.signer_at(now).ok_or(MintError::NoSigningKey)?;
-        match signer.ready(now) {
+        match signer.ready() {
             true => Ok(()),
             false => Err(MintError::SignerUnavailable),
         }

@@ -15,6 +15,7 @@ mod fuzz_regressions;
 mod hardening;
 mod health;
 mod hostile;
+mod hsm;
 mod interop;
 mod keys;
 mod metrics;

@@ -1,0 +1,326 @@
+//! Signing keys in a PKCS#11 token (SoftHSM2, installed by the test
+//! script): imported by URI, signing through the token with the private
+//! key never in the database, and a token that disappears under load.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::Value;
+use tessera::keys::master::MasterKey;
+use tessera::keys::signing::SigningKeyPair;
+
+use crate::helpers::{Engine, Fixture, eventually, fixture_on, on_both_engines};
+
+const PIN: &str = "4321";
+
+/// The SoftHSM2 module: `$TESSERA_TEST_PKCS11_MODULE`, else Debian's path.
+/// Missing is a failure, never a skip: `scripts/test.sh` installs it.
+fn module() -> PathBuf {
+    let path = std::env::var_os("TESSERA_TEST_PKCS11_MODULE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+    assert!(
+        path.exists(),
+        "{} is missing: install softhsm2 (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// One SoftHSM configuration per test process (the library reads it once,
+/// when first initialised): a private token directory.
+fn softhsm_conf() -> &'static Path {
+    static CONF: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &CONF
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let tokens = dir.path().join("tokens");
+            std::fs::create_dir(&tokens).unwrap();
+            let conf = dir.path().join("softhsm2.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                    tokens.display()
+                ),
+            )
+            .unwrap();
+            // SAFETY: set once, before this process loads any PKCS#11
+            // module; nothing else in the tests reads or writes it.
+            unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
+            (dir, conf)
+        })
+        .1
+}
+
+fn softhsm_util(args: &[&str]) -> String {
+    let out = std::process::Command::new("softhsm2-util")
+        .args(args)
+        .env("SOFTHSM2_CONF", softhsm_conf())
+        .output()
+        .expect("softhsm2-util runs (scripts/test.sh installs softhsm2)");
+    assert!(
+        out.status.success(),
+        "softhsm2-util {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A token labelled `label` holding `key` as the pair labelled `object`.
+fn token_with_key(label: &str, object: &str, key: &SigningKeyPair) {
+    softhsm_util(&[
+        "--init-token",
+        "--free",
+        "--label",
+        label,
+        "--pin",
+        PIN,
+        "--so-pin",
+        "87654321",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("key.pem");
+    let body = base64::engine::general_purpose::STANDARD.encode(key.pkcs8().unwrap());
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    std::fs::write(
+        &pem,
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        ),
+    )
+    .unwrap();
+    softhsm_util(&[
+        "--import",
+        pem.to_str().unwrap(),
+        "--token",
+        label,
+        "--label",
+        object,
+        "--id",
+        "01",
+        "--pin",
+        PIN,
+    ]);
+}
+
+fn cli(f: &Fixture, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .env_clear()
+        .env("TESSERA_DATABASE_URL", f.app.database_url())
+        .env("TESSERA_MASTER_KEY", f.app.master_key())
+        .env("TESSERA_PKCS11_MODULE", module())
+        .env("TESSERA_PKCS11_PIN", PIN)
+        .env("SOFTHSM2_CONF", softhsm_conf())
+        .output()
+        .unwrap()
+}
+
+async fn hsm_fixture(engine: Engine) -> (Fixture, Arc<tessera::clock::ManualClock>) {
+    softhsm_conf();
+    let module = module();
+    let clock = tessera::clock::ManualClock::starting_now();
+    let f = fixture_on(
+        engine,
+        &[
+            ("TESSERA_PKCS11_MODULE", module.to_str().unwrap()),
+            ("TESSERA_PKCS11_PIN", PIN),
+        ],
+        clock.clone(),
+    )
+    .await;
+    (f, clock)
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Imports the pair in token `label` and moves the clock to when it signs.
+async fn import_and_activate(
+    f: &Fixture,
+    clock: &tessera::clock::ManualClock,
+    label: &str,
+) -> String {
+    let uri = format!("pkcs11:token={label};object=sig1");
+    let out = cli(f, &["keys", "import", "--pkcs11", &uri]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kid = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    clock.advance(400);
+    eventually(
+        Duration::from_secs(3),
+        "the token's key signs",
+        async || {
+            let token = f.app.client_token("rs", &f.rs).await;
+            match kid_of(&token) == kid {
+                true => Ok(()),
+                false => Err(kid_of(&token)),
+            }
+        },
+    )
+    .await;
+    kid
+}
+
+/// A key imported by URI signs in the token: its tokens verify against the
+/// JWKS in an independent library, and the database holds only the sealed
+/// URI, never the private key.
+async fn a_key_in_a_token_signs_and_its_private_half_stays_there(engine: Engine) {
+    let label = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key = SigningKeyPair::generate();
+    token_with_key(&label, "sig1", &key);
+    let (f, clock) = hsm_fixture(engine).await;
+    // Wrong object, wrong token: one clear line each, nothing stored.
+    for (uri, expected) in [
+        (
+            format!("pkcs11:token={label};object=nope"),
+            "no private key labelled \"nope\"",
+        ),
+        (
+            "pkcs11:token=absent;object=sig1".to_owned(),
+            "no PKCS#11 token labelled \"absent\"",
+        ),
+        (
+            format!("pkcs11:token={label};object=sig1;pin-value={PIN}"),
+            "does not belong in the URI",
+        ),
+    ] {
+        let out = cli(&f, &["keys", "import", "--pkcs11", &uri]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains(PIN), "the PIN is never echoed: {err}");
+    }
+    let kid = import_and_activate(&f, &clock, &label).await;
+    assert_eq!(kid, key.kid());
+
+    let token = f.app.client_token("rs", &f.rs).await;
+    let jwks: Value = f
+        .app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the token's key is published");
+    let decoding = jsonwebtoken::DecodingKey::from_ec_components(
+        jwk["x"].as_str().unwrap(),
+        jwk["y"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[crate::helpers::AUD]);
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<Value>(&token, &decoding, &validation).expect("verifies");
+
+    // What the database holds for this key is the sealed URI alone.
+    let stored = f
+        .app
+        .store
+        .sealed_values(tessera::store::SealedColumn::SigningKey, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.id == kid)
+        .unwrap();
+    let master = MasterKey::from_base64(f.app.master_key()).unwrap();
+    let opened = master
+        .open(&stored.value, &tessera::keys::keyring::seal_context(&kid))
+        .unwrap();
+    assert!(
+        opened.starts_with(b"pkcs11:token="),
+        "{:?}",
+        String::from_utf8_lossy(&opened)
+    );
+    assert!(
+        !opened
+            .windows(32)
+            .any(|w| key.pkcs8().unwrap().windows(32).any(|k| k == w))
+    );
+}
+
+/// The token disappears under load: every request gets a clear 503 (never a
+/// 5xx of another kind, never a panic), `/readyz` says why, a refresh
+/// token presented meanwhile is not consumed, and when the token is back
+/// (same key, same label) signing resumes without a restart.
+async fn a_token_that_disappears_gives_clear_errors_and_comes_back(engine: Engine) {
+    let label = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key = SigningKeyPair::generate();
+    token_with_key(&label, "sig1", &key);
+    let (f, clock) = hsm_fixture(engine).await;
+    let kid = import_and_activate(&f, &clock, &label).await;
+    let (_, refresh) = f.app.login("alice").await;
+    assert_eq!(f.app.get("/readyz").await.status(), 200);
+
+    softhsm_util(&["--delete-token", "--token", &label]);
+
+    let attempts = (0..24).map(|i| {
+        let (f, refresh) = (&f, &refresh);
+        async move {
+            let res = if i % 2 == 0 {
+                f.app.client_credentials("rs", &f.rs).await
+            } else {
+                f.app.refresh(refresh).await
+            };
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            (status, body)
+        }
+    });
+    for (status, body) in futures_util::future::join_all(attempts).await {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    }
+    let ready = f.app.get("/readyz").await;
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"]["signing_key"], "unavailable", "{ready}");
+    assert_eq!(
+        f.app.get("/healthz").await.status(),
+        200,
+        "the process lives"
+    );
+
+    // The token comes back: the same key under the same label.
+    token_with_key(&label, "sig1", &key);
+    eventually(
+        Duration::from_secs(5),
+        "readiness returns",
+        async || match f.app.get("/readyz").await.status().as_u16() {
+            200 => Ok(()),
+            s => Err(s.to_string()),
+        },
+    )
+    .await;
+    let token = f.app.client_token("rs", &f.rs).await;
+    assert_eq!(kid_of(&token), kid);
+    // The refresh token presented while the token was gone still works once.
+    assert_eq!(f.app.refresh(&refresh).await.status(), 200);
+}
+
+on_both_engines!(
+    a_key_in_a_token_signs_and_its_private_half_stays_there,
+    a_token_that_disappears_gives_clear_errors_and_comes_back,
+);
