@@ -95,49 +95,261 @@ fn field(ctx: &mut impl Absorb, value: Option<&[u8]>) {
     }
 }
 
-/// The key of the audit chain and its checkpoints, derived for this purpose
-/// alone from the derivation root sealed under the master key (so a
-/// master-key rotation leaves it, and the chain, unchanged). Without it a
-/// link cannot be recomputed, so database access alone cannot rewrite
-/// history undetected.
+/// Settings holding chain-key versions 2, 3, …: `audit_chain_key.N`, 32
+/// random bytes sealed under the master key (bound to the setting's name).
+pub const CHAIN_KEY_SETTING: &str = "audit_chain_key.";
+
+/// The keys of the audit chain and its checkpoints, by version. Version 1
+/// is derived for this purpose alone from the derivation root sealed under
+/// the master key (so a master-key rotation by itself leaves it unchanged);
+/// `tessera keys rewrap` adds a random version sealed under the new master
+/// key ([`ChainKey::roll`]), and the chain switches to it, so whoever holds
+/// a retired master key (and an old copy of the database) cannot extend or
+/// rewrite the chain after the switch. Without the key a link cannot be
+/// recomputed, so database access alone cannot rewrite history undetected.
+///
+/// Cheap to clone; clones share the versions loaded.
 #[derive(Clone)]
-pub struct ChainKey(ring::hmac::Key);
+pub struct ChainKey {
+    inner: Arc<ChainKeys>,
+}
+
+struct ChainKeys {
+    master: crate::keys::master::MasterKey,
+    versions: std::sync::RwLock<std::collections::BTreeMap<i64, ring::hmac::Key>>,
+}
 
 impl std::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChainKey")
+        write!(f, "ChainKey(versions 1–{})", self.newest())
     }
 }
 
+/// Why the chain keys could not be loaded or rolled.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainKeyError {
+    /// The database could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored version opens under none of the configured master keys.
+    #[error("setting {setting}: {error}")]
+    Open {
+        /// The setting.
+        setting: String,
+        /// Why it did not open.
+        error: crate::keys::master::OpenError,
+    },
+    /// A stored version is not a 32-byte key.
+    #[error("setting {0} is corrupt (not a 32-byte key)")]
+    Corrupt(String),
+    /// The master-key check value (sealed under the active master key)
+    /// records a version that is not stored: it was deleted.
+    #[error(
+        "audit chain key version {0} is missing from the settings table although the master-key \
+         check value records it: the audit log cannot be trusted (restore the database from a backup)"
+    )]
+    Missing(i64),
+}
+
 impl ChainKey {
-    /// The chain key of `master`.
+    /// Version 1 alone, derived from `master`'s root. [`ChainKey::load`]
+    /// adds the stored versions.
     pub fn new(master: &crate::keys::master::MasterKey) -> ChainKey {
-        ChainKey(master.derive_hmac_key(b"tessera/audit-chain/v2"))
+        let v1 = master.derive_hmac_key(b"tessera/audit-chain/v2");
+        ChainKey {
+            inner: Arc::new(ChainKeys {
+                master: master.clone(),
+                versions: std::sync::RwLock::new([(1, v1)].into()),
+            }),
+        }
     }
 
-    /// The link (`hash` column) of row `seq` with predecessor `prev`.
+    /// Every version stored in the database.
+    pub async fn load(
+        store: &dyn Store,
+        master: &crate::keys::master::MasterKey,
+    ) -> Result<ChainKey, ChainKeyError> {
+        let key = ChainKey::new(master);
+        key.reload(store).await?;
+        Ok(key)
+    }
+
+    /// Loads versions stored since (another process's rewrap); returns the
+    /// newest. Fails if the master-key check value records a newer version
+    /// than the settings hold.
+    pub async fn reload(&self, store: &dyn Store) -> Result<i64, ChainKeyError> {
+        let mut version = self.newest();
+        while let Some(sealed) = store.setting(&chain_key_setting(version + 1)).await? {
+            let name = chain_key_setting(version + 1);
+            let bytes = self
+                .inner
+                .master
+                .open(&sealed, name.as_bytes())
+                .map_err(|error| ChainKeyError::Open {
+                    setting: name.clone(),
+                    error,
+                })?;
+            if bytes.len() != 32 {
+                return Err(ChainKeyError::Corrupt(name));
+            }
+            version += 1;
+            self.versions_mut().insert(
+                version,
+                ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
+            );
+        }
+        let recorded = match store.setting(crate::keys::rewrap::CHECK_SETTING).await? {
+            Some(check) => self
+                .inner
+                .master
+                .open(&check, crate::keys::rewrap::CHECK_SETTING.as_bytes())
+                .ok()
+                .and_then(|text| crate::keys::rewrap::check_version(&text))
+                .unwrap_or(1),
+            None => 1,
+        };
+        if recorded > version {
+            return Err(ChainKeyError::Missing(version + 1));
+        }
+        Ok(version)
+    }
+
+    /// The rewrap step: if the newest version is sealed under a master key
+    /// that is no longer the active one (so a retired key could open it),
+    /// stores a new random version sealed under the active key and loads
+    /// it; returns it. The chain switches to it with the next row appended
+    /// (by any process that has loaded it).
+    pub async fn roll(&self, store: &dyn Store) -> Result<Option<i64>, ChainKeyError> {
+        let newest = self.reload(store).await?;
+        let setting = match newest {
+            1 => crate::keys::rewrap::ROOT_SETTING.to_owned(),
+            n => chain_key_setting(n),
+        };
+        let sealed = store.setting(&setting).await?.unwrap_or_default();
+        if self.inner.master.is_current(&sealed) {
+            return Ok(None);
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(bytes.as_mut()).expect("the system random generator works");
+        let name = chain_key_setting(newest + 1);
+        // Two rewraps at once store one version: the second reads the first's.
+        store
+            .init_setting(
+                &name,
+                &self.inner.master.seal(bytes.as_ref(), name.as_bytes()),
+            )
+            .await?;
+        Ok(Some(self.reload(store).await?))
+    }
+
+    /// The newest version loaded.
+    pub fn newest(&self) -> i64 {
+        self.versions().keys().next_back().copied().unwrap_or(1)
+    }
+
+    fn versions(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, std::collections::BTreeMap<i64, ring::hmac::Key>> {
+        self.inner
+            .versions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn versions_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, std::collections::BTreeMap<i64, ring::hmac::Key>> {
+        self.inner
+            .versions
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The link (`hash` column) of row `seq` with predecessor `prev` under
+    /// `version`; `None` if that version is not loaded. Versions after the
+    /// first bind their number into the link.
+    pub fn link_at(
+        &self,
+        version: i64,
+        seq: i64,
+        prev: &[u8],
+        e: &NewAuditEvent,
+    ) -> Option<[u8; 32]> {
+        let versions = self.versions();
+        let mut ctx = ring::hmac::Context::with_key(versions.get(&version)?);
+        match version {
+            1 => encode_row(&mut ctx, b"tessera-audit-v2", seq, prev, e),
+            v => encode_row(&mut ctx, &versioned(b"tessera-audit-v3", v), seq, prev, e),
+        }
+        Some(tag32(ctx.sign()))
+    }
+
+    /// The link of row `seq` under version 1.
     pub fn link(&self, seq: i64, prev: &[u8], e: &NewAuditEvent) -> [u8; 32] {
-        let mut ctx = ring::hmac::Context::with_key(&self.0);
-        encode_row(&mut ctx, b"tessera-audit-v2", seq, prev, e);
-        tag32(ctx.sign())
+        self.link_at(1, seq, prev, e)
+            .expect("version 1 is always loaded")
     }
 
-    /// The MAC of a checkpoint.
-    pub fn checkpoint_mac(&self, seq: i64, head: &[u8], legacy_end: i64, at: i64) -> [u8; 32] {
-        let mut ctx = ring::hmac::Context::with_key(&self.0);
-        ctx.update(b"tessera-audit-checkpoint-v1");
+    /// The MAC of a checkpoint under `version`, if loaded.
+    pub fn checkpoint_mac(
+        &self,
+        version: i64,
+        seq: i64,
+        head: &[u8],
+        legacy_end: i64,
+        at: i64,
+    ) -> Option<[u8; 32]> {
+        let versions = self.versions();
+        let mut ctx = ring::hmac::Context::with_key(versions.get(&version)?);
+        match version {
+            1 => ctx.update(b"tessera-audit-checkpoint-v1"),
+            v => ctx.update(&versioned(b"tessera-audit-checkpoint-v2", v)),
+        }
         ctx.update(&seq.to_be_bytes());
         field(&mut ctx, Some(head));
         ctx.update(&legacy_end.to_be_bytes());
         ctx.update(&at.to_be_bytes());
-        tag32(ctx.sign())
+        Some(tag32(ctx.sign()))
     }
 
     fn checkpoint_is_genuine(&self, c: &AuditCheckpoint) -> bool {
         c.mac.as_deref().is_some_and(|mac| {
-            let expected = self.checkpoint_mac(c.seq, &c.head, c.legacy_end, c.at);
-            constant_time_eq(&expected, mac)
+            self.checkpoint_mac(c.key_version, c.seq, &c.head, c.legacy_end, c.at)
+                .is_some_and(|expected| constant_time_eq(&expected, mac))
         })
+    }
+
+    /// Appends `events`; when another process has switched the chain to a
+    /// version this one has not loaded, loads it and tries once more.
+    pub async fn append(
+        &self,
+        store: &dyn Store,
+        events: &[NewAuditEvent],
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        match store.append_audit(events, durable, self).await {
+            Err(StoreError::ChainKeyVersion(_)) => {
+                self.reload(store).await.map_err(chain_key_unavailable)?;
+                store.append_audit(events, durable, self).await
+            }
+            done => done,
+        }
+    }
+}
+
+/// The setting holding chain-key `version` (2 or later).
+pub fn chain_key_setting(version: i64) -> String {
+    format!("{CHAIN_KEY_SETTING}{version}")
+}
+
+fn versioned(label: &[u8], version: i64) -> Vec<u8> {
+    [label, &version.to_be_bytes()].concat()
+}
+
+fn chain_key_unavailable(e: ChainKeyError) -> StoreError {
+    match e {
+        ChainKeyError::Store(e) => e,
+        other => StoreError::Corrupt(other.to_string()),
     }
 }
 
@@ -215,6 +427,9 @@ pub enum Action {
     KeyRetired,
     /// Every stored secret was re-sealed under the active master key.
     MasterKeyRewrapped,
+    /// The audit chain switched to a new chain-key version (the first row
+    /// linked under it; `detail.version`).
+    AuditChainKeyRolled,
 }
 
 impl Action {
@@ -250,6 +465,7 @@ impl Action {
             Action::AuthorizationCodeReused => "authorization_code_reused",
             Action::KeyRetired => "key_retired",
             Action::MasterKeyRewrapped => "master_key_rewrapped",
+            Action::AuditChainKeyRolled => "audit_chain_key_rolled",
         }
     }
 
@@ -387,7 +603,7 @@ impl Auditor {
                 }
             }
             Sink::Direct(store, key) => {
-                if let Err(e) = store.append_audit(&[event], true, key).await {
+                if let Err(e) = key.append(store.as_ref(), &[event], true).await {
                     tracing::error!(error = %e, "audit event could not be stored");
                 }
                 direct_checkpoint(store.as_ref(), key).await;
@@ -407,7 +623,7 @@ impl Auditor {
                 self.flush().await
             }
             Sink::Direct(store, key) => {
-                match store.append_audit(&[event.at(now())], true, key).await {
+                match key.append(store.as_ref(), &[event.at(now())], true).await {
                     Ok(()) => {
                         direct_checkpoint(store.as_ref(), key).await;
                         true
@@ -496,7 +712,7 @@ async fn append_with_retry(
     let mut delay = Duration::from_millis(50);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match store.append_audit(events, durable, key).await {
+        match key.append(store, events, durable).await {
             Ok(()) => return true,
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, events = events.len(), "audit append failed; retrying");
@@ -547,6 +763,19 @@ pub enum ChainError {
         /// When it was written.
         at: String,
     },
+    /// A newer chain key is stored than the one the last row is linked
+    /// under: rows after the switch were cut (and the rest perhaps
+    /// rewritten with a retired key), or a rewrap stopped before its switch.
+    #[error(
+        "audit chain key version {stored} is stored but the log ends under version {head}: rows \
+         linked under it were removed, or a `tessera keys rewrap` stopped before switching (run it again)"
+    )]
+    NotSwitched {
+        /// The newest version stored.
+        stored: i64,
+        /// The version of the last row.
+        head: i64,
+    },
     /// The log could not be read.
     #[error("{0}")]
     Store(String),
@@ -569,6 +798,19 @@ pub struct ChainReport {
     /// The newest checkpoint with a valid MAC, if any: rows it vouches for
     /// and when it was written.
     pub checkpoint: Option<(i64, i64)>,
+    /// Which chain-key version links which rows, oldest first.
+    pub key_versions: Vec<KeyVersionSpan>,
+}
+
+/// Rows `first` to `last` are linked under chain-key `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyVersionSpan {
+    /// The version.
+    pub version: i64,
+    /// Its first row.
+    pub first: i64,
+    /// Its last row.
+    pub last: i64,
 }
 
 impl std::fmt::Display for ChainReport {
@@ -589,6 +831,14 @@ impl std::fmt::Display for ChainReport {
                 "audit log intact: rows 1–{rows} verified (rows 1–{legacy} written before the chain was keyed: \
                  unkeyed SHA-256 links; rows {keyed_from}–{rows}: HMAC under the chain key)"
             )?,
+        }
+        if self.key_versions.iter().any(|s| s.version > 1) {
+            let spans: Vec<String> = self
+                .key_versions
+                .iter()
+                .map(|s| format!("version {} for rows {}–{}", s.version, s.first, s.last))
+                .collect();
+            write!(f, "; chain key {}", spans.join(", "))?;
         }
         match self.checkpoint {
             Some((seq, at)) => write!(
@@ -622,7 +872,14 @@ async fn trusted_checkpoint(
     key: &ChainKey,
 ) -> Result<(Option<AuditCheckpoint>, i64), ChainError> {
     let checkpoints = store.audit_checkpoints(CHECKPOINTS_READ).await?;
-    if let Some(c) = checkpoints.iter().find(|c| key.checkpoint_is_genuine(c)) {
+    // Under the newest chain key first: one a retired key could still MAC
+    // must not outrank one written after the switch.
+    if let Some(c) = checkpoints
+        .iter()
+        .rev()
+        .filter(|c| key.checkpoint_is_genuine(c))
+        .max_by_key(|c| c.key_version)
+    {
         return Ok((Some(c.clone()), c.legacy_end));
     }
     let legacy_end = checkpoints
@@ -637,19 +894,33 @@ async fn trusted_checkpoint(
 /// Walks the whole log and compares its head with the newest genuine
 /// checkpoint.
 pub async fn verify_chain(store: &dyn Store, key: &ChainKey) -> Result<ChainReport, ChainError> {
+    let newest = key
+        .reload(store)
+        .await
+        .map_err(|e| ChainError::Store(e.to_string()))?;
     let (checkpoint, legacy_end) = trusted_checkpoint(store, key).await?;
     let mut expected_seq = 1;
     let mut prev = GENESIS.to_vec();
+    let mut versions: Vec<KeyVersionSpan> = Vec::new();
     loop {
         let page = store.audit_page(expected_seq - 1, 1000).await?;
         if page.is_empty() {
             break;
         }
         for row in page {
-            check_row(&row, expected_seq, &prev, key, legacy_end)?;
+            let previous = versions.last().map_or(1, |s| s.version);
+            check_row(&row, expected_seq, &prev, key, legacy_end, previous)?;
+            match versions.last_mut() {
+                Some(span) if span.version == row.key_version => span.last = row.seq,
+                _ => versions.push(KeyVersionSpan {
+                    version: row.key_version,
+                    first: row.seq,
+                    last: row.seq,
+                }),
+            }
             if let Some(c) = &checkpoint
                 && c.seq == row.seq
-                && c.head != row.hash
+                && (c.head != row.hash || c.key_version != row.key_version)
             {
                 return Err(ChainError::Rewritten {
                     seq: c.seq,
@@ -671,10 +942,18 @@ pub async fn verify_chain(store: &dyn Store, key: &ChainKey) -> Result<ChainRepo
             first_missing: rows + 1,
         });
     }
+    let head_version = versions.last().map_or(1, |s| s.version);
+    if head_version < newest {
+        return Err(ChainError::NotSwitched {
+            stored: newest,
+            head: head_version,
+        });
+    }
     Ok(ChainReport {
         rows,
         legacy_end,
         checkpoint: checkpoint.map(|c| (c.seq, c.at)),
+        key_versions: versions,
     })
 }
 
@@ -684,6 +963,7 @@ fn check_row(
     prev: &[u8],
     key: &ChainKey,
     legacy_end: i64,
+    previous_version: i64,
 ) -> Result<(), ChainError> {
     let broken = |reason| ChainError::Broken {
         seq: row.seq,
@@ -706,10 +986,18 @@ fn check_row(
         detail: row.detail.clone(),
         network_prefix: row.network_prefix.clone(),
     };
+    if row.key_version < previous_version {
+        return Err(broken(
+            "linked under an older chain key version than the row before it (written with a retired key)",
+        ));
+    }
     let expected = if row.seq <= legacy_end {
         legacy_link(row.seq, prev, &event)
     } else {
-        key.link(row.seq, prev, &event)
+        key.link_at(row.key_version, row.seq, prev, &event)
+            .ok_or(broken(
+                "linked under a chain key version that is not stored",
+            ))?
     };
     if !constant_time_eq(&expected, &row.hash) {
         return Err(broken(
@@ -727,10 +1015,10 @@ pub async fn checkpoint(
     key: &ChainKey,
     last: Option<i64>,
 ) -> Result<i64, ChainError> {
-    let (seq, head) = store
+    let (seq, head, version) = store
         .audit_head()
         .await?
-        .unwrap_or_else(|| (0, GENESIS.to_vec()));
+        .unwrap_or_else(|| (0, GENESIS.to_vec(), 1));
     if last == Some(seq) {
         return Ok(seq);
     }
@@ -743,8 +1031,19 @@ pub async fn checkpoint(
         crate::metrics::metrics().audit_checkpoint.set(seq);
         return Ok(seq);
     }
+    if version > key.newest() {
+        key.reload(store)
+            .await
+            .map_err(|e| ChainError::Store(e.to_string()))?;
+    }
     let at = now();
-    let mac = key.checkpoint_mac(seq, &head, legacy_end, at);
+    let mac = key
+        .checkpoint_mac(version, seq, &head, legacy_end, at)
+        .ok_or_else(|| {
+            ChainError::Store(format!(
+                "the audit head is linked under chain key version {version}, which is not stored"
+            ))
+        })?;
     store
         .add_audit_checkpoint(&AuditCheckpoint {
             seq,
@@ -752,6 +1051,7 @@ pub async fn checkpoint(
             legacy_end,
             at,
             mac: Some(mac.to_vec()),
+            key_version: version,
         })
         .await?;
     crate::metrics::metrics().audit_checkpoint.set(seq);

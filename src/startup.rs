@@ -76,7 +76,9 @@ impl Application {
             SecretDigester::new(&master_key),
             cache.set(),
         ));
-        let chain_key = ChainKey::new(&master_key);
+        let chain_key = ChainKey::load(store.as_ref(), &master_key)
+            .await
+            .context("loading the audit chain keys")?;
         crate::audit::chain_pending(store.as_ref(), &chain_key)
             .await
             .context("recording the audit events of a migration")?;
@@ -495,9 +497,6 @@ pub fn check_files(config: &Config) -> Result<(), ConfigError> {
 }
 
 use crate::keys::rewrap::{CHECK_SETTING as MASTER_KEY_CHECK, ROOT_SETTING as DERIVATION_ROOT};
-/// The check value's text. `keys rewrap` re-seals it last, so while it opens
-/// only under an old key, something may still need that key.
-const MASTER_KEY_CHECK_TEXT: &[u8] = b"tessera master key check";
 
 /// Loads the master key(s) and makes sure they open this database's
 /// secrets, so a wrong or missing key fails at start rather than at first
@@ -545,10 +544,15 @@ pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Resu
     let check = store
         .init_setting(
             MASTER_KEY_CHECK,
-            &key.seal(MASTER_KEY_CHECK_TEXT, MASTER_KEY_CHECK.as_bytes()),
+            // `keys rewrap` re-seals it last, so while it opens only under
+            // an old key, something may still need that key.
+            &key.seal(
+                &crate::keys::rewrap::check_text(1),
+                MASTER_KEY_CHECK.as_bytes(),
+            ),
         )
         .await?;
-    if open(MASTER_KEY_CHECK, &check)?.as_slice() != MASTER_KEY_CHECK_TEXT {
+    if crate::keys::rewrap::check_version(&open(MASTER_KEY_CHECK, &check)?).is_none() {
         bail!("{origin}: the database's master-key check value is corrupt");
     }
     let root = match store.setting(DERIVATION_ROOT).await? {

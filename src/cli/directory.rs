@@ -125,7 +125,7 @@ const ACTOR: &str = "cli";
 async fn accounts(config: &Config) -> anyhow::Result<(Accounts, Arc<dyn Store>)> {
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
-    let chain = crate::audit::ChainKey::new(&master);
+    let chain = crate::audit::ChainKey::load(store.as_ref(), &master).await?;
     crate::audit::chain_pending(store.as_ref(), &chain).await?;
     let accounts = Accounts::new(
         store.clone(),

@@ -189,7 +189,7 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     };
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
-    let key = crate::audit::ChainKey::new(&master);
+    let key = crate::audit::ChainKey::load(store.as_ref(), &master).await?;
     let master_ids = master.clone();
     let ring = open_key_ring(config, store.clone(), master).await?;
     let now = chrono::Utc::now().timestamp();
@@ -265,10 +265,20 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             println!("tokens_revoked_until={}", time(retired.revoked_until));
         }
         (KeysCommand::Rewrap, _) => {
+            // First a chain key a retired master key cannot open, and the
+            // switch to it (idempotent: a rerun finishes an interrupted one).
+            let rolled = match roll_chain_key(&store, &key).await {
+                Ok(version) => version,
+                Err(e) => {
+                    store.close().await;
+                    return Err(e);
+                }
+            };
             let done = crate::keys::rewrap::rewrap(
                 store.as_ref(),
                 &master_ids,
                 crate::keys::rewrap::BATCH,
+                key.newest(),
             )
             .await;
             let report = match done {
@@ -296,6 +306,11 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             ] {
                 println!("{name}={} resealed={}", counts.total, counts.resealed);
             }
+            println!(
+                "audit_chain_key_version={}{}",
+                key.newest(),
+                if rolled { " (new)" } else { "" }
+            );
             let others = master_ids.ids_hex()[1..].join(",");
             println!("no_longer_needed={others}");
             if !others.is_empty() {
@@ -308,6 +323,35 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     }
     store.close().await;
     Ok(())
+}
+
+/// Adds a chain-key version when the newest is sealed under a retired
+/// master key, and makes sure the chain has switched to the newest (the
+/// switch row is linked under it); true if a version was added.
+async fn roll_chain_key(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    chain: &crate::audit::ChainKey,
+) -> anyhow::Result<bool> {
+    let added = chain.roll(store.as_ref()).await?;
+    let head = store
+        .audit_head()
+        .await?
+        .map_or(1, |(_, _, version)| version);
+    if head < chain.newest() {
+        let stored = crate::audit::Auditor::direct(store.clone(), chain.clone())
+            .record_durable(
+                crate::audit::Event::new("cli", crate::audit::Action::AuditChainKeyRolled)
+                    .detail("version", chain.newest()),
+            )
+            .await;
+        if !stored {
+            anyhow::bail!(
+                "the audit chain could not switch to chain key version {}: see the error above, then run `tessera keys rewrap` again",
+                chain.newest()
+            );
+        }
+    }
+    Ok(added.is_some())
 }
 
 async fn audit_key(
@@ -335,7 +379,7 @@ async fn store_and_chain_key(
 )> {
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
-    let key = crate::audit::ChainKey::new(&master);
+    let key = crate::audit::ChainKey::load(store.as_ref(), &master).await?;
     crate::audit::chain_pending(store.as_ref(), &key).await?;
     Ok((store, key))
 }

@@ -18,6 +18,35 @@ pub const CHECK_SETTING: &str = "master_key_check";
 /// Setting holding the sealed derivation root of every MAC key.
 pub const ROOT_SETTING: &str = "key_derivation_root";
 
+/// The check value's text while the audit chain key is at version 1.
+const CHECK_TEXT: &str = "tessera master key check";
+/// What follows it once a rewrap has added chain-key versions: the newest,
+/// sealed under the active master key, so deleting that version's setting
+/// (to pass off a chain rewritten with a retired key) is detected.
+const CHECK_VERSION: &str = "; audit chain key version ";
+
+/// The check value's text recording chain-key `version`.
+pub fn check_text(version: i64) -> Vec<u8> {
+    match version {
+        ..=1 => CHECK_TEXT.as_bytes().to_vec(),
+        v => format!("{CHECK_TEXT}{CHECK_VERSION}{v}").into_bytes(),
+    }
+}
+
+/// The chain-key version a check value's text records; `None` if it is not
+/// a check value.
+pub fn check_version(text: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(text).ok()?.strip_prefix(CHECK_TEXT)?;
+    match text {
+        "" => Some(1),
+        rest => rest
+            .strip_prefix(CHECK_VERSION)?
+            .parse()
+            .ok()
+            .filter(|v| *v >= 2),
+    }
+}
+
 /// Values read per database round trip.
 pub const BATCH: i64 = 500;
 /// Passes over values that changed while being re-sealed, before giving up.
@@ -75,7 +104,9 @@ fn context(column: SealedColumn, id: &str) -> Option<Vec<u8>> {
         SealedColumn::SigningKey => Some(crate::keys::keyring::seal_context(id)),
         SealedColumn::TotpSecret => id.parse().ok().map(crate::auth::totp::seal_context),
         // The check value goes last (module docs); other settings are not sealed.
-        SealedColumn::Setting => (id == ROOT_SETTING).then(|| id.as_bytes().to_vec()),
+        SealedColumn::Setting => (id == ROOT_SETTING
+            || id.starts_with(crate::audit::CHAIN_KEY_SETTING))
+        .then(|| id.as_bytes().to_vec()),
     }
 }
 
@@ -141,11 +172,14 @@ async fn pass(
 }
 
 /// Re-seals every stored secret under `master`'s active key, `batch`
-/// values per read; see the module documentation for the order.
+/// values per read; see the module documentation for the order. The check
+/// value, re-sealed last, records `chain_version`, the newest audit
+/// chain-key version (see [`crate::audit::ChainKey::roll`]).
 pub async fn rewrap(
     store: &dyn Store,
     master: &MasterKey,
     batch: i64,
+    chain_version: i64,
 ) -> Result<Report, RewrapError> {
     let mut report = Report::default();
     let mut settled = false;
@@ -182,11 +216,13 @@ pub async fn rewrap(
     let check = store.setting(CHECK_SETTING).await?;
     if let Some(check) = check {
         report.settings.total += 1;
-        if !master.is_current(&check) {
-            let plain = master.open(&check, CHECK_SETTING.as_bytes()).map_err(|e| {
-                RewrapError::Unopenable(vec![format!("setting {CHECK_SETTING} ({e})")])
-            })?;
-            let sealed = master.seal(&plain, CHECK_SETTING.as_bytes());
+        let plain = master
+            .open(&check, CHECK_SETTING.as_bytes())
+            .map_err(|e| RewrapError::Unopenable(vec![format!("setting {CHECK_SETTING} ({e})")]))?;
+        let recorded = check_version(&plain).unwrap_or(1);
+        if !master.is_current(&check) || recorded < chain_version {
+            let text = check_text(recorded.max(chain_version));
+            let sealed = master.seal(&text, CHECK_SETTING.as_bytes());
             if !store
                 .replace_sealed(SealedColumn::Setting, CHECK_SETTING, &check, &sealed)
                 .await?

@@ -108,6 +108,13 @@ pub enum StoreError {
     /// Migrations failed or are missing.
     #[error("database schema: {0}")]
     Schema(String),
+    /// The audit chain has moved on to a chain-key version this process has
+    /// not loaded (a `tessera keys rewrap` elsewhere): reload the chain key
+    /// ([`crate::audit::ChainKey::reload`]) and try again.
+    #[error(
+        "the audit chain is linked under chain-key version {0}, which this process has not loaded"
+    )]
+    ChainKeyVersion(i64),
 }
 
 /// The row a write's `RETURNING` gave back, read with `fetch_all` rather
@@ -162,7 +169,7 @@ impl From<sqlx::Error> for StoreError {
 }
 
 /// An audit row ready to insert: seq, event, prev_hash, hash.
-pub(crate) type AuditRow<'a> = (i64, &'a NewAuditEvent, Vec<u8>, Vec<u8>);
+pub(crate) type AuditRow<'a> = (i64, &'a NewAuditEvent, Vec<u8>, Vec<u8>, i64);
 
 /// Result alias of the storage layer.
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -482,6 +489,13 @@ pub trait Sessions: Send + Sync {
     /// at the next generation; a consumed one is a replay as above. A
     /// failure part-way changes nothing.
     async fn rotate_refresh_token(&self, request: &RotationRequest) -> StoreResult<Rotation>;
+    /// Undoes a rotation whose answer never reached the client (the request
+    /// was refused, or no access token could be signed, after the token was
+    /// consumed): session `sid` steps back from `generation` to the one
+    /// before, if it is still at `generation` and not revoked, so the token
+    /// presented stays the current one and a retry is not taken for a
+    /// replay. Returns whether it stepped back.
+    async fn unrotate_refresh_token(&self, sid: uuid::Uuid, generation: i64) -> StoreResult<bool>;
 
     /// The presented token's state, with its session; `None` if it is not
     /// (or no longer) known.
@@ -586,8 +600,8 @@ pub trait AuditLog: Send + Sync {
     async fn chain_pending_audit(&self, key: &crate::audit::ChainKey) -> StoreResult<u64>;
     /// Up to `limit` rows with `seq > after`, in order.
     async fn audit_page(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditRecord>>;
-    /// The newest row's sequence and link.
-    async fn audit_head(&self) -> StoreResult<Option<(i64, Vec<u8>)>>;
+    /// The newest row's sequence, link and chain-key version.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, Vec<u8>, i64)>>;
     /// Stores a checkpoint and keeps only the newest thousand.
     async fn add_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
     /// Up to `limit` checkpoints, newest first.

@@ -466,8 +466,12 @@ pub struct AuditRecord {
     pub network_prefix: Option<String>,
     /// Hash of the previous row (zeros for the first).
     pub prev_hash: Vec<u8>,
-    /// SHA-256 over this row and `prev_hash`.
+    /// The link: HMAC under the chain key over this row and `prev_hash`
+    /// (unkeyed SHA-256 for rows older than the keyed chain).
     pub hash: Vec<u8>,
+    /// The chain-key version `hash` is computed under (1: derived from the
+    /// stored root; later versions are added by `tessera keys rewrap`).
+    pub key_version: i64,
 }
 
 /// A checkpoint of the audit chain's head, kept outside `audit_log`.
@@ -484,6 +488,8 @@ pub struct AuditCheckpoint {
     /// MAC under the chain key; `None` only for the record the migration
     /// that introduced checkpoints wrote.
     pub mac: Option<Vec<u8>>,
+    /// The chain-key version `mac` is computed under (the head row's).
+    pub key_version: i64,
 }
 
 /// Failed logins counted against one account name or network.

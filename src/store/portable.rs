@@ -967,6 +967,23 @@ macro_rules! portable_sessions {
                 }
             }
 
+            async fn unrotate_refresh_token(
+                &self,
+                sid: uuid::Uuid,
+                generation: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                Ok(sqlx::query(
+                    "UPDATE sessions SET refresh_generation = refresh_generation - 1 \
+                     WHERE id = $1 AND refresh_generation = $2 AND revoked_at IS NULL",
+                )
+                .bind(sid)
+                .bind(generation)
+                .execute(&mut *self.write_conn(false).await?)
+                .await?
+                .rows_affected()
+                    == 1)
+            }
+
             async fn refresh_token(
                 &self,
                 presented: &$crate::store::PresentedRefresh,
@@ -1284,19 +1301,27 @@ macro_rules! portable_sessions {
                 events: &[$crate::store::NewAuditEvent],
                 key: &$crate::audit::ChainKey,
             ) -> $crate::store::StoreResult<()> {
-                let last: Option<(i64, Vec<u8>)> =
-                    sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                let (mut seq, mut prev) = match last {
-                    Some((seq, hash)) => (seq, hash),
-                    None => (0, $crate::audit::GENESIS.to_vec()),
+                let last: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT seq, hash, key_version FROM audit_log ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&mut **tx)
+                .await?;
+                let (mut seq, mut prev, head_version) = match last {
+                    Some(head) => head,
+                    None => (0, $crate::audit::GENESIS.to_vec(), 1),
                 };
+                // Never back to an older version (verification refuses
+                // that); forward to the newest this process holds (a
+                // rewrap's switch).
+                let version = head_version.max(key.newest());
                 let mut rows = Vec::with_capacity(events.len());
                 for e in events {
                     seq += 1;
-                    let link = key.link(seq, &prev, e).to_vec();
-                    rows.push((seq, e, std::mem::replace(&mut prev, link.clone()), link));
+                    let link = key
+                        .link_at(version, seq, &prev, e)
+                        .ok_or($crate::store::StoreError::ChainKeyVersion(version))?
+                        .to_vec();
+                    rows.push((seq, e, std::mem::replace(&mut prev, link.clone()), link, version));
                 }
                 Self::insert_audit_rows_in(tx, &rows).await
             }
@@ -1372,10 +1397,14 @@ macro_rules! portable_sessions {
                     .await?)
             }
 
-            async fn audit_head(&self) -> $crate::store::StoreResult<Option<(i64, Vec<u8>)>> {
-                Ok(sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&self.pool)
-                    .await?)
+            async fn audit_head(
+                &self,
+            ) -> $crate::store::StoreResult<Option<(i64, Vec<u8>, i64)>> {
+                Ok(sqlx::query_as(
+                    "SELECT seq, hash, key_version FROM audit_log ORDER BY seq DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?)
             }
 
             async fn add_audit_checkpoint(
@@ -1383,13 +1412,15 @@ macro_rules! portable_sessions {
                 c: &$crate::store::AuditCheckpoint,
             ) -> $crate::store::StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO audit_checkpoints (seq, head, legacy_end, at, mac) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO audit_checkpoints (seq, head, legacy_end, at, mac, key_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(c.seq)
                 .bind(&c.head)
                 .bind(c.legacy_end)
                 .bind(c.at)
                 .bind(&c.mac)
+                .bind(c.key_version)
                 .execute(&mut *self.write_conn(true).await?)
                 .await?;
                 sqlx::query(
@@ -1406,7 +1437,8 @@ macro_rules! portable_sessions {
                 limit: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::AuditCheckpoint>> {
                 Ok(sqlx::query_as(
-                    "SELECT seq, head, legacy_end, at, mac FROM audit_checkpoints ORDER BY id DESC LIMIT $1",
+                    "SELECT seq, head, legacy_end, at, mac, key_version FROM audit_checkpoints \
+                     ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)
                 .fetch_all(&self.pool)

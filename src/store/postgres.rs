@@ -215,10 +215,11 @@ impl PgStore {
             rows.iter().map(|r| r.1.network_prefix.as_deref()).collect();
         let prev: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
         let hash: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
+        let version: Vec<i64> = rows.iter().map(|r| r.4).collect();
         sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) \
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash, key_version) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[])",
+                                  $6::text[], $7::text[], $8::bytea[], $9::bytea[], $10::bigint[])",
         )
         .bind(seq)
         .bind(at)
@@ -229,6 +230,7 @@ impl PgStore {
         .bind(network)
         .bind(prev)
         .bind(hash)
+        .bind(version)
         .execute(&mut **tx)
         .await
         .map_err(|e| StoreError::from_sqlx(e, "audit row"))?;

@@ -317,18 +317,18 @@ impl SqliteStore {
         tx: &mut Transaction<'_, Sqlite>,
         rows: &[AuditRow<'_>],
     ) -> StoreResult<()> {
-        /// Nine parameters a row, well under SQLite's 32,766.
+        /// Ten parameters a row, well under SQLite's 32,766.
         const ROWS_PER_STATEMENT: usize = 256;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut sql = String::from(
-                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash) VALUES ",
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash, key_version) VALUES ",
             );
             for i in 0..chunk.len() {
                 sql.push_str(if i == 0 { "" } else { ", " });
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             }
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (seq, e, prev, hash) in chunk {
+            for (seq, e, prev, hash, version) in chunk {
                 query = query
                     .bind(*seq)
                     .bind(e.at)
@@ -338,7 +338,8 @@ impl SqliteStore {
                     .bind(&e.detail)
                     .bind(&e.network_prefix)
                     .bind(prev.as_slice())
-                    .bind(hash.as_slice());
+                    .bind(hash.as_slice())
+                    .bind(*version);
             }
             query
                 .execute(&mut **tx)

@@ -249,6 +249,127 @@ async fn rows_from_before_the_keyed_chain_verify_up_to_the_recorded_end(engine: 
     );
 }
 
+/// Master-key rotation from A to B: `keys rewrap` (here its parts) adds
+/// chain-key version 2 sealed under B and the chain switches to it; a stale
+/// process catches up; then someone who still holds A (and so version 1)
+/// can neither append after the switch, nor cut the rows linked under
+/// version 2, nor delete version 2 itself, without `verify_chain` saying so.
+async fn a_retired_master_key_cannot_extend_the_chain_after_the_switch(engine: Engine) {
+    use base64::Engine as _;
+    use tessera::keys::rewrap::{CHECK_SETTING, ROOT_SETTING, check_text, rewrap};
+    let s = with_rows(engine, 3).await;
+    let a = MasterKey::from_bytes(&[5; 32]);
+    let b64 = |k: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    // As start-up leaves it under A: the root and the check value sealed under A.
+    let root = a.default_root_of(&a.seal(b"x", b"x")).unwrap();
+    s.store
+        .init_setting(
+            ROOT_SETTING,
+            &a.seal(&root.encode(), ROOT_SETTING.as_bytes()),
+        )
+        .await
+        .unwrap();
+    s.store
+        .init_setting(
+            CHECK_SETTING,
+            &a.seal(&check_text(1), CHECK_SETTING.as_bytes()),
+        )
+        .await
+        .unwrap();
+    let both = MasterKey::from_base64(&format!("{}\n{}", b64([7; 32]), b64([5; 32])))
+        .unwrap()
+        .with_root(&root);
+    let b_alone = MasterKey::from_base64(&b64([7; 32]))
+        .unwrap()
+        .with_root(&root);
+
+    let stale = ChainKey::load(s.store.as_ref(), &both).await.unwrap();
+    let chain = ChainKey::load(s.store.as_ref(), &both).await.unwrap();
+    assert_eq!(chain.roll(s.store.as_ref()).await.unwrap(), Some(2));
+    assert_eq!(
+        chain.roll(s.store.as_ref()).await.unwrap(),
+        None,
+        "B seals version 2"
+    );
+    chain
+        .append(s.store.as_ref(), &[event(3)], true)
+        .await
+        .unwrap();
+    // A process that loaded its keys before the switch catches up.
+    assert_eq!(stale.newest(), 1);
+    stale
+        .append(s.store.as_ref(), &[event(4)], true)
+        .await
+        .unwrap();
+    assert_eq!(stale.newest(), 2);
+    let head = s.store.audit_head().await.unwrap().unwrap();
+    assert_eq!((head.0, head.2), (5, 2));
+    rewrap(s.store.as_ref(), &both, 100, chain.newest())
+        .await
+        .unwrap();
+
+    let under_b = || ChainKey::new(&b_alone);
+    let report = verify_chain(s.store.as_ref(), &under_b()).await.unwrap();
+    assert_eq!(report.rows, 5);
+    let spans: Vec<_> = report
+        .key_versions
+        .iter()
+        .map(|v| (v.version, v.first, v.last))
+        .collect();
+    assert_eq!(spans, [(1, 1, 3), (2, 4, 5)]);
+    assert!(
+        report
+            .to_string()
+            .contains("chain key version 1 for rows 1–3, version 2 for rows 4–5"),
+        "{report}"
+    );
+
+    // 1. A row appended with A's chain key after the switch.
+    let rows = s.store.audit_page(0, 10).await.unwrap();
+    let forged = ChainKey::new(&a).link(6, &rows[4].hash, &event(6));
+    s.raw
+        .execute(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, network_prefix, prev_hash, hash, key_version) \
+             VALUES (6, 1800000006, 'cli', 'test_event', 'subject-6', '{\"n\":6}', NULL, $1, $2, 1)",
+            &[&rows[4].hash, &forged],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_chain(s.store.as_ref(), &under_b())
+            .await
+            .map(|r| r.rows),
+        Err(ChainError::Broken {
+            seq: 6,
+            reason: "linked under an older chain key version than the row before it (written with a retired key)"
+        })
+    );
+    // 2. Every row linked under version 2 cut.
+    allow_tampering(&s, engine).await;
+    s.raw
+        .execute("DELETE FROM audit_log WHERE seq >= 4", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_chain(s.store.as_ref(), &under_b())
+            .await
+            .map(|r| r.rows),
+        Err(ChainError::NotSwitched { stored: 2, head: 1 })
+    );
+    // 3. And version 2 itself deleted: the check value, sealed under B,
+    // still records it.
+    s.raw
+        .execute("DELETE FROM settings WHERE name = 'audit_chain_key.2'", &[])
+        .await
+        .unwrap();
+    match verify_chain(s.store.as_ref(), &under_b()).await {
+        Err(ChainError::Store(message)) => {
+            assert!(message.contains("version 2 is missing"), "{message}")
+        }
+        other => panic!("a deleted chain key must be reported: {other:?}"),
+    }
+}
+
 on_both_engines!(
     concurrent_writers_build_one_chain,
     an_edited_row_is_named,
@@ -256,4 +377,5 @@ on_both_engines!(
     a_row_rewritten_without_the_master_key_is_named,
     rows_cut_from_the_end_after_a_checkpoint_are_detected,
     rows_from_before_the_keyed_chain_verify_up_to_the_recorded_end,
+    a_retired_master_key_cannot_extend_the_chain_after_the_switch,
 );

@@ -120,7 +120,11 @@ async fn the_master_key_rotates_without_losing_anything(engine: Engine) {
         "{printed}"
     );
     assert!(printed.contains("totp_secrets=2 resealed=1\n"), "{printed}");
-    assert!(printed.contains("settings=2 resealed=2\n"), "{printed}");
+    assert!(printed.contains("settings=3 resealed=2\n"), "{printed}");
+    assert!(
+        printed.contains("audit_chain_key_version=2 (new)\n"),
+        "a chain key A cannot open: {printed}"
+    );
     assert!(
         printed.contains(&format!("no_longer_needed={a_id}\n")),
         "{printed}"
@@ -135,7 +139,8 @@ async fn the_master_key_rotates_without_losing_anything(engine: Engine) {
     // A second run finds nothing to do.
     let again = stdout(&cli(&app, &both, &["keys", "rewrap"]));
     assert!(again.contains("totp_secrets=2 resealed=0\n"), "{again}");
-    assert!(again.contains("settings=2 resealed=0\n"), "{again}");
+    assert!(again.contains("settings=3 resealed=0\n"), "{again}");
+    assert!(again.contains("audit_chain_key_version=2\n"), "{again}");
     refresh = refreshed(&app, &refresh).await;
 
     // Step 3: B alone. Nothing is lost.
@@ -163,6 +168,7 @@ async fn the_master_key_rotates_without_losing_anything(engine: Engine) {
     // and records the rewrap.
     let verified = stdout(&cli(&app, &b, &["audit", "verify"]));
     assert!(verified.contains("audit log intact"), "{verified}");
+    assert!(verified.contains(", version 2 for rows "), "{verified}");
     let audit: String = app
         .store
         .audit_page(0, 1000)
@@ -171,7 +177,10 @@ async fn the_master_key_rotates_without_losing_anything(engine: Engine) {
         .iter()
         .map(|e| format!("{} ", e.action))
         .collect();
-    assert!(audit.contains("master_key_rewrapped"), "{audit}");
+    assert!(
+        audit.contains("audit_chain_key_rolled master_key_rewrapped"),
+        "{audit}"
+    );
 
     // A alone no longer opens anything.
     let err = spawn_on_with_key(&app, &a)

@@ -677,6 +677,49 @@ async fn revocation_cut_offs_are_taken_when_the_revocation_commits(engine: Engin
     );
 }
 
+/// A rotation whose answer never went out (tessera could not sign) is
+/// undone: the presented token is current again and its retry is served,
+/// not taken for a replay. The undo names the generation it undoes, so it
+/// never steps back a session that moved on, and never touches a revoked one.
+async fn an_undone_rotation_leaves_the_presented_token_current(engine: Engine) {
+    let s = test_store(engine).await;
+    let (_, sid) = login(&s.store).await;
+    assert!(matches!(
+        rotate(&s.store, sid, 0, T0 + 10).await,
+        Rotation::Rotated { .. }
+    ));
+    assert!(s.store.unrotate_refresh_token(sid, 1).await.unwrap());
+    assert!(
+        !s.store.unrotate_refresh_token(sid, 1).await.unwrap(),
+        "only from the generation it names"
+    );
+    let Rotation::Rotated { session, .. } = rotate(&s.store, sid, 0, T0 + 20).await else {
+        panic!("the retry of the token presented first is served")
+    };
+    assert_eq!(session.refresh_generation, 1);
+    assert!(matches!(
+        rotate(&s.store, sid, 1, T0 + 30).await,
+        Rotation::Rotated { .. }
+    ));
+    assert!(
+        !s.store.unrotate_refresh_token(sid, 1).await.unwrap(),
+        "the session moved on to generation 2"
+    );
+    // Replay of generation 0 revokes; an undo then changes nothing.
+    assert!(matches!(
+        rotate(&s.store, sid, 0, T0 + 40).await,
+        Rotation::Replayed { .. }
+    ));
+    assert!(!s.store.unrotate_refresh_token(sid, 2).await.unwrap());
+    assert_eq!(
+        rotate(&s.store, sid, 1, T0 + 50).await,
+        Rotation::Replayed {
+            session_id: sid,
+            user_id: session.user_id
+        }
+    );
+}
+
 on_both_engines!(
     the_purge_repeats_batches_until_nothing_expired_is_left,
     sessions_open_only_under_current_credentials,
@@ -689,4 +732,5 @@ on_both_engines!(
     exactly_one_of_many_concurrent_refreshes_wins,
     expired_foreign_and_disabled_are_invalid_and_consume_nothing,
     expired_sessions_are_purged_and_live_ones_kept,
+    an_undone_rotation_leaves_the_presented_token_current,
 );

@@ -42,6 +42,8 @@ impl TokenEndpoint {
                 "the refresh token is invalid, expired or revoked",
             )
         };
+        // Refused before the token is consumed: it depends on the request alone.
+        let audiences = audiences(client, params)?;
         // A forged or mangled token never reaches the database.
         let presented = self.refresh_tokens.parse(&presented).ok_or_else(invalid)?;
         // Installed only if this is a legacy token moving its session over.
@@ -88,97 +90,129 @@ impl TokenEndpoint {
             }
             Rotation::Invalid => return Err(invalid()),
         };
-        // The session is bound to the browser (User-Agent hash) and the
-        // network (/24 or /48) it was opened from.
-        let ua_changed = session.user_agent_hash.is_some()
-            && user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec())
-                != session.user_agent_hash;
-        let network_changed =
-            session.network_prefix.is_some() && ip.map(network::prefix) != session.network_prefix;
-        if ua_changed || network_changed {
-            tracing::warn!(
-                sid = %session.id,
-                client_id = %client.id,
-                ua_changed,
-                network_changed,
-                "session used from a different browser or network"
-            );
-            let revoke = client.on_binding_change == crate::store::BindingPolicy::Revoke;
-            let event = Event::new(user_actor(session.user_id), Action::SessionBindingChanged)
-                .subject(session.id)
-                .detail("client_id", client.id.clone())
-                .detail("user_agent_changed", ua_changed)
-                .detail("network_changed", network_changed)
-                .detail("session_revoked", revoke)
-                .network(network.clone());
-            // A revocation is a security event, stored before the answer. A
-            // kept session is routine: every refresh from the new browser
-            // or network repeats the event, and waiting for each to reach
-            // the disk would cost every such refresh a flush.
-            if revoke {
-                self.auditor.record_durable(event).await;
-            } else {
-                self.auditor.record(event).await;
+        // From here on the presented token is consumed. If no answer goes
+        // out for a fault of ours (the signer is gone, the database failed),
+        // the rotation is undone, so the client's retry is not taken for a
+        // replay (which would revoke the session). A refusal of the
+        // request itself keeps the token consumed: otherwise a thief could
+        // test a stolen token without leaving a trace.
+        let (sid, generation) = (session.id, session.refresh_generation);
+        let undoable = matches!(presented, Presented::Current { .. });
+        let outcome = async {
+            // The session is bound to the browser (User-Agent hash) and the
+            // network (/24 or /48) it was opened from.
+            let ua_changed = session.user_agent_hash.is_some()
+                && user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec())
+                    != session.user_agent_hash;
+            let network_changed = session.network_prefix.is_some()
+                && ip.map(network::prefix) != session.network_prefix;
+            if ua_changed || network_changed {
+                tracing::warn!(
+                    sid = %session.id,
+                    client_id = %client.id,
+                    ua_changed,
+                    network_changed,
+                    "session used from a different browser or network"
+                );
+                let revoke = client.on_binding_change == crate::store::BindingPolicy::Revoke;
+                let event = Event::new(user_actor(session.user_id), Action::SessionBindingChanged)
+                    .subject(session.id)
+                    .detail("client_id", client.id.clone())
+                    .detail("user_agent_changed", ua_changed)
+                    .detail("network_changed", network_changed)
+                    .detail("session_revoked", revoke)
+                    .network(network.clone());
+                // A revocation is a security event, stored before the answer. A
+                // kept session is routine: every refresh from the new browser
+                // or network repeats the event, and waiting for each to reach
+                // the disk would cost every such refresh a flush.
+                if revoke {
+                    self.auditor.record_durable(event).await;
+                } else {
+                    self.auditor.record(event).await;
+                }
+                if revoke {
+                    self.store
+                        .revoke_session(
+                            session.id,
+                            now,
+                            "binding change",
+                            revocation_relevant_until,
+                        )
+                        .await
+                        .map_err(unavailable)?;
+                    self.revocations.refresh_now().await;
+                    return Err(OAuthError::new(
+                        ErrorCode::InvalidGrant,
+                        "the session was revoked: it was used from a different browser or network",
+                    ));
+                }
             }
-            if revoke {
-                self.store
-                    .revoke_session(session.id, now, "binding change", revocation_relevant_until)
-                    .await
-                    .map_err(unavailable)?;
-                self.revocations.refresh_now().await;
-                return Err(OAuthError::new(
-                    ErrorCode::InvalidGrant,
-                    "the session was revoked: it was used from a different browser or network",
-                ));
-            }
-        }
-        // A refresh may narrow the session's scopes, never widen them (and
-        // never passes on tessera:admin, which a session opened before admin
-        // clients were restricted may still list).
-        let allowed = grantable(session.scope.split(' '), true);
-        let scope = match params.get("scope") {
-            None => allowed.join(" "),
-            Some(requested) => narrow(&allowed, requested, "this session")?,
-        };
-        let audiences = audiences(client, params)?;
-        let secret = match presented {
-            Presented::Current { secret, .. } => secret,
-            Presented::Legacy(_) => fresh,
-        };
-        let next = self
-            .refresh_tokens
-            .issue(session.id, session.refresh_generation, &secret);
-        self.auditor
-            .record(
-                Event::new(
-                    user_actor(session.user_id),
-                    if grace_reuse {
-                        Action::RefreshGraceReuse
-                    } else {
-                        Action::Refresh
+            // A refresh may narrow the session's scopes, never widen them (and
+            // never passes on tessera:admin, which a session opened before admin
+            // clients were restricted may still list).
+            let allowed = grantable(session.scope.split(' '), true);
+            let scope = match params.get("scope") {
+                None => allowed.join(" "),
+                Some(requested) => narrow(&allowed, requested, "this session")?,
+            };
+            let secret = match presented {
+                Presented::Current { secret, .. } => secret,
+                Presented::Legacy(_) => fresh,
+            };
+            let next = self
+                .refresh_tokens
+                .issue(session.id, session.refresh_generation, &secret);
+            let mut response = self
+                .respond(
+                    TokenRequest {
+                        sub: session.user_id.to_string(),
+                        audiences,
+                        client_id: client.id.clone(),
+                        scope,
+                        sid: Some(session.id),
                     },
+                    Some(next.to_string()),
+                    now,
                 )
-                .subject(session.id)
-                .detail("client_id", client.id.clone())
-                .network(network),
-            )
-            .await;
-        let mut response = self
-            .respond(
-                TokenRequest {
-                    sub: session.user_id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope,
-                    sid: Some(session.id),
-                },
-                Some(next.to_string()),
-                now,
-            )
-            .await?;
-        if client.cookie {
-            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+                .await?;
+            if client.cookie {
+                response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+            }
+            self.auditor
+                .record(
+                    Event::new(
+                        user_actor(session.user_id),
+                        if grace_reuse {
+                            Action::RefreshGraceReuse
+                        } else {
+                            Action::Refresh
+                        },
+                    )
+                    .subject(session.id)
+                    .detail("client_id", client.id.clone())
+                    .network(network),
+                )
+                .await;
+            Ok(response)
         }
-        Ok(response)
+        .await;
+        let our_fault = |e: &OAuthError| {
+            matches!(
+                e.code,
+                ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError
+            )
+        };
+        if undoable && outcome.as_ref().err().is_some_and(our_fault) {
+            match self.store.unrotate_refresh_token(sid, generation).await {
+                Ok(stepped_back) => {
+                    tracing::info!(sid = %sid, stepped_back, "refresh failed on our side: rotation undone")
+                }
+                Err(e) => {
+                    tracing::warn!(sid = %sid, error = %e, "refresh failed on our side and its rotation could not be undone")
+                }
+            }
+        }
+        outcome
     }
 }
