@@ -196,17 +196,18 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
     match (cmd, imported) {
         (KeysCommand::List, _) => {
             println!(
-                "{:<44} {:<9} {:<20} {:<20} RETIRES",
-                "KID", "STATE", "PUBLISHED", "SIGNS FROM"
+                "{:<44} {:<9} {:<20} {:<20} {:<20} HELD IN",
+                "KID", "STATE", "PUBLISHED", "SIGNS FROM", "RETIRES"
             );
             for k in ring.status(now) {
                 println!(
-                    "{:<44} {:<9} {:<20} {:<20} {}",
+                    "{:<44} {:<9} {:<20} {:<20} {:<20} {}",
                     k.kid,
                     k.state,
                     time(k.created_at),
                     time(k.activate_at),
                     k.retire_at.map(time).unwrap_or_else(|| "-".into()),
+                    k.held_in,
                 );
             }
         }

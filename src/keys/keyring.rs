@@ -116,6 +116,16 @@ pub struct KeyStatus {
     pub deactivated_at: Option<i64>,
     /// Unix seconds: leaves the JWKS.
     pub retire_at: Option<i64>,
+    /// Where the private key is: `database` (sealed under the master key)
+    /// or `pkcs11` (in a token; the database holds only its URI).
+    pub held_in: &'static str,
+}
+
+fn held_in(pair: Option<&SigningKeyPair>) -> &'static str {
+    match pair.is_some_and(SigningKeyPair::in_token) {
+        true => "pkcs11",
+        false => "database",
+    }
 }
 
 /// An immutable snapshot: swapped whole on every change.
@@ -245,7 +255,8 @@ impl KeyRing {
     /// Every key not yet retired, newest first, with its state at `now`.
     pub fn status(&self, now: i64) -> Vec<KeyStatus> {
         let signer = self.signer_at(now).map(|s| s.kid().to_owned());
-        self.snapshot()
+        let snapshot = self.snapshot();
+        snapshot
             .rows
             .iter()
             .map(|k| KeyStatus {
@@ -261,6 +272,7 @@ impl KeyRing {
                 activate_at: k.activate_at,
                 deactivated_at: k.deactivated_at,
                 retire_at: k.retire_at,
+                held_in: held_in(snapshot.pairs.get(&k.kid).map(Arc::as_ref)),
             })
             .collect()
     }
@@ -398,6 +410,7 @@ impl KeyRing {
             activate_at,
             deactivated_at: None,
             retire_at: None,
+            held_in: held_in(Some(&pair)),
         })
     }
 

@@ -163,6 +163,23 @@ async fn import_and_activate(
         .next()
         .unwrap()
         .to_owned();
+    let listed = String::from_utf8_lossy(&cli(f, &["keys", "list"]).stdout).into_owned();
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&kid))
+        .unwrap_or_default();
+    assert!(
+        line.ends_with(" pkcs11"),
+        "keys list says where the key is: {listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .skip(1)
+            .filter(|l| !l.starts_with(&kid))
+            .all(|l| l.ends_with(" database")),
+        "{listed}"
+    );
     clock.advance(400);
     eventually(
         Duration::from_secs(3),
