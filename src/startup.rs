@@ -572,6 +572,12 @@ pub async fn load_master_key(config: &Config, store: &dyn Store) -> anyhow::Resu
     let root = DerivationRoot::decode(&open(DERIVATION_ROOT, &root)?).with_context(|| {
         format!("{origin}: the database's {DERIVATION_ROOT} setting is corrupt")
     })?;
+    let ids = key.ids_hex();
+    tracing::info!(
+        active = %ids[0],
+        also_opens = %ids[1..].join(","),
+        "master key: the active key seals, the others only open (`tessera keys rewrap` re-seals under the active one)"
+    );
     Ok(key.with_root(&root))
 }
 
