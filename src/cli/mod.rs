@@ -187,6 +187,11 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let KeysCommand::Retire { now: false, .. } = &cmd {
+        anyhow::bail!(
+            "keys retire needs --now: it is the emergency retirement (routine retirement follows a rotation by itself)"
+        );
+    }
     let store = open_store(config, Migrations::Apply).await?;
     let master = load_master_key(config, store.as_ref()).await?;
     let key = crate::audit::ChainKey::load(store.as_ref(), &master).await?;
@@ -237,13 +242,7 @@ async fn keys(cmd: KeysCommand, config: &Config) -> anyhow::Result<()> {
             audit_key(&store, &key, crate::audit::Action::KeyImported, &added).await;
             report_added(added, now);
         }
-        (KeysCommand::Retire { kid, now: at_once }, _) => {
-            if !at_once {
-                store.close().await;
-                anyhow::bail!(
-                    "keys retire needs --now: it is the emergency retirement (routine retirement follows a rotation by itself)"
-                );
-            }
+        (KeysCommand::Retire { kid, .. }, _) => {
             let done = ring.retire_now(&kid, now).await;
             let retired = match done {
                 Ok(r) => r,

@@ -340,10 +340,15 @@ async fn the_cli_retires_a_key_at_once() {
     };
     let out = cli(&["keys", "retire", &kid]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --now"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("needs --now"), "{said}");
     let out = cli(&["keys", "retire", "nope", "--now"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no published signing key has kid nope"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no published signing key has kid nope"),
+        "{said}"
+    );
 
     let out = cli(&["keys", "retire", &kid, "--now"]);
     assert!(
