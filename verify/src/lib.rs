@@ -45,6 +45,7 @@
 
 mod cache;
 pub mod claims;
+pub mod dpop;
 mod error;
 #[cfg(feature = "actix")]
 mod extractor;
