@@ -33,7 +33,8 @@ pub enum RevokeError {
 pub struct Introspection {
     /// Whether the token is valid now.
     pub active: bool,
-    /// `Bearer` for access tokens, `refresh_token` for refresh tokens.
+    /// `Bearer` (or `DPoP` when bound) for access tokens, `refresh_token`
+    /// for refresh tokens.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
     /// Issuer.
@@ -67,6 +68,9 @@ pub struct Introspection {
     /// Session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The key a DPoP-bound access token is bound to (RFC 9449 §6.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::verify::Confirmation>,
 }
 
 impl Introspection {
@@ -77,7 +81,7 @@ impl Introspection {
     fn access(c: AccessClaims) -> Introspection {
         Introspection {
             active: true,
-            token_type: Some("Bearer"),
+            token_type: Some(if c.cnf.is_some() { "DPoP" } else { "Bearer" }),
             iss: Some(c.iss),
             sub: Some(c.sub),
             aud: Some(c.aud),
@@ -88,6 +92,7 @@ impl Introspection {
             nbf: Some(c.nbf),
             jti: Some(c.jti),
             sid: c.sid,
+            cnf: c.cnf,
         }
     }
 }
@@ -193,7 +198,7 @@ impl Revoker {
                 )
                 .await;
         }
-        let claims = match self.verifier.verify(token).await {
+        let claims = match self.verifier.verify_ignoring_binding(token).await {
             Ok(c) => c,
             // Not ours, expired, or already revoked: nothing to do.
             Err(_) => return Ok(()),
@@ -322,7 +327,9 @@ impl Revoker {
                 ..Introspection::default()
             });
         }
-        let Ok(claims) = self.verifier.verify(token).await else {
+        // Introspection reports a DPoP-bound token with its `cnf`; the
+        // resource server checks the proof.
+        let Ok(claims) = self.verifier.verify_ignoring_binding(token).await else {
             return Ok(Introspection::inactive());
         };
         let for_caller = client

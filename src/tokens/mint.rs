@@ -197,6 +197,8 @@ impl Minter {
             client_id: req.client_id,
             scope: req.scope,
             sid: req.sid.map(|s| s.to_string()),
+            // Bound tokens are not minted yet (issue #21).
+            cnf: None,
         };
         // The header is fixed per key and encoded once (see SigningKeyPair).
         let claims_json = serde_json::to_vec(&claims).expect("claims serialize");

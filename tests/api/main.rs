@@ -11,6 +11,7 @@ mod caches;
 mod cli;
 mod cookie;
 mod custody;
+mod dpop;
 mod fuzz_regressions;
 mod hardening;
 mod health;

@@ -81,6 +81,7 @@ mod tests {
                 client_id: "c".into(),
                 scope: String::new(),
                 sid: None,
+                cnf: None,
             },
             kid: "k".into(),
         }

@@ -54,6 +54,17 @@ pub struct AccessClaims {
     /// Session id, for tokens minted in a user session.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub sid: Option<String>,
+    /// Confirmation (RFC 7800): the key a DPoP-bound token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` of a DPoP-bound token (RFC 9449 §6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Confirmation {
+    /// RFC 7638 SHA-256 thumbprint of the client's DPoP key.
+    pub jkt: String,
 }
 
 impl AccessClaims {

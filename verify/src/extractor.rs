@@ -1,5 +1,6 @@
 //! The actix-web extractor: `Authenticated` in a handler's arguments means
-//! the request carried a valid bearer token.
+//! the request carried a valid bearer token, or a valid DPoP-bound token
+//! with its proof (RFC 9449 §7).
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
@@ -24,15 +25,25 @@ impl Authenticated {
     }
 }
 
-/// Why a request was not authenticated (RFC 6750 §3).
+/// Why a request was not authenticated (RFC 6750 §3, RFC 9449 §7.1).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BearerError {
-    /// No `Authorization: Bearer` header.
+    /// No `Authorization: Bearer` or `DPoP` header.
     #[error("a bearer token is required")]
     Missing,
     /// The token was refused.
     #[error("{0}")]
     Invalid(VerifyError),
+    /// A token presented with `Authorization: DPoP` was refused.
+    #[error("{0}")]
+    InvalidDpopToken(VerifyError),
+    /// The DPoP proof was missing, repeated or refused.
+    #[error("{0}")]
+    InvalidDpopProof(String),
+    /// The proof lacks a fresh server nonce: retry with this one.
+    #[error("a fresh DPoP nonce is required")]
+    UseDpopNonce(String),
     /// Keys could not be obtained to check the token.
     #[error("cannot verify tokens right now")]
     Unavailable,
@@ -44,7 +55,11 @@ pub enum BearerError {
 impl ResponseError for BearerError {
     fn status_code(&self) -> StatusCode {
         match self {
-            BearerError::Missing | BearerError::Invalid(_) => StatusCode::UNAUTHORIZED,
+            BearerError::Missing
+            | BearerError::Invalid(_)
+            | BearerError::InvalidDpopToken(_)
+            | BearerError::InvalidDpopProof(_)
+            | BearerError::UseDpopNonce(_) => StatusCode::UNAUTHORIZED,
             BearerError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             BearerError::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -53,28 +68,51 @@ impl ResponseError for BearerError {
     fn error_response(&self) -> HttpResponse {
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((CACHE_CONTROL, "no-store"));
+        // Only our own fixed texts reach the header; quotes and
+        // backslashes are dropped anyway so it can never be malformed.
+        let description: String = self
+            .to_string()
+            .chars()
+            .filter(|c| !matches!(c, '"' | '\\'))
+            .collect();
+        let algs = crate::dpop::SUPPORTED_ALGS.join(" ");
+        let challenge = |scheme: &str, error: &str| {
+            format!("{scheme} error=\"{error}\", error_description=\"{description}\"")
+        };
         match self {
             // RFC 6750 §3.1: no error code when no credentials were sent.
+            // (The issuer's own endpoints answer with this too, and take
+            // only bearer tokens, so DPoP is not offered here.)
             BearerError::Missing => {
                 res.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
-            BearerError::Invalid(e) => {
-                // Only our own fixed texts reach the header; quotes and
-                // backslashes are dropped anyway so it can never be malformed.
-                let description: String = e
-                    .to_string()
-                    .chars()
-                    .filter(|c| !matches!(c, '"' | '\\'))
-                    .collect();
-                res.insert_header((
-                    WWW_AUTHENTICATE,
-                    format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
-                ));
+            BearerError::Invalid(_) => {
+                res.insert_header((WWW_AUTHENTICATE, challenge("Bearer", "invalid_token")));
+            }
+            BearerError::InvalidDpopToken(_) => {
+                let value = format!("{}, algs=\"{algs}\"", challenge("DPoP", "invalid_token"));
+                res.insert_header((WWW_AUTHENTICATE, value));
+            }
+            BearerError::InvalidDpopProof(_) => {
+                let value = format!(
+                    "{}, algs=\"{algs}\"",
+                    challenge("DPoP", "invalid_dpop_proof")
+                );
+                res.insert_header((WWW_AUTHENTICATE, value));
+            }
+            BearerError::UseDpopNonce(nonce) => {
+                let value = format!("{}, algs=\"{algs}\"", challenge("DPoP", "use_dpop_nonce"));
+                res.insert_header((WWW_AUTHENTICATE, value));
+                res.insert_header(("DPoP-Nonce", nonce.as_str()));
             }
             BearerError::Unavailable | BearerError::NotConfigured => {}
         }
         let error = match self {
-            BearerError::Missing | BearerError::Invalid(_) => "invalid_token",
+            BearerError::Missing | BearerError::Invalid(_) | BearerError::InvalidDpopToken(_) => {
+                "invalid_token"
+            }
+            BearerError::InvalidDpopProof(_) => "invalid_dpop_proof",
+            BearerError::UseDpopNonce(_) => "use_dpop_nonce",
             _ => "temporarily_unavailable",
         };
         res.json(serde_json::json!({ "error": error, "error_description": self.to_string() }))
@@ -92,6 +130,43 @@ pub fn bearer(req: &HttpRequest) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
+/// The token of `Authorization: DPoP …` and the request's single `DPoP`
+/// proof header; `None` if the scheme is not DPoP.
+fn dpop(req: &HttpRequest) -> Option<Result<(String, String), BearerError>> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("dpop") {
+        return None;
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        return Some(Err(BearerError::Missing));
+    }
+    let mut proofs = req.headers().get_all("dpop");
+    let proof = match (proofs.next(), proofs.next()) {
+        (Some(p), None) => p.to_str().map_err(|_| "the DPoP header is not ASCII"),
+        (None, _) => Err("a DPoP proof header is required"),
+        (Some(_), Some(_)) => Err("only one DPoP proof header is allowed"),
+    };
+    Some(
+        proof
+            .map(|p| (token.to_owned(), p.to_owned()))
+            .map_err(|e| BearerError::InvalidDpopProof(e.to_owned())),
+    )
+}
+
+/// The absolute URL the client addressed: the verifier's public base URL
+/// if set (behind a proxy), else what the connection says.
+fn request_url(req: &HttpRequest, base: Option<&str>) -> String {
+    match base {
+        Some(base) => format!("{}{}", base.trim_end_matches('/'), req.path()),
+        None => {
+            let info = req.connection_info();
+            format!("{}://{}{}", info.scheme(), info.host(), req.path())
+        }
+    }
+}
+
 impl FromRequest for Authenticated {
     type Error = BearerError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
@@ -99,11 +174,31 @@ impl FromRequest for Authenticated {
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
         let token = bearer(req);
+        let dpop = dpop(req);
+        let method = req.method().as_str().to_owned();
+        let url = verifier
+            .as_ref()
+            .map(|v| request_url(req, v.dpop_base_url()));
         Box::pin(async move {
             let verifier = verifier.ok_or_else(|| {
                 tracing::error!("Authenticated used without app_data(web::Data<Verifier>)");
                 BearerError::NotConfigured
             })?;
+            if let Some(presented) = dpop {
+                let (token, proof) = presented?;
+                let url = url.expect("set with the verifier");
+                return match verifier.verify_dpop(&token, &proof, &method, &url).await {
+                    Ok(claims) => Ok(Authenticated(claims)),
+                    Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
+                        Err(BearerError::Unavailable)
+                    }
+                    Err(VerifyError::Dpop(crate::dpop::DpopError::UseNonce)) => Err(
+                        BearerError::UseDpopNonce(verifier.dpop_nonce().unwrap_or_default()),
+                    ),
+                    Err(VerifyError::Dpop(e)) => Err(BearerError::InvalidDpopProof(e.to_string())),
+                    Err(e) => Err(BearerError::InvalidDpopToken(e)),
+                };
+            }
             let token = token.ok_or(BearerError::Missing)?;
             match verifier.verify(&token).await {
                 Ok(claims) => Ok(Authenticated(claims)),

@@ -60,7 +60,7 @@ pub mod revocations;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use claims::{AccessClaims, Audience};
+pub use claims::{AccessClaims, Audience, Confirmation};
 pub use error::{ConfigError, FeedError, KeyError};
 #[cfg(feature = "actix")]
 pub use extractor::{Authenticated, BearerError, bearer};
@@ -133,6 +133,15 @@ pub enum VerifyError {
     /// The token was revoked (by jti, session, user or client).
     #[error("token has been revoked")]
     Revoked,
+    /// A DPoP-bound token presented as a bearer token.
+    #[error("this token is DPoP-bound: present it with Authorization: DPoP and a proof")]
+    DpopBound,
+    /// A bearer token presented with `Authorization: DPoP`.
+    #[error("this token is not DPoP-bound: present it as a Bearer token")]
+    NotDpopBound,
+    /// The DPoP proof was refused (which rule it broke).
+    #[error("{0}")]
+    Dpop(dpop::DpopError),
     /// The revocation list is older than the verifier accepts
     /// ([`VerifierBuilder::fail_closed_after`]): the issuer's feed has not
     /// been read for too long, so no token is accepted.
@@ -162,6 +171,9 @@ pub struct VerifierBuilder {
     revocations: Option<Arc<RevocationSet>>,
     check_audience: bool,
     verified_cache: usize,
+    dpop: dpop::DpopOptions,
+    dpop_nonces: Option<dpop::NonceKey>,
+    dpop_base_url: Option<String>,
 }
 
 impl VerifierBuilder {
@@ -262,6 +274,26 @@ impl VerifierBuilder {
         self
     }
 
+    /// How DPoP proofs are checked ([`Verifier::verify_dpop`]): the `iat`
+    /// window, the replay cache, and whether server nonces issued with
+    /// `nonces` are required. Instances behind one URL that require nonces
+    /// share the nonce key.
+    pub fn dpop(mut self, options: dpop::DpopOptions, nonces: Option<dpop::NonceKey>) -> Self {
+        self.dpop = options;
+        self.dpop_nonces = nonces;
+        self
+    }
+
+    /// The scheme, host and port clients address this resource server at
+    /// (e.g. `https://api.example`), which DPoP proofs' `htu` must name.
+    /// Set it behind a proxy: otherwise the [`Authenticated`] extractor
+    /// takes them from the connection, and actix believes `Forwarded` and
+    /// `X-Forwarded-*` headers whoever sent them.
+    pub fn dpop_base_url(mut self, url: impl Into<String>) -> Self {
+        self.dpop_base_url = Some(url.into());
+        self
+    }
+
     /// Longest token accepted, in bytes (default 8 KiB).
     pub fn max_token_length(mut self, bytes: usize) -> Self {
         self.max_token_length = bytes;
@@ -287,6 +319,11 @@ impl VerifierBuilder {
         if self.issuer.is_empty() || self.audience.is_empty() {
             return Err(ConfigError::Invalid(
                 "issuer and audience must not be empty",
+            ));
+        }
+        if self.dpop.require_nonce && self.dpop_nonces.is_none() {
+            return Err(ConfigError::Invalid(
+                "DPoP nonces are required but no nonce key is given",
             ));
         }
         if self.leeway > Duration::from_secs(300) {
@@ -397,6 +434,8 @@ impl VerifierBuilder {
             #[cfg(feature = "remote-jwks")]
             fail_closed_after: self.fail_closed_after,
             verified: cache::VerifiedCache::new(self.verified_cache),
+            dpop: dpop::DpopValidator::new(self.dpop, self.dpop_nonces),
+            dpop_base_url: self.dpop_base_url,
         })
     }
 }
@@ -417,6 +456,8 @@ pub struct Verifier {
     #[cfg(feature = "remote-jwks")]
     fail_closed_after: Option<Duration>,
     verified: Option<cache::VerifiedCache>,
+    dpop: dpop::DpopValidator,
+    dpop_base_url: Option<String>,
 }
 
 impl Verifier {
@@ -444,6 +485,9 @@ impl Verifier {
             revocations: None,
             check_audience: true,
             verified_cache: 10_000,
+            dpop: dpop::DpopOptions::default(),
+            dpop_nonces: None,
+            dpop_base_url: None,
         }
     }
 
@@ -464,8 +508,66 @@ impl Verifier {
         self.feed.as_ref().and_then(|f| f.age())
     }
 
-    /// Verifies `token` and returns its claims.
+    /// Verifies a bearer `token` and returns its claims. A DPoP-bound token
+    /// (one with `cnf.jkt`) is refused: without its proof it may be stolen.
     pub async fn verify(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_ignoring_binding(token).await?;
+        if claims.cnf.is_some() {
+            return Err(VerifyError::DpopBound);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a DPoP-bound `token` presented as `Authorization: DPoP`
+    /// with `proof` (the `DPoP` header) on a request with this `method` and
+    /// absolute `url` (RFC 9449 §7): the proof passes every check of
+    /// [`dpop`], carries the token's hash, and is signed by the key the
+    /// token is bound to. An unbound token is refused here.
+    pub async fn verify_dpop(
+        &self,
+        token: &str,
+        proof: &str,
+        method: &str,
+        url: &str,
+    ) -> Result<AccessClaims, VerifyError> {
+        let claims = self.verify_ignoring_binding(token).await?;
+        let Some(bound) = &claims.cnf else {
+            return Err(VerifyError::NotDpopBound);
+        };
+        let request = dpop::Request {
+            method,
+            url,
+            access_token: Some(token),
+            now: unix_now(),
+        };
+        let proof = self
+            .dpop
+            .check(proof, &request)
+            .map_err(VerifyError::Dpop)?;
+        // Thumbprints are public; equality leaks nothing.
+        if proof.jkt != bound.jkt {
+            return Err(VerifyError::Dpop(dpop::DpopError::Jwk(
+                "not the key the token is bound to",
+            )));
+        }
+        Ok(claims)
+    }
+
+    /// The public base URL set with [`VerifierBuilder::dpop_base_url`].
+    pub fn dpop_base_url(&self) -> Option<&str> {
+        self.dpop_base_url.as_deref()
+    }
+
+    /// A nonce for the `DPoP-Nonce` header, if nonces are configured.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop.nonce(unix_now())
+    }
+
+    /// Verifies `token` whatever it is bound to: for the issuer's
+    /// introspection and revocation, which report or end a token without
+    /// accepting it as a credential. Resource servers use [`Verifier::verify`]
+    /// or [`Verifier::verify_dpop`].
+    pub async fn verify_ignoring_binding(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         if token.len() > self.max_token_length {
             return Err(VerifyError::TooLong);
         }
