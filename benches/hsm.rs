@@ -120,6 +120,7 @@ fn request() -> TokenRequest {
         client_id: "backend".into(),
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
+        jkt: None,
     }
 }
 

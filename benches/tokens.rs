@@ -44,6 +44,7 @@ fn request(aud: &str) -> TokenRequest {
         client_id: "backend".into(),
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
+        jkt: None,
     }
 }
 

@@ -63,6 +63,7 @@ async fn main() -> Result<(), Error> {
                 admin: false,
                 resource_server: false,
                 on_binding_change: BindingPolicy::Audit,
+                require_dpop: false,
             },
             now,
         )

@@ -425,6 +425,9 @@ pub enum Action {
     /// A signing key was retired at once (compromise): unpublished, its
     /// tokens revoked.
     KeyRetired,
+    /// A DPoP proof was refused at the token endpoint, or a bound refresh
+    /// token came without a proof by its key (nothing was consumed).
+    DpopProofRefused,
     /// Every stored secret was re-sealed under the active master key.
     MasterKeyRewrapped,
     /// The audit chain switched to a new chain-key version (the first row
@@ -464,6 +467,7 @@ impl Action {
             Action::AuthorizationCodeIssued => "authorization_code_issued",
             Action::AuthorizationCodeReused => "authorization_code_reused",
             Action::KeyRetired => "key_retired",
+            Action::DpopProofRefused => "dpop_proof_refused",
             Action::MasterKeyRewrapped => "master_key_rewrapped",
             Action::AuditChainKeyRolled => "audit_chain_key_rolled",
         }

@@ -159,6 +159,8 @@ impl Application {
             throttle: throttle.clone(),
             clock: clock.clone(),
             rate_limit: RateLimiter::new(config.token_rate_limit),
+            dpop: crate::verify::dpop::DpopValidator::new(Default::default(), None),
+            token_url: format!("{}/oauth/token", config.issuer.trim_end_matches('/')),
         }));
         let origins = Arc::new(AllowedOrigins::default());
         origins.refresh(store.as_ref()).await?;

@@ -81,6 +81,9 @@ pub struct ClientSpec {
     /// (default) or `revoke`.
     #[serde(default)]
     pub on_binding_change: Option<BindingPolicy>,
+    /// Gets no token without a DPoP proof (RFC 9449).
+    #[serde(default)]
+    pub require_dpop: bool,
 }
 
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -296,6 +299,7 @@ impl ClientSpec {
             admin: self.admin,
             resource_server: self.resource_server,
             on_binding_change,
+            require_dpop: self.require_dpop,
         })
     }
 }

@@ -324,6 +324,7 @@ mod tests {
             admin: false,
             resource_server: false,
             on_binding_change: crate::store::BindingPolicy::Audit,
+            require_dpop: false,
             disabled: false,
             created_at: 0,
         })

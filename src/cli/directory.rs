@@ -114,6 +114,9 @@ pub struct ClientAdd {
     /// What a change of User-Agent or network on refresh does: audit, or revoke the session.
     #[arg(long, default_value = "audit", value_parser = ["audit", "revoke"])]
     pub on_binding_change: String,
+    /// No token without a DPoP proof (RFC 9449): tokens bound to a key the client holds.
+    #[arg(long)]
+    pub require_dpop: bool,
 }
 
 pub use crate::auth::accounts::ADMIN_SCOPE;
@@ -229,6 +232,7 @@ impl ClientAdd {
             admin: self.admin,
             resource_server: self.resource_server,
             on_binding_change: crate::store::BindingPolicy::parse(&self.on_binding_change),
+            require_dpop: self.require_dpop,
         }
     }
 }
@@ -289,5 +293,6 @@ fn print_client(c: &crate::store::Client) {
     println!("admin={}", c.admin);
     println!("resource_server={}", c.resource_server);
     println!("on_binding_change={}", c.on_binding_change.as_str());
+    println!("require_dpop={}", c.require_dpop);
     println!("disabled={}", c.disabled);
 }

@@ -351,6 +351,7 @@ pub(crate) struct ClientView {
     admin: bool,
     resource_server: bool,
     on_binding_change: crate::store::BindingPolicy,
+    require_dpop: bool,
     disabled: bool,
     created_at: i64,
 }
@@ -369,6 +370,7 @@ impl From<crate::store::Client> for ClientView {
             admin: c.admin,
             resource_server: c.resource_server,
             on_binding_change: c.on_binding_change,
+            require_dpop: c.require_dpop,
             disabled: c.disabled,
             created_at: c.created_at,
         }

@@ -43,6 +43,7 @@ fn server_metadata(issuer: &str) -> serde_json::Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": crate::verify::dpop::SUPPORTED_ALGS,
         "authorization_response_iss_parameter_supported": true,
         "prompt_values_supported": ["none", "login"],
         "scopes_supported": crate::authorize::request::OIDC_SCOPES,

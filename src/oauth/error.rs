@@ -40,6 +40,9 @@ pub enum ErrorCode {
     RequestNotSupported,
     /// OpenID Connect `request_uri` is not supported.
     RequestUriNotSupported,
+    /// RFC 9449: the `DPoP` proof is missing, malformed or refused, or a
+    /// DPoP-bound refresh token came without a proof by its key.
+    InvalidDpopProof,
 }
 
 impl ErrorCode {
@@ -61,6 +64,7 @@ impl ErrorCode {
             ErrorCode::LoginRequired => "login_required",
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
         }
     }
 }

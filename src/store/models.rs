@@ -133,6 +133,8 @@ pub struct Client {
     pub resource_server: bool,
     /// What a User-Agent/network change on refresh does.
     pub on_binding_change: BindingPolicy,
+    /// Gets no token without a DPoP proof (RFC 9449).
+    pub require_dpop: bool,
     /// A disabled client can obtain no tokens.
     pub disabled: bool,
     /// Unix seconds.
@@ -164,6 +166,8 @@ pub struct NewClient {
     pub resource_server: bool,
     /// What a User-Agent/network change on refresh does.
     pub on_binding_change: BindingPolicy,
+    /// Gets no token without a DPoP proof.
+    pub require_dpop: bool,
 }
 
 /// Row shape of `clients`; lists are stored space-separated (none of their
@@ -184,6 +188,7 @@ pub(crate) struct ClientRow {
     pub on_binding_change: String,
     pub disabled: bool,
     pub created_at: i64,
+    pub require_dpop: bool,
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -210,6 +215,7 @@ impl From<ClientRow> for Client {
             // The column's CHECK admits only these two.
             on_binding_change: BindingPolicy::parse(&r.on_binding_change)
                 .unwrap_or(BindingPolicy::Audit),
+            require_dpop: r.require_dpop,
             disabled: r.disabled,
             created_at: r.created_at,
         }

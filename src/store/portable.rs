@@ -268,8 +268,8 @@ macro_rules! portable_directory {
             ) -> $crate::store::StoreResult<$crate::store::Client> {
                 let row: $crate::store::models::ClientRow = sqlx::query_as(
                     "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, \
-                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server, redirect_uris) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13) RETURNING *",
+                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server, redirect_uris, require_dpop) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13, $14) RETURNING *",
                 )
                 .bind(&client.id)
                 .bind(client.secret_digest.is_some())
@@ -284,6 +284,7 @@ macro_rules! portable_directory {
                 .bind(now)
                 .bind(client.resource_server)
                 .bind(client.redirect_uris.join(" "))
+                .bind(client.require_dpop)
                 .fetch_all(&mut *self.write_conn(true).await?)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))

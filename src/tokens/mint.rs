@@ -24,6 +24,9 @@ pub struct TokenRequest {
     pub scope: String,
     /// Session id for user tokens.
     pub sid: Option<Uuid>,
+    /// RFC 7638 thumbprint of the client's DPoP key: the token is bound to
+    /// it (`cnf.jkt`).
+    pub jkt: Option<String>,
 }
 
 /// OIDC `at_hash` of `access_token` (ES256: SHA-256, left half, base64url).
@@ -197,8 +200,9 @@ impl Minter {
             client_id: req.client_id,
             scope: req.scope,
             sid: req.sid.map(|s| s.to_string()),
-            // Bound tokens are not minted yet (issue #21).
-            cnf: None,
+            cnf: req
+                .jkt
+                .map(|jkt| crate::verify::claims::Confirmation { jkt }),
         };
         // The header is fixed per key and encoded once (see SigningKeyPair).
         let claims_json = serde_json::to_vec(&claims).expect("claims serialize");

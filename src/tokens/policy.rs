@@ -191,6 +191,7 @@ mod tests {
             admin: false,
             resource_server: false,
             on_binding_change: BindingPolicy::Audit,
+            require_dpop: false,
             disabled: false,
             created_at: 0,
         }

@@ -70,6 +70,8 @@ pub enum Presented {
         generation: i64,
         /// Its secret.
         secret: SessionSecret,
+        /// Tag of the DPoP key the token is bound to (`None`: unbound).
+        binding: Option<[u8; TAG_LEN]>,
     },
     /// A token issued before this format: its SHA-256.
     Legacy([u8; 32]),
@@ -83,6 +85,7 @@ impl Presented {
                 sid,
                 generation,
                 secret,
+                ..
             } => PresentedRefresh::Current {
                 sid: *sid,
                 generation: *generation,
@@ -107,27 +110,81 @@ impl RefreshTokens {
         }
     }
 
-    fn tag(&self, sid: Uuid, generation: i64, secret: &[u8]) -> [u8; TAG_LEN] {
+    /// The token's tag; `extra` is empty for unbound tokens (their format
+    /// predates DPoP), and marks a bound token or names its key.
+    fn tag(&self, sid: Uuid, generation: i64, secret: &[u8], extra: &[&[u8]]) -> [u8; TAG_LEN] {
         let mut ctx = ring::hmac::Context::with_key(&self.key);
         ctx.update(sid.as_bytes());
         ctx.update(&generation.to_be_bytes());
         ctx.update(secret);
+        for part in extra {
+            ctx.update(part);
+        }
         let full = ctx.sign();
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&full.as_ref()[..TAG_LEN]);
         tag
     }
 
-    /// The token for `generation` of session `sid`.
-    pub fn issue(&self, sid: Uuid, generation: i64, secret: &SessionSecret) -> Zeroizing<String> {
+    /// The second tag of a token bound to the DPoP key `jkt`.
+    fn binding_tag(&self, sid: Uuid, generation: i64, secret: &[u8], jkt: &str) -> [u8; TAG_LEN] {
+        self.tag(sid, generation, secret, &[b"\0dpop-jkt\0", jkt.as_bytes()])
+    }
+
+    /// Whether `presented` may be used with a proof by `jkt` (`None`: no
+    /// proof): an unbound token with or without one, a bound token only
+    /// with its own key. Checked before the database sees the token, so a
+    /// copied bound token without its key consumes and revokes nothing.
+    pub fn binding_allows(&self, presented: &Presented, jkt: Option<&str>) -> bool {
+        match presented {
+            Presented::Current {
+                binding: Some(expected),
+                sid,
+                generation,
+                secret,
+            } => jkt.is_some_and(|jkt| {
+                let tag = self.binding_tag(*sid, *generation, secret.0.as_ref(), jkt);
+                aws_lc_rs::constant_time::verify_slices_are_equal(&tag, expected).is_ok()
+            }),
+            _ => true,
+        }
+    }
+
+    /// Whether `presented` is bound to a DPoP key.
+    pub fn is_bound(presented: &Presented) -> bool {
+        matches!(
+            presented,
+            Presented::Current {
+                binding: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// The token for `generation` of session `sid`, bound to the DPoP key
+    /// `jkt` if given: `<sid>.<generation>.<secret and tag>[.<key tag>]`.
+    pub fn issue(
+        &self,
+        sid: Uuid,
+        generation: i64,
+        secret: &SessionSecret,
+        jkt: Option<&str>,
+    ) -> Zeroizing<String> {
+        let marker: &[&[u8]] = if jkt.is_some() { &[BOUND] } else { &[] };
         let mut raw = Zeroizing::new([0u8; SECRET_LEN + TAG_LEN]);
         raw[..SECRET_LEN].copy_from_slice(secret.0.as_ref());
-        raw[SECRET_LEN..].copy_from_slice(&self.tag(sid, generation, secret.0.as_ref()));
-        Zeroizing::new(format!(
+        raw[SECRET_LEN..].copy_from_slice(&self.tag(sid, generation, secret.0.as_ref(), marker));
+        let mut token = Zeroizing::new(format!(
             "{}.{generation}.{}",
             sid.as_hyphenated(),
             URL_SAFE_NO_PAD.encode(raw.as_ref())
-        ))
+        ));
+        if let Some(jkt) = jkt {
+            let binding = self.binding_tag(sid, generation, secret.0.as_ref(), jkt);
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(binding));
+        }
+        token
     }
 
     /// The token's parts if it is one of ours (MAC checked in constant
@@ -151,6 +208,17 @@ impl RefreshTokens {
             return None;
         }
         let generation: i64 = generation.parse().ok()?;
+        let (rest, binding) = match rest.split_once('.') {
+            None => (rest, None),
+            Some((rest, binding)) if binding.len() == 22 => {
+                let bytes = URL_SAFE_NO_PAD.decode(binding).ok()?;
+                (
+                    rest,
+                    Some(<[u8; TAG_LEN]>::try_from(bytes.as_slice()).ok()?),
+                )
+            }
+            Some(_) => return None,
+        };
         if rest.len() != 43 {
             return None;
         }
@@ -158,7 +226,9 @@ impl RefreshTokens {
         if raw.len() != SECRET_LEN + TAG_LEN {
             return None;
         }
-        let expected = self.tag(sid, generation, &raw[..SECRET_LEN]);
+        // The marker makes cutting off a binding break the first tag.
+        let marker: &[&[u8]] = if binding.is_some() { &[BOUND] } else { &[] };
+        let expected = self.tag(sid, generation, &raw[..SECRET_LEN], marker);
         if aws_lc_rs::constant_time::verify_slices_are_equal(&expected, &raw[SECRET_LEN..]).is_err()
         {
             return None;
@@ -169,9 +239,13 @@ impl RefreshTokens {
             sid,
             generation,
             secret: SessionSecret(secret),
+            binding,
         })
     }
 }
+
+/// Marks a bound token's first tag.
+const BOUND: &[u8] = b"\0dpop-bound";
 
 /// The stored hash of a token of the earlier format (256 random bits,
 /// base64url), or `None` if it cannot be one.
@@ -196,12 +270,13 @@ mod tests {
         let t = tokens(1);
         let sid = Uuid::new_v4();
         let secret = SessionSecret::generate();
-        let token = t.issue(sid, 7, &secret);
+        let token = t.issue(sid, 7, &secret, None);
         assert!(token.starts_with(&format!("{sid}.7.")));
         let Some(Presented::Current {
             sid: s,
             generation,
             secret: back,
+            binding: None,
         }) = t.parse(&token)
         else {
             panic!("our own token")
@@ -216,7 +291,7 @@ mod tests {
         let t = tokens(1);
         let sid = Uuid::new_v4();
         let secret = SessionSecret::generate();
-        let token = t.issue(sid, 7, &secret).to_string();
+        let token = t.issue(sid, 7, &secret, None).to_string();
         // Another master key.
         assert!(tokens(2).parse(&token).is_none());
         // The generation moved by hand (a thief wanting to pass as current).
@@ -248,6 +323,40 @@ mod tests {
         }
         // Hyphenated and simple sids are both UUIDs, but only ours is MACed.
         assert!(t.parse(&token.to_uppercase()).is_none());
+    }
+
+    #[test]
+    fn a_bound_token_needs_its_key_and_keeps_its_binding() {
+        let t = tokens(1);
+        let sid = Uuid::new_v4();
+        let secret = SessionSecret::generate();
+        let bound = t.issue(sid, 3, &secret, Some("jkt-A")).to_string();
+        let presented = t.parse(&bound).expect("our own token");
+        assert!(RefreshTokens::is_bound(&presented));
+        assert!(t.binding_allows(&presented, Some("jkt-A")));
+        assert!(!t.binding_allows(&presented, Some("jkt-B")));
+        assert!(!t.binding_allows(&presented, None));
+        // Same secret and digest as unbound: the store sees no difference.
+        assert_eq!(
+            presented.to_store(),
+            t.parse(&t.issue(sid, 3, &secret, None)).unwrap().to_store()
+        );
+        // The binding cannot be cut off, swapped or added.
+        let (unbound, _) = bound.rsplit_once('.').unwrap();
+        assert!(t.parse(unbound).is_none());
+        let other = t.issue(sid, 3, &secret, Some("jkt-B")).to_string();
+        let swapped = format!("{unbound}.{}", other.rsplit_once('.').unwrap().1);
+        assert!(!t.binding_allows(&t.parse(&swapped).unwrap(), Some("jkt-A")));
+        let plain = t.issue(sid, 3, &secret, None).to_string();
+        assert!(
+            t.parse(&format!("{plain}.{}", other.rsplit_once('.').unwrap().1))
+                .is_none()
+        );
+        assert!(t.parse(&format!("{bound}x")).is_none());
+        // An unbound token works with or without a proof.
+        let plain = t.parse(&plain).unwrap();
+        assert!(!RefreshTokens::is_bound(&plain));
+        assert!(t.binding_allows(&plain, None) && t.binding_allows(&plain, Some("jkt-A")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! DPoP-bound tokens at a resource server (RFC 9449 §7): the `verify`
-//! library and its extractor, with tokens signed by hand as the issuer
-//! would bind them and proofs made by a client key.
+//! DPoP (RFC 9449): bound tokens at a resource server (the `verify`
+//! library and its extractor, with tokens signed by hand), and proofs at
+//! the issuer's token endpoint binding access and refresh tokens.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,7 +9,7 @@ use tessera::keys::signing::SigningKeyPair;
 use tessera::verify::dpop::{DpopError, DpopOptions, NonceKey};
 use tessera::verify::{Verifier, VerifyError};
 
-use crate::helpers::now;
+use crate::helpers::{AUD as APP_AUD, ClientSpec, Engine, ISSUER, fixture, now, on_both_engines};
 
 const ISS: &str = "https://issuer.example";
 const AUD: &str = "https://api.example";
@@ -311,3 +311,253 @@ async fn the_extractor_takes_dpop_and_challenges_with_the_rfc_errors() {
     assert_eq!(res.status(), 401);
     assert!(www(&res).starts_with("DPoP error=\"invalid_token\""));
 }
+
+// ---- the issuer: proofs at the token endpoint, bound tokens ----
+
+fn token_url() -> String {
+    format!("{ISSUER}/oauth/token")
+}
+
+/// A proof for `POST /oauth/token` by `key` (no `ath`).
+fn token_proof(key: &SigningKeyPair) -> String {
+    proof(key, "POST", &token_url(), "", json!({ "ath": null }))
+}
+
+/// `POST /oauth/token` with `pairs` and, if given, a `DPoP` header.
+async fn token_request(
+    app: &crate::helpers::TestApp,
+    pairs: &[(&str, &str)],
+    dpop: Option<String>,
+) -> (u16, Value) {
+    let mut req = app.form_request("/oauth/token", pairs);
+    if let Some(p) = dpop {
+        req = req.header("DPoP", p);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    if status == 200 {
+        assert_eq!(res.headers()["cache-control"], "no-store");
+    }
+    (status, res.json().await.unwrap())
+}
+
+fn password_form<'a>() -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", "password"),
+        ("client_id", "spa"),
+        ("username", "alice"),
+        ("password", crate::helpers::PASSWORD),
+    ]
+}
+
+fn refresh_form(token: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("grant_type", "refresh_token"),
+        ("client_id", "spa"),
+        ("refresh_token", token),
+    ]
+}
+
+/// The claims of a JWS, unverified (the tests check them elsewhere).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+async fn a_proof_binds_the_access_token_and_the_sessions_refresh_tokens(engine: Engine) {
+    let f = fixture(engine).await;
+    let key = SigningKeyPair::generate();
+    let (status, body) = token_request(&f.app, &password_form(), Some(token_proof(&key))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(claims_of(&access)["cnf"]["jkt"], key.kid());
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+
+    // Introspection tells the resource server what the token is bound to.
+    let info = f.introspect(&access).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["token_type"], "DPoP");
+    assert_eq!(info["cnf"]["jkt"], key.kid());
+
+    // A resource server refuses it as a bearer token and takes it with a proof.
+    let v = Verifier::builder(ISSUER, APP_AUD)
+        .jwks_url(format!("{}/.well-known/jwks.json", f.app.address))
+        .build()
+        .unwrap();
+    assert_eq!(v.verify(&access).await, Err(VerifyError::DpopBound));
+    let at_rs = proof(&key, "GET", URL, &access, json!({}));
+    v.verify_dpop(&access, &at_rs, "GET", URL).await.unwrap();
+
+    // The refresh token without a proof, or with another key's: refused,
+    // and nothing consumed or revoked.
+    let thief = SigningKeyPair::generate();
+    for dpop in [None, Some(token_proof(&thief))] {
+        let (status, body) = token_request(&f.app, &refresh_form(&refresh), dpop).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
+    }
+    // Cut off the binding: not a token at all.
+    let (unbound, _) = refresh.rsplit_once('.').unwrap();
+    let (status, body) = token_request(&f.app, &refresh_form(unbound), None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    // The owner refreshes with the very token the thief tried.
+    let (status, body) =
+        token_request(&f.app, &refresh_form(&refresh), Some(token_proof(&key))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "DPoP");
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        key.kid()
+    );
+    let next = body["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(next.split('.').count(), 4, "the next token is bound too");
+
+    // The thief replaying the consumed token with their own key cannot
+    // end the session either: the binding is checked first.
+    let (status, body) =
+        token_request(&f.app, &refresh_form(&refresh), Some(token_proof(&thief))).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+    let (status, body) = token_request(&f.app, &refresh_form(&next), Some(token_proof(&key))).await;
+    assert_eq!(status, 200, "the session is alive: {body}");
+}
+
+async fn proofs_are_checked_at_the_token_endpoint(engine: Engine) {
+    let f = fixture(engine).await;
+    let key = SigningKeyPair::generate();
+    let once = token_proof(&key);
+    let (status, _) = token_request(&f.app, &password_form(), Some(once.clone())).await;
+    assert_eq!(status, 200);
+    let other_url = proof(
+        &key,
+        "POST",
+        &format!("{ISSUER}/oauth/revoke"),
+        "",
+        json!({ "ath": null }),
+    );
+    let stale = proof(
+        &key,
+        "POST",
+        &token_url(),
+        "",
+        json!({ "ath": null, "iat": now() - 600 }),
+    );
+    let get = proof(&key, "GET", &token_url(), "", json!({ "ath": null }));
+    for (dpop, says) in [
+        (once, "already used"),
+        (other_url, "htu"),
+        (stale, "iat"),
+        (get, "htm"),
+        ("x.y.z".into(), "malformed"),
+    ] {
+        let (status, body) = token_request(&f.app, &password_form(), Some(dpop)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "invalid_dpop_proof");
+        assert!(
+            body["error_description"].as_str().unwrap().contains(says),
+            "{body}"
+        );
+    }
+    // Two DPoP headers.
+    let res = f
+        .app
+        .form_request("/oauth/token", &password_form())
+        .header("DPoP", token_proof(&key))
+        .header("DPoP", token_proof(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_dpop_proof");
+
+    // client_credentials: a bound access token, no refresh token.
+    let (status, body) = token_request(
+        &f.app,
+        &[("grant_type", "client_credentials")],
+        Some(token_proof(&key)),
+    )
+    .await;
+    assert_eq!(status, 401, "no client authentication: {body}");
+    let res = f
+        .app
+        .form_request("/oauth/token", &[("grant_type", "client_credentials")])
+        .basic_auth("rs", Some(&f.rs))
+        .header("DPoP", token_proof(&key))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["cnf"]["jkt"],
+        key.kid()
+    );
+
+    // Without a proof nothing changes: a bearer token.
+    let (status, body) = token_request(&f.app, &password_form(), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(claims_of(body["access_token"].as_str().unwrap())["cnf"].is_null());
+    assert_eq!(
+        body["refresh_token"].as_str().unwrap().split('.').count(),
+        3
+    );
+
+    let meta: Value = f
+        .app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["dpop_signing_alg_values_supported"],
+        json!(["ES256", "ES384", "EdDSA"])
+    );
+}
+
+async fn require_dpop_clients_get_no_token_without_a_proof(engine: Engine) {
+    let f = fixture(engine).await;
+    f.app
+        .add_client(ClientSpec::public("strict", &["password", "refresh_token"]).require_dpop())
+        .await;
+    let mut form = password_form();
+    form[1] = ("client_id", "strict");
+    let (status, body) = token_request(&f.app, &form, None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_dpop_proof");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("requires DPoP"),
+        "{body}"
+    );
+    let key = SigningKeyPair::generate();
+    let (status, body) = token_request(&f.app, &form, Some(token_proof(&key))).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let mut again = refresh_form(&refresh);
+    again[1] = ("client_id", "strict");
+    let (status, body) = token_request(&f.app, &again, None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_dpop_proof"))
+    );
+    let (status, _) = token_request(&f.app, &again, Some(token_proof(&key))).await;
+    assert_eq!(status, 200);
+}
+
+on_both_engines!(
+    a_proof_binds_the_access_token_and_the_sessions_refresh_tokens,
+    proofs_are_checked_at_the_token_endpoint,
+    require_dpop_clients_get_no_token_without_a_proof,
+);

@@ -509,6 +509,7 @@ impl ClientSpec {
                 admin: false,
                 resource_server: confidential,
                 on_binding_change: BindingPolicy::Audit,
+                require_dpop: false,
             },
             confidential,
         }
@@ -547,6 +548,12 @@ impl ClientSpec {
     pub fn cookie_for(mut self, origins: &[&str]) -> ClientSpec {
         self.client.origins = strings(origins);
         self.client.cookie = true;
+        self
+    }
+
+    /// No token without a DPoP proof (`client add --require-dpop`).
+    pub fn require_dpop(mut self) -> ClientSpec {
+        self.client.require_dpop = true;
         self
     }
 

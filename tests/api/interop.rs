@@ -61,6 +61,7 @@ fn request(aud: &str) -> TokenRequest {
         client_id: "backend".into(),
         scope: "read".into(),
         sid: Some(uuid::Uuid::new_v4()),
+        jkt: None,
     }
 }
 

@@ -32,6 +32,7 @@ fn request() -> TokenRequest {
         client_id: "spa".into(),
         scope: "read".into(),
         sid: None,
+        jkt: None,
     }
 }
 

@@ -78,6 +78,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                     admin: false,
                     resource_server: false,
                     on_binding_change: tessera::store::BindingPolicy::Audit,
+                    require_dpop: false,
                 },
                 T0,
             )

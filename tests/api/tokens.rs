@@ -65,6 +65,7 @@ fn request(audiences: &[&str]) -> TokenRequest {
         client_id: "spa".into(),
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
+        jkt: None,
     }
 }
 

@@ -27,6 +27,7 @@ impl TokenEndpoint {
         params: &HashMap<String, String>,
         user_agent: Option<String>,
         ip: Option<std::net::IpAddr>,
+        jkt: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let required = |name: &str, why: &str| {
@@ -72,6 +73,7 @@ impl TokenEndpoint {
                 network.clone(),
                 now,
                 grant.sid,
+                jkt,
             )
             .await?;
         let Some(session) = opened else {
@@ -120,6 +122,7 @@ impl TokenEndpoint {
                     client_id: client.id.clone(),
                     scope: grant.scope.clone(),
                     sid: Some(session.id),
+                    jkt: jkt.map(str::to_owned),
                 },
                 Some(session.refresh_token),
                 now,

@@ -14,6 +14,7 @@ impl TokenEndpoint {
         &self,
         client: &Client,
         params: &HashMap<String, String>,
+        jkt: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         if !client.confidential {
@@ -31,6 +32,7 @@ impl TokenEndpoint {
                 client_id: client.id.clone(),
                 scope,
                 sid: None,
+                jkt: jkt.map(str::to_owned),
             },
             None,
             now,

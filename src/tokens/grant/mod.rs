@@ -80,6 +80,9 @@ pub struct Presented {
     pub origin: Option<String>,
     /// Whether `X-Tessera-CSRF: 1` was sent.
     pub csrf_header: bool,
+    /// The `DPoP` proof header (RFC 9449), if one was sent; an error
+    /// names what was wrong with the header itself (repeated, not ASCII).
+    pub dpop: Option<Result<String, &'static str>>,
 }
 
 /// Session lifetimes, in seconds.
@@ -98,7 +101,8 @@ pub struct SessionPolicy {
 pub struct TokenResponse {
     /// The access token (JWS, or JWE for encrypted audiences).
     pub access_token: String,
-    /// Always `Bearer`.
+    /// `DPoP` when the access token is bound to the request's DPoP key,
+    /// else `Bearer`.
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: i64,
@@ -144,6 +148,10 @@ pub struct Collaborators {
     pub rate_limit: RateLimiter,
     /// The time.
     pub clock: Arc<dyn crate::clock::Clock>,
+    /// Checks DPoP proofs.
+    pub dpop: crate::verify::dpop::DpopValidator,
+    /// This endpoint's URL, which proofs' `htu` must name.
+    pub token_url: String,
 }
 
 /// The token endpoint.
@@ -160,6 +168,8 @@ pub struct TokenEndpoint {
     throttle: LoginThrottle,
     rate_limit: RateLimiter,
     clock: Arc<dyn crate::clock::Clock>,
+    dpop: crate::verify::dpop::DpopValidator,
+    token_url: String,
 }
 
 impl TokenEndpoint {
@@ -178,6 +188,8 @@ impl TokenEndpoint {
             throttle: c.throttle,
             rate_limit: c.rate_limit,
             clock: c.clock,
+            dpop: c.dpop,
+            token_url: c.token_url,
         }
     }
 
@@ -214,12 +226,16 @@ impl TokenEndpoint {
         grant_allowed(&client, grant)?;
         // Before anything is consumed: a refused browser request changes nothing.
         check_browser_request(&client, &presented)?;
+        let jkt = self
+            .dpop_key(&client, presented.dpop.take(), ip, now)
+            .await?;
+        let jkt = jkt.as_deref();
         // A key whose HSM is gone: refuse before a refresh token or a code
         // is consumed (the client retries and loses nothing).
         self.minter.ready(now).map_err(mint_error)?;
         let issued = match grant {
             GrantType::ClientCredentials => {
-                let issued = self.client_credentials(&client, params, now).await?;
+                let issued = self.client_credentials(&client, params, jkt, now).await?;
                 self.auditor
                     .record(
                         Event::new(client_actor(&client.id), Action::ClientTokenIssued)
@@ -230,13 +246,16 @@ impl TokenEndpoint {
                 issued
             }
             GrantType::AuthorizationCode => {
-                self.authorization_code(&client, params, user_agent, ip, now)
+                self.authorization_code(&client, params, user_agent, ip, jkt, now)
                     .await?
             }
-            GrantType::Password => self.password(&client, params, user_agent, ip, now).await?,
+            GrantType::Password => {
+                self.password(&client, params, user_agent, ip, jkt, now)
+                    .await?
+            }
             GrantType::RefreshToken => {
                 let cookie = presented.refresh_cookie.take();
-                self.refresh(&client, params, cookie, user_agent, ip, now)
+                self.refresh(&client, params, cookie, user_agent, ip, jkt, now)
                     .await?
             }
         };
@@ -246,6 +265,53 @@ impl TokenEndpoint {
         }
         m.tokens_issued.with_label_values(&[grant.as_str()]).inc();
         Ok(issued)
+    }
+
+    /// The thumbprint of the request's DPoP key, if it sent a valid proof
+    /// (RFC 9449 §4.3; `htu` is this endpoint); `None` without one, unless
+    /// the client requires DPoP. A refused proof is audited.
+    async fn dpop_key(
+        &self,
+        client: &crate::store::Client,
+        header: Option<Result<String, &'static str>>,
+        ip: Option<std::net::IpAddr>,
+        now: i64,
+    ) -> Result<Option<String>, OAuthError> {
+        let refused = |reason: String| OAuthError::new(ErrorCode::InvalidDpopProof, reason);
+        let proof = match header {
+            None if client.require_dpop => {
+                return Err(refused(format!(
+                    "client {} requires DPoP: send a DPoP proof header",
+                    client.id
+                )));
+            }
+            None => return Ok(None),
+            Some(Err(what)) => return Err(refused(what.to_owned())),
+            Some(Ok(proof)) => proof,
+        };
+        let request = crate::verify::dpop::Request {
+            method: "POST",
+            url: &self.token_url,
+            access_token: None,
+            now,
+        };
+        match self.dpop.check(&proof, &request) {
+            Ok(proof) => Ok(Some(proof.jkt)),
+            Err(crate::verify::dpop::DpopError::Busy) => Err(OAuthError::new(
+                ErrorCode::TemporarilyUnavailable,
+                "too many DPoP proofs at once; retry shortly",
+            )),
+            Err(e) => {
+                self.auditor
+                    .record(
+                        Event::new(client_actor(&client.id), Action::DpopProofRefused)
+                            .detail("reason", e.to_string())
+                            .network(ip.map(network::prefix)),
+                    )
+                    .await;
+                Err(refused(e.to_string()))
+            }
+        }
     }
 
     /// Counts a failed client authentication against its network and
@@ -331,10 +397,11 @@ impl TokenEndpoint {
             self.clock.sleep_until(now).await;
         }
         let scope = request.scope.clone();
+        let bound = request.jkt.is_some();
         let minted = self.minter.mint(request, now).map_err(mint_error)?;
         Ok(TokenResponse {
             access_token: minted.token,
-            token_type: "Bearer",
+            token_type: if bound { "DPoP" } else { "Bearer" },
             expires_in: self.minter.ttl(),
             scope,
             refresh_token,
@@ -358,7 +425,12 @@ impl TokenEndpoint {
         network: Option<String>,
         now: i64,
         id: uuid::Uuid,
+        jkt: Option<&str>,
     ) -> Result<Option<OpenedSession>, OAuthError> {
+        // RFC 9449 §5: a public client's refresh tokens are bound to its
+        // DPoP key (a cookie-mode client's stay in their cookie, and a
+        // confidential client's are bound to its authentication).
+        let binding = jkt.filter(|_| !client.confidential && !client.cookie);
         let secret = crate::tokens::refresh::SessionSecret::generate();
         let session = crate::store::NewSession {
             id,
@@ -386,7 +458,10 @@ impl TokenEndpoint {
         Ok(Some(OpenedSession {
             id,
             idle_expires_at: session.idle_expires_at,
-            refresh_token: self.refresh_tokens.issue(id, 0, &secret).to_string(),
+            refresh_token: self
+                .refresh_tokens
+                .issue(id, 0, &secret, binding)
+                .to_string(),
         }))
     }
 

@@ -22,6 +22,7 @@ impl TokenEndpoint {
         params: &HashMap<String, String>,
         user_agent: Option<String>,
         ip: Option<std::net::IpAddr>,
+        jkt: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let username = params
@@ -70,6 +71,7 @@ impl TokenEndpoint {
                 network.clone(),
                 now,
                 uuid::Uuid::new_v4(),
+                jkt,
             )
             .await?
         else {
@@ -93,6 +95,7 @@ impl TokenEndpoint {
                     client_id: client.id.clone(),
                     scope,
                     sid: Some(session.id),
+                    jkt: jkt.map(str::to_owned),
                 },
                 Some(session.refresh_token),
                 now,

@@ -10,10 +10,11 @@ use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
 use crate::store::{Client, Rotation, RotationRequest};
 use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{REFRESH_COOKIE, audiences, grantable, narrow};
-use crate::tokens::refresh::{Presented, SessionSecret};
+use crate::tokens::refresh::{Presented, RefreshTokens, SessionSecret};
 
 impl TokenEndpoint {
     /// RFC 6749 §6: a refresh token is consumed and replaced, in its session.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn refresh(
         &self,
         client: &Client,
@@ -21,6 +22,7 @@ impl TokenEndpoint {
         cookie: Option<String>,
         user_agent: Option<String>,
         ip: Option<std::net::IpAddr>,
+        jkt: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
         let presented = match (params.get("refresh_token"), client.cookie) {
@@ -46,6 +48,34 @@ impl TokenEndpoint {
         let audiences = audiences(client, params)?;
         // A forged or mangled token never reaches the database.
         let presented = self.refresh_tokens.parse(&presented).ok_or_else(invalid)?;
+        // Nor does a bound token without a proof by its key: it consumes
+        // nothing and revokes nothing, or a thief could end the session.
+        if !self.refresh_tokens.binding_allows(&presented, jkt) {
+            let session = match &presented {
+                Presented::Current { sid, .. } => sid.to_string(),
+                Presented::Legacy(_) => String::new(),
+            };
+            self.auditor
+                .record_durable(
+                    Event::new(client_actor(&client.id), Action::DpopProofRefused)
+                        .subject(session)
+                        .detail(
+                            "reason",
+                            match jkt {
+                                None => "bound refresh token without a DPoP proof",
+                                Some(_) => "bound refresh token with a proof by another key",
+                            },
+                        )
+                        .network(ip.map(network::prefix)),
+                )
+                .await;
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "this refresh token is bound to a DPoP key: send a DPoP proof signed by that key",
+            ));
+        }
+        // A bound session stays bound to its key.
+        let binding = jkt.filter(|_| RefreshTokens::is_bound(&presented));
         // Installed only if this is a legacy token moving its session over.
         let fresh = SessionSecret::generate();
         let revocation_relevant_until = crate::revocation::relevant_until(now, self.minter.ttl());
@@ -160,9 +190,9 @@ impl TokenEndpoint {
                 Presented::Current { secret, .. } => secret,
                 Presented::Legacy(_) => fresh,
             };
-            let next = self
-                .refresh_tokens
-                .issue(session.id, session.refresh_generation, &secret);
+            let next =
+                self.refresh_tokens
+                    .issue(session.id, session.refresh_generation, &secret, binding);
             let mut response = self
                 .respond(
                     TokenRequest {
@@ -171,6 +201,7 @@ impl TokenEndpoint {
                         client_id: client.id.clone(),
                         scope,
                         sid: Some(session.id),
+                        jkt: jkt.map(str::to_owned),
                     },
                     Some(next.to_string()),
                     now,
