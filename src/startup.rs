@@ -94,6 +94,8 @@ impl Application {
             .revocations(cache.set())
             .leeway(std::time::Duration::from_secs(5))
             .any_audience()
+            // DPoP proofs at our own endpoints name the public URL.
+            .dpop_base_url(config.issuer.clone())
             .build()
             .context("building the token verifier")?;
         let refresh_tokens = crate::tokens::refresh::RefreshTokens::new(&master_key);

@@ -30,7 +30,7 @@ use super::errors::AdminError;
 use crate::audit::{Action, Event, client_actor};
 use crate::auth::accounts::{ADMIN_SCOPE, ClientSpec};
 use crate::store::{AuditRecord, Session};
-use crate::verify::{BearerError, VerifyError, bearer};
+use crate::verify::{BearerError, VerifyError};
 
 /// The admin client behind a request, as an audit actor: an argument of
 /// every admin handler, so nothing else runs for a caller that is not one.
@@ -49,14 +49,9 @@ impl FromRequest for AdminCaller {
                 .app_data::<web::Data<AppState>>()
                 .expect("AppState is registered")
                 .clone();
-            let token = bearer(&req).ok_or(AdminError::Unauthorized(BearerError::Missing))?;
-            let claims = match state.revoker.verify_access_token(&token).await {
-                Ok(c) => c,
-                Err(VerifyError::KeysUnavailable) => {
-                    return Err(AdminError::Unauthorized(BearerError::Unavailable));
-                }
-                Err(e) => return Err(AdminError::Unauthorized(BearerError::Invalid(e))),
-            };
+            let claims = crate::verify::authenticate(&req, state.revoker.verifier())
+                .await
+                .map_err(AdminError::Unauthorized)?;
             if !claims.aud.contains(state.revoker.issuer()) {
                 return Err(AdminError::Unauthorized(BearerError::Invalid(
                     VerifyError::WrongAudience,

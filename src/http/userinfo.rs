@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::errors::no_store;
-use crate::verify::{BearerError, VerifyError, bearer};
+use crate::verify::{BearerError, VerifyError};
 
 /// What userinfo answers.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,13 +27,9 @@ pub(crate) struct UserInfo {
         (status = 401, description = "no token, or an invalid, expired or revoked one (WWW-Authenticate: Bearer error=\"invalid_token\")"),
         (status = 403, description = "insufficient_scope: the token lacks openid, or carries no user")))]
 pub async fn userinfo(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let Some(token) = bearer(&req) else {
-        return BearerError::Missing.error_response();
-    };
-    let claims = match state.revoker.verify_access_token(&token).await {
+    let claims = match crate::verify::authenticate(&req, state.revoker.verifier()).await {
         Ok(c) => c,
-        Err(VerifyError::KeysUnavailable) => return BearerError::Unavailable.error_response(),
-        Err(e) => return BearerError::Invalid(e).error_response(),
+        Err(e) => return e.error_response(),
     };
     if claims.sid.is_none() || !claims.has_scope("openid") {
         return no_store(HttpResponse::Forbidden())

@@ -152,6 +152,12 @@ impl Revoker {
         }
     }
 
+    /// The verifier of our own access tokens (any audience, revocations
+    /// applied), for endpoints that authenticate requests with them.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
     /// Verifies one of our access tokens, revocations included.
     pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         self.verifier.verify(token).await

@@ -556,7 +556,63 @@ async fn require_dpop_clients_get_no_token_without_a_proof(engine: Engine) {
     assert_eq!(status, 200);
 }
 
+async fn our_own_endpoints_take_bound_tokens_with_their_proofs(engine: Engine) {
+    let f = fixture(engine).await;
+    let key = SigningKeyPair::generate();
+    let res = f
+        .app
+        .form_request("/oauth/token", &[("grant_type", "client_credentials")])
+        .basic_auth("admin", Some(&f.admin))
+        .header("DPoP", token_proof(&key))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP", "{body}");
+    let admin = body["access_token"].as_str().unwrap().to_owned();
+    let keys = format!("{}/admin/v1/keys", f.app.address);
+    let htu = format!("{ISSUER}/admin/v1/keys");
+    let call = |auth: String, dpop: Option<String>| {
+        let mut req = f.app.client.get(&keys).header("Authorization", auth);
+        if let Some(p) = dpop {
+            req = req.header("DPoP", p);
+        }
+        req.send()
+    };
+    let res = call(format!("Bearer {admin}"), None).await.unwrap();
+    assert_eq!(res.status(), 401, "a bound token is no bearer token");
+    let res = call(
+        format!("DPoP {admin}"),
+        Some(proof(&key, "GET", &htu, &admin, json!({}))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = call(
+        format!("DPoP {admin}"),
+        Some(proof(
+            &SigningKeyPair::generate(),
+            "GET",
+            &htu,
+            &admin,
+            json!({}),
+        )),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 401);
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.starts_with("DPoP error=\"invalid_dpop_proof\""),
+        "{challenge}"
+    );
+}
+
 on_both_engines!(
+    our_own_endpoints_take_bound_tokens_with_their_proofs,
     a_proof_binds_the_access_token_and_the_sessions_refresh_tokens,
     proofs_are_checked_at_the_token_endpoint,
     require_dpop_clients_get_no_token_without_a_proof,

@@ -167,46 +167,54 @@ fn request_url(req: &HttpRequest, base: Option<&str>) -> String {
     }
 }
 
+/// Authenticates `req` as the [`Authenticated`] extractor does: a bearer
+/// token, or a DPoP-bound token with its proof. For handlers (and servers)
+/// that answer errors their own way.
+pub async fn authenticate(
+    req: &HttpRequest,
+    verifier: &Verifier,
+) -> Result<AccessClaims, BearerError> {
+    if let Some(presented) = dpop(req) {
+        let (token, proof) = presented?;
+        let url = request_url(req, verifier.dpop_base_url());
+        return match verifier
+            .verify_dpop(&token, &proof, req.method().as_str(), &url)
+            .await
+        {
+            Ok(claims) => Ok(claims),
+            Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
+                Err(BearerError::Unavailable)
+            }
+            Err(VerifyError::Dpop(crate::dpop::DpopError::UseNonce)) => Err(
+                BearerError::UseDpopNonce(verifier.dpop_nonce().unwrap_or_default()),
+            ),
+            Err(VerifyError::Dpop(e)) => Err(BearerError::InvalidDpopProof(e.to_string())),
+            Err(e) => Err(BearerError::InvalidDpopToken(e)),
+        };
+    }
+    let token = bearer(req).ok_or(BearerError::Missing)?;
+    match verifier.verify(&token).await {
+        Ok(claims) => Ok(claims),
+        Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
+            Err(BearerError::Unavailable)
+        }
+        Err(e) => Err(BearerError::Invalid(e)),
+    }
+}
+
 impl FromRequest for Authenticated {
     type Error = BearerError;
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let verifier = req.app_data::<web::Data<Verifier>>().cloned();
-        let token = bearer(req);
-        let dpop = dpop(req);
-        let method = req.method().as_str().to_owned();
-        let url = verifier
-            .as_ref()
-            .map(|v| request_url(req, v.dpop_base_url()));
+        let req = req.clone();
         Box::pin(async move {
             let verifier = verifier.ok_or_else(|| {
                 tracing::error!("Authenticated used without app_data(web::Data<Verifier>)");
                 BearerError::NotConfigured
             })?;
-            if let Some(presented) = dpop {
-                let (token, proof) = presented?;
-                let url = url.expect("set with the verifier");
-                return match verifier.verify_dpop(&token, &proof, &method, &url).await {
-                    Ok(claims) => Ok(Authenticated(claims)),
-                    Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
-                        Err(BearerError::Unavailable)
-                    }
-                    Err(VerifyError::Dpop(crate::dpop::DpopError::UseNonce)) => Err(
-                        BearerError::UseDpopNonce(verifier.dpop_nonce().unwrap_or_default()),
-                    ),
-                    Err(VerifyError::Dpop(e)) => Err(BearerError::InvalidDpopProof(e.to_string())),
-                    Err(e) => Err(BearerError::InvalidDpopToken(e)),
-                };
-            }
-            let token = token.ok_or(BearerError::Missing)?;
-            match verifier.verify(&token).await {
-                Ok(claims) => Ok(Authenticated(claims)),
-                Err(VerifyError::KeysUnavailable | VerifyError::RevocationsStale) => {
-                    Err(BearerError::Unavailable)
-                }
-                Err(e) => Err(BearerError::Invalid(e)),
-            }
+            authenticate(&req, &verifier).await.map(Authenticated)
         })
     }
 }
