@@ -91,6 +91,7 @@ raw_config! {
     pkcs11_module,
     pkcs11_pin,
     pkcs11_pin_file,
+    dpop_nonce = "off",
 }
 
 /// The embedded default: a SQLite file created on first start.
@@ -145,6 +146,9 @@ pub struct Config {
     /// Bounds of the wait for a password check (queue, deadline, per network);
     /// `slots` is the number of cores.
     pub login_gate: crate::auth::gate::GatePolicy,
+    /// DPoP proofs must carry a server nonce (RFC 9449 §8), shared by every
+    /// instance with the same master key.
+    pub dpop_nonce: bool,
     /// `/oauth/token` requests per client, per instance (`None`: off).
     pub token_rate_limit: Option<Rate>,
     /// `/oauth/revoke` requests per client, per instance (`None`: off).
@@ -490,6 +494,7 @@ impl Config {
                 })?,
                 per_network: count(&r.login_network_concurrency)? as usize,
             },
+            dpop_nonce: r.dpop_nonce.parse(parse_switch)?,
             token_rate_limit: r.token_rate_limit.parse(Rate::parse)?,
             revocation_rate_limit: r.revocation_rate_limit.parse(Rate::parse)?,
             feed_rate_limit: r.feed_rate_limit.parse(Rate::parse)?,
@@ -650,6 +655,14 @@ fn tls_setting(r: &RawConfig) -> Result<Option<Tls>, ConfigError> {
         cert_setting: r.tls_cert_file.name(),
         key_setting: r.tls_key_file.name(),
     }))
+}
+
+fn parse_switch(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err("expected on or off".into()),
+    }
 }
 
 fn parse_issuer(v: &str) -> Result<String, String> {

@@ -89,6 +89,17 @@ impl Application {
         // Our own tokens: keys from the ring, any audience (callers compare
         // `aud` with what they may see), revocations applied, a few seconds
         // of leeway for clock skew between instances.
+        // DPoP: one nonce key for every instance (derived from the master key).
+        let dpop_options = crate::verify::dpop::DpopOptions {
+            require_nonce: config.dpop_nonce,
+            ..Default::default()
+        };
+        let nonce_key = || {
+            crate::verify::dpop::NonceKey::new(
+                &master_key.derive_secret(b"tessera/dpop-nonce/v1"),
+                std::time::Duration::from_secs(60),
+            )
+        };
         let verifier = Verifier::builder(config.issuer.clone(), config.issuer.clone())
             .key_provider(keys.clone())
             .revocations(cache.set())
@@ -96,6 +107,7 @@ impl Application {
             .any_audience()
             // DPoP proofs at our own endpoints name the public URL.
             .dpop_base_url(config.issuer.clone())
+            .dpop(dpop_options.clone(), Some(nonce_key()))
             .build()
             .context("building the token verifier")?;
         let refresh_tokens = crate::tokens::refresh::RefreshTokens::new(&master_key);
@@ -161,7 +173,7 @@ impl Application {
             throttle: throttle.clone(),
             clock: clock.clone(),
             rate_limit: RateLimiter::new(config.token_rate_limit),
-            dpop: crate::verify::dpop::DpopValidator::new(Default::default(), None),
+            dpop: crate::verify::dpop::DpopValidator::new(dpop_options, Some(nonce_key())),
             token_url: format!("{}/oauth/token", config.issuer.trim_end_matches('/')),
         }));
         let origins = Arc::new(AllowedOrigins::default());

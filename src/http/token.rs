@@ -42,8 +42,24 @@ pub async fn token(
     browser_facts(&req, &mut presented);
     presented.dpop = dpop_header(&req);
     let now = state.clock.now();
-    let mut body = state.token_endpoint.handle(&params, presented, now).await?;
+    // RFC 9449 §8: with nonces on, every answer carries the current one.
+    let nonce = state.token_endpoint.dpop_nonce(now);
+    let mut body = match state.token_endpoint.handle(&params, presented, now).await {
+        Ok(body) => body,
+        Err(e) => {
+            let mut res = actix_web::ResponseError::error_response(&e);
+            if let Some(nonce) = nonce
+                && let Ok(value) = actix_web::http::header::HeaderValue::from_str(&nonce)
+            {
+                res.headers_mut().insert(DPOP_NONCE, value);
+            }
+            return Ok(res);
+        }
+    };
     let mut res = no_store(HttpResponse::Ok());
+    if let Some(nonce) = nonce {
+        res.insert_header((DPOP_NONCE, nonce));
+    }
     if let Some(max_age) = body.refresh_cookie_max_age {
         // Cookie mode: the refresh token never reaches JavaScript.
         if let Some(token) = body.refresh_token.take() {
@@ -52,6 +68,9 @@ pub async fn token(
     }
     Ok(res.json(body))
 }
+
+const DPOP_NONCE: actix_web::http::header::HeaderName =
+    actix_web::http::header::HeaderName::from_static("dpop-nonce");
 
 /// A form request from an authenticated client (any client; the endpoint
 /// checks what more it needs): the revocation, logout and introspection

@@ -392,6 +392,23 @@ impl MasterKey {
         )
     }
 
+    /// 32 secret bytes for `purpose` from the derivation root (for keys of
+    /// other libraries, such as the DPoP nonce key).
+    pub fn derive_secret(&self, purpose: &[u8]) -> Zeroizing<[u8; 32]> {
+        struct Len32;
+        impl ring::hkdf::KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let mut out = Zeroizing::new([0u8; 32]);
+        self.derivation
+            .expand(&[purpose], Len32)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .expect("HKDF output of 32 bytes");
+        out
+    }
+
     /// The version-1 client-secret MAC key, only to check digests stored
     /// before the HKDF separation.
     pub fn legacy_client_secret_key(&self) -> ring::hmac::Key {

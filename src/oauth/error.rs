@@ -43,6 +43,9 @@ pub enum ErrorCode {
     /// RFC 9449: the `DPoP` proof is missing, malformed or refused, or a
     /// DPoP-bound refresh token came without a proof by its key.
     InvalidDpopProof,
+    /// RFC 9449 §8: the proof lacks a current server nonce; the answer
+    /// carries one in `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::RequestNotSupported => "request_not_supported",
             ErrorCode::RequestUriNotSupported => "request_uri_not_supported",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }

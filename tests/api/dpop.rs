@@ -611,7 +611,66 @@ async fn our_own_endpoints_take_bound_tokens_with_their_proofs(engine: Engine) {
     );
 }
 
+async fn server_nonces_are_required_when_configured(engine: Engine) {
+    let f = crate::helpers::fixture_with(engine, &[("TESSERA_DPOP_NONCE", "on")]).await;
+    let key = SigningKeyPair::generate();
+    let res = f
+        .app
+        .form_request("/oauth/token", &password_form())
+        .header("DPoP", token_proof(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let nonce = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "use_dpop_nonce", "{body}");
+
+    let with_nonce = |nonce: &str| {
+        proof(
+            &key,
+            "POST",
+            &token_url(),
+            "",
+            json!({ "ath": null, "nonce": nonce }),
+        )
+    };
+    let res = f
+        .app
+        .form_request("/oauth/token", &password_form())
+        .header("DPoP", with_nonce(&nonce))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers().contains_key("dpop-nonce"),
+        "each answer carries the nonce"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["token_type"], "DPoP");
+
+    // A nonce of another deployment (another master key), or made up.
+    let other = crate::helpers::fixture_with(engine, &[("TESSERA_DPOP_NONCE", "on")]).await;
+    let res = other
+        .app
+        .form_request("/oauth/token", &password_form())
+        .send()
+        .await
+        .unwrap();
+    let foreign = res.headers()["dpop-nonce"].to_str().unwrap().to_owned();
+    for bad in [foreign.as_str(), "1.AAAAAAAAAAAAAAAAAAAAAA"] {
+        let (status, body) = token_request(&f.app, &password_form(), Some(with_nonce(bad))).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("use_dpop_nonce")),
+            "{bad}"
+        );
+    }
+}
+
 on_both_engines!(
+    server_nonces_are_required_when_configured,
     our_own_endpoints_take_bound_tokens_with_their_proofs,
     a_proof_binds_the_access_token_and_the_sessions_refresh_tokens,
     proofs_are_checked_at_the_token_endpoint,

@@ -172,6 +172,11 @@ impl DpopValidator {
         }
     }
 
+    /// Whether proofs must carry a server nonce.
+    pub fn requires_nonce(&self) -> bool {
+        self.options.require_nonce
+    }
+
     /// A nonce to send in `DPoP-Nonce`, if this validator has a key.
     pub fn nonce(&self, now: i64) -> Option<String> {
         self.nonces.as_ref().map(|k| k.issue(now))

@@ -297,6 +297,10 @@ impl TokenEndpoint {
         };
         match self.dpop.check(&proof, &request) {
             Ok(proof) => Ok(Some(proof.jkt)),
+            Err(crate::verify::dpop::DpopError::UseNonce) => Err(OAuthError::new(
+                ErrorCode::UseDpopNonce,
+                "the DPoP proof needs the server nonce sent in the DPoP-Nonce header",
+            )),
             Err(crate::verify::dpop::DpopError::Busy) => Err(OAuthError::new(
                 ErrorCode::TemporarilyUnavailable,
                 "too many DPoP proofs at once; retry shortly",
@@ -312,6 +316,14 @@ impl TokenEndpoint {
                 Err(refused(e.to_string()))
             }
         }
+    }
+
+    /// The nonce for the `DPoP-Nonce` header, when proofs must carry one.
+    pub fn dpop_nonce(&self, now: i64) -> Option<String> {
+        self.dpop
+            .requires_nonce()
+            .then(|| self.dpop.nonce(now))
+            .flatten()
     }
 
     /// Counts a failed client authentication against its network and
