@@ -6,6 +6,8 @@
 //!   (every check, cache off) and `tessera/verify_jws_cached` (a token seen before)
 //! - `jwe/raw_encrypt` + `jwe/raw_decrypt` (josekit ECDH-ES+A256KW, A256GCM)
 //!   vs `tessera/mint_jwe` and `tessera/verify_jwe`
+//! - `tessera/verify_dpop` (a DPoP-bound token and its proof) vs
+//!   `tessera/verify_jws_cached`, and `tessera/dpop_check_proof` (the proof alone)
 //! - `jsonwebtoken/encode` and `jsonwebtoken/decode` for reference.
 //!
 //! Run: `cargo bench --bench tokens` (figures: docs/performance.md).
@@ -154,6 +156,48 @@ fn benches(c: &mut Criterion) {
             .iter(|| async { cached.verify(black_box(&jws)).await.unwrap() })
     });
 
+    // DPoP (RFC 9449): a bound token with a fresh proof per request (each
+    // proof is single-use, so they are made outside the timing).
+    let client_key = tessera::keys::signing::SigningKeyPair::generate();
+    let mut bound_request = request("https://api.example");
+    bound_request.jkt = Some(client_key.kid().to_owned());
+    let bound = s.minter.mint(bound_request, now).unwrap().token;
+    let url = "https://api.example/orders";
+    let proof = |token: &str| dpop_proof(&client_key, "GET", url, token);
+    let dpop_verifier = Verifier::builder(ISS, "https://api.example")
+        .static_jwks(jwks.clone())
+        .build()
+        .unwrap();
+    g.bench_function("verify_dpop", |b| {
+        b.to_async(&rt).iter_batched(
+            || proof(&bound),
+            |p| async {
+                let p = p;
+                dpop_verifier
+                    .verify_dpop(black_box(&bound), &p, "GET", url)
+                    .await
+                    .unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let validator = tessera::verify::dpop::DpopValidator::new(Default::default(), None);
+    g.bench_function("dpop_check_proof", |b| {
+        b.iter_batched(
+            || proof(&bound),
+            |p| {
+                let request = tessera::verify::dpop::Request {
+                    method: "GET",
+                    url,
+                    access_token: Some(&bound),
+                    now: chrono::Utc::now().timestamp(),
+                };
+                validator.check(black_box(&p), &request).unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
     let jwe = s
         .minter
         .mint(request("https://enc.example"), now)
@@ -220,6 +264,35 @@ fn benches(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// A DPoP proof by `key` for `method url`, carrying the hash of `token`.
+fn dpop_proof(
+    key: &tessera::keys::signing::SigningKeyPair,
+    method: &str,
+    url: &str,
+    token: &str,
+) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let jwk = key.public_jwk();
+    let header = serde_json::json!({
+        "typ": "dpop+jwt", "alg": "ES256",
+        "jwk": { "kty": "EC", "crv": "P-256", "x": jwk.x, "y": jwk.y },
+    });
+    let ath = base64::Engine::encode(
+        &B64,
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()),
+    );
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().to_string(), "htm": method, "htu": url,
+        "iat": chrono::Utc::now().timestamp(), "ath": ath,
+    });
+    let input = format!(
+        "{}.{}",
+        base64::Engine::encode(&B64, header.to_string()),
+        base64::Engine::encode(&B64, claims.to_string())
+    );
+    format!("{input}.{}", key.sign(input.as_bytes()).unwrap())
 }
 
 criterion_group! {
