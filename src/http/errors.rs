@@ -63,6 +63,9 @@ impl From<RevokeError> for OAuthError {
             RevokeError::NotFound(what) => {
                 OAuthError::new(ErrorCode::InvalidRequest, format!("{what} not found"))
             }
+            RevokeError::DpopProofRequired => {
+                OAuthError::new(ErrorCode::InvalidDpopProof, e.to_string())
+            }
             RevokeError::Store(e) => crate::oauth::unavailable(e),
         }
     }
@@ -170,8 +173,8 @@ impl From<RevokeError> for AdminError {
     fn from(e: RevokeError) -> AdminError {
         match e {
             RevokeError::NotFound(what) => AdminError::NotFound(format!("no such {what}")),
-            RevokeError::NotYourToken => {
-                AdminError::Invalid("the token was not issued to this client".into())
+            RevokeError::NotYourToken | RevokeError::DpopProofRequired => {
+                AdminError::Invalid(e.to_string())
             }
             RevokeError::Store(e) => e.into(),
         }
@@ -185,6 +188,7 @@ pub(crate) struct ErrorBody {
     /// `invalid_request`, `invalid_client`, `invalid_grant`,
     /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
     /// `invalid_target`, `access_denied`, `too_many_requests`,
+    /// `invalid_dpop_proof`, `use_dpop_nonce`,
     /// `temporarily_unavailable`, `not_found`, …
     error: String,
     /// What was wrong, for the developer; never echoes secrets.

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::errors::no_store;
-use super::token::{ClientForm, browser_facts, client_ip, presented, refresh_cookie};
+use super::token::{ClientForm, browser_facts, client_ip, dpop_header, presented, refresh_cookie};
 use crate::auth::network;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request};
 use crate::tokens::Presented;
@@ -27,16 +27,34 @@ pub async fn revoke(
     let ip = client_ip(&req);
     check_rate(&state.revocation_limit, &form.client, ip, "revocation")?;
     let token = form.required("token")?;
+    let jkt = dpop_key(&req, &state)?;
     state
         .revoker
         .revoke(
             &form.client,
             token,
+            jkt.as_deref(),
             ip.map(network::prefix),
             state.clock.now(),
         )
         .await?;
     Ok(no_store(HttpResponse::Ok()).finish())
+}
+
+/// The key of the request's DPoP proof, if it sent one: a bound refresh
+/// token is revoked (or logged out) only with a proof by its key.
+fn dpop_key(req: &HttpRequest, state: &AppState) -> Result<Option<String>, OAuthError> {
+    let refused = |why: String| OAuthError::new(ErrorCode::InvalidDpopProof, why);
+    match dpop_header(req) {
+        None => Ok(None),
+        Some(Err(why)) => Err(refused(why.to_owned())),
+        Some(Ok(proof)) => state
+            .revoker
+            .verifier()
+            .check_dpop_proof(&proof, "POST", req.path())
+            .map(|p| Some(p.jkt))
+            .map_err(|e| refused(e.to_string())),
+    }
 }
 
 /// `POST /oauth/logout`: ends the session of `refresh_token` (from the
@@ -68,9 +86,16 @@ pub async fn logout(
             "refresh_token is required"
         })
     })?;
+    let jkt = dpop_key(&req, &state)?;
     state
         .revoker
-        .logout(client, token, ip.map(network::prefix), state.clock.now())
+        .logout(
+            client,
+            token,
+            jkt.as_deref(),
+            ip.map(network::prefix),
+            state.clock.now(),
+        )
         .await?;
     let mut res = no_store(HttpResponse::NoContent());
     if client.cookie {

@@ -148,7 +148,7 @@ pub(super) fn browser_facts(req: &HttpRequest, presented: &mut Presented) {
 }
 
 /// The `DPoP` proof header: at most one (RFC 9449 §4.3), ASCII.
-fn dpop_header(req: &HttpRequest) -> Option<Result<String, &'static str>> {
+pub(super) fn dpop_header(req: &HttpRequest) -> Option<Result<String, &'static str>> {
     let mut values = req.headers().get_all("dpop");
     match (values.next(), values.next()) {
         (None, _) => None,

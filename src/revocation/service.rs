@@ -22,6 +22,10 @@ pub enum RevokeError {
     /// The thing to revoke does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A DPoP-bound refresh token without a proof by its key: a copied
+    /// token alone cannot end its session.
+    #[error("this refresh token is bound to a DPoP key: send a DPoP proof signed by that key")]
+    DpopProofRequired,
     /// The database failed; nothing was revoked.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -180,14 +184,20 @@ impl Revoker {
 
     /// RFC 7009: a refresh token revokes its session, an access token its
     /// `jti`. Unknown, malformed and expired tokens are not an error.
+    /// `jkt` is the key of the request's DPoP proof, which a bound
+    /// refresh token needs.
     pub async fn revoke(
         &self,
         client: &Client,
         token: &str,
+        jkt: Option<&str>,
         network: Option<String>,
         now: i64,
     ) -> Result<(), RevokeError> {
         if let Some(presented) = self.refresh_tokens.parse(token) {
+            if !self.refresh_tokens.binding_allows(&presented, jkt) {
+                return Err(RevokeError::DpopProofRequired);
+            }
             return self
                 .end_session(
                     client,
@@ -253,12 +263,16 @@ impl Revoker {
         &self,
         client: &Client,
         refresh_token: &str,
+        jkt: Option<&str>,
         network: Option<String>,
         now: i64,
     ) -> Result<(), RevokeError> {
         let Some(presented) = self.refresh_tokens.parse(refresh_token) else {
             return Ok(());
         };
+        if !self.refresh_tokens.binding_allows(&presented, jkt) {
+            return Err(RevokeError::DpopProofRequired);
+        }
         self.end_session(client, &presented.to_store(), "logout", now, |session| {
             Event::new(crate::audit::user_actor(session.user_id), Action::Logout)
                 .subject(session.id)

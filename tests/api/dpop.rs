@@ -427,6 +427,49 @@ async fn a_proof_binds_the_access_token_and_the_sessions_refresh_tokens(engine: 
     );
     let (status, body) = token_request(&f.app, &refresh_form(&next), Some(token_proof(&key))).await;
     assert_eq!(status, 200, "the session is alive: {body}");
+    let latest = body["refresh_token"].as_str().unwrap().to_owned();
+    let latest_access = body["access_token"].as_str().unwrap().to_owned();
+
+    // Nor can they revoke it or log it out without the key.
+    let form = [("client_id", "spa"), ("token", latest.as_str())];
+    let logout = [("client_id", "spa"), ("refresh_token", latest.as_str())];
+    let revoke_proof = |k: &SigningKeyPair| {
+        proof(
+            k,
+            "POST",
+            &format!("{ISSUER}/oauth/revoke"),
+            "",
+            json!({ "ath": null }),
+        )
+    };
+    for (path, pairs, dpop) in [
+        ("/oauth/revoke", &form, None),
+        ("/oauth/revoke", &form, Some(revoke_proof(&thief))),
+        ("/oauth/logout", &logout, None),
+    ] {
+        let mut req = f.app.form_request(path, pairs);
+        if let Some(p) = dpop {
+            req = req.header("DPoP", p);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 400, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_dpop_proof", "{path}: {body}");
+    }
+    assert_eq!(f.introspect(&latest_access).await["active"], true);
+    let res = f
+        .app
+        .form_request("/oauth/revoke", &form)
+        .header("DPoP", revoke_proof(&key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        f.introspect(&latest_access).await["active"],
+        false,
+        "the session ended"
+    );
 }
 
 async fn proofs_are_checked_at_the_token_endpoint(engine: Engine) {

@@ -553,6 +553,28 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// Checks a DPoP proof that comes without an access token (the issuer's
+    /// own form endpoints) for `method` on `path` under the base URL set
+    /// with [`VerifierBuilder::dpop_base_url`].
+    pub fn check_dpop_proof(
+        &self,
+        proof: &str,
+        method: &str,
+        path: &str,
+    ) -> Result<dpop::Proof, dpop::DpopError> {
+        let base = self.dpop_base_url.as_deref().unwrap_or_default();
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        self.dpop.check(
+            proof,
+            &dpop::Request {
+                method,
+                url: &url,
+                access_token: None,
+                now: unix_now(),
+            },
+        )
+    }
+
     /// The public base URL set with [`VerifierBuilder::dpop_base_url`].
     pub fn dpop_base_url(&self) -> Option<&str> {
         self.dpop_base_url.as_deref()
