@@ -81,6 +81,22 @@ if [ ! -f "$VENV/.installed" ] || [ tests/interop/requirements.txt -nt "$VENV/.i
 fi
 export TESSERA_INTEROP_PYTHON="$PWD/$VENV/bin/python"
 
+# An independent DPoP client (oauth4webapi, tests/interop/package.json) for
+# the DPoP interoperability test, with the machine's Node.js and npm, in
+# target/ so nothing is installed system-wide.
+NODE_DIR=target/interop-node
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
+    || die "node and npm are needed for the DPoP interoperability test (Debian: apt-get install nodejs npm)"
+if [ ! -f "$NODE_DIR/.installed" ] || [ tests/interop/package.json -nt "$NODE_DIR/.installed" ]; then
+    say "installing the interoperability test's npm packages into $NODE_DIR"
+    rm -rf "$NODE_DIR" && mkdir -p "$NODE_DIR"
+    cp tests/interop/package.json "$NODE_DIR/"
+    (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund) \
+        || die "cannot install tests/interop/package.json from the npm registry"
+    touch "$NODE_DIR/.installed"
+fi
+export TESSERA_INTEROP_NODE_PATH="$PWD/$NODE_DIR/node_modules"
+
 # The browser test (tests/api/browser.rs): Debian's Chromium and ChromeDriver,
 # Selenium in the same virtualenv. Installed when possible (root with apt);
 # otherwise the test is skipped, and this says so. TESSERA_SKIP_BROWSER=1 skips it.

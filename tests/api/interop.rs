@@ -197,3 +197,87 @@ async fn an_unmodified_oidc_client_library_completes_the_code_flow() {
     assert_eq!(summary["preferred_username"], "alice");
     assert_eq!(summary["scope"], "openid profile read");
 }
+
+/// oauth4webapi (panva), an unmodified DPoP client library run with
+/// Node.js: DPoP-bound tokens from a password grant, a refresh, and a
+/// client_credentials token used at the admin API, with server nonces on.
+/// `scripts/test.sh` installs it (`tests/interop/package.json`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_tokens() {
+    use base64::Engine as _;
+    let modules = std::path::PathBuf::from(
+        std::env::var("TESSERA_INTEROP_NODE_PATH")
+            .expect("TESSERA_INTEROP_NODE_PATH: run scripts/test.sh, which installs oauth4webapi"),
+    );
+    // The proofs name the issuer's URLs, so the app must be served there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let app = crate::helpers::spawn_app_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_LISTEN", listen.as_str()),
+            ("TESSERA_ISSUER", issuer.as_str()),
+            ("TESSERA_DPOP_NONCE", "on"),
+        ],
+    )
+    .await;
+    assert_eq!(app.address, issuer);
+    app.add_client(crate::helpers::ClientSpec::public(
+        "spa",
+        &["password", "refresh_token"],
+    ))
+    .await;
+    let admin = app
+        .add_client(crate::helpers::ClientSpec::admin("admin").audiences(&[issuer.as_str()]))
+        .await;
+    app.add_user("alice").await;
+
+    // Next to its node_modules, where ESM resolution finds the library.
+    let script = modules.parent().unwrap().join("dpop_client.mjs");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/dpop_client.mjs"),
+        &script,
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(&script)
+        .args([issuer.as_str(), "alice", crate::helpers::PASSWORD, &admin])
+        .output()
+        .await
+        .expect("node runs (scripts/test.sh checks for it)");
+    assert!(
+        out.status.success(),
+        "oauth4webapi could not complete the DPoP flows:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["login_token_type"], "dpop", "{summary}");
+    assert_eq!(summary["refreshed_token_type"], "dpop");
+    assert_eq!(
+        summary["refresh_token_parts"], 4,
+        "the refresh token is bound"
+    );
+    assert_eq!(summary["admin_token_type"], "dpop");
+    assert_eq!(summary["admin_keys_status"], 200);
+    let cnf = |token: &str| -> Value {
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        claims["cnf"]["jkt"].clone()
+    };
+    let first = cnf(summary["login_access_token"].as_str().unwrap());
+    assert!(first.is_string(), "{summary}");
+    assert_eq!(
+        cnf(summary["refreshed_access_token"].as_str().unwrap()),
+        first
+    );
+}
