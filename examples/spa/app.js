@@ -8,11 +8,19 @@
 // the browser ask tessera's CORS policy first). The access token is kept in
 // a variable, never in storage; the PKCE verifier, state and nonce stay in
 // sessionStorage only between the redirect to tessera and the way back.
+//
+// DPoP (RFC 9449): each page load makes a non-extractable ECDSA P-256 key
+// and sends a proof signed by it with every token request, userinfo and API
+// call, so the access tokens are bound to that key: a copied access token
+// is useless without it, and script cannot read the key. (The refresh token
+// stays in its cookie, unbound, so a reload, with a new key, can refresh.)
 "use strict";
 
 let config = null;       // {issuer, client_id, redirect_uri, scope, api}
 let accessToken = null;  // in memory only
 let refreshTimer = null;
+let dpopKey = null;      // CryptoKeyPair; the private key is not extractable
+let dpopNonce = null;    // the server's, when it sends one
 const PENDING = "tessera-sign-in";
 
 const $ = (id) => document.getElementById(id);
@@ -29,8 +37,40 @@ function b64url(bytes) {
 }
 const random = (n) => b64url(crypto.getRandomValues(new Uint8Array(n)));
 
+const json64 = (value) => b64url(new TextEncoder().encode(JSON.stringify(value)));
+
+// A DPoP proof for `method url` (with the hash of `token` when one is
+// sent): a JWT whose header carries the public key.
+async function dpopProof(method, url, token) {
+  const { kty, crv, x, y } = await crypto.subtle.exportKey("jwk", dpopKey.publicKey);
+  const claims = { jti: random(16), htm: method, htu: url, iat: Math.floor(Date.now() / 1000) };
+  if (token) {
+    const hash = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(token));
+    claims.ath = b64url(new Uint8Array(hash));
+  }
+  if (dpopNonce) claims.nonce = dpopNonce;
+  const input = json64({ typ: "dpop+jwt", alg: "ES256", jwk: { kty, crv, x, y } }) + "." + json64(claims);
+  const signature = await crypto.subtle.sign(
+    { name: "ECDSA", hash: "SHA-256" }, dpopKey.privateKey, new TextEncoder().encode(input));
+  return input + "." + b64url(new Uint8Array(signature));  // r || s, as JWS wants
+}
+
+// fetch() with a fresh proof, once more with the server's nonce if it asks.
+async function withDpop(url, init, token) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = { ...init.headers, DPoP: await dpopProof(init.method || "GET", url, token) };
+    if (token) headers.Authorization = "DPoP " + token;
+    const response = await fetch(url, { ...init, headers });
+    dpopNonce = response.headers.get("DPoP-Nonce") || dpopNonce;
+    const askedForNonce = response.status === 401
+      ? (response.headers.get("WWW-Authenticate") || "").includes("use_dpop_nonce")
+      : response.status === 400 && (await response.clone().json().catch(() => ({}))).error === "use_dpop_nonce";
+    if (!askedForNonce || attempt > 0) return response;
+  }
+}
+
 async function tessera(path, fields) {
-  const response = await fetch(config.issuer + path, {
+  const init = {
     method: "POST",
     credentials: "include",
     headers: {
@@ -38,7 +78,9 @@ async function tessera(path, fields) {
       "X-Tessera-CSRF": "1",
     },
     body: new URLSearchParams({ client_id: config.client_id, ...fields }),
-  });
+  };
+  const url = config.issuer + path;
+  const response = path === "/oauth/token" ? await withDpop(url, init) : await fetch(url, init);
   const text = await response.text();
   return { ok: response.ok, status: response.status, body: text ? JSON.parse(text) : null };
 }
@@ -96,11 +138,9 @@ async function signedIn(params) {
   const claims = JSON.parse(atob(payload));
   if (claims.nonce !== pending.nonce) return show("sign-in failed", "the nonce does not match");
   accepted(r.body);
-  const info = await (await fetch(config.issuer + "/oauth/userinfo", {
-    headers: { Authorization: "Bearer " + accessToken },
-  })).json();
+  const info = await (await withDpop(config.issuer + "/oauth/userinfo", {}, accessToken)).json();
   $("user").textContent = info.preferred_username || info.sub;
-  show("logged in", { sub: info.sub, amr: claims.amr, scope: r.body.scope });
+  show("logged in", { sub: info.sub, amr: claims.amr, scope: r.body.scope, token_type: r.body.token_type });
 }
 
 async function refresh() {
@@ -110,14 +150,12 @@ async function refresh() {
     return show("refresh failed", r.body);
   }
   accepted(r.body);
-  show("refreshed", { expires_in: r.body.expires_in });
+  show("refreshed", { expires_in: r.body.expires_in, token_type: r.body.token_type });
 }
 
 async function callApi() {
   if (!accessToken) return show("not logged in");
-  const response = await fetch(config.api, {
-    headers: { Authorization: "Bearer " + accessToken },
-  });
+  const response = await withDpop(new URL(config.api, location.href).href, {}, accessToken);
   show(response.ok ? "api ok" : "api refused", await response.json());
 }
 
@@ -131,6 +169,7 @@ async function logout() {
 
 async function start() {
   config = await (await fetch("spa-config.json")).json();
+  dpopKey = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign"]);
   $("sign-in").addEventListener("click", signIn);
   $("refresh").addEventListener("click", refresh);
   $("call-api").addEventListener("click", callApi);

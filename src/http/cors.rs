@@ -80,7 +80,7 @@ pub async fn cors(
             );
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("content-type, x-tessera-csrf, authorization"),
+                HeaderValue::from_static("content-type, x-tessera-csrf, authorization, dpop"),
             );
             h.insert(
                 header::ACCESS_CONTROL_MAX_AGE,
@@ -110,6 +110,11 @@ fn add_headers(res: &mut actix_web::HttpResponse, origin: Option<&str>) {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
             HeaderValue::from_static("true"),
+        );
+        // DPoP clients read the server nonce (RFC 9449 §8).
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("dpop-nonce, www-authenticate"),
         );
     }
 }

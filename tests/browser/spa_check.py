@@ -105,6 +105,8 @@ try:
     status_is("logged in")
     assert driver.find_element(By.ID, "user").text == username
     assert "code=" not in driver.current_url, "the code left the address bar"
+    assert '"token_type": "DPoP"' in driver.find_element(By.ID, "result").text, "the access token is DPoP-bound"
+    print("ok: the access token is bound to the page's non-extractable DPoP key")
     screenshot("spa.png")
 
     cookies = driver.execute_script("return document.cookie")
@@ -118,6 +120,7 @@ try:
 
     click("refresh")
     status_is("refreshed")
+    assert '"token_type": "DPoP"' in driver.find_element(By.ID, "result").text
     click("call-api")
     status_is("api ok")
 
