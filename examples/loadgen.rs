@@ -20,7 +20,10 @@
 //!   (`USERNAME`/`PASSWORD`, public client `PUBLIC_CLIENT_ID`), then rotates
 //!   its own refresh-token chain: every request is a real rotation. A failed
 //!   rotation breaks the chain: it counts as an error and the worker logs in
-//!   again (not measured), so the run goes on.
+//!   again (not measured), so the run goes on. With `--dpop` every login and
+//!   rotation carries a fresh DPoP proof by the worker's own P-256 key
+//!   (`htu` `BASE_URL/oauth/token`, which must be tessera's issuer URL), so
+//!   the chain is DPoP-bound and each rotation checks a proof.
 //! - `introspect`: `--tokens` access tokens (default 4) are obtained with
 //!   client_credentials first; then each worker `POST`s `/oauth/introspect`
 //!   (`token=…`) with the confidential client in HTTP Basic, cycling through
@@ -117,6 +120,9 @@ struct Args {
     /// Runtime threads; 1 keeps the generator on one core.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     threads: usize,
+    /// `refresh`: send DPoP proofs (RFC 9449); the tokens are bound.
+    #[arg(long)]
+    dpop: bool,
     /// Distinct access tokens for `introspect` and `verify`.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKENS, value_parser = at_least_one)]
     tokens: usize,
@@ -418,10 +424,57 @@ fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
 }
 
+/// A worker's DPoP key and the parts of its proofs made once.
+struct Dpop {
+    key: tessera::keys::signing::SigningKeyPair,
+    /// base64url of the proof header (`typ`, `alg`, the public `jwk`).
+    header: String,
+    htu: String,
+}
+
+impl Dpop {
+    fn new(htu: String) -> Dpop {
+        let key = tessera::keys::signing::SigningKeyPair::generate();
+        let jwk = key.public_jwk();
+        let header = serde_json::json!({
+            "typ": "dpop+jwt", "alg": "ES256",
+            "jwk": { "kty": "EC", "crv": "P-256", "x": jwk.x, "y": jwk.y },
+        });
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header.to_string());
+        Dpop { key, header, htu }
+    }
+
+    /// A fresh proof for `POST htu`.
+    fn proof(&self) -> HeaderValue {
+        let claims = serde_json::json!({
+            "jti": uuid::Uuid::new_v4().to_string(), "htm": "POST", "htu": self.htu,
+            "iat": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        });
+        let input = format!(
+            "{}.{}",
+            self.header,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = self
+            .key
+            .sign(input.as_bytes())
+            .expect("an in-process key signs");
+        HeaderValue::try_from(format!("{input}.{signature}")).expect("base64url is a header value")
+    }
+}
+
+/// `request` with a fresh DPoP proof, if the worker has a key.
+fn with_proof(mut request: Request<Full<Bytes>>, dpop: Option<&Dpop>) -> Request<Full<Bytes>> {
+    if let Some(d) = dpop {
+        request.headers_mut().insert("dpop", d.proof());
+    }
+    request
+}
+
 /// Logs in with the password grant; returns the refresh token.
-async fn login(conn: &mut Conn, request: &Template) -> Result<String, String> {
+async fn login(conn: &mut Conn, request: &Template, dpop: Option<&Dpop>) -> Result<String, String> {
     let status = conn
-        .send(|| request.request())
+        .send(|| with_proof(request.request(), dpop))
         .await
         .map_err(|e| format!("login: {}", chain(&*e)))?;
     if status != 200 {
@@ -447,17 +500,23 @@ fn refresh_body(plan: &Plan, refresh_token: &str, buf: &mut BytesMut) -> Bytes {
 struct Ready {
     conn: Conn,
     refresh_token: String,
+    dpop: Option<Dpop>,
 }
 
 /// Before the clock starts: connect, and for `refresh` log in (Argon2id-bound,
 /// so the logins of many workers take a while; they are not measured).
-async fn prepare(addr: SocketAddr, login_request: Option<Template>) -> Result<Ready, String> {
+async fn prepare(
+    addr: SocketAddr,
+    login_request: Option<Template>,
+    dpop_htu: Option<String>,
+) -> Result<Ready, String> {
     let mut conn = Conn::new(addr);
     let mut refresh_token = String::new();
+    let dpop = dpop_htu.map(Dpop::new);
     if let Some(request) = login_request {
         let mut tries = 0;
         loop {
-            match login(&mut conn, &request).await {
+            match login(&mut conn, &request, dpop.as_ref()).await {
                 Ok(t) => {
                     refresh_token = t;
                     break;
@@ -477,6 +536,7 @@ async fn prepare(addr: SocketAddr, login_request: Option<Template>) -> Result<Re
     Ok(Ready {
         conn,
         refresh_token,
+        dpop,
     })
 }
 
@@ -488,7 +548,9 @@ async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
     let Ready {
         mut conn,
         mut refresh_token,
+        dpop,
     } = ready;
+    let dpop = dpop.as_ref();
     let mut refresh_buf = BytesMut::with_capacity(1024);
     // Worker `id` takes requests id, id + n, id + 2n, … of the fixed set
     // (n workers), so together they cycle through all of it.
@@ -502,7 +564,8 @@ async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
         let measured = t0 >= plan.measure_from;
         let sent = if plan.mode == Mode::Refresh {
             let body = refresh_body(&plan, &refresh_token, &mut refresh_buf);
-            conn.send(|| plan.refresh.with_body(body.clone())).await
+            conn.send(|| with_proof(plan.refresh.with_body(body.clone()), dpop))
+                .await
         } else {
             next_fixed %= plan.fixed.len();
             let t = &plan.fixed[next_fixed];
@@ -515,7 +578,7 @@ async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
                 out.error("io".into(), || format!("I/O: {}", chain(&*e)), measured);
                 if plan.mode == Mode::Refresh {
                     // The rotation may or may not have happened: the chain is lost.
-                    relogin(&mut conn, &plan, &mut refresh_token, &mut out).await;
+                    relogin(&mut conn, &plan, &mut refresh_token, &mut out, dpop).await;
                 } else {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -558,18 +621,24 @@ async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
         let body = snippet(conn.body());
         out.error(kind, || format!("HTTP {status}: {body}"), measured);
         if plan.mode == Mode::Refresh {
-            relogin(&mut conn, &plan, &mut refresh_token, &mut out).await;
+            relogin(&mut conn, &plan, &mut refresh_token, &mut out, dpop).await;
         }
     }
     out
 }
 
 /// A broken refresh chain: log in again (not measured) until it works or time is up.
-async fn relogin(conn: &mut Conn, plan: &Plan, refresh_token: &mut String, out: &mut Outcome) {
+async fn relogin(
+    conn: &mut Conn,
+    plan: &Plan,
+    refresh_token: &mut String,
+    out: &mut Outcome,
+    dpop: Option<&Dpop>,
+) {
     let Some(request) = &plan.login else { return };
     while Instant::now() < plan.end {
         out.relogins += 1;
-        match login(conn, request).await {
+        match login(conn, request, dpop).await {
             Ok(t) => {
                 *refresh_token = t;
                 return;
@@ -705,8 +774,10 @@ async fn run(args: Args) -> Result<bool, String> {
     // Connections (and refresh logins) first; the clock starts once every
     // worker is ready.
     let addr = rs.as_ref().map_or(target.addr, |rs| rs.addr);
+    let dpop_htu = (args.dpop && args.mode == Mode::Refresh)
+        .then(|| format!("{}/oauth/token", args.base_url.trim_end_matches('/')));
     let preparing: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(prepare(addr, login.clone())))
+        .map(|_| tokio::spawn(prepare(addr, login.clone(), dpop_htu.clone())))
         .collect();
     let mut ready = Vec::with_capacity(args.concurrency);
     for p in preparing {
