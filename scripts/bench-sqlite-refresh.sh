@@ -6,6 +6,9 @@
 #   cargo build --release --bin tessera --example loadgen
 #   scripts/bench-sqlite-refresh.sh DIR [CONCURRENCY=8] [SECONDS=10] [TESSERA_BIN]
 #
+# LOADGEN_FLAGS passes further loadgen options (e.g. --dpop: every rotation
+# carries a DPoP proof and the chains are DPoP-bound).
+#
 # DIR is emptied first; put it on the disk you want to measure (or /dev/shm
 # to take the disk out). Prints loadgen's summary line and the WAL's size.
 set -euo pipefail
@@ -24,5 +27,5 @@ TESSERA_LOG_LEVEL=warn TESSERA_TOKEN_RATE_LIMIT=off taskset -c 1 "$BIN" serve --
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
-taskset -c 0 "$LOADGEN" refresh "http://127.0.0.1:$PORT" "$CONC" "$SECS" --warmup 3 | grep '^mode='
+taskset -c 0 "$LOADGEN" refresh "http://127.0.0.1:$PORT" "$CONC" "$SECS" --warmup 3 ${LOADGEN_FLAGS:-} | grep '^mode='
 echo "wal_bytes=$(stat -c %s "$DIR/t.db-wal" 2>/dev/null || echo 0)"

@@ -237,6 +237,36 @@ async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_toke
         .await;
     app.add_user("alice").await;
 
+    // A resource server with the verify library's extractor, as
+    // examples/resource_server.rs has it.
+    let rs_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rs_url = format!(
+        "http://127.0.0.1:{}",
+        rs_listener.local_addr().unwrap().port()
+    );
+    let verifier = actix_web::web::Data::new(
+        Verifier::builder(issuer.as_str(), crate::helpers::AUD)
+            .jwks_url(format!("{issuer}/.well-known/jwks.json"))
+            .dpop_base_url(rs_url.as_str())
+            .build()
+            .unwrap(),
+    );
+    let rs = actix_web::HttpServer::new(move || {
+        actix_web::App::new().app_data(verifier.clone()).route(
+            "/me",
+            actix_web::web::get().to(|user: tessera::verify::Authenticated| async move {
+                actix_web::HttpResponse::Ok().json(json!({ "sub": user.claims().sub }))
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(rs_listener)
+    .unwrap()
+    .run();
+    let rs_handle = rs.handle();
+    tokio::spawn(rs);
+
     // Next to its node_modules, where ESM resolution finds the library.
     let script = modules.parent().unwrap().join("dpop_client.mjs");
     std::fs::copy(
@@ -246,10 +276,17 @@ async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_toke
     .unwrap();
     let out = tokio::process::Command::new("node")
         .arg(&script)
-        .args([issuer.as_str(), "alice", crate::helpers::PASSWORD, &admin])
+        .args([
+            issuer.as_str(),
+            "alice",
+            crate::helpers::PASSWORD,
+            &admin,
+            &rs_url,
+        ])
         .output()
         .await
         .expect("node runs (scripts/test.sh checks for it)");
+    rs_handle.stop(false).await;
     assert!(
         out.status.success(),
         "oauth4webapi could not complete the DPoP flows:\n{}",
@@ -264,6 +301,8 @@ async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_toke
     );
     assert_eq!(summary["admin_token_type"], "dpop");
     assert_eq!(summary["admin_keys_status"], 200);
+    assert_eq!(summary["rs_status"], 200, "{summary}");
+    assert!(summary["rs_sub"].is_string(), "{summary}");
     let cnf = |token: &str| -> Value {
         let payload = token.split('.').nth(1).unwrap();
         let claims: Value = serde_json::from_slice(

@@ -4,13 +4,13 @@
 // client_credentials token used at the admin API with its proof. Server
 // nonces are on, so the library's use_dpop_nonce retry is exercised too.
 //
-// Usage: node dpop_client.mjs ISSUER USER PASSWORD ADMIN_SECRET, from a
+// Usage: node dpop_client.mjs ISSUER USER PASSWORD ADMIN_SECRET RS_URL, from a
 // directory whose node_modules holds oauth4webapi (tests/api/interop.rs
 // copies it next to what scripts/test.sh installs).
 // Prints a JSON summary on stdout.
 import * as oauth from 'oauth4webapi'
 
-const [issuer, user, password, adminSecret] = process.argv.slice(2)
+const [issuer, user, password, adminSecret, rsUrl] = process.argv.slice(2)
 const insecure = { [oauth.allowInsecureRequests]: true }
 
 // Retries once when the server asks for a (new) nonce: the DPoP handle
@@ -43,6 +43,12 @@ const refreshed = await withNonce(
   (res) => oauth.processRefreshTokenResponse(as, spa, res),
 )
 
+// The user's bound token at a resource server that uses the verify library.
+const meRequest = () => oauth.protectedResourceRequest(refreshed.access_token, 'GET',
+  new URL(`${rsUrl}/me`), new Headers(), null, { DPoP, ...insecure })
+const me = await meRequest()
+const meBody = await me.json()
+
 const admin = { client_id: 'admin' }
 const adminKey = await oauth.generateKeyPair('ES256')
 const adminDPoP = oauth.DPoP(admin, adminKey)
@@ -72,4 +78,6 @@ console.log(JSON.stringify({
   refreshed_access_token: refreshed.access_token,
   admin_token_type: adminToken.token_type,
   admin_keys_status: keys.status,
+  rs_status: me.status,
+  rs_sub: meBody.sub,
 }))
