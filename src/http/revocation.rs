@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::AppState;
 use super::errors::no_store;
-use super::token::{ClientForm, browser_facts, client_ip, dpop_header, presented, refresh_cookie};
+use super::token::{ClientForm, browser_facts, client_ip, presented, refresh_cookie};
 use crate::auth::network;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request};
 use crate::tokens::Presented;
@@ -45,7 +45,7 @@ pub async fn revoke(
 /// token is revoked (or logged out) only with a proof by its key.
 fn dpop_key(req: &HttpRequest, state: &AppState) -> Result<Option<String>, OAuthError> {
     let refused = |why: String| OAuthError::new(ErrorCode::InvalidDpopProof, why);
-    match dpop_header(req) {
+    match crate::verify::dpop_header(req) {
         None => Ok(None),
         Some(Err(why)) => Err(refused(why.to_owned())),
         Some(Ok(proof)) => state

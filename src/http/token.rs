@@ -40,7 +40,7 @@ pub async fn token(
         .map(str::to_owned);
     presented.ip = client_ip(&req);
     browser_facts(&req, &mut presented);
-    presented.dpop = dpop_header(&req);
+    presented.dpop = crate::verify::dpop_header(&req);
     let now = state.clock.now();
     // RFC 9449 §8: with nonces on, every answer carries the current one.
     let nonce = state.token_endpoint.dpop_nonce(now);
@@ -145,20 +145,6 @@ pub(super) fn browser_facts(req: &HttpRequest, presented: &mut Presented) {
         .headers()
         .get("x-tessera-csrf")
         .is_some_and(|v| v.as_bytes() == b"1");
-}
-
-/// The `DPoP` proof header: at most one (RFC 9449 §4.3), ASCII.
-pub(super) fn dpop_header(req: &HttpRequest) -> Option<Result<String, &'static str>> {
-    let mut values = req.headers().get_all("dpop");
-    match (values.next(), values.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => Some(Err("only one DPoP proof header is allowed")),
-        (Some(v), None) => Some(
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| "the DPoP header is not ASCII"),
-        ),
-    }
 }
 
 /// Reads an `application/x-www-form-urlencoded` body into parameters:

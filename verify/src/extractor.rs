@@ -142,17 +142,27 @@ fn dpop(req: &HttpRequest) -> Option<Result<(String, String), BearerError>> {
     if token.is_empty() {
         return Some(Err(BearerError::Missing));
     }
-    let mut proofs = req.headers().get_all("dpop");
-    let proof = match (proofs.next(), proofs.next()) {
-        (Some(p), None) => p.to_str().map_err(|_| "the DPoP header is not ASCII"),
-        (None, _) => Err("a DPoP proof header is required"),
-        (Some(_), Some(_)) => Err("only one DPoP proof header is allowed"),
-    };
+    let proof = dpop_header(req).unwrap_or(Err("a DPoP proof header is required"));
     Some(
         proof
-            .map(|p| (token.to_owned(), p.to_owned()))
+            .map(|p| (token.to_owned(), p))
             .map_err(|e| BearerError::InvalidDpopProof(e.to_owned())),
     )
+}
+
+/// The request's `DPoP` proof header, if it sent one: at most one
+/// (RFC 9449 §4.3), ASCII; the error says which rule the header broke.
+pub fn dpop_header(req: &HttpRequest) -> Option<Result<String, &'static str>> {
+    let mut values = req.headers().get_all("dpop");
+    match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => Some(Err("only one DPoP proof header is allowed")),
+        (Some(v), None) => Some(
+            v.to_str()
+                .map(str::to_owned)
+                .map_err(|_| "the DPoP header is not ASCII"),
+        ),
+    }
 }
 
 /// The absolute URL the client addressed: the verifier's public base URL

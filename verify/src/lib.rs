@@ -63,7 +63,7 @@ use std::time::Duration;
 pub use claims::{AccessClaims, Audience, Confirmation};
 pub use error::{ConfigError, FeedError, KeyError};
 #[cfg(feature = "actix")]
-pub use extractor::{Authenticated, BearerError, authenticate, bearer};
+pub use extractor::{Authenticated, BearerError, authenticate, bearer, dpop_header};
 pub use jwks::VerifyingKey;
 pub use revocations::{FeedEntry, FeedPage, RevocationKind, RevocationSet};
 
