@@ -121,6 +121,8 @@ fn request() -> TokenRequest {
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
         jkt: None,
+        act: None,
+        expires_at: None,
     }
 }
 

@@ -47,6 +47,8 @@ fn request(aud: &str) -> TokenRequest {
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
         jkt: None,
+        act: None,
+        expires_at: None,
     }
 }
 

@@ -64,6 +64,7 @@ async fn main() -> Result<(), Error> {
                 resource_server: false,
                 on_binding_change: BindingPolicy::Audit,
                 require_dpop: false,
+                exchange_audiences: vec![],
             },
             now,
         )
@@ -86,6 +87,7 @@ async fn main() -> Result<(), Error> {
                     network_prefix: None,
                     user_agent_summary: None,
                     credential_version: 0,
+                    upstream_issuer: None,
                 },
                 &secret,
             )

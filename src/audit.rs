@@ -433,6 +433,23 @@ pub enum Action {
     /// The audit chain switched to a new chain-key version (the first row
     /// linked under it; `detail.version`).
     AuditChainKeyRolled,
+    /// RFC 8693: a client exchanged a user's access token for one with a
+    /// narrower audience, acting for the user (`detail`: audience, scope,
+    /// the subject token's client and jti, the actor chain).
+    TokenExchanged,
+    /// A token exchange was refused (`detail.reason`, the kind of exchange,
+    /// the upstream issuer if any).
+    TokenExchangeRefused,
+    /// An upstream issuer's ID token or JWT opened a session (`detail`:
+    /// issuer, upstream sub, client, whether the user was created).
+    UpstreamLogin,
+    /// A trusted upstream issuer was registered.
+    IssuerAdded,
+    /// A trusted upstream issuer was disabled (its sessions revoked) or
+    /// enabled again (`detail.disabled`).
+    IssuerChanged,
+    /// A user was linked to an identity at an upstream issuer.
+    UserLinked,
 }
 
 impl Action {
@@ -470,6 +487,12 @@ impl Action {
             Action::DpopProofRefused => "dpop_proof_refused",
             Action::MasterKeyRewrapped => "master_key_rewrapped",
             Action::AuditChainKeyRolled => "audit_chain_key_rolled",
+            Action::TokenExchanged => "token_exchanged",
+            Action::TokenExchangeRefused => "token_exchange_refused",
+            Action::UpstreamLogin => "upstream_login",
+            Action::IssuerAdded => "issuer_added",
+            Action::IssuerChanged => "issuer_changed",
+            Action::UserLinked => "user_linked",
         }
     }
 

@@ -28,6 +28,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod digest;
 #[cfg(feature = "server")]
+pub mod federation;
+#[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]
 pub mod keys;

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Access tokens issued, by grant type.
     pub tokens_issued: IntCounterVec,
+    /// Token exchanges (RFC 8693), by kind (`on_behalf_of`, `upstream`)
+    /// and outcome (`issued`, `refused`).
+    pub token_exchanges: IntCounterVec,
     /// Refresh tokens rotated (successful refresh grants).
     pub refresh_rotations: IntCounter,
     /// Refresh-token replays detected (each revoked a session).
@@ -112,6 +115,12 @@ impl Metrics {
                 "tokens_issued_total",
                 "Access tokens issued, by grant type.",
                 &["grant"],
+            ),
+            token_exchanges: counter_vec(
+                &registry,
+                "token_exchanges_total",
+                "Token exchanges (RFC 8693), by kind and outcome.",
+                &["kind", "outcome"],
             ),
             refresh_rotations: counter(
                 &registry,

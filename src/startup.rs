@@ -110,12 +110,13 @@ impl Application {
             .dpop(dpop_options.clone(), Some(nonce_key()))
             .build()
             .context("building the token verifier")?;
+        let verifier = Arc::new(verifier);
         let refresh_tokens = crate::tokens::refresh::RefreshTokens::new(&master_key);
         let revoker = Arc::new(Revoker::new(
             store.clone(),
             cache.clone(),
             refresh_tokens.clone(),
-            verifier,
+            verifier.clone(),
             auditor.clone(),
             config.issuer.clone(),
             access_ttl,
@@ -126,6 +127,13 @@ impl Application {
             auditor.clone(),
             Some(cache.clone()),
             Some(clients.clone()),
+            config.issuer.clone(),
+            access_ttl,
+        ));
+        let issuers = Arc::new(crate::federation::issuers::Issuers::new(
+            store.clone(),
+            auditor.clone(),
+            Some(cache.clone()),
             config.issuer.clone(),
             access_ttl,
         ));
@@ -175,6 +183,11 @@ impl Application {
             rate_limit: RateLimiter::new(config.token_rate_limit),
             dpop: crate::verify::dpop::DpopValidator::new(dpop_options, Some(nonce_key())),
             token_url: format!("{}/oauth/token", config.issuer.trim_end_matches('/')),
+            own_tokens: verifier,
+            upstream: Arc::new(crate::federation::upstream::UpstreamVerifier::new(
+                crate::federation::jwks::JwksCache::new(Default::default()),
+            )),
+            issuer: config.issuer.clone(),
         }));
         let origins = Arc::new(AllowedOrigins::default());
         origins.refresh(store.as_ref()).await?;
@@ -203,6 +216,7 @@ impl Application {
             clients,
             revoker,
             accounts,
+            issuers,
             auditor,
             origins,
             introspection_limit,

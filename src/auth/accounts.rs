@@ -84,6 +84,10 @@ pub struct ClientSpec {
     /// Gets no token without a DPoP proof (RFC 9449).
     #[serde(default)]
     pub require_dpop: bool,
+    /// Audiences it may exchange a user's access token for (RFC 8693,
+    /// grant `token-exchange`; confidential clients only).
+    #[serde(default)]
+    pub exchange_audiences: Vec<String>,
 }
 
 /// RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -120,12 +124,17 @@ fn origin(value: &str) -> Result<String, AccountError> {
 }
 
 /// The grants a client may be registered for.
-pub const GRANTS: [&str; 4] = [
+pub const GRANTS: [&str; 5] = [
     "authorization_code",
     "refresh_token",
     "client_credentials",
     "password",
+    TOKEN_EXCHANGE,
 ];
+
+/// The registered name of the RFC 8693 grant
+/// (`urn:ietf:params:oauth:grant-type:token-exchange` on the wire).
+pub const TOKEN_EXCHANGE: &str = "token-exchange";
 
 /// A redirect URI as registered: absolute, https (http only on loopback
 /// hosts, RFC 8252 §7.3), no fragment (RFC 6749 §3.1.2) and no user info.
@@ -187,22 +196,16 @@ impl ClientSpec {
         if self.admin && !scopes.iter().any(|s| s == ADMIN_SCOPE) {
             scopes.push(ADMIN_SCOPE.to_owned());
         }
-        let mut audiences: Vec<String> = Vec::new();
-        for a in &self.audiences {
-            if a.is_empty()
-                || a.len() > 512
-                || a.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(invalid(format!(
-                    "audience {a:?}: 1–512 characters without spaces or control characters"
-                )));
-            }
-            if !audiences.contains(a) {
-                audiences.push(a.clone());
-            }
-        }
+        let mut audiences = audience_list(&self.audiences, "audience")?;
+        let exchange_audiences = audience_list(&self.exchange_audiences, "exchange audience")?;
         let mut grants: Vec<String> = Vec::new();
         for g in &self.grants {
+            // The admin API may name the grant as it is sent on the wire.
+            let g = &if g == crate::tokens::grant::GrantType::TokenExchange.as_str() {
+                TOKEN_EXCHANGE.to_owned()
+            } else {
+                g.clone()
+            };
             if !GRANTS.contains(&g.as_str()) {
                 return Err(invalid(format!(
                     "grant {g:?}: one of {}",
@@ -231,6 +234,19 @@ impl ClientSpec {
             return Err(invalid(
                 "an admin client (--admin) must be confidential with client_credentials as its only grant"
                     .into(),
+            ));
+        }
+        let exchanges = grants.iter().any(|g| g == TOKEN_EXCHANGE);
+        if !exchange_audiences.is_empty() && !exchanges {
+            return Err(invalid(
+                "exchange audiences (--exchange-audience) are for the token-exchange grant: add --grant token-exchange".into(),
+            ));
+        }
+        // The exchanged token names the caller as its actor (`act`): only
+        // an authenticated client can be one.
+        if !exchange_audiences.is_empty() && !self.confidential {
+            return Err(invalid(
+                "exchanging a user's token for another audience (--exchange-audience) needs a confidential client: the new token names it as the actor".into(),
             ));
         }
         if self.resource_server && !self.confidential {
@@ -300,8 +316,26 @@ impl ClientSpec {
             resource_server: self.resource_server,
             on_binding_change,
             require_dpop: self.require_dpop,
+            exchange_audiences,
         })
     }
+}
+
+/// Audiences as registered: 1–512 characters without spaces or control
+/// characters, duplicates dropped; `what` names the option in errors.
+fn audience_list(list: &[String], what: &str) -> Result<Vec<String>, AccountError> {
+    let mut audiences: Vec<String> = Vec::new();
+    for a in list {
+        if a.is_empty() || a.len() > 512 || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(AccountError::Invalid(format!(
+                "{what} {a:?}: 1–512 characters without spaces or control characters"
+            )));
+        }
+        if !audiences.contains(a) {
+            audiences.push(a.clone());
+        }
+    }
+    Ok(audiences)
 }
 
 /// A user just created.

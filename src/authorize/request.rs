@@ -325,6 +325,7 @@ mod tests {
             resource_server: false,
             on_binding_change: crate::store::BindingPolicy::Audit,
             require_dpop: false,
+            exchange_audiences: vec![],
             disabled: false,
             created_at: 0,
         })

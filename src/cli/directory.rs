@@ -49,6 +49,23 @@ pub enum UserCommand {
         /// Login name.
         username: String,
     },
+    /// Link the user to their account at a trusted upstream issuer: that
+    /// issuer's tokens for SUBJECT then open sessions for this user.
+    Link {
+        /// Login name.
+        username: String,
+        /// The issuer's `iss` (tessera issuer list).
+        #[arg(long)]
+        issuer: String,
+        /// The user's `sub` at the issuer.
+        #[arg(long)]
+        subject: String,
+    },
+    /// Show the user's accounts at upstream issuers.
+    Links {
+        /// Login name.
+        username: String,
+    },
 }
 
 /// `tessera client …`
@@ -117,6 +134,10 @@ pub struct ClientAdd {
     /// No token without a DPoP proof (RFC 9449): tokens bound to a key the client holds.
     #[arg(long)]
     pub require_dpop: bool,
+    /// An audience the client may exchange a user's access token for
+    /// (repeatable; RFC 8693, with --grant token-exchange; confidential only).
+    #[arg(long = "exchange-audience", value_name = "AUDIENCE")]
+    pub exchange_audiences: Vec<String>,
 }
 
 pub use crate::auth::accounts::ADMIN_SCOPE;
@@ -192,6 +213,30 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
             store.close().await;
             println!("{}", done?);
         }
+        UserCommand::Link {
+            username,
+            issuer,
+            subject,
+        } => {
+            let (issuers, store) = super::federation::issuers(config).await?;
+            let done = issuers
+                .link(ACTOR, &username, &issuer, &subject, now())
+                .await;
+            store.close().await;
+            let link = done?;
+            println!(
+                "user {username} linked to {} at {}",
+                link.subject, link.issuer
+            );
+        }
+        UserCommand::Links { username } => {
+            let (issuers, store) = super::federation::issuers(config).await?;
+            let links = issuers.links(&username).await;
+            store.close().await;
+            for link in links? {
+                println!("{} {}", link.issuer, link.subject);
+            }
+        }
     }
     Ok(())
 }
@@ -233,6 +278,7 @@ impl ClientAdd {
             resource_server: self.resource_server,
             on_binding_change: crate::store::BindingPolicy::parse(&self.on_binding_change),
             require_dpop: self.require_dpop,
+            exchange_audiences: self.exchange_audiences.clone(),
         }
     }
 }
@@ -294,5 +340,6 @@ fn print_client(c: &crate::store::Client) {
     println!("resource_server={}", c.resource_server);
     println!("on_binding_change={}", c.on_binding_change.as_str());
     println!("require_dpop={}", c.require_dpop);
+    println!("exchange_audiences={}", c.exchange_audiences.join(" "));
     println!("disabled={}", c.disabled);
 }

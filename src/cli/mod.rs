@@ -1,6 +1,7 @@
 //! The `tessera` command line.
 
 mod directory;
+mod federation;
 
 pub use directory::{ADMIN_SCOPE, ClientAdd, ClientCommand, UserCommand};
 
@@ -52,6 +53,9 @@ pub enum Command {
     /// Manage audiences (resource servers).
     #[command(subcommand)]
     Audience(AudienceCommand),
+    /// Manage trusted upstream identity providers (token exchange).
+    #[command(subcommand)]
+    Issuer(federation::IssuerCommand),
     /// Inspect the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -138,6 +142,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::User(cmd) => directory::user(cmd, &config).await,
         Command::Client(cmd) => directory::client(cmd, &config).await,
         Command::Keys(cmd) => keys(cmd, &config).await,
+        Command::Issuer(cmd) => federation::issuer(cmd, &config).await,
         Command::Audience(AudienceCommand::Add {
             audience,
             encrypt_to,

@@ -17,6 +17,7 @@
 //! | `DELETE /tokens/{jti}` | revoke one access token |
 //! | `GET /keys`, `POST /keys/rotate` | signing keys |
 //! | `GET /audit?after=SEQ&limit=N` | the audit log, in order |
+//! | `/issuers`, `/users/{username}/links` | trusted upstream issuers ([`federation`]) |
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -24,6 +25,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
+
+pub(crate) mod federation;
 
 use super::AppState;
 use super::errors::AdminError;
@@ -347,6 +350,7 @@ pub(crate) struct ClientView {
     resource_server: bool,
     on_binding_change: crate::store::BindingPolicy,
     require_dpop: bool,
+    exchange_audiences: Vec<String>,
     disabled: bool,
     created_at: i64,
 }
@@ -366,6 +370,7 @@ impl From<crate::store::Client> for ClientView {
             resource_server: c.resource_server,
             on_binding_change: c.on_binding_change,
             require_dpop: c.require_dpop,
+            exchange_audiences: c.exchange_audiences,
             disabled: c.disabled,
             created_at: c.created_at,
         }

@@ -18,14 +18,6 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .body(state.keys.jwks().to_vec())
 }
 
-/// The grants the token endpoint serves.
-const GRANTS: [&str; 4] = [
-    "authorization_code",
-    "refresh_token",
-    "client_credentials",
-    "password",
-];
-
 /// RFC 8414 metadata; OpenID Connect discovery adds its members to it.
 fn server_metadata(issuer: &str) -> serde_json::Value {
     let base = issuer.trim_end_matches('/');
@@ -39,7 +31,7 @@ fn server_metadata(issuer: &str) -> serde_json::Value {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "grant_types_supported": GRANTS,
+        "grant_types_supported": crate::tokens::grant::GrantType::ALL.map(|g| g.as_str()),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

@@ -81,6 +81,8 @@ pub struct AppState {
     pub revoker: Arc<Revoker>,
     /// Users and clients (the admin API).
     pub accounts: Arc<Accounts>,
+    /// Trusted upstream issuers and users' links to them (the admin API).
+    pub issuers: Arc<crate::federation::issuers::Issuers>,
     /// The audit trail.
     pub auditor: Auditor,
     /// Browser origins registered for clients (CORS).
@@ -191,6 +193,16 @@ pub(crate) fn route_table() -> Vec<Route> {
         route!(post a::rotate_keys => a::__path_rotate_keys),
         route!(post a::retire_key => a::__path_retire_key),
         route!(get a::audit => a::__path_audit),
+        route!(
+            get a::federation::list_issuers => a::federation::__path_list_issuers,
+            post a::federation::add_issuer => a::federation::__path_add_issuer,
+        ),
+        route!(post a::federation::disable_issuer => a::federation::__path_disable_issuer),
+        route!(post a::federation::enable_issuer => a::federation::__path_enable_issuer),
+        route!(
+            get a::federation::list_links => a::federation::__path_list_links,
+            post a::federation::add_link => a::federation::__path_add_link,
+        ),
     ]
 }
 

@@ -75,6 +75,10 @@ pub struct Introspection {
     /// The key a DPoP-bound access token is bound to (RFC 9449 §6.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<crate::verify::Confirmation>,
+    /// The client acting for `sub` (RFC 8693 §4.1), for exchanged tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub act: Option<crate::verify::Actor>,
 }
 
 impl Introspection {
@@ -97,6 +101,7 @@ impl Introspection {
             jti: Some(c.jti),
             sid: c.sid,
             cnf: c.cnf,
+            act: c.act,
         }
     }
 }
@@ -108,7 +113,7 @@ pub struct Revoker {
     /// Verifies our own tokens (keys from the key ring, any audience, the
     /// revocation list applied).
     refresh_tokens: RefreshTokens,
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     auditor: Auditor,
     issuer: String,
     access_ttl: i64,
@@ -139,7 +144,7 @@ impl Revoker {
         store: Arc<dyn Store>,
         cache: Arc<RevocationCache>,
         refresh_tokens: RefreshTokens,
-        verifier: Verifier,
+        verifier: Arc<Verifier>,
         auditor: Auditor,
         issuer: String,
         access_ttl: i64,

@@ -21,9 +21,9 @@ use async_trait::async_trait;
 
 pub use models::{
     Audience, AuditCheckpoint, AuditRecord, BindingPolicy, Client, CredentialChange, LoginFailures,
-    NewAuditEvent, NewClient, NewSession, NewSigningKey, NewUser, PresentedRefresh,
+    NewAuditEvent, NewClient, NewIssuer, NewSession, NewSigningKey, NewUser, PresentedRefresh,
     RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
-    SigningKey, TokenState, User,
+    SigningKey, TokenState, TrustedIssuer, User, UserLink,
 };
 
 use crate::config::Config;
@@ -608,9 +608,55 @@ pub trait AuditLog: Send + Sync {
     async fn audit_checkpoints(&self, limit: i64) -> StoreResult<Vec<AuditCheckpoint>>;
 }
 
+/// Trusted upstream issuers and the users linked to them (token exchange).
+#[async_trait]
+pub trait Federation: Send + Sync {
+    /// Registers an issuer; `Conflict` if it is registered already.
+    async fn add_issuer(&self, issuer: &NewIssuer, now: i64) -> StoreResult<TrustedIssuer>;
+    /// An issuer by its exact `iss`.
+    async fn issuer(&self, issuer: &str) -> StoreResult<Option<TrustedIssuer>>;
+    /// Every registered issuer, by name.
+    async fn issuers(&self) -> StoreResult<Vec<TrustedIssuer>>;
+    /// Disables (revoking every live session opened from its tokens, each
+    /// `sid` listed until `relevant_until`, in one transaction) or enables
+    /// an issuer. The number of sessions revoked; `None` if there is no
+    /// such issuer.
+    async fn set_issuer_disabled(
+        &self,
+        issuer: &str,
+        disabled: bool,
+        now: i64,
+        reason: &str,
+        relevant_until: i64,
+    ) -> StoreResult<Option<u64>>;
+    /// The user linked to `subject` at `issuer`.
+    async fn linked_user(&self, issuer: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// Creates `user` linked to `subject` at `issuer`, in one transaction.
+    /// If another request linked the pair first, nothing is created and the
+    /// user it linked is returned (`false`); `true` when `user` was created.
+    async fn link_new_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: &NewUser,
+        now: i64,
+    ) -> StoreResult<(User, bool)>;
+    /// Links an existing user to `subject` at `issuer`; `Conflict` if the
+    /// pair is linked already.
+    async fn link_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: uuid::Uuid,
+        now: i64,
+    ) -> StoreResult<UserLink>;
+    /// A user's upstream identities, oldest first.
+    async fn user_links(&self, user: uuid::Uuid) -> StoreResult<Vec<UserLink>>;
+}
+
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.
-pub trait Store: Lifecycle + Directory + Sessions + AuditLog {}
-impl<T: Lifecycle + Directory + Sessions + AuditLog> Store for T {}
+pub trait Store: Lifecycle + Directory + Sessions + Federation + AuditLog {}
+impl<T: Lifecycle + Directory + Sessions + Federation + AuditLog> Store for T {}
 
 /// Connects to the database named by the configuration.
 pub async fn connect(config: &Config) -> StoreResult<Arc<dyn Store>> {

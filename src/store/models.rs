@@ -135,6 +135,8 @@ pub struct Client {
     pub on_binding_change: BindingPolicy,
     /// Gets no token without a DPoP proof (RFC 9449).
     pub require_dpop: bool,
+    /// Audiences it may exchange a user's token for (RFC 8693).
+    pub exchange_audiences: Vec<String>,
     /// A disabled client can obtain no tokens.
     pub disabled: bool,
     /// Unix seconds.
@@ -168,6 +170,8 @@ pub struct NewClient {
     pub on_binding_change: BindingPolicy,
     /// Gets no token without a DPoP proof.
     pub require_dpop: bool,
+    /// Audiences it may exchange a user's token for (RFC 8693).
+    pub exchange_audiences: Vec<String>,
 }
 
 /// Row shape of `clients`; lists are stored space-separated (none of their
@@ -189,6 +193,7 @@ pub(crate) struct ClientRow {
     pub disabled: bool,
     pub created_at: i64,
     pub require_dpop: bool,
+    pub exchange_audiences: String,
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -216,6 +221,7 @@ impl From<ClientRow> for Client {
             on_binding_change: BindingPolicy::parse(&r.on_binding_change)
                 .unwrap_or(BindingPolicy::Audit),
             require_dpop: r.require_dpop,
+            exchange_audiences: split(&r.exchange_audiences),
             disabled: r.disabled,
             created_at: r.created_at,
         }
@@ -294,6 +300,9 @@ pub struct NewSession {
     pub user_agent_summary: Option<String>,
     /// The user's credential version the login checked.
     pub credential_version: i64,
+    /// The trusted upstream issuer whose token opened the session (token
+    /// exchange): disabling the issuer ends it.
+    pub upstream_issuer: Option<String>,
 }
 
 /// A session (refresh-token family) as stored.
@@ -507,4 +516,50 @@ pub struct LoginFailures {
     pub window_start: i64,
     /// Unix seconds of the latest failure.
     pub last_at: i64,
+}
+
+/// A trusted upstream identity provider (`tessera issuer add`).
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct TrustedIssuer {
+    /// Its `iss` value, exactly.
+    pub issuer: String,
+    /// Where tessera fetches its keys (never from a URL inside a token).
+    pub jwks_uri: String,
+    /// What its tokens' `aud` must contain.
+    pub audience: String,
+    /// Whether an unknown (`iss`, `sub`) becomes a new tessera user.
+    pub create_users: bool,
+    /// A disabled issuer's tokens are refused and its sessions ended.
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last change.
+    pub updated_at: i64,
+}
+
+/// Input for [`super::Federation::add_issuer`].
+#[derive(Clone, Debug)]
+pub struct NewIssuer {
+    /// Its `iss` value.
+    pub issuer: String,
+    /// Its JWKS URL.
+    pub jwks_uri: String,
+    /// What its tokens' `aud` must contain.
+    pub audience: String,
+    /// Whether unknown users are created.
+    pub create_users: bool,
+}
+
+/// A tessera user's identity at an upstream issuer.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct UserLink {
+    /// The upstream issuer.
+    pub issuer: String,
+    /// The user's `sub` there.
+    pub subject: String,
+    /// The tessera user.
+    #[schema(value_type = String)]
+    pub user_id: Uuid,
+    /// Unix seconds of the first exchange.
+    pub created_at: i64,
 }

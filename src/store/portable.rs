@@ -268,8 +268,9 @@ macro_rules! portable_directory {
             ) -> $crate::store::StoreResult<$crate::store::Client> {
                 let row: $crate::store::models::ClientRow = sqlx::query_as(
                     "INSERT INTO clients (id, confidential, secret_digest, grant_types, scopes, audiences, \
-                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server, redirect_uris, require_dpop) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13, $14) RETURNING *",
+                     origins, cookie, admin, on_binding_change, disabled, created_at, resource_server, redirect_uris, require_dpop, \
+                     exchange_audiences) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13, $14, $15) RETURNING *",
                 )
                 .bind(&client.id)
                 .bind(client.secret_digest.is_some())
@@ -285,6 +286,7 @@ macro_rules! portable_directory {
                 .bind(client.resource_server)
                 .bind(client.redirect_uris.join(" "))
                 .bind(client.require_dpop)
+                .bind(client.exchange_audiences.join(" "))
                 .fetch_all(&mut *self.write_conn(true).await?)
                 .await
                 .map_err(|e| $crate::store::StoreError::from_sqlx(e, "client"))
@@ -881,8 +883,8 @@ macro_rules! portable_sessions {
                 let sql = format!(
                     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
                      idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary, \
-                     credential_version, refresh_secret, refresh_generation, refresh_rotated_at) \
-                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5 FROM users \
+                     credential_version, refresh_secret, refresh_generation, refresh_rotated_at, upstream_issuer) \
+                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5, $13 FROM users \
                      WHERE id = $2 AND credential_version = $11 AND NOT disabled {} \
                      ON CONFLICT (id) DO NOTHING",
                     Self::USER_SHARE_LOCK
@@ -900,6 +902,7 @@ macro_rules! portable_sessions {
                     .bind(&s.user_agent_summary)
                     .bind(s.credential_version)
                     .bind(secret_digest.to_vec())
+                    .bind(&s.upstream_issuer)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
@@ -1442,6 +1445,187 @@ macro_rules! portable_sessions {
                      ORDER BY id DESC LIMIT $1",
                 )
                 .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+            }
+        }
+    };
+}
+
+/// [`crate::store::Federation`]: trusted upstream issuers and user links.
+/// Uses the session helpers of `portable_sessions` (`begin_write`,
+/// `revoke_session_in`, `live_session_ids_in`).
+macro_rules! portable_federation {
+    ($store:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Federation for $store {
+            async fn add_issuer(
+                &self,
+                issuer: &$crate::store::NewIssuer,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::TrustedIssuer> {
+                sqlx::query_as(
+                    "INSERT INTO trusted_issuers (issuer, jwks_uri, audience, create_users, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, FALSE, $5, $5) RETURNING *",
+                )
+                .bind(&issuer.issuer)
+                .bind(&issuer.jwks_uri)
+                .bind(&issuer.audience)
+                .bind(issuer.create_users)
+                .bind(now)
+                .fetch_all(&mut *self.write_conn(true).await?)
+                .await
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "issuer"))
+                .and_then($crate::store::returned_row)
+            }
+
+            async fn issuer(
+                &self,
+                issuer: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::TrustedIssuer>> {
+                Ok(sqlx::query_as("SELECT * FROM trusted_issuers WHERE issuer = $1")
+                    .bind(issuer)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn issuers(&self) -> $crate::store::StoreResult<Vec<$crate::store::TrustedIssuer>> {
+                Ok(sqlx::query_as("SELECT * FROM trusted_issuers ORDER BY issuer")
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn set_issuer_disabled(
+                &self,
+                issuer: &str,
+                disabled: bool,
+                now: i64,
+                reason: &str,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<Option<u64>> {
+                let mut tx = self.begin_write().await?;
+                let found = sqlx::query(
+                    "UPDATE trusted_issuers SET disabled = $2, updated_at = $3 WHERE issuer = $1",
+                )
+                .bind(issuer)
+                .bind(disabled)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !found {
+                    return Ok(None);
+                }
+                let mut revoked = 0;
+                if disabled {
+                    let ids = Self::live_session_ids_in(&mut tx, "upstream_issuer", issuer).await?;
+                    for id in ids {
+                        if Self::revoke_session_in(&mut tx, id, now, reason, relevant_until, true).await? {
+                            revoked += 1;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(Some(revoked))
+            }
+
+            async fn linked_user(
+                &self,
+                issuer: &str,
+                subject: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                Ok(sqlx::query_as(
+                    "SELECT users.* FROM user_links JOIN users ON users.id = user_links.user_id \
+                     WHERE user_links.issuer = $1 AND user_links.subject = $2",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn link_new_user(
+                &self,
+                issuer: &str,
+                subject: &str,
+                user: &$crate::store::NewUser,
+                now: i64,
+            ) -> $crate::store::StoreResult<($crate::store::User, bool)> {
+                let mut tx = self.begin_write().await?;
+                let created: Result<Vec<$crate::store::User>, _> = sqlx::query_as(
+                    "INSERT INTO users (id, username, password_hash, totp_secret, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, NULL, FALSE, $4, $4) RETURNING *",
+                )
+                .bind(user.id)
+                .bind(&user.username)
+                .bind(&user.password_hash)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await;
+                let linked = match created {
+                    Ok(rows) => {
+                        let row = $crate::store::returned_row(rows)?;
+                        let done = sqlx::query(
+                            "INSERT INTO user_links (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (issuer, subject) DO NOTHING",
+                        )
+                        .bind(issuer)
+                        .bind(subject)
+                        .bind(user.id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1;
+                        done.then_some(row)
+                    }
+                    // The same (iss, sub) gives the same name: a parallel
+                    // exchange created the user first.
+                    Err(e) => match $crate::store::StoreError::from_sqlx(e, "user") {
+                        $crate::store::StoreError::Conflict(_) => None,
+                        other => return Err(other),
+                    },
+                };
+                if let Some(row) = linked {
+                    tx.commit().await?;
+                    return Ok((row, true));
+                }
+                drop(tx);
+                match self.linked_user(issuer, subject).await? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err($crate::store::StoreError::Conflict("user")),
+                }
+            }
+
+            async fn link_user(
+                &self,
+                issuer: &str,
+                subject: &str,
+                user: uuid::Uuid,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::UserLink> {
+                sqlx::query_as(
+                    "INSERT INTO user_links (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .bind(user)
+                .bind(now)
+                .fetch_all(&mut *self.write_conn(true).await?)
+                .await
+                .map_err(|e| $crate::store::StoreError::from_sqlx(e, "link"))
+                .and_then($crate::store::returned_row)
+            }
+
+            async fn user_links(
+                &self,
+                user: uuid::Uuid,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::UserLink>> {
+                Ok(sqlx::query_as(
+                    "SELECT * FROM user_links WHERE user_id = $1 ORDER BY created_at, issuer",
+                )
+                .bind(user)
                 .fetch_all(&self.pool)
                 .await?)
             }

@@ -258,4 +258,5 @@ impl Notifications for PgNotifications {
 
 portable_lifecycle!(PgStore, Engine::Postgres);
 portable_directory!(PgStore);
+portable_federation!(PgStore);
 portable_sessions!(PgStore, sqlx::Postgres);

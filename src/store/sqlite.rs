@@ -357,6 +357,7 @@ impl SqliteStore {
 
 portable_lifecycle!(SqliteStore, Engine::Sqlite);
 portable_directory!(SqliteStore);
+portable_federation!(SqliteStore);
 portable_sessions!(SqliteStore, sqlx::Sqlite);
 
 #[cfg(test)]

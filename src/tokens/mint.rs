@@ -27,6 +27,11 @@ pub struct TokenRequest {
     /// RFC 7638 thumbprint of the client's DPoP key: the token is bound to
     /// it (`cnf.jkt`).
     pub jkt: Option<String>,
+    /// RFC 8693: the client acting for `sub` (exchanged tokens).
+    pub act: Option<crate::verify::Actor>,
+    /// The latest expiry allowed (an exchanged token outlives neither the
+    /// token it was exchanged for nor its session); `None`: the lifetime.
+    pub expires_at: Option<i64>,
 }
 
 /// OIDC `at_hash` of `access_token` (ES256: SHA-256, left half, base64url).
@@ -193,7 +198,9 @@ impl Minter {
             iss: self.issuer.clone(),
             sub: req.sub,
             aud,
-            exp: now + self.ttl,
+            exp: req
+                .expires_at
+                .map_or(now + self.ttl, |cap| cap.min(now + self.ttl)),
             iat: now,
             nbf: now,
             jti: Uuid::new_v4().to_string(),
@@ -203,6 +210,7 @@ impl Minter {
             cnf: req
                 .jkt
                 .map(|jkt| crate::verify::claims::Confirmation { jkt }),
+            act: req.act,
         };
         // The header is fixed per key and encoded once (see SigningKeyPair).
         let claims_json = serde_json::to_vec(&claims).expect("claims serialize");

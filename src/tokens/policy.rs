@@ -26,7 +26,11 @@ pub fn unsupported_grant(requested: &str) -> OAuthError {
 
 /// `unauthorized_client` unless `client` is registered for `grant`.
 pub fn grant_allowed(client: &Client, grant: GrantType) -> Result<(), OAuthError> {
-    if client.grant_types.iter().any(|g| g == grant.as_str()) {
+    if client
+        .grant_types
+        .iter()
+        .any(|g| g == grant.registered_name())
+    {
         return Ok(());
     }
     Err(OAuthError::new(
@@ -192,6 +196,7 @@ mod tests {
             resource_server: false,
             on_binding_change: BindingPolicy::Audit,
             require_dpop: false,
+            exchange_audiences: vec![],
             disabled: false,
             created_at: 0,
         }

@@ -510,6 +510,7 @@ impl ClientSpec {
                 resource_server: confidential,
                 on_binding_change: BindingPolicy::Audit,
                 require_dpop: false,
+                exchange_audiences: vec![],
             },
             confidential,
         }
@@ -548,6 +549,21 @@ impl ClientSpec {
     pub fn cookie_for(mut self, origins: &[&str]) -> ClientSpec {
         self.client.origins = strings(origins);
         self.client.cookie = true;
+        self
+    }
+
+    /// Audiences it may exchange users' tokens for (RFC 8693); adds the
+    /// `token-exchange` grant.
+    pub fn exchange_audiences(mut self, audiences: &[&str]) -> ClientSpec {
+        self.client.exchange_audiences = strings(audiences);
+        if !self
+            .client
+            .grant_types
+            .iter()
+            .any(|g| g == "token-exchange")
+        {
+            self.client.grant_types.push("token-exchange".into());
+        }
         self
     }
 

@@ -62,6 +62,8 @@ fn request(aud: &str) -> TokenRequest {
         scope: "read".into(),
         sid: Some(uuid::Uuid::new_v4()),
         jkt: None,
+        act: None,
+        expires_at: None,
     }
 }
 

@@ -33,6 +33,8 @@ fn request() -> TokenRequest {
         scope: "read".into(),
         sid: None,
         jkt: None,
+        act: None,
+        expires_at: None,
     }
 }
 

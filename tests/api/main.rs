@@ -29,6 +29,7 @@ mod store;
 mod sweep;
 mod throttle;
 mod token;
+mod token_exchange;
 mod tokens;
 mod upgrade;
 mod verify;

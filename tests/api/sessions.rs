@@ -45,6 +45,7 @@ fn spa_session(sid: Uuid, user: Uuid) -> NewSession {
         network_prefix: None,
         user_agent_summary: None,
         credential_version: 0,
+        upstream_issuer: None,
     }
 }
 
@@ -79,6 +80,7 @@ async fn login(store: &Arc<dyn Store>) -> (Uuid, Uuid) {
                     resource_server: false,
                     on_binding_change: tessera::store::BindingPolicy::Audit,
                     require_dpop: false,
+                    exchange_audiences: vec![],
                 },
                 T0,
             )
@@ -345,6 +347,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
                 network_prefix: None,
                 user_agent_summary: None,
                 credential_version: 0,
+                upstream_issuer: None,
             },
             &secret(short),
         )

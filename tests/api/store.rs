@@ -29,6 +29,7 @@ fn new_client(id: &str, secret: Option<Vec<u8>>) -> NewClient {
         resource_server: false,
         on_binding_change: tessera::store::BindingPolicy::Audit,
         require_dpop: false,
+        exchange_audiences: vec![],
     }
 }
 

@@ -66,6 +66,8 @@ fn request(audiences: &[&str]) -> TokenRequest {
         scope: "read write".into(),
         sid: Some(uuid::Uuid::new_v4()),
         jkt: None,
+        act: None,
+        expires_at: None,
     }
 }
 

@@ -82,6 +82,7 @@ mod tests {
                 scope: String::new(),
                 sid: None,
                 cnf: None,
+                act: None,
             },
             kid: "k".into(),
         }

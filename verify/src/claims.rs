@@ -57,6 +57,36 @@ pub struct AccessClaims {
     /// Confirmation (RFC 7800): the key a DPoP-bound token is bound to.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cnf: Option<Confirmation>,
+    /// RFC 8693 §4.1: the client acting for `sub`, for a token obtained by
+    /// token exchange (the previous actors nested inside).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub act: Option<Actor>,
+}
+
+/// `act` of an exchanged token (RFC 8693 §4.1): the current actor, and
+/// inside it the one before, and so on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Actor {
+    /// The acting client's id.
+    pub sub: String,
+    /// The actor before it, if the token was exchanged more than once.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// How many actors the chain holds (this one included).
+    pub fn depth(&self) -> usize {
+        let mut depth = 1;
+        let mut next = self.act.as_deref();
+        while let Some(a) = next {
+            depth += 1;
+            next = a.act.as_deref();
+        }
+        depth
+    }
 }
 
 /// `cnf` of a DPoP-bound token (RFC 9449 §6).

@@ -60,7 +60,7 @@ pub mod revocations;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use claims::{AccessClaims, Audience, Confirmation};
+pub use claims::{AccessClaims, Actor, Audience, Confirmation};
 pub use error::{ConfigError, FeedError, KeyError};
 #[cfg(feature = "actix")]
 pub use extractor::{Authenticated, BearerError, authenticate, bearer, dpop_header};

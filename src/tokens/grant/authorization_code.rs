@@ -74,6 +74,7 @@ impl TokenEndpoint {
                 now,
                 grant.sid,
                 jkt,
+                None,
             )
             .await?;
         let Some(session) = opened else {
@@ -123,6 +124,8 @@ impl TokenEndpoint {
                     scope: grant.scope.clone(),
                     sid: Some(session.id),
                     jkt: jkt.map(str::to_owned),
+                    act: None,
+                    expires_at: None,
                 },
                 Some(session.refresh_token),
                 now,

@@ -33,6 +33,8 @@ impl TokenEndpoint {
                 scope,
                 sid: None,
                 jkt: jkt.map(str::to_owned),
+                act: None,
+                expires_at: None,
             },
             None,
             now,

@@ -8,6 +8,7 @@ mod authorization_code;
 mod client_credentials;
 mod password;
 mod refresh;
+mod token_exchange;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,15 +38,19 @@ pub enum GrantType {
     Password,
     /// RFC 6749 §6: a refresh token for a new pair.
     RefreshToken,
+    /// RFC 8693: a user's token for a narrower one (on behalf of), or an
+    /// upstream issuer's ID token for a tessera session.
+    TokenExchange,
 }
 
 impl GrantType {
     /// Every grant, in the order error messages list them.
-    pub const ALL: [GrantType; 4] = [
+    pub const ALL: [GrantType; 5] = [
         GrantType::AuthorizationCode,
         GrantType::ClientCredentials,
         GrantType::Password,
         GrantType::RefreshToken,
+        GrantType::TokenExchange,
     ];
 
     /// The `grant_type` value.
@@ -55,6 +60,16 @@ impl GrantType {
             GrantType::ClientCredentials => "client_credentials",
             GrantType::Password => "password",
             GrantType::RefreshToken => "refresh_token",
+            GrantType::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
+        }
+    }
+
+    /// The name a client is registered with (`client add --grant`): the
+    /// wire name, except `token-exchange` for the URN.
+    pub fn registered_name(self) -> &'static str {
+        match self {
+            GrantType::TokenExchange => crate::auth::accounts::TOKEN_EXCHANGE,
+            other => other.as_str(),
         }
     }
 
@@ -115,6 +130,9 @@ pub struct TokenResponse {
     /// authorization code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    /// RFC 8693 §2.2.1: what `access_token` is, for token exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
     /// Cookie mode: the refresh token goes into the `__Host-tessera-rt`
     /// cookie with this `Max-Age` (the session's remaining idle lifetime)
     /// instead of the body.
@@ -152,6 +170,13 @@ pub struct Collaborators {
     pub dpop: crate::verify::dpop::DpopValidator,
     /// This endpoint's URL, which proofs' `htu` must name.
     pub token_url: String,
+    /// Verifies tessera's own access tokens (token exchange's subject
+    /// tokens): keys from the ring, any audience, revocations applied.
+    pub own_tokens: Arc<crate::verify::Verifier>,
+    /// Verifies trusted upstream issuers' tokens (token exchange).
+    pub upstream: Arc<crate::federation::upstream::UpstreamVerifier>,
+    /// tessera's issuer URL (never an audience a subject token is for).
+    pub issuer: String,
 }
 
 /// The token endpoint.
@@ -170,6 +195,9 @@ pub struct TokenEndpoint {
     clock: Arc<dyn crate::clock::Clock>,
     dpop: crate::verify::dpop::DpopValidator,
     token_url: String,
+    own_tokens: Arc<crate::verify::Verifier>,
+    upstream: Arc<crate::federation::upstream::UpstreamVerifier>,
+    issuer: String,
 }
 
 impl TokenEndpoint {
@@ -190,6 +218,9 @@ impl TokenEndpoint {
             clock: c.clock,
             dpop: c.dpop,
             token_url: c.token_url,
+            own_tokens: c.own_tokens,
+            upstream: c.upstream,
+            issuer: c.issuer,
         }
     }
 
@@ -258,12 +289,18 @@ impl TokenEndpoint {
                 self.refresh(&client, params, cookie, user_agent, ip, jkt, now)
                     .await?
             }
+            GrantType::TokenExchange => {
+                self.token_exchange(&client, params, user_agent, ip, jkt, now)
+                    .await?
+            }
         };
         let m = crate::metrics::metrics();
         if grant == GrantType::RefreshToken {
             m.refresh_rotations.inc();
         }
-        m.tokens_issued.with_label_values(&[grant.as_str()]).inc();
+        m.tokens_issued
+            .with_label_values(&[grant.registered_name()])
+            .inc();
         Ok(issued)
     }
 
@@ -410,14 +447,21 @@ impl TokenEndpoint {
         }
         let scope = request.scope.clone();
         let bound = request.jkt.is_some();
+        if request.expires_at.is_some_and(|cap| cap <= now) {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidGrant,
+                "the subject token expires now: obtain a fresh one",
+            ));
+        }
         let minted = self.minter.mint(request, now).map_err(mint_error)?;
         Ok(TokenResponse {
             access_token: minted.token,
             token_type: if bound { "DPoP" } else { "Bearer" },
-            expires_in: self.minter.ttl(),
+            expires_in: minted.claims.exp - now,
             scope,
             refresh_token,
             id_token: None,
+            issued_token_type: None,
             refresh_cookie_max_age: None,
         })
     }
@@ -438,6 +482,7 @@ impl TokenEndpoint {
         now: i64,
         id: uuid::Uuid,
         jkt: Option<&str>,
+        upstream_issuer: Option<&str>,
     ) -> Result<Option<OpenedSession>, OAuthError> {
         // RFC 9449 §5: a public client's refresh tokens are bound to its
         // DPoP key (a cookie-mode client's stay in their cookie, and a
@@ -458,6 +503,7 @@ impl TokenEndpoint {
             user_agent_hash: user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec()),
             network_prefix: network,
             credential_version: user.credential_version,
+            upstream_issuer: upstream_issuer.map(str::to_owned),
         };
         if !self
             .store

@@ -72,6 +72,7 @@ impl TokenEndpoint {
                 now,
                 uuid::Uuid::new_v4(),
                 jkt,
+                None,
             )
             .await?
         else {
@@ -96,6 +97,8 @@ impl TokenEndpoint {
                     scope,
                     sid: Some(session.id),
                     jkt: jkt.map(str::to_owned),
+                    act: None,
+                    expires_at: None,
                 },
                 Some(session.refresh_token),
                 now,

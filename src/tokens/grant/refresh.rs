@@ -202,6 +202,8 @@ impl TokenEndpoint {
                         scope,
                         sid: Some(session.id),
                         jkt: jkt.map(str::to_owned),
+                        act: None,
+                        expires_at: None,
                     },
                     Some(next.to_string()),
                     now,

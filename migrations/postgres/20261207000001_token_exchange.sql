@@ -1,0 +1,29 @@
+-- RFC 8693 token exchange (issue #22).
+-- The audiences a client may exchange a user's token for (client add --exchange-audience).
+ALTER TABLE clients ADD COLUMN exchange_audiences TEXT NOT NULL DEFAULT '';
+
+-- Trusted upstream identity providers (tessera issuer add): their ID tokens
+-- and JWTs open tessera sessions.
+CREATE TABLE trusted_issuers (
+    issuer       TEXT PRIMARY KEY,
+    jwks_uri     TEXT NOT NULL,
+    audience     TEXT NOT NULL,
+    create_users BOOLEAN NOT NULL,
+    disabled     BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at   BIGINT NOT NULL,
+    updated_at   BIGINT NOT NULL
+);
+
+-- Which tessera user an upstream (iss, sub) is.
+CREATE TABLE user_links (
+    issuer     TEXT NOT NULL REFERENCES trusted_issuers (issuer),
+    subject    TEXT NOT NULL,
+    user_id    UUID NOT NULL REFERENCES users (id),
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (issuer, subject)
+);
+CREATE INDEX user_links_by_user ON user_links (user_id);
+
+-- The upstream issuer a session was opened from: disabling it ends them.
+ALTER TABLE sessions ADD COLUMN upstream_issuer TEXT;
+CREATE INDEX sessions_by_upstream_issuer ON sessions (upstream_issuer) WHERE upstream_issuer IS NOT NULL;
