@@ -743,3 +743,178 @@ fn users_and_clients_from_the_command_line() {
         stderr(&out)
     );
 }
+
+/// `tessera issuer …`, `tessera user link(s)` and `client add
+/// --exchange-audience` as an operator runs them (SQLite in a fresh
+/// directory): every change is visible to the next command.
+#[test]
+fn issuers_and_links_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = random_master_key();
+    let cli = |args: &[&str]| {
+        let mut cmd = tessera(dir.path());
+        cmd.env("TESSERA_MASTER_KEY", &key).args(args);
+        if args[..2] == ["user", "add"] {
+            use std::io::Write;
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"correct horse battery\n").unwrap();
+            drop(stdin);
+            return child.wait_with_output().unwrap();
+        }
+        run(&mut cmd)
+    };
+    let stdout = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned();
+    let iss = "https://keycloak.example/realms/acme";
+    let out = cli(&[
+        "issuer",
+        "add",
+        iss,
+        "--jwks-uri",
+        "https://keycloak.example/realms/acme/protocol/openid-connect/certs",
+        "--audience",
+        "tessera",
+        "--create-users",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("audience=tessera\ncreate_users=true\ndisabled=false"));
+    // Refused before the database: plain http off loopback; and duplicates.
+    let out = cli(&[
+        "issuer",
+        "add",
+        "https://idp.example",
+        "--jwks-uri",
+        "http://idp.example/certs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("http only on localhost"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&[
+        "issuer",
+        "add",
+        iss,
+        "--jwks-uri",
+        "https://keycloak.example/certs",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("registered already"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&["issuer", "list"]);
+    assert!(
+        stdout(&out).contains(&format!("issuer={iss}")),
+        "{}",
+        stdout(&out)
+    );
+
+    assert!(
+        cli(&["user", "add", "alice", "--password-stdin"])
+            .status
+            .success()
+    );
+    let out = cli(&[
+        "user",
+        "link",
+        "alice",
+        "--issuer",
+        iss,
+        "--subject",
+        "f81d4fae",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&[
+        "user",
+        "link",
+        "alice",
+        "--issuer",
+        iss,
+        "--subject",
+        "f81d4fae",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("linked to a user already"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&[
+        "user",
+        "link",
+        "alice",
+        "--issuer",
+        "https://nobody.example",
+        "--subject",
+        "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no issuer"), "{}", stderr(&out));
+    let out = cli(&["user", "links", "alice"]);
+    assert_eq!(stdout(&out), format!("{iss} f81d4fae\n"));
+
+    let out = cli(&["issuer", "disable", iss]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("disabled=true\nsessions_revoked=0"),
+        "{}",
+        stdout(&out)
+    );
+    let out = cli(&["issuer", "enable", iss]);
+    assert!(stdout(&out).contains("disabled=false"), "{}", stdout(&out));
+
+    // Exchange audiences need the grant and a confidential client.
+    let base = [
+        "client",
+        "add",
+        "orders",
+        "--audience",
+        "https://orders.example",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let out = cli(&with(&[
+        "--confidential",
+        "--exchange-audience",
+        "https://payments.example",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("add --grant token-exchange"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&with(&[
+        "--public",
+        "--grant",
+        "token-exchange",
+        "--exchange-audience",
+        "https://payments.example",
+    ]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("confidential"), "{}", stderr(&out));
+    let out = cli(&with(&[
+        "--confidential",
+        "--grant",
+        "token-exchange",
+        "--exchange-audience",
+        "https://payments.example",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(&["client", "show", "orders"]);
+    let shown = stdout(&out);
+    assert!(shown.contains("grants=token-exchange\n"), "{shown}");
+    assert!(
+        shown.contains("exchange_audiences=https://payments.example\n"),
+        "{shown}"
+    );
+}

@@ -21,13 +21,13 @@ const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 const PAYMENTS: &str = "https://payments.example";
 const LEDGER: &str = "https://ledger.example";
 /// What the upstream issuer's tokens are addressed to (its client id for tessera).
-const UPSTREAM_AUD: &str = "tessera-at-idp";
+pub(crate) const UPSTREAM_AUD: &str = "tessera-at-idp";
 
 // ---- a local upstream identity provider ----
 
 /// How the JWKS endpoint answers.
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     Normal,
     /// Answers after this long (past tessera's fetch timeout).
     Slow(Duration),
@@ -42,11 +42,11 @@ struct IdpState {
 }
 
 /// A JWKS server on 127.0.0.1 with an RSA key the test signs with.
-struct Upstream {
-    base: String,
+pub(crate) struct Upstream {
+    pub(crate) base: String,
     state: Arc<IdpState>,
-    key: openssl::rsa::Rsa<openssl::pkey::Private>,
-    kid: String,
+    pub(crate) key: openssl::rsa::Rsa<openssl::pkey::Private>,
+    pub(crate) kid: String,
     _server: actix_web::dev::ServerHandle,
 }
 
@@ -76,7 +76,7 @@ fn rsa_jwk(key: &openssl::rsa::Rsa<openssl::pkey::Private>, kid: &str) -> Value 
 }
 
 impl Upstream {
-    async fn start() -> Upstream {
+    pub(crate) async fn start() -> Upstream {
         let key = openssl::rsa::Rsa::generate(2048).unwrap();
         let kid = "idp-key-1".to_owned();
         let state = Arc::new(IdpState {
@@ -106,24 +106,24 @@ impl Upstream {
         }
     }
 
-    fn issuer(&self) -> String {
+    pub(crate) fn issuer(&self) -> String {
         format!("{}/realms/test", self.base)
     }
 
-    fn jwks_uri(&self) -> String {
+    pub(crate) fn jwks_uri(&self) -> String {
         format!("{}/jwks", self.base)
     }
 
-    fn hits(&self) -> usize {
+    pub(crate) fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
     }
 
-    fn set_mode(&self, mode: Mode) {
+    pub(crate) fn set_mode(&self, mode: Mode) {
         *self.state.mode.lock().unwrap() = mode;
     }
 
     /// Claims of a fresh ID token for upstream user `sub`.
-    fn claims(&self, sub: &str) -> Value {
+    pub(crate) fn claims(&self, sub: &str) -> Value {
         let now = now();
         json!({
             "iss": self.issuer(), "sub": sub, "aud": UPSTREAM_AUD,
@@ -132,7 +132,7 @@ impl Upstream {
     }
 
     /// `claims` signed with this issuer's key.
-    fn sign(&self, claims: &Value) -> String {
+    pub(crate) fn sign(&self, claims: &Value) -> String {
         self.sign_with(
             claims,
             &self.key,
@@ -143,7 +143,7 @@ impl Upstream {
         )
     }
 
-    fn sign_with(
+    pub(crate) fn sign_with(
         &self,
         claims: &Value,
         key: &openssl::rsa::Rsa<openssl::pkey::Private>,
@@ -154,7 +154,7 @@ impl Upstream {
         jsonwebtoken::encode(&header, claims, &key).unwrap()
     }
 
-    fn id_token(&self, sub: &str) -> String {
+    pub(crate) fn id_token(&self, sub: &str) -> String {
         self.sign(&self.claims(sub))
     }
 }
@@ -945,4 +945,58 @@ async fn registration_rules_are_enforced_by_the_admin_api() {
             .unwrap()
             .contains(&json!(GRANT))
     );
+}
+
+/// An exchange for an audience whose tokens are encrypted gives a JWE (to
+/// that audience's key), like every token for it; and a JWE sent as the
+/// subject token is refused with a message saying what to send instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanged_tokens_for_an_encrypted_audience_are_encrypted() {
+    use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
+    let s = services(Engine::Sqlite).await;
+    let app = &s.f.app;
+    let key = EcKeyPair::generate(EcCurve::P256).unwrap();
+    app.store
+        .put_audience(&tessera::store::Audience {
+            name: PAYMENTS.into(),
+            encrypt_jwk: Some(key.to_jwk_public_key().to_string()),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    let (access, _) = app.login("alice").await;
+    // Instances re-read audiences every second.
+    let jwe = crate::helpers::eventually(
+        Duration::from_secs(10),
+        "the exchanged token is encrypted",
+        async || {
+            let res = exchange(app, ("orders", Some(&s.orders)), &access, ACCESS, &[]).await;
+            let body: Value = res.json().await.unwrap();
+            let token = body["access_token"].as_str().unwrap_or_default().to_owned();
+            match token.split('.').count() {
+                5 => Ok(token),
+                n => Err(format!("{n} parts")),
+            }
+        },
+    )
+    .await;
+    // Decrypted by the audience, it is the exchanged token.
+    let decrypter = josekit::jwe::ECDH_ES_A256KW
+        .decrypter_from_jwk(&key.to_jwk_private_key())
+        .unwrap();
+    let (inner, _) = josekit::jwe::deserialize_compact(&jwe, &decrypter).unwrap();
+    let inner = String::from_utf8(inner).unwrap();
+    let claims = payload(&inner);
+    assert_eq!(claims["act"], json!({ "sub": "orders" }));
+    assert_eq!(claims["aud"], PAYMENTS);
+    // payments may pass the JWE on only after decrypting it.
+    let why = refused(
+        exchange(app, ("payments", Some(&s.payments)), &jwe, ACCESS, &[]).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert!(why.contains("decrypt it"), "{why}");
+    let res = exchange(app, ("payments", Some(&s.payments)), &inner, ACCESS, &[]).await;
+    assert_eq!(res.status(), 200);
 }
