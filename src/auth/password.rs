@@ -69,8 +69,11 @@ pub fn verify(stored: Option<&str>, password: &str) -> bool {
             .is_ok_and(|h| argon2().verify_password(password.as_bytes(), &h).is_ok())
     };
     match stored {
-        Some(phc) => matches(phc),
-        None => {
+        // A user without a password (created from an upstream identity)
+        // costs as long as a wrong password: the answer's timing does not
+        // tell such accounts apart.
+        Some(phc) if PasswordHash::new(phc).is_ok() => matches(phc),
+        _ => {
             let _ = matches(dummy);
             false
         }
@@ -89,6 +92,10 @@ mod tests {
         assert!(!verify(Some(&h), "correct hors"));
         assert!(!verify(None, "correct horse"));
         assert!(!verify(Some("not a phc string"), "x"));
+        assert!(
+            !verify(Some("!upstream"), "!upstream"),
+            "a federated user has no password"
+        );
         assert_ne!(h, hash("correct horse").unwrap(), "salted");
     }
 
