@@ -220,7 +220,8 @@ pub(super) fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(crate) struct TokenForm {
-    /// `authorization_code`, `refresh_token`, `client_credentials` or (legacy) `password`.
+    /// `authorization_code`, `refresh_token`, `client_credentials`,
+    /// `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693) or (legacy) `password`.
     grant_type: String,
     /// `authorization_code` grant: the code from the redirect.
     code: Option<String>,
@@ -242,6 +243,15 @@ pub(crate) struct TokenForm {
     refresh_token: Option<String>,
     /// Space-separated subset of the client's scopes.
     scope: Option<String>,
-    /// One of the client's audiences (RFC 8707 `resource` is accepted too).
+    /// One of the client's audiences (RFC 8707 `resource` is accepted too);
+    /// token exchange of an access token: one of its exchange audiences.
     audience: Option<String>,
+    /// Token exchange: the token to exchange (a tessera access token, or an
+    /// ID token or JWT of a trusted upstream issuer).
+    subject_token: Option<String>,
+    /// Token exchange: `urn:ietf:params:oauth:token-type:access_token`,
+    /// `…:id_token` or `…:jwt`.
+    subject_token_type: Option<String>,
+    /// Token exchange: only `urn:ietf:params:oauth:token-type:access_token`.
+    requested_token_type: Option<String>,
 }
