@@ -780,6 +780,13 @@ pub(crate) mod test_support {
         pub(crate) public_pem: Vec<u8>,
     }
 
+    impl TestKey {
+        /// A JWKS body with this key alone.
+        pub(crate) fn jwks(&self) -> String {
+            jwks(std::slice::from_ref(&self.jwk))
+        }
+    }
+
     fn b64(bytes: &[u8]) -> String {
         URL_SAFE_NO_PAD.encode(bytes)
     }
@@ -914,14 +921,31 @@ mod tests {
     #[tokio::test]
     async fn unknown_kid_refetches_once_per_min_refresh() {
         let rsa = rsa_key("rsa-1", 2048);
-        let server = JwksServer::start(jwks(&[rsa.jwk.clone()])).await;
-        let cache = cache();
+        let server = JwksServer::start(rsa.jwks()).await;
+        let cache = JwksCache::new(JwksLimits {
+            min_refresh: Duration::from_millis(300),
+            ..test_limits()
+        });
         cache
             .key(&server.url, Some("rsa-1"), Algorithm::RS256)
             .await
             .unwrap();
         assert_eq!(server.hits(), 1);
 
+        // Just fetched: an unknown kid now waits for min_refresh.
+        let err = cache
+            .key(&server.url, Some("early"), Algorithm::RS256)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            JwksError::UnknownKey {
+                kid: "early".into()
+            }
+        );
+        assert_eq!(server.hits(), 1, "no refetch right after a fetch");
+
+        tokio::time::sleep(Duration::from_millis(350)).await;
         let err = cache
             .key(&server.url, Some("new"), Algorithm::RS256)
             .await
@@ -946,7 +970,7 @@ mod tests {
     async fn rotated_key_is_found_after_min_refresh() {
         let old = rsa_key("old", 2048);
         let new = ec_key("new");
-        let server = JwksServer::start(jwks(&[old.jwk.clone()])).await;
+        let server = JwksServer::start(old.jwks()).await;
         let cache = JwksCache::new(JwksLimits {
             min_refresh: Duration::from_millis(100),
             ..test_limits()
@@ -968,7 +992,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_misses_share_one_fetch() {
         let rsa = rsa_key("rsa-1", 2048);
-        let server = JwksServer::start(jwks(&[rsa.jwk.clone()])).await;
+        let server = JwksServer::start(rsa.jwks()).await;
         let cache = Arc::new(cache());
         let lookups: Vec<_> = (0..8)
             .map(|_| {
@@ -1061,11 +1085,11 @@ mod tests {
     #[tokio::test]
     async fn stale_keys_serve_while_refetch_fails_then_expire() {
         let rsa = rsa_key("rsa-1", 2048);
-        let server = JwksServer::start(jwks(&[rsa.jwk.clone()])).await;
+        let server = JwksServer::start(rsa.jwks()).await;
         let cache = JwksCache::new(JwksLimits {
             max_age: Duration::from_millis(100),
             min_refresh: Duration::ZERO,
-            stale_for: Duration::from_millis(400),
+            stale_for: Duration::from_millis(800),
             ..test_limits()
         });
         cache
@@ -1081,7 +1105,7 @@ mod tests {
         assert_eq!(key.kid.as_deref(), Some("rsa-1"));
         assert_eq!(server.hits(), 2, "the expired cache was refetched");
 
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
         let reason = unavailable(
             cache
                 .key(&server.url, Some("rsa-1"), Algorithm::RS256)

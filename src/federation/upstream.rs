@@ -315,9 +315,11 @@ fn verify_signature(
             ErrorKind::InvalidSignature
             | ErrorKind::InvalidRsaKey(_)
             | ErrorKind::InvalidEcdsaKey
-            | ErrorKind::InvalidEddsaKey
-            | ErrorKind::InvalidKeyFormat => UpstreamError::Signature,
-            ErrorKind::InvalidAlgorithm => UpstreamError::AlgorithmMismatch,
+            | ErrorKind::InvalidEddsaKey => UpstreamError::Signature,
+            // InvalidKeyFormat: jsonwebtoken's own key-family-versus-alg check.
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                UpstreamError::AlgorithmMismatch
+            }
             _ => UpstreamError::Malformed(format!("decoding: {e}")),
         })
 }
@@ -732,7 +734,7 @@ mod tests {
     async fn jku_and_embedded_keys_are_never_used() {
         let f = Fixture::new().await;
         let attacker = rsa_key("attacker", 2048);
-        let attacker_server = JwksServer::start(jwks(&[attacker.jwk.clone()])).await;
+        let attacker_server = JwksServer::start(attacker.jwks()).await;
 
         let mut with_jku = header(Algorithm::RS256, "attacker");
         with_jku.jku = Some(attacker_server.url.clone());
@@ -795,6 +797,12 @@ mod tests {
         );
         assert_eq!(
             f.verify(&token).await,
+            Err(UpstreamError::AlgorithmMismatch)
+        );
+        // jsonwebtoken's own family check agrees, below ours.
+        let rsa_key = DecodingKey::from_rsa_pem(&f.rsa.public_pem).unwrap();
+        assert_eq!(
+            verify_signature(&token, &rsa_key, Algorithm::ES256),
             Err(UpstreamError::AlgorithmMismatch)
         );
     }
