@@ -338,6 +338,17 @@ fn audience_list(list: &[String], what: &str) -> Result<Vec<String>, AccountErro
     Ok(audiences)
 }
 
+/// A user by login name: `Invalid` for a name no user can have,
+/// `NotFound` if there is none.
+pub async fn user_named(store: &dyn Store, username: &str) -> Result<User, AccountError> {
+    let name =
+        Username::parse(username).map_err(|e| AccountError::Invalid(format!("username: {e}")))?;
+    store
+        .user_by_username(name.as_str())
+        .await?
+        .ok_or_else(|| AccountError::NotFound(format!("no user named {name}")))
+}
+
 /// A user just created.
 #[derive(Debug)]
 pub struct CreatedUser {
@@ -386,12 +397,7 @@ impl Accounts {
 
     /// A user by login name.
     pub async fn user(&self, username: &str) -> Result<User, AccountError> {
-        let name = Username::parse(username)
-            .map_err(|e| AccountError::Invalid(format!("username: {e}")))?;
-        self.store
-            .user_by_username(name.as_str())
-            .await?
-            .ok_or_else(|| AccountError::NotFound(format!("no user named {name}")))
+        user_named(self.store.as_ref(), username).await
     }
 
     /// Creates a user, optionally enrolling TOTP.

@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use crate::audit::{Action, Auditor, Event};
 use crate::auth::accounts::AccountError;
-use crate::auth::names::Username;
 use crate::revocation::{RevocationCache, relevant_until};
 use crate::store::{NewIssuer, Store, StoreError, TrustedIssuer, User, UserLink};
 
@@ -196,12 +195,7 @@ impl Issuers {
     }
 
     async fn user(&self, username: &str) -> Result<User, AccountError> {
-        let name = Username::parse(username)
-            .map_err(|e| AccountError::Invalid(format!("username: {e}")))?;
-        self.store
-            .user_by_username(name.as_str())
-            .await?
-            .ok_or_else(|| AccountError::NotFound(format!("no user named {username}")))
+        crate::auth::accounts::user_named(self.store.as_ref(), username).await
     }
 }
 

@@ -45,7 +45,9 @@ const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
 /// Bounds on an identity provider's `Cache-Control: max-age`.
 const MIN_CACHE_AGE: Duration = Duration::from_secs(60);
-const MAX_CACHE_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+// At most an hour: a key the provider removed (compromise) stops being
+// trusted within the hour even if its server asked for a day.
+const MAX_CACHE_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// Longest `kid` echoed back in an error (it comes from an untrusted token).
 const MAX_KID_IN_ERROR: usize = 64;
@@ -63,7 +65,7 @@ pub struct JwksLimits {
     pub max_keys: usize,
     /// How long fetched keys count as fresh when the response has no
     /// `Cache-Control: max-age` (default 10 min). A `max-age` is honoured,
-    /// clamped to between 1 minute and 24 hours.
+    /// clamped to between 1 minute and 1 hour.
     pub max_age: Duration,
     /// Refetches of one URL (unknown kid, expired cache) happen at most this
     /// often (default 10 s).
@@ -167,6 +169,8 @@ struct SlotState {
     good: Option<KeySet>,
     /// When the last fetch (successful or not) started.
     last_attempt: Option<Instant>,
+    /// The same, in Unix seconds.
+    last_attempt_unix: i64,
     /// Why the last fetch failed, if it did.
     last_error: Option<String>,
     /// Bumped by every fetch, so a waiter can tell one happened meanwhile.
@@ -176,6 +180,9 @@ struct SlotState {
 struct KeySet {
     keys: Vec<Arc<UpstreamKey>>,
     fetched_at: Instant,
+    /// Unix seconds of the fetch's start, to compare with the issuer's
+    /// last change (which another instance may have made).
+    fetched_unix: i64,
     max_age: Duration,
 }
 
@@ -225,25 +232,38 @@ impl JwksCache {
     /// Refetches on an unknown kid or an expired cache, at most once per
     /// [`JwksLimits::min_refresh`] per URL; concurrent callers share one
     /// fetch. A failed refetch keeps the last good keys.
+    ///
+    /// Keys fetched before `changed_at` (Unix seconds: the issuer's last
+    /// change, e.g. disabled after a compromise and enabled again) are
+    /// never used: the JWKS is fetched again first, on every instance.
     pub async fn key(
         &self,
         jwks_uri: &str,
         kid: Option<&str>,
         alg: Algorithm,
+        changed_at: i64,
     ) -> Result<Arc<UpstreamKey>, JwksError> {
         let url = check_url(jwks_uri)?;
         let slot = self.slot(jwks_uri);
         let generation = {
-            let state = slot.state();
+            let mut state = slot.state();
+            if state
+                .good
+                .as_ref()
+                .is_some_and(|g| g.fetched_unix < changed_at)
+            {
+                state.good = None;
+            }
             let now = Instant::now();
             if let Some(good) = state.good.as_ref().filter(|g| g.is_fresh(now))
                 && let Ok(key) = select(&good.keys, kid, alg)
             {
                 return Ok(key);
             }
-            let may_fetch = state
-                .last_attempt
-                .is_none_or(|at| now.saturating_duration_since(at) >= self.limits.min_refresh);
+            let may_fetch = state.last_attempt_unix < changed_at
+                || state
+                    .last_attempt
+                    .is_none_or(|at| now.saturating_duration_since(at) >= self.limits.min_refresh);
             may_fetch.then_some(state.generation)
         };
         if let Some(generation) = generation {
@@ -266,15 +286,18 @@ impl JwksCache {
             return;
         }
         let started = Instant::now();
+        let started_unix = unix_now();
         let result = self.fetch(url).await;
         let mut state = slot.state();
         state.generation += 1;
         state.last_attempt = Some(started);
+        state.last_attempt_unix = started_unix;
         match result {
             Ok((keys, max_age)) => {
                 state.good = Some(KeySet {
                     keys,
                     fetched_at: started,
+                    fetched_unix: started_unix,
                     max_age,
                 });
                 state.last_error = None;
@@ -325,6 +348,14 @@ impl JwksCache {
         let keys = parse_jwks(&body, self.limits.max_keys)?;
         Ok((keys, max_age))
     }
+}
+
+/// Unix seconds by the system clock: compared with the issuer's stored
+/// `updated_at`, which the admin's clock wrote.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Only `https://`, or `http://` to this machine (tests, sidecars).
@@ -388,7 +419,7 @@ fn check_status(status: StatusCode) -> Result<(), String> {
     }
 }
 
-/// `Cache-Control: max-age`, clamped to [1 min, 24 h].
+/// `Cache-Control: max-age`, clamped to [1 min, 1 h].
 fn cache_max_age(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(CACHE_CONTROL)?.to_str().ok()?;
     let seconds = value.split(',').find_map(|directive| {
@@ -879,13 +910,13 @@ mod tests {
         let server = JwksServer::start(jwks(&[rsa.jwk.clone(), ec.jwk.clone()])).await;
         let cache = cache();
         let key = cache
-            .key(&server.url, Some("rsa-1"), Algorithm::RS256)
+            .key(&server.url, Some("rsa-1"), Algorithm::RS256, 0)
             .await
             .unwrap();
         assert_eq!(key.kid.as_deref(), Some("rsa-1"));
         assert_eq!(key.algs, RSA_ALGS.to_vec());
         let key = cache
-            .key(&server.url, Some("ec-1"), Algorithm::ES256)
+            .key(&server.url, Some("ec-1"), Algorithm::ES256, 0)
             .await
             .unwrap();
         assert_eq!(key.algs, vec![Algorithm::ES256]);
@@ -903,7 +934,7 @@ mod tests {
         let server = JwksServer::start(jwks(&[rsa.jwk.clone(), ec.jwk.clone()])).await;
         let cache = cache();
         let key = cache
-            .key(&server.url, None, Algorithm::ES256)
+            .key(&server.url, None, Algorithm::ES256, 0)
             .await
             .unwrap();
         assert_eq!(key.kid.as_deref(), Some("ec-1"));
@@ -912,7 +943,7 @@ mod tests {
         server.set_body(jwks(&[rsa.jwk, second.jwk]));
         let cache = JwksCache::new(test_limits());
         let err = cache
-            .key(&server.url, None, Algorithm::RS256)
+            .key(&server.url, None, Algorithm::RS256, 0)
             .await
             .unwrap_err();
         assert_eq!(err, JwksError::KidRequired);
@@ -927,14 +958,14 @@ mod tests {
             ..test_limits()
         });
         cache
-            .key(&server.url, Some("rsa-1"), Algorithm::RS256)
+            .key(&server.url, Some("rsa-1"), Algorithm::RS256, 0)
             .await
             .unwrap();
         assert_eq!(server.hits(), 1);
 
         // Just fetched: an unknown kid now waits for min_refresh.
         let err = cache
-            .key(&server.url, Some("early"), Algorithm::RS256)
+            .key(&server.url, Some("early"), Algorithm::RS256, 0)
             .await
             .unwrap_err();
         assert_eq!(
@@ -947,14 +978,14 @@ mod tests {
 
         tokio::time::sleep(Duration::from_millis(350)).await;
         let err = cache
-            .key(&server.url, Some("new"), Algorithm::RS256)
+            .key(&server.url, Some("new"), Algorithm::RS256, 0)
             .await
             .unwrap_err();
         assert_eq!(err, JwksError::UnknownKey { kid: "new".into() });
         assert_eq!(server.hits(), 2, "an unknown kid refetches");
 
         let err = cache
-            .key(&server.url, Some("other"), Algorithm::RS256)
+            .key(&server.url, Some("other"), Algorithm::RS256, 0)
             .await
             .unwrap_err();
         assert_eq!(
@@ -976,13 +1007,13 @@ mod tests {
             ..test_limits()
         });
         cache
-            .key(&server.url, Some("old"), Algorithm::RS256)
+            .key(&server.url, Some("old"), Algorithm::RS256, 0)
             .await
             .unwrap();
         server.set_body(jwks(&[old.jwk, new.jwk]));
         tokio::time::sleep(Duration::from_millis(150)).await;
         let key = cache
-            .key(&server.url, Some("new"), Algorithm::ES256)
+            .key(&server.url, Some("new"), Algorithm::ES256, 0)
             .await
             .unwrap();
         assert_eq!(key.kid.as_deref(), Some("new"));
@@ -997,7 +1028,9 @@ mod tests {
         let lookups: Vec<_> = (0..8)
             .map(|_| {
                 let (cache, url) = (Arc::clone(&cache), server.url.clone());
-                tokio::spawn(async move { cache.key(&url, Some("rsa-1"), Algorithm::RS256).await })
+                tokio::spawn(
+                    async move { cache.key(&url, Some("rsa-1"), Algorithm::RS256, 0).await },
+                )
             })
             .collect();
         for lookup in lookups {
@@ -1010,7 +1043,7 @@ mod tests {
     async fn server_down_is_unavailable() {
         let reason = unavailable(
             cache()
-                .key(&closed_url().await, Some("k"), Algorithm::RS256)
+                .key(&closed_url().await, Some("k"), Algorithm::RS256, 0)
                 .await,
         );
         assert!(reason.contains("could not connect"), "{reason}");
@@ -1020,7 +1053,11 @@ mod tests {
     async fn status_500_is_unavailable() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Status500);
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("500"), "{reason}");
     }
 
@@ -1029,7 +1066,11 @@ mod tests {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Slow);
         let started = std::time::Instant::now();
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("timed out"), "{reason}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
@@ -1038,14 +1079,22 @@ mod tests {
     async fn huge_body_is_cut_off() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Huge);
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("larger than 65536 bytes"), "{reason}");
     }
 
     #[tokio::test]
     async fn declared_huge_body_is_refused() {
         let server = JwksServer::start(" ".repeat(70 * 1024)).await;
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("larger than 65536 bytes"), "{reason}");
     }
 
@@ -1055,7 +1104,11 @@ mod tests {
         let target = JwksServer::start(jwks(&[rsa.jwk])).await;
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Redirect(target.url.clone()));
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("redirects are not followed"), "{reason}");
         assert_eq!(target.hits(), 0);
     }
@@ -1064,7 +1117,11 @@ mod tests {
     async fn non_json_is_unavailable() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::NotJson);
-        let reason = unavailable(cache().key(&server.url, Some("k"), Algorithm::RS256).await);
+        let reason = unavailable(
+            cache()
+                .key(&server.url, Some("k"), Algorithm::RS256, 0)
+                .await,
+        );
         assert!(reason.contains("not a JSON JWK set"), "{reason}");
     }
 
@@ -1073,8 +1130,8 @@ mod tests {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Status500);
         let cache = cache();
-        unavailable(cache.key(&server.url, Some("k"), Algorithm::RS256).await);
-        let reason = unavailable(cache.key(&server.url, Some("k"), Algorithm::RS256).await);
+        unavailable(cache.key(&server.url, Some("k"), Algorithm::RS256, 0).await);
+        let reason = unavailable(cache.key(&server.url, Some("k"), Algorithm::RS256, 0).await);
         assert!(
             reason.contains("500"),
             "the last failure is reported: {reason}"
@@ -1093,13 +1150,13 @@ mod tests {
             ..test_limits()
         });
         cache
-            .key(&server.url, Some("rsa-1"), Algorithm::RS256)
+            .key(&server.url, Some("rsa-1"), Algorithm::RS256, 0)
             .await
             .unwrap();
         server.set_mode(Mode::Status500);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let key = cache
-            .key(&server.url, Some("rsa-1"), Algorithm::RS256)
+            .key(&server.url, Some("rsa-1"), Algorithm::RS256, 0)
             .await
             .unwrap();
         assert_eq!(key.kid.as_deref(), Some("rsa-1"));
@@ -1108,10 +1165,36 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(800)).await;
         let reason = unavailable(
             cache
-                .key(&server.url, Some("rsa-1"), Algorithm::RS256)
+                .key(&server.url, Some("rsa-1"), Algorithm::RS256, 0)
                 .await,
         );
         assert!(reason.contains("500"), "{reason}");
+    }
+
+    /// An issuer changed (disabled after a compromise, enabled again) since
+    /// the keys were fetched: they are fetched again at once, whatever
+    /// `min_refresh` says, and never used stale.
+    #[tokio::test]
+    async fn keys_fetched_before_the_issuers_change_are_not_used() {
+        let rsa = rsa_key("rsa-1", 2048);
+        let server = JwksServer::start(rsa.jwks()).await;
+        let cache = JwksCache::new(JwksLimits {
+            min_refresh: Duration::from_secs(3600),
+            ..test_limits()
+        });
+        let key = |changed_at| cache.key(&server.url, Some("rsa-1"), Algorithm::RS256, changed_at);
+        key(0).await.unwrap();
+        key(0).await.unwrap();
+        assert_eq!(server.hits(), 1, "cached");
+        let changed = unix_now() + 1;
+        key(changed).await.unwrap();
+        assert_eq!(server.hits(), 2, "refetched after the change");
+        server.set_mode(Mode::Status500);
+        let reason = unavailable(key(changed + 1).await);
+        assert!(
+            reason.contains("500"),
+            "the old keys are not used: {reason}"
+        );
     }
 
     #[tokio::test]
@@ -1126,7 +1209,7 @@ mod tests {
             "not a url",
         ] {
             let err = cache
-                .key(url, Some("k"), Algorithm::RS256)
+                .key(url, Some("k"), Algorithm::RS256, 0)
                 .await
                 .unwrap_err();
             assert!(matches!(err, JwksError::BadUrl(_)), "{url}: {err:?}");

@@ -119,6 +119,10 @@ pub struct Expectations<'a> {
     pub jwks_uri: &'a str,
     /// tessera's client id at that issuer, which `aud` must contain.
     pub audience: &'a str,
+    /// Unix seconds of the issuer's last change: keys fetched before it
+    /// are fetched again (a provider disabled after a compromise and
+    /// enabled again is trusted only with its current keys).
+    pub changed_at: i64,
 }
 
 /// Who a verified upstream token names.
@@ -195,7 +199,10 @@ impl UpstreamVerifier {
     ) -> Result<UpstreamIdentity, UpstreamError> {
         let (header, _) = parse_structure(token)?;
         let (alg, kid) = check_header(&header)?;
-        let key = self.jwks.key(expect.jwks_uri, kid, alg).await?;
+        let key = self
+            .jwks
+            .key(expect.jwks_uri, kid, alg, expect.changed_at)
+            .await?;
         if !key.algs.contains(&alg) {
             return Err(UpstreamError::AlgorithmMismatch);
         }
@@ -460,6 +467,7 @@ mod tests {
                 issuer: ISSUER,
                 jwks_uri: &self.server.url,
                 audience: AUDIENCE,
+                changed_at: 0,
             }
         }
 

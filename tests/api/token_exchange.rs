@@ -442,14 +442,23 @@ async fn on_behalf_of_refusals(engine: Engine) {
         "invalid_request",
     )
     .await;
-    // Each refusal is audited with its reason.
+    // Each refusal past client authentication and the grant check is
+    // audited with its reason: ten of the eleven above (rs lacks the grant).
     s.f.audit_written().await;
-    let refusals = audit_actions(app)
+    let refusals: Vec<Value> = audit_actions(app)
         .await
         .into_iter()
         .filter(|(a, _)| a == "token_exchange_refused")
-        .count();
-    assert!(refusals >= 5, "{refusals} refusals audited");
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(refusals.len(), 10, "{refusals:?}");
+    assert_eq!(refusals[0]["kind"], "on_behalf_of");
+    assert_eq!(refusals[0]["error"], "invalid_target");
+    assert!(
+        refusals
+            .iter()
+            .any(|d| d["kind"] == "invalid" && d["error"] == "invalid_request")
+    );
 }
 
 /// A chain of services, each exchanging the previous one's token: the

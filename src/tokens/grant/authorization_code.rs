@@ -16,7 +16,7 @@ use crate::auth::network;
 use crate::authorize::pkce_matches;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
 use crate::store::Client;
-use crate::tokens::mint::{IdClaims, TokenRequest, at_hash};
+use crate::tokens::mint::{IdClaims, at_hash};
 use crate::tokens::policy::audiences;
 
 impl TokenEndpoint {
@@ -115,19 +115,15 @@ impl TokenEndpoint {
                     .network(network),
             )
             .await;
+        let sid = session.id;
         let mut response = self
-            .respond(
-                TokenRequest {
-                    sub: user.id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope: grant.scope.clone(),
-                    sid: Some(session.id),
-                    jkt: jkt.map(str::to_owned),
-                    act: None,
-                    expires_at: None,
-                },
-                Some(session.refresh_token),
+            .session_response(
+                client,
+                &user,
+                session,
+                audiences,
+                grant.scope.clone(),
+                jkt,
                 now,
             )
             .await?;
@@ -142,16 +138,13 @@ impl TokenEndpoint {
                         auth_time: grant.auth_time,
                         nonce: grant.nonce,
                         amr: grant.amr,
-                        sid: session.id.to_string(),
+                        sid: sid.to_string(),
                         at_hash: at_hash(&response.access_token),
                     },
                     now,
                 )
                 .map_err(super::mint_error)?;
             response.id_token = Some(id_token);
-        }
-        if client.cookie {
-            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
         }
         Ok(response)
     }

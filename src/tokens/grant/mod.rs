@@ -523,6 +523,41 @@ impl TokenEndpoint {
         }))
     }
 
+    /// The answer to a login that opened `session`: an access token of the
+    /// session and its refresh token (in the cookie, for cookie-mode clients).
+    #[allow(clippy::too_many_arguments)]
+    async fn session_response(
+        &self,
+        client: &crate::store::Client,
+        user: &crate::store::User,
+        session: OpenedSession,
+        audiences: Vec<String>,
+        scope: String,
+        jkt: Option<&str>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let mut response = self
+            .respond(
+                TokenRequest {
+                    sub: user.id.to_string(),
+                    audiences,
+                    client_id: client.id.clone(),
+                    scope,
+                    sid: Some(session.id),
+                    jkt: jkt.map(str::to_owned),
+                    act: None,
+                    expires_at: None,
+                },
+                Some(session.refresh_token),
+                now,
+            )
+            .await?;
+        if client.cookie {
+            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
+        }
+        Ok(response)
+    }
+
     /// Audits a login whose session was refused because the user's
     /// credentials changed (or the user was disabled) while it was checked.
     async fn audit_credentials_changed(

@@ -11,7 +11,6 @@ use crate::audit::{Action, Event, user_actor};
 use crate::auth::network;
 use crate::oauth::{ErrorCode, OAuthError, invalid_request};
 use crate::store::Client;
-use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{audiences, scopes};
 
 impl TokenEndpoint {
@@ -88,25 +87,7 @@ impl TokenEndpoint {
                     .network(network),
             )
             .await;
-        let mut response = self
-            .respond(
-                TokenRequest {
-                    sub: user.id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope,
-                    sid: Some(session.id),
-                    jkt: jkt.map(str::to_owned),
-                    act: None,
-                    expires_at: None,
-                },
-                Some(session.refresh_token),
-                now,
-            )
-            .await?;
-        if client.cookie {
-            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
-        }
-        Ok(response)
+        self.session_response(client, &user, session, audiences, scope, jkt, now)
+            .await
     }
 }

@@ -58,7 +58,7 @@ impl Kind {
 
 impl TokenEndpoint {
     /// RFC 8693 §2.1: dispatches on `subject_token_type`; every refusal
-    /// is audited and counted.
+    /// is audited and counted (a store or signer outage is not a refusal).
     pub(super) async fn token_exchange(
         &self,
         client: &Client,
@@ -68,40 +68,16 @@ impl TokenEndpoint {
         jkt: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let subject = params
-            .get("subject_token")
-            .ok_or_else(|| invalid_request("subject_token is required"))?;
-        let subject_type = params
-            .get("subject_token_type")
-            .ok_or_else(|| invalid_request("subject_token_type is required"))?;
-        if params.contains_key("actor_token") || params.contains_key("actor_token_type") {
-            return Err(invalid_request(
-                "actor_token is not supported: the authenticated client is the actor",
-            ));
-        }
-        if let Some(requested) = params.get("requested_token_type")
-            && requested != ACCESS_TOKEN_TYPE
-        {
-            return Err(invalid_request(format!(
-                "requested_token_type {requested:?} is not supported (use {ACCESS_TOKEN_TYPE})"
-            )));
-        }
-        let kind = match subject_type.as_str() {
-            ACCESS_TOKEN_TYPE => Kind::OnBehalfOf,
-            ID_TOKEN_TYPE | JWT_TYPE => Kind::Upstream,
-            other => {
-                return Err(invalid_request(format!(
-                    "subject_token_type {other:?} is not supported (use {ACCESS_TOKEN_TYPE}, {ID_TOKEN_TYPE} or {JWT_TYPE})"
-                )));
-            }
-        };
         let mut issuer = None;
+        let kind = exchange_kind(params);
+        let label = kind.as_ref().map_or("invalid", |(k, _)| k.as_str());
         let result = match kind {
-            Kind::OnBehalfOf => {
+            Err(e) => Err(e),
+            Ok((Kind::OnBehalfOf, subject)) => {
                 self.on_behalf_of(client, params, subject, jkt, ip, now)
                     .await
             }
-            Kind::Upstream => {
+            Ok((Kind::Upstream, subject)) => {
                 self.upstream_login(
                     client,
                     params,
@@ -115,10 +91,11 @@ impl TokenEndpoint {
                 .await
             }
         };
+        let kind = label;
         let outcome = if result.is_ok() { "issued" } else { "refused" };
         crate::metrics::metrics()
             .token_exchanges
-            .with_label_values(&[kind.as_str(), outcome])
+            .with_label_values(&[kind, outcome])
             .inc();
         match result {
             Ok(mut response) => {
@@ -126,14 +103,13 @@ impl TokenEndpoint {
                 Ok(response)
             }
             Err(e) => {
-                // A store or signer outage is not a refusal of the token.
                 if !matches!(
                     e.code,
                     ErrorCode::TemporarilyUnavailable | ErrorCode::ServerError
                 ) {
                     let mut event =
                         Event::new(client_actor(&client.id), Action::TokenExchangeRefused)
-                            .detail("kind", kind.as_str())
+                            .detail("kind", kind)
                             .detail("error", e.code.as_str())
                             .detail("reason", e.description.clone())
                             .network(ip.map(network::prefix));
@@ -297,7 +273,7 @@ impl TokenEndpoint {
         let issuer = self
             .trusted_issuer(&claimed)
             .await?
-            .ok_or_else(|| invalid_grant(format!("issuer {claimed:?} is not trusted")))?;
+            .ok_or_else(|| invalid_grant(format!("issuer {:?} is not trusted", clip(&claimed))))?;
         *audited_issuer = Some(issuer.issuer.clone());
         let identity = self
             .upstream
@@ -307,6 +283,7 @@ impl TokenEndpoint {
                     issuer: &issuer.issuer,
                     jwks_uri: &issuer.jwks_uri,
                     audience: &issuer.audience,
+                    changed_at: issuer.updated_at,
                 },
                 now,
             )
@@ -362,26 +339,8 @@ impl TokenEndpoint {
                     .network(network),
             )
             .await;
-        let mut response = self
-            .respond(
-                TokenRequest {
-                    sub: user.id.to_string(),
-                    audiences,
-                    client_id: client.id.clone(),
-                    scope,
-                    sid: Some(session.id),
-                    jkt: jkt.map(str::to_owned),
-                    act: None,
-                    expires_at: None,
-                },
-                Some(session.refresh_token),
-                now,
-            )
-            .await?;
-        if client.cookie {
-            response.refresh_cookie_max_age = Some(session.idle_expires_at - now);
-        }
-        Ok(response)
+        self.session_response(client, &user, session, audiences, scope, jkt, now)
+            .await
     }
 
     /// The enabled issuer registered as `iss`, if any.
@@ -412,7 +371,7 @@ impl TokenEndpoint {
         }
         if !issuer.create_users {
             return Err(invalid_grant(format!(
-                "no tessera user is linked to this account of {:?}, and the issuer does not create users (link one with tessera user link)",
+                "no tessera user is linked to subject {subject:?} of {:?}, and the issuer does not create users (link one with tessera user link)",
                 issuer.issuer
             )));
         }
@@ -461,6 +420,50 @@ pub fn upstream_username(issuer: &str, subject: &str) -> String {
     format!("ext-{hex}")
 }
 
+/// Which exchange the request asks for, and its subject token; refuses
+/// what no exchange accepts (RFC 8693 §2.1).
+fn exchange_kind(params: &HashMap<String, String>) -> Result<(Kind, &str), OAuthError> {
+    let subject = params
+        .get("subject_token")
+        .ok_or_else(|| invalid_request("subject_token is required"))?;
+    let subject_type = params
+        .get("subject_token_type")
+        .ok_or_else(|| invalid_request("subject_token_type is required"))?;
+    if params.contains_key("actor_token") || params.contains_key("actor_token_type") {
+        return Err(invalid_request(
+            "actor_token is not supported: the authenticated client is the actor",
+        ));
+    }
+    if let Some(requested) = params.get("requested_token_type")
+        && requested != ACCESS_TOKEN_TYPE
+    {
+        return Err(invalid_request(format!(
+            "requested_token_type {:?} is not supported (use {ACCESS_TOKEN_TYPE})",
+            clip(requested)
+        )));
+    }
+    let kind = match subject_type.as_str() {
+        ACCESS_TOKEN_TYPE => Kind::OnBehalfOf,
+        ID_TOKEN_TYPE | JWT_TYPE => Kind::Upstream,
+        other => {
+            return Err(invalid_request(format!(
+                "subject_token_type {:?} is not supported (use {ACCESS_TOKEN_TYPE}, {ID_TOKEN_TYPE} or {JWT_TYPE})",
+                clip(other)
+            )));
+        }
+    };
+    Ok((kind, subject.as_str()))
+}
+
+/// At most 100 characters of a value the client chose, for messages and
+/// the audit log (which must not grow by whatever a client sends).
+fn clip(value: &str) -> String {
+    match value.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_owned(),
+    }
+}
+
 /// The target audience: `audience` (or RFC 8707 `resource`), one of the
 /// client's exchange audiences; without one, the client's only one.
 fn exchange_audience(
@@ -498,10 +501,11 @@ fn invalid_grant(message: impl Into<String>) -> OAuthError {
 /// never be fetched is our outage (503), not the client's fault.
 fn upstream_error(e: UpstreamError) -> OAuthError {
     if e.is_unavailable() {
+        // The reason (addresses, connection errors) is for the operator.
         tracing::warn!(error = %e, "upstream issuer keys unavailable");
         return OAuthError::new(
             ErrorCode::TemporarilyUnavailable,
-            format!("{e}; try again shortly"),
+            "the issuer's keys cannot be fetched right now; try again shortly",
         );
     }
     invalid_grant(format!("the subject token was refused: {e}"))
