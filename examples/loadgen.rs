@@ -6,6 +6,7 @@
 //! target/release/examples/loadgen client_credentials http://127.0.0.1:8080 32 10
 //! target/release/examples/loadgen introspect http://127.0.0.1:8080 8 10
 //! target/release/examples/loadgen verify http://127.0.0.1:8080 8 10 --rs-url http://127.0.0.1:9000
+//! CLIENT_ID=exchanger CLIENT_SECRET=… target/release/examples/loadgen token_exchange http://127.0.0.1:8080 8 10
 //! ```
 //!
 //! `loadgen MODE BASE_URL CONCURRENCY SECONDS [--warmup SECS] [--rs-url URL] [--threads N] [--tokens N]`
@@ -31,6 +32,13 @@
 //! - `verify`: `GET {RS_URL}/me` with `Authorization: Bearer <access token>`
 //!   against `examples/resource_server.rs` (`--rs-url`, default
 //!   `http://127.0.0.1:9000`); tokens as for `introspect`. Non-200 is an error.
+//! - `token_exchange`: `--tokens` user access tokens are obtained first with
+//!   the password grant (as `refresh` logs in); then each worker exchanges
+//!   them on the user's behalf (RFC 8693, `subject_token_type` access_token)
+//!   as the confidential client `CLIENT_ID`/`CLIENT_SECRET` in HTTP Basic,
+//!   which must be registered with `--grant token-exchange
+//!   --exchange-audience …` and serve the tokens' audience. A 200 without
+//!   an access token is an error.
 //!
 //! A few tokens presented again and again measure the verifier's cache of
 //! verified tokens (a client re-using its token); many (`--tokens 20000`,
@@ -85,6 +93,7 @@ enum Mode {
     Refresh,
     Introspect,
     Verify,
+    TokenExchange,
 }
 
 impl Mode {
@@ -94,6 +103,7 @@ impl Mode {
             Mode::Refresh => "refresh",
             Mode::Introspect => "introspect",
             Mode::Verify => "verify",
+            Mode::TokenExchange => "token_exchange",
         }
     }
 }
@@ -123,7 +133,7 @@ struct Args {
     /// `refresh`: send DPoP proofs (RFC 9449); the tokens are bound.
     #[arg(long)]
     dpop: bool,
-    /// Distinct access tokens for `introspect` and `verify`.
+    /// Distinct access tokens for `introspect`, `verify` and `token_exchange`.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_TOKENS, value_parser = at_least_one)]
     tokens: usize,
 }
@@ -601,7 +611,7 @@ async fn worker(id: usize, plan: Arc<Plan>, ready: Ready) -> Outcome {
                 Mode::Introspect => {
                     serde_json::from_slice::<Introspection>(conn.body()).is_ok_and(|i| i.active)
                 }
-                Mode::ClientCredentials => {
+                Mode::ClientCredentials | Mode::TokenExchange => {
                     TokenAnswer::parse(conn.body()).is_some_and(|a| a.access_token.is_some())
                 }
                 Mode::Verify => true,
@@ -664,8 +674,9 @@ fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
-/// `n` access tokens from the client_credentials grant, for introspect and
-/// verify (over a few connections at once: thousands take a while).
+/// `n` access tokens from `cc` (the client_credentials grant, or a password
+/// login for token_exchange), for introspect, verify and token_exchange
+/// (over a few connections at once: thousands take a while).
 async fn setup_tokens(addr: SocketAddr, cc: &Template, n: usize) -> Result<Vec<String>, String> {
     const CONNECTIONS: usize = 8;
     let fetchers: Vec<_> = (0..CONNECTIONS.min(n))
@@ -731,23 +742,42 @@ async fn run(args: Args) -> Result<bool, String> {
         other => return Err(format!("CLIENT_AUTH={other}: expected post or basic")),
     };
 
+    let password_login = {
+        let (user, pass) = (
+            var("USERNAME", "loadgen"),
+            var("PASSWORD", "loadgen-password"),
+        );
+        let body = form(&[
+            ("grant_type", "password"),
+            ("client_id", &public_client),
+            ("username", &user),
+            ("password", &pass),
+        ]);
+        target.template("/oauth/token", None, Some(body))
+    };
     let (fixed, login) = match args.mode {
         Mode::ClientCredentials => (vec![cc], None),
-        Mode::Refresh => {
-            let (user, pass) = (
-                var("USERNAME", "loadgen"),
-                var("PASSWORD", "loadgen-password"),
-            );
-            let body = form(&[
-                ("grant_type", "password"),
-                ("client_id", &public_client),
-                ("username", &user),
-                ("password", &pass),
-            ]);
-            (
-                Vec::new(),
-                Some(target.template("/oauth/token", None, Some(body))),
-            )
+        Mode::Refresh => (Vec::new(), Some(password_login)),
+        Mode::TokenExchange => {
+            let tokens = setup_tokens(target.addr, &password_login, args.tokens).await?;
+            let fixed = tokens
+                .iter()
+                .map(|t| {
+                    let body = form(&[
+                        (
+                            "grant_type",
+                            "urn:ietf:params:oauth:grant-type:token-exchange",
+                        ),
+                        ("subject_token", t),
+                        (
+                            "subject_token_type",
+                            "urn:ietf:params:oauth:token-type:access_token",
+                        ),
+                    ]);
+                    target.template("/oauth/token", Some(&basic_auth), Some(body))
+                })
+                .collect();
+            (fixed, None)
         }
         Mode::Introspect => {
             let tokens = setup_tokens(target.addr, &cc, args.tokens).await?;
@@ -855,7 +885,7 @@ async fn run(args: Args) -> Result<bool, String> {
         args.concurrency,
         args.threads,
         match args.mode {
-            Mode::Introspect | Mode::Verify => args.tokens.to_string(),
+            Mode::Introspect | Mode::Verify | Mode::TokenExchange => args.tokens.to_string(),
             _ => "-".to_owned(),
         },
         elapsed,
