@@ -322,3 +322,130 @@ async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_toke
         first
     );
 }
+
+/// Authlib's OAuth2Session through RFC 8693 token exchange: a public
+/// client trades an upstream issuer's ID token for a tessera session (and
+/// refreshes it with Authlib's own refresh), a confidential client trades a
+/// user's access token for one addressed to another audience, naming
+/// itself as the actor; each token checked against the JWKS by authlib.jose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmodified_client_library_exchanges_tokens() {
+    use base64::Engine as _;
+    const PAYMENTS: &str = "https://payments.example";
+    // The script uses the endpoints the metadata publishes: serve them there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let f = crate::helpers::fixture_with(
+        Engine::Sqlite,
+        &[
+            ("TESSERA_LISTEN", listen.as_str()),
+            ("TESSERA_ISSUER", issuer.as_str()),
+        ],
+    )
+    .await;
+    let app = &f.app;
+    assert_eq!(app.address, issuer);
+
+    let upstream = crate::token_exchange::Upstream::start().await;
+    app.store
+        .add_issuer(
+            &tessera::store::NewIssuer {
+                issuer: upstream.issuer(),
+                jwks_uri: upstream.jwks_uri(),
+                audience: crate::token_exchange::UPSTREAM_AUD.into(),
+                create_users: true,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    app.add_client(crate::helpers::ClientSpec::public(
+        "py-bff",
+        &["token-exchange", "refresh_token"],
+    ))
+    .await;
+    let secret = app
+        .add_client(
+            crate::helpers::ClientSpec::confidential("py-orders", &[])
+                .audiences(&[crate::helpers::AUD])
+                .exchange_audiences(&[PAYMENTS]),
+        )
+        .await;
+    let (access, _refresh) = app.login("alice").await;
+    let id_token = upstream.id_token("py-upstream-user");
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/token_exchange_client.py"
+    );
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .args([
+            issuer.as_str(),
+            "py-bff",
+            &id_token,
+            crate::helpers::AUD,
+            "py-orders",
+            &secret,
+            &access,
+            PAYMENTS,
+        ])
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/test.sh", python()));
+    assert!(
+        out.status.success(),
+        "Authlib could not complete the exchanges (pip install -r tests/interop/requirements.txt):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // The upstream login: a session of a new tessera user linked to the
+    // upstream (iss, sub), verified with the JWKS tessera fetched.
+    let linked = app
+        .store
+        .linked_user(&upstream.issuer(), "py-upstream-user")
+        .await
+        .unwrap()
+        .expect("the upstream user is linked");
+    let alice = app.store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(
+        summary["upstream"]["sub"],
+        linked.id.to_string(),
+        "{summary}"
+    );
+    assert_ne!(linked.id, alice.id);
+    assert_eq!(summary["upstream"]["aud"], crate::helpers::AUD);
+    assert_eq!(summary["upstream"]["client_id"], "py-bff");
+    assert_eq!(summary["upstream"]["scope"], "read");
+    assert!(summary["upstream"]["sid"].is_string());
+    assert_eq!(summary["refreshed"], true);
+    assert!(upstream.hits() >= 1, "tessera fetched the upstream JWKS");
+
+    // On behalf of alice: her user and session, the payments audience,
+    // py-orders as the actor, no refresh token.
+    let part = access.split('.').nth(1).unwrap();
+    let subject: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap();
+    let exchanged = &summary["exchanged"];
+    assert_eq!(exchanged["sub"], alice.id.to_string(), "{summary}");
+    assert_eq!(exchanged["sub"], subject["sub"]);
+    assert_eq!(exchanged["sid"], subject["sid"]);
+    assert_eq!(summary["subject"]["sid"], subject["sid"]);
+    assert_ne!(exchanged["sid"], summary["upstream"]["sid"]);
+    assert_eq!(exchanged["aud"], PAYMENTS);
+    assert_eq!(exchanged["act"], json!({ "sub": "py-orders" }));
+    assert_eq!(exchanged["client_id"], "py-orders");
+    assert_eq!(exchanged["scope"], "read");
+    assert_eq!(exchanged["refresh_token"], false);
+    assert_eq!(summary["refused_audience_error"], "invalid_target");
+}
