@@ -237,6 +237,11 @@ impl ClientSpec {
             ));
         }
         let exchanges = grants.iter().any(|g| g == TOKEN_EXCHANGE);
+        if exchange_audiences.iter().any(|a| a == issuer) {
+            return Err(invalid(format!(
+                "exchange audience {issuer}: tessera's own audience (the admin API) is never a target of exchange"
+            )));
+        }
         if !exchange_audiences.is_empty() && !exchanges {
             return Err(invalid(
                 "exchange audiences (--exchange-audience) are for the token-exchange grant: add --grant token-exchange".into(),

@@ -112,6 +112,7 @@ impl Issuers {
         disabled: bool,
         now: i64,
     ) -> Result<IssuerChange, AccountError> {
+        plain_text("issuer", issuer)?;
         let revoked = self
             .store
             .set_issuer_disabled(
@@ -163,7 +164,8 @@ impl Issuers {
         subject: &str,
         now: i64,
     ) -> Result<UserLink, AccountError> {
-        if subject.is_empty() || subject.len() > 255 {
+        plain_text("issuer", issuer)?;
+        if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
             return Err(AccountError::Invalid(
                 "subject: the user's `sub` at the issuer, 1–255 bytes".into(),
             ));
@@ -197,6 +199,17 @@ impl Issuers {
     async fn user(&self, username: &str) -> Result<User, AccountError> {
         crate::auth::accounts::user_named(self.store.as_ref(), username).await
     }
+}
+
+/// An identifier from the caller: at most 512 characters, no control
+/// characters (which no registered issuer has, and PostgreSQL refuses).
+fn plain_text(what: &str, value: &str) -> Result<(), AccountError> {
+    if value.len() > 512 || value.chars().any(char::is_control) {
+        return Err(AccountError::Invalid(format!(
+            "{what}: at most 512 characters without control characters"
+        )));
+    }
+    Ok(())
 }
 
 fn not_found(issuer: &str) -> AccountError {

@@ -169,8 +169,8 @@ struct SlotState {
     good: Option<KeySet>,
     /// When the last fetch (successful or not) started.
     last_attempt: Option<Instant>,
-    /// The same, in Unix seconds.
-    last_attempt_unix: i64,
+    /// The issuer version the last fetch was made for.
+    last_attempt_version: i64,
     /// Why the last fetch failed, if it did.
     last_error: Option<String>,
     /// Bumped by every fetch, so a waiter can tell one happened meanwhile.
@@ -180,9 +180,9 @@ struct SlotState {
 struct KeySet {
     keys: Vec<Arc<UpstreamKey>>,
     fetched_at: Instant,
-    /// Unix seconds of the fetch's start, to compare with the issuer's
-    /// last change (which another instance may have made).
-    fetched_unix: i64,
+    /// The issuer version (its `updated_at`) the fetch was made for: keys
+    /// of an older version are not used once a newer one is asked for.
+    version: i64,
     max_age: Duration,
 }
 
@@ -233,25 +233,23 @@ impl JwksCache {
     /// [`JwksLimits::min_refresh`] per URL; concurrent callers share one
     /// fetch. A failed refetch keeps the last good keys.
     ///
-    /// Keys fetched before `changed_at` (Unix seconds: the issuer's last
-    /// change, e.g. disabled after a compromise and enabled again) are
-    /// never used: the JWKS is fetched again first, on every instance.
+    /// `version` is the issuer's last change (its `updated_at`, moved when
+    /// it is disabled after a compromise and enabled again): keys fetched
+    /// for an older version are never used, and the JWKS is fetched again
+    /// at once, on every instance. Versions are compared with each other,
+    /// never with this machine's clock.
     pub async fn key(
         &self,
         jwks_uri: &str,
         kid: Option<&str>,
         alg: Algorithm,
-        changed_at: i64,
+        version: i64,
     ) -> Result<Arc<UpstreamKey>, JwksError> {
         let url = check_url(jwks_uri)?;
         let slot = self.slot(jwks_uri);
         let generation = {
             let mut state = slot.state();
-            if state
-                .good
-                .as_ref()
-                .is_some_and(|g| g.fetched_unix < changed_at)
-            {
+            if state.good.as_ref().is_some_and(|g| g.version < version) {
                 state.good = None;
             }
             let now = Instant::now();
@@ -260,16 +258,16 @@ impl JwksCache {
             {
                 return Ok(key);
             }
-            let may_fetch = state.last_attempt_unix < changed_at
+            let may_fetch = state.last_attempt_version < version
                 || state
                     .last_attempt
                     .is_none_or(|at| now.saturating_duration_since(at) >= self.limits.min_refresh);
             may_fetch.then_some(state.generation)
         };
         if let Some(generation) = generation {
-            self.refresh(&slot, &url, generation).await;
+            self.refresh(&slot, &url, generation, version).await;
         }
-        self.answer(&slot.state(), kid, alg)
+        self.answer(&slot.state(), kid, alg, version)
     }
 
     /// The slot for `jwks_uri`, created on first use.
@@ -280,24 +278,23 @@ impl JwksCache {
 
     /// Fetches `url` unless another caller fetched it while this one waited
     /// for the lock (single flight).
-    async fn refresh(&self, slot: &Slot, url: &Url, seen_generation: u64) {
+    async fn refresh(&self, slot: &Slot, url: &Url, seen_generation: u64, version: i64) {
         let _fetching = slot.fetching.lock().await;
         if slot.state().generation != seen_generation {
             return;
         }
         let started = Instant::now();
-        let started_unix = unix_now();
         let result = self.fetch(url).await;
         let mut state = slot.state();
         state.generation += 1;
         state.last_attempt = Some(started);
-        state.last_attempt_unix = started_unix;
+        state.last_attempt_version = state.last_attempt_version.max(version);
         match result {
             Ok((keys, max_age)) => {
                 state.good = Some(KeySet {
                     keys,
                     fetched_at: started,
-                    fetched_unix: started_unix,
+                    version,
                     max_age,
                 });
                 state.last_error = None;
@@ -315,9 +312,12 @@ impl JwksCache {
         state: &SlotState,
         kid: Option<&str>,
         alg: Algorithm,
+        version: i64,
     ) -> Result<Arc<UpstreamKey>, JwksError> {
         let last_error = state.last_error.as_deref().unwrap_or("not fetched yet");
-        let Some(good) = &state.good else {
+        // A fetch for an older version (in flight across the change) does
+        // not count.
+        let Some(good) = state.good.as_ref().filter(|g| g.version >= version) else {
             return Err(JwksError::Unavailable(last_error.to_owned()));
         };
         let age = Instant::now().saturating_duration_since(good.fetched_at);
@@ -348,14 +348,6 @@ impl JwksCache {
         let keys = parse_jwks(&body, self.limits.max_keys)?;
         Ok((keys, max_age))
     }
-}
-
-/// Unix seconds by the system clock: compared with the issuer's stored
-/// `updated_at`, which the admin's clock wrote.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Only `https://`, or `http://` to this machine (tests, sidecars).
@@ -1182,15 +1174,18 @@ mod tests {
             min_refresh: Duration::from_secs(3600),
             ..test_limits()
         });
-        let key = |changed_at| cache.key(&server.url, Some("rsa-1"), Algorithm::RS256, changed_at);
-        key(0).await.unwrap();
-        key(0).await.unwrap();
+        let key = |version| cache.key(&server.url, Some("rsa-1"), Algorithm::RS256, version);
+        key(1_700_000_000).await.unwrap();
+        key(1_700_000_000).await.unwrap();
         assert_eq!(server.hits(), 1, "cached");
-        let changed = unix_now() + 1;
-        key(changed).await.unwrap();
-        assert_eq!(server.hits(), 2, "refetched after the change");
+        key(1_700_000_100).await.unwrap();
+        key(1_700_000_100).await.unwrap();
+        assert_eq!(server.hits(), 2, "refetched once after the change");
+        // An instance that read the issuer before the change is served too.
+        key(1_700_000_000).await.unwrap();
+        assert_eq!(server.hits(), 2);
         server.set_mode(Mode::Status500);
-        let reason = unavailable(key(changed + 1).await);
+        let reason = unavailable(key(1_700_000_200).await);
         assert!(
             reason.contains("500"),
             "the old keys are not used: {reason}"

@@ -41,7 +41,9 @@ const ACCEPTED_ALGS: [(&str, Algorithm); 9] = [
 ];
 
 /// `typ` values of other JWTs that must not pass for an identity token.
-const REFUSED_TYPES: [&str; 2] = ["dpop+jwt", "logout+jwt"];
+// Access tokens too (RFC 9068): one the provider issued to another app may
+// carry tessera's audience, but it does not say the user signed in here.
+const REFUSED_TYPES: [&str; 3] = ["dpop+jwt", "logout+jwt", "at+jwt"];
 
 /// Longest piece of an untrusted header echoed in an error.
 const MAX_ECHO: usize = 40;
@@ -84,6 +86,10 @@ pub enum UpstreamError {
     /// `aud` does not contain tessera's audience for this issuer.
     #[error("token aud does not contain the expected audience")]
     Audience,
+    /// `azp` names another client than the registered audience: a token
+    /// the provider issued to another app.
+    #[error("token azp is not the expected audience: it was issued to another client")]
+    AuthorizedParty,
     /// `exp` has passed (beyond the leeway).
     #[error("token has expired")]
     Expired,
@@ -119,10 +125,10 @@ pub struct Expectations<'a> {
     pub jwks_uri: &'a str,
     /// tessera's client id at that issuer, which `aud` must contain.
     pub audience: &'a str,
-    /// Unix seconds of the issuer's last change: keys fetched before it
-    /// are fetched again (a provider disabled after a compromise and
+    /// The issuer's version (its `updated_at`): keys fetched for an older
+    /// one are fetched again (a provider disabled after a compromise and
     /// enabled again is trusted only with its current keys).
-    pub changed_at: i64,
+    pub version: i64,
 }
 
 /// Who a verified upstream token names.
@@ -159,6 +165,11 @@ pub struct UpstreamVerifier {
 pub fn peek_issuer(token: &str) -> Result<String, UpstreamError> {
     let (_, payload) = parse_structure(token)?;
     match payload.get("iss") {
+        // Registered issuers are URLs of at most 512 characters; anything
+        // else is refused before it reaches a query.
+        Some(Value::String(iss)) if iss.len() > 512 || iss.chars().any(char::is_control) => {
+            Err(UpstreamError::Malformed("iss is not an issuer URL".into()))
+        }
         Some(Value::String(iss)) => Ok(iss.clone()),
         Some(_) => Err(UpstreamError::Malformed("iss is not a string".into())),
         None => Err(UpstreamError::MissingClaim("iss")),
@@ -201,7 +212,7 @@ impl UpstreamVerifier {
         let (alg, kid) = check_header(&header)?;
         let key = self
             .jwks
-            .key(expect.jwks_uri, kid, alg, expect.changed_at)
+            .key(expect.jwks_uri, kid, alg, expect.version)
             .await?;
         if !key.algs.contains(&alg) {
             return Err(UpstreamError::AlgorithmMismatch);
@@ -327,7 +338,8 @@ fn verify_signature(
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
                 UpstreamError::AlgorithmMismatch
             }
-            _ => UpstreamError::Malformed(format!("decoding: {e}")),
+            // The decoder's own message may quote header values.
+            _ => UpstreamError::Malformed("the header or claims do not decode".into()),
         })
 }
 
@@ -344,6 +356,12 @@ fn check_claims(
         None => return Err(UpstreamError::MissingClaim("iss")),
     }
     check_audience(claims.get("aud"), expect.audience)?;
+    // OIDC Core §2: `azp` is the client the token was issued to.
+    match claims.get("azp") {
+        None => {}
+        Some(Value::String(azp)) if azp == expect.audience => {}
+        Some(_) => return Err(UpstreamError::AuthorizedParty),
+    }
     let expires_at = numeric_date(claims, "exp")?.ok_or(UpstreamError::MissingClaim("exp"))?;
     if expires_at <= now.saturating_sub(leeway) {
         return Err(UpstreamError::Expired);
@@ -407,6 +425,9 @@ fn check_subject(sub: Option<&Value>) -> Result<String, UpstreamError> {
         Some(Value::String(sub)) if sub.len() > MAX_SUBJECT_BYTES => Err(UpstreamError::Subject(
             format!("{} bytes; at most {MAX_SUBJECT_BYTES}", sub.len()),
         )),
+        Some(Value::String(sub)) if sub.chars().any(char::is_control) => {
+            Err(UpstreamError::Subject("control characters".into()))
+        }
         Some(Value::String(sub)) => Ok(sub.clone()),
         Some(_) => Err(UpstreamError::Subject("not a string".into())),
     }
@@ -467,7 +488,7 @@ mod tests {
                 issuer: ISSUER,
                 jwks_uri: &self.server.url,
                 audience: AUDIENCE,
-                changed_at: 0,
+                version: 0,
             }
         }
 
@@ -887,9 +908,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dpop_and_logout_types_are_refused() {
+    async fn dpop_logout_and_access_token_types_are_refused() {
         let f = Fixture::new().await;
-        for typ in ["dpop+jwt", "application/logout+jwt", "DPoP+JWT"] {
+        for typ in [
+            "dpop+jwt",
+            "application/logout+jwt",
+            "DPoP+JWT",
+            "at+jwt",
+            "application/at+jwt",
+        ] {
             let mut typed = header(Algorithm::RS256, "rsa-1");
             typed.typ = Some(typ.into());
             let token = sign(&typed, &f.claims(), &f.rsa.encoding);
@@ -899,12 +926,48 @@ mod tests {
             );
         }
         let mut typed = header(Algorithm::RS256, "rsa-1");
-        typed.typ = Some("at+jwt".into());
+        typed.typ = Some("JWT".into());
         assert!(
             f.verify(&sign(&typed, &f.claims(), &f.rsa.encoding))
                 .await
                 .is_ok()
         );
+    }
+
+    /// A token the provider issued to another client (its `azp`) is refused
+    /// even when its `aud` names tessera; `azp` equal to the audience passes.
+    #[tokio::test]
+    async fn a_token_issued_to_another_client_is_refused() {
+        let f = Fixture::new().await;
+        let mut claims = f.claims();
+        claims["aud"] = json!([AUDIENCE, "other-app"]);
+        claims["azp"] = json!("other-app");
+        let token = sign(&header(Algorithm::RS256, "rsa-1"), &claims, &f.rsa.encoding);
+        assert_eq!(f.verify(&token).await, Err(UpstreamError::AuthorizedParty));
+        claims["azp"] = json!(AUDIENCE);
+        let token = sign(&header(Algorithm::RS256, "rsa-1"), &claims, &f.rsa.encoding);
+        assert!(f.verify(&token).await.is_ok());
+    }
+
+    /// Control characters in `iss` or `sub` never reach a query (PostgreSQL
+    /// refuses NUL in text: a 503 instead of a refusal).
+    #[tokio::test]
+    async fn control_characters_in_iss_and_sub_are_refused() {
+        let f = Fixture::new().await;
+        let mut claims = f.claims();
+        claims["iss"] = json!("\u{0}");
+        let token = sign(&header(Algorithm::RS256, "rsa-1"), &claims, &f.rsa.encoding);
+        assert!(matches!(
+            peek_issuer(&token),
+            Err(UpstreamError::Malformed(_))
+        ));
+        let mut claims = f.claims();
+        claims["sub"] = json!("a\u{0}b");
+        let token = sign(&header(Algorithm::RS256, "rsa-1"), &claims, &f.rsa.encoding);
+        assert!(matches!(
+            f.verify(&token).await,
+            Err(UpstreamError::Subject(_))
+        ));
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use query::{FeedQuery, QueryError};
-pub use service::{Introspection, MAX_FEED_PAGE, RevokeError, Revoker};
+pub use service::{FOLD_AFTER, Introspection, MAX_FEED_PAGE, RevokeError, Revoker};
 
 use crate::store::{Store, StoreResult};
 use crate::verify::{FeedEntry, RevocationSet};

@@ -227,8 +227,11 @@ impl Revoker {
         if claims.client_id != client.id {
             return Err(RevokeError::NotYourToken);
         }
+        // An exchanged token (`act`) belongs to its actor, not to the
+        // user's session: many revocations by a service fold into the
+        // service's own tokens, never into the session of a user it acts for.
         let owner = match claims.sid.as_deref().map(uuid::Uuid::parse_str) {
-            Some(Ok(sid)) => JtiOwner::Session(sid),
+            Some(Ok(sid)) if claims.act.is_none() => JtiOwner::Session(sid),
             _ => JtiOwner::Client(client.id.clone()),
         };
         let outcome = self

@@ -449,7 +449,9 @@ pub trait Sessions: Send + Sync {
     /// is either refused or visible to the change's revocation. A session
     /// whose id exists already is not opened either (false): the id of the
     /// session an authorization code opens is chosen with the code, so a
-    /// code opens at most one.
+    /// code opens at most one. A session with an `upstream_issuer` is opened
+    /// only while that issuer is enabled, decided under a lock on its row,
+    /// so a session is either refused or visible to the disable's sweep.
     async fn create_session(
         &self,
         session: &NewSession,

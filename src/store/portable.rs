@@ -875,6 +875,23 @@ macro_rules! portable_sessions {
                 secret_digest: &[u8; 32],
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
+                // A session from an upstream issuer's token needs the issuer
+                // enabled, under a share lock (PostgreSQL): a disable either
+                // commits first (and this inserts nothing) or waits for this
+                // commit (and its sweep then revokes this session).
+                if let Some(issuer) = &s.upstream_issuer {
+                    let sql = format!(
+                        "SELECT disabled FROM trusted_issuers WHERE issuer = $1 {}",
+                        Self::USER_SHARE_LOCK
+                    );
+                    let disabled: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(issuer)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if disabled != Some(false) {
+                        return Ok(false);
+                    }
+                }
                 // The session exists only if its user is enabled and the
                 // credentials the login checked are still current. The user
                 // row is share-locked (PostgreSQL), so a password change

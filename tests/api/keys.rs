@@ -245,9 +245,10 @@ async fn jwks_and_metadata_are_served(engine: Engine) {
         meta["grant_types_supported"],
         serde_json::json!([
             "authorization_code",
-            "refresh_token",
             "client_credentials",
-            "password"
+            "password",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
         ])
     );
     assert_eq!(

@@ -225,7 +225,11 @@ struct Services {
 }
 
 async fn services(engine: Engine) -> Services {
-    let f = fixture(engine).await;
+    services_with(engine, &[]).await
+}
+
+async fn services_with(engine: Engine, extra: &[(&str, &str)]) -> Services {
+    let f = crate::helpers::fixture_with(engine, extra).await;
     let orders = f
         .app
         .add_client(
@@ -512,6 +516,8 @@ on_both_engines!(
     upstream_refusals,
     disabling_an_issuer_ends_its_sessions,
     parallel_first_exchanges_create_one_user,
+    disabling_an_issuer_during_exchanges_leaves_no_live_session,
+    a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session,
 );
 
 // ---- upstream issuers ----
@@ -1008,4 +1014,99 @@ async fn exchanged_tokens_for_an_encrypted_audience_are_encrypted() {
     assert!(why.contains("decrypt it"), "{why}");
     let res = exchange(app, ("payments", Some(&s.payments)), &inner, ACCESS, &[]).await;
     assert_eq!(res.status(), 200);
+}
+
+/// Exchanges racing the issuer's disable: whatever each one got, no session
+/// of the issuer is live afterwards (the disable either refuses the
+/// exchange or sweeps its session; on PostgreSQL a share lock on the
+/// issuer's row decides which).
+async fn disabling_an_issuer_during_exchanges_leaves_no_live_session(engine: Engine) {
+    let (f, upstream, admin) = with_upstream(engine, true).await;
+    let app = &f.app;
+    let tokens: Vec<String> = (0..16)
+        .map(|i| upstream.id_token(&format!("u{i}")))
+        .collect();
+    // The JWKS is cached first, so the exchanges race the disable itself.
+    let res = exchange(
+        app,
+        ("bff", None),
+        &upstream.id_token("warm"),
+        ID_TOKEN,
+        &[],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let exchanges = futures_util::future::join_all(
+        tokens
+            .iter()
+            .map(|t| exchange(app, ("bff", None), t, ID_TOKEN, &[])),
+    );
+    let disable = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        app.admin_api(
+            Method::POST,
+            "/issuers/disable",
+            Some(&admin),
+            Some(json!({ "issuer": upstream.issuer() })),
+        )
+        .await
+    };
+    let (answers, disabled) = tokio::join!(exchanges, disable);
+    assert_eq!(disabled.status(), 200);
+    let mut issued = Vec::new();
+    for res in answers {
+        match res.status().as_u16() {
+            200 => issued.push(res.json::<Value>().await.unwrap()),
+            400 => {
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["error"], "invalid_grant", "{body}");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    for body in issued {
+        let access = body["access_token"].as_str().unwrap();
+        assert_eq!(
+            f.introspect(access).await["active"],
+            false,
+            "a session outlived the disable"
+        );
+        let refresh = body["refresh_token"].as_str().unwrap();
+        let res = app
+            .form(
+                "/oauth/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "bff"),
+                    ("refresh_token", refresh),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), 400);
+    }
+}
+
+/// A service revoking every token it obtained by exchange (more than the
+/// revocation list keeps per owner) folds them into its own tokens, never
+/// into the session of the user it acted for.
+async fn a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session(engine: Engine) {
+    let s = services_with(engine, &[("TESSERA_REVOCATION_RATE_LIMIT", "off")]).await;
+    let app = &s.f.app;
+    let (access, refresh) = app.login("alice").await;
+    let fold_after = tessera::revocation::FOLD_AFTER as usize;
+    for _ in 0..fold_after + 1 {
+        let res = exchange(app, ("orders", Some(&s.orders)), &access, ACCESS, &[]).await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        let token = body["access_token"].as_str().unwrap();
+        let res = app.revoke(token, "orders", Some(&s.orders)).await;
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(s.f.introspect(&access).await["active"], true);
+    assert_eq!(
+        app.refresh(&refresh).await.status(),
+        200,
+        "alice's session lives on"
+    );
 }

@@ -111,7 +111,7 @@ impl TokenEndpoint {
                         Event::new(client_actor(&client.id), Action::TokenExchangeRefused)
                             .detail("kind", kind)
                             .detail("error", e.code.as_str())
-                            .detail("reason", e.description.clone())
+                            .detail("reason", clip_to(&e.description, 300))
                             .network(ip.map(network::prefix));
                     if let Some(issuer) = issuer {
                         event = event.detail("issuer", issuer);
@@ -243,13 +243,20 @@ impl TokenEndpoint {
                 "an encrypted (JWE) subject token is not accepted: decrypt it and send the signed token inside",
             ));
         }
+        use crate::verify::VerifyError;
         self.own_tokens
             .verify_ignoring_binding(subject)
             .await
-            .map_err(|e| {
-                invalid_grant(format!(
+            .map_err(|e| match e {
+                // Our outage, not the user's token: the service retries
+                // instead of treating the user as signed out.
+                VerifyError::KeysUnavailable | VerifyError::RevocationsStale => OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "the subject token cannot be checked right now; try again shortly",
+                ),
+                e => invalid_grant(format!(
                     "the subject token is not a valid access token: {e}"
-                ))
+                )),
             })
     }
 
@@ -283,7 +290,7 @@ impl TokenEndpoint {
                     issuer: &issuer.issuer,
                     jwks_uri: &issuer.jwks_uri,
                     audience: &issuer.audience,
-                    changed_at: issuer.updated_at,
+                    version: issuer.updated_at,
                 },
                 now,
             )
@@ -308,26 +315,17 @@ impl TokenEndpoint {
             )
             .await?
         else {
+            // The store refuses the session if the issuer was disabled
+            // meanwhile, or the user's credentials changed.
+            if self.trusted_issuer(&issuer.issuer).await?.is_none() {
+                return Err(invalid_grant(format!(
+                    "issuer {:?} is not trusted",
+                    issuer.issuer
+                )));
+            }
             self.audit_credentials_changed(client, &user, ip).await;
             return Err(credentials_changed());
         };
-        // An issuer disabled while this session was opened: its revocation
-        // swept the sessions before this one was visible, so end it here.
-        if self.trusted_issuer(&issuer.issuer).await?.is_none() {
-            self.store
-                .revoke_session(
-                    session.id,
-                    now,
-                    "upstream issuer disabled",
-                    crate::revocation::relevant_until(now, self.minter.ttl()),
-                )
-                .await
-                .map_err(unavailable)?;
-            return Err(invalid_grant(format!(
-                "issuer {:?} is not trusted",
-                issuer.issuer
-            )));
-        }
         self.auditor
             .record(
                 Event::new(user_actor(user.id), Action::UpstreamLogin)
@@ -458,7 +456,12 @@ fn exchange_kind(params: &HashMap<String, String>) -> Result<(Kind, &str), OAuth
 /// At most 100 characters of a value the client chose, for messages and
 /// the audit log (which must not grow by whatever a client sends).
 fn clip(value: &str) -> String {
-    match value.char_indices().nth(100) {
+    clip_to(value, 100)
+}
+
+/// At most `max` characters of `value`, with `…` when cut.
+fn clip_to(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", &value[..i]),
         None => value.to_owned(),
     }
