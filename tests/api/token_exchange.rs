@@ -518,6 +518,7 @@ on_both_engines!(
     parallel_first_exchanges_create_one_user,
     disabling_an_issuer_during_exchanges_leaves_no_live_session,
     a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session,
+    disabling_an_earlier_actor_revokes_what_later_services_obtained,
 );
 
 // ---- upstream issuers ----
@@ -1109,4 +1110,30 @@ async fn a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session(
         200,
         "alice's session lives on"
     );
+}
+
+/// orders exchanges alice's token, payments exchanges the result: when
+/// orders is disabled, payments' token (whose `act` names orders inside)
+/// is refused too, by introspection and the verify library alike.
+async fn disabling_an_earlier_actor_revokes_what_later_services_obtained(engine: Engine) {
+    let s = services(engine).await;
+    let app = &s.f.app;
+    let (access, _) = app.login("alice").await;
+    let res = exchange(app, ("orders", Some(&s.orders)), &access, ACCESS, &[]).await;
+    let t2: Value = res.json().await.unwrap();
+    let t2 = t2["access_token"].as_str().unwrap().to_owned();
+    let res = exchange(app, ("payments", Some(&s.payments)), &t2, ACCESS, &[]).await;
+    let t3: Value = res.json().await.unwrap();
+    let t3 = t3["access_token"].as_str().unwrap().to_owned();
+    let admin = s.f.admin_token().await;
+    let res = app
+        .admin_api(Method::POST, "/clients/orders/disable", Some(&admin), None)
+        .await;
+    assert_eq!(res.status(), 200);
+    // payments introspects its own audience's tokens: t3 is now inactive,
+    // while alice's own token (no actor) stays active.
+    let res = app.introspect_as(("payments", &s.payments), &t3).await;
+    let intro: Value = res.json().await.unwrap();
+    assert_eq!(intro["active"], false, "{intro}");
+    assert_eq!(s.f.introspect(&access).await["active"], true);
 }

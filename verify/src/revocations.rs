@@ -256,7 +256,10 @@ impl RevocationSet {
             .contains_key(kid)
     }
 
-    /// Whether a token with these claims is revoked.
+    /// Whether a token with these claims is revoked. An exchanged token
+    /// (RFC 8693 `act`) is revoked too when any client of its actor chain
+    /// is revoked: disabling a service that acted earlier ends what later
+    /// services obtained through it.
     pub fn is_revoked(&self, claims: &AccessClaims) -> bool {
         self.is_revoked_parts(
             &claims.jti,
@@ -264,7 +267,27 @@ impl RevocationSet {
             &claims.sub,
             &claims.client_id,
             claims.iat,
-        )
+        ) || claims
+            .act
+            .as_ref()
+            .is_some_and(|act| self.is_actor_revoked(act, claims.iat))
+    }
+
+    /// Whether a client of the chain `act` was revoked after `iat`.
+    fn is_actor_revoked(&self, act: &crate::Actor, iat: i64) -> bool {
+        let inner = self.inner.read().expect("revocation set lock");
+        let mut next = Some(act);
+        while let Some(actor) = next {
+            if inner
+                .client
+                .get(&actor.sub)
+                .is_some_and(|(revoked_at, _)| iat <= *revoked_at)
+            {
+                return true;
+            }
+            next = actor.act.as_deref();
+        }
+        false
     }
 
     /// [`Self::is_revoked`] from the individual claims.
@@ -316,6 +339,37 @@ mod tests {
         set.prune(1001);
         assert!(!set.is_key_revoked("k1"));
         assert_eq!(RevocationKind::parse("kid"), Some(RevocationKind::Kid));
+    }
+
+    #[test]
+    fn a_revoked_client_anywhere_in_the_actor_chain_revokes_the_token() {
+        let set = RevocationSet::new();
+        let claims = AccessClaims {
+            iss: "i".into(),
+            sub: "u".into(),
+            aud: crate::Audience::One("a".into()),
+            exp: 1000,
+            iat: 100,
+            nbf: 100,
+            jti: "j".into(),
+            client_id: "payments".into(),
+            scope: String::new(),
+            sid: Some("s".into()),
+            cnf: None,
+            act: Some(crate::Actor {
+                sub: "payments".into(),
+                act: Some(Box::new(crate::Actor {
+                    sub: "orders".into(),
+                    act: None,
+                })),
+            }),
+        };
+        set.apply(&[entry(RevocationKind::Client, "other", 100)]);
+        assert!(!set.is_revoked(&claims));
+        set.apply(&[entry(RevocationKind::Client, "orders", 100)]);
+        assert!(set.is_revoked(&claims), "the earlier actor was disabled");
+        let later = AccessClaims { iat: 101, ..claims };
+        assert!(!set.is_revoked(&later), "tokens issued after the cut-off");
     }
 
     #[test]
