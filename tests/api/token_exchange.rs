@@ -996,12 +996,20 @@ async fn exchanged_tokens_for_an_encrypted_audience_are_encrypted() {
         },
     )
     .await;
-    // Decrypted by the audience, it is the exchanged token.
-    let decrypter = josekit::jwe::ECDH_ES_A256KW
-        .decrypter_from_jwk(&key.to_jwk_private_key())
+    // The audience's verify library opens it: the exchanged token, which
+    // it verifies and may pass on signed.
+    let verifier = tessera::verify::Verifier::builder(crate::helpers::ISSUER, PAYMENTS)
+        .jwks_url(format!("{}/.well-known/jwks.json", app.address))
+        .decryption_key(key.to_jwk_private_key().to_string())
+        .build()
         .unwrap();
-    let (inner, _) = josekit::jwe::deserialize_compact(&jwe, &decrypter).unwrap();
-    let inner = String::from_utf8(inner).unwrap();
+    assert_eq!(
+        verifier.verify(&jwe).await.unwrap().aud.as_slice(),
+        [PAYMENTS]
+    );
+    let inner = verifier.signed_token(&jwe).unwrap();
+    assert_eq!(inner.split('.').count(), 3);
+    assert_eq!(verifier.signed_token(&inner).unwrap(), inner);
     let claims = payload(&inner);
     assert_eq!(claims["act"], json!({ "sub": "orders" }));
     assert_eq!(claims["aud"], PAYMENTS);

@@ -585,6 +585,23 @@ impl Verifier {
         self.dpop.nonce(unix_now())
     }
 
+    /// The signed token (JWS) inside `token`: decrypted with this
+    /// verifier's key if it is a JWE for this audience, else `token` itself.
+    /// For passing a user's token on, e.g. in an RFC 8693 token exchange
+    /// (the issuer takes the signed token: only this audience can open the
+    /// JWE). Decryption only: [`Verifier::verify`] the token as well.
+    #[cfg(feature = "jwe")]
+    pub fn signed_token(&self, token: &str) -> Result<String, VerifyError> {
+        match (token.split('.').count(), self.decryption.as_ref()) {
+            (3, _) => Ok(token.to_owned()),
+            (5, Some(d)) => d.decrypt(token),
+            (5, None) => Err(VerifyError::Encryption(
+                "an encrypted token, and no decryption key is configured",
+            )),
+            _ => Err(VerifyError::Malformed("wrong number of segments")),
+        }
+    }
+
     /// Verifies `token` whatever it is bound to: for the issuer's
     /// introspection and revocation, which report or end a token without
     /// accepting it as a credential. Resource servers use [`Verifier::verify`]
