@@ -20,6 +20,21 @@ fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("tessera runs")
 }
 
+/// Runs `cmd` with `text` on its standard input.
+fn run_with_stdin(cmd: &mut Command, text: &str) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(text.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -372,22 +387,7 @@ fn users_and_clients_from_the_command_line() {
         cmd.env("TESSERA_MASTER_KEY", &key).args(args);
         match stdin {
             None => run(&mut cmd),
-            Some(text) => {
-                use std::io::Write;
-                let mut child = cmd
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(text.as_bytes())
-                    .unwrap();
-                child.wait_with_output().unwrap()
-            }
+            Some(text) => run_with_stdin(&mut cmd, text),
         }
     };
     let out = cli(
@@ -755,17 +755,7 @@ fn issuers_and_links_from_the_command_line() {
         let mut cmd = tessera(dir.path());
         cmd.env("TESSERA_MASTER_KEY", &key).args(args);
         if args[..2] == ["user", "add"] {
-            use std::io::Write;
-            let mut child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(b"correct horse battery\n").unwrap();
-            drop(stdin);
-            return child.wait_with_output().unwrap();
+            return run_with_stdin(&mut cmd, "correct horse battery\n");
         }
         run(&mut cmd)
     };

@@ -21,6 +21,21 @@ use tessera::verify::Verifier;
 
 use crate::helpers::{Engine, spawn_app};
 
+/// A free loopback port as (`TESSERA_LISTEN`, `TESSERA_ISSUER`): for
+/// clients that use the URLs the metadata publishes, the app must be
+/// served at its issuer URL.
+fn served_where_published() -> (String, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    (
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
 fn python() -> String {
     std::env::var("TESSERA_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
@@ -212,13 +227,7 @@ async fn an_unmodified_dpop_client_library_obtains_refreshes_and_uses_bound_toke
             .expect("TESSERA_INTEROP_NODE_PATH: run scripts/test.sh, which installs oauth4webapi"),
     );
     // The proofs name the issuer's URLs, so the app must be served there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
+    let (listen, issuer) = served_where_published();
     let app = crate::helpers::spawn_app_with(
         Engine::Sqlite,
         &[
@@ -333,13 +342,7 @@ async fn an_unmodified_client_library_exchanges_tokens() {
     use base64::Engine as _;
     const PAYMENTS: &str = "https://payments.example";
     // The script uses the endpoints the metadata publishes: serve them there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let issuer = format!("http://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
+    let (listen, issuer) = served_where_published();
     let f = crate::helpers::fixture_with(
         Engine::Sqlite,
         &[

@@ -183,6 +183,16 @@ async fn exchange(
     }
 }
 
+/// A refresh of a `bff` session: the response.
+async fn refresh_bff(app: &TestApp, refresh_token: &str) -> reqwest::Response {
+    let pairs = [
+        ("grant_type", "refresh_token"),
+        ("client_id", "bff"),
+        ("refresh_token", refresh_token),
+    ];
+    app.form("/oauth/token", &pairs, None).await
+}
+
 /// The answer must be `status` with `error`: its description.
 async fn refused(res: reqwest::Response, status: u16, error: &str) -> String {
     assert_eq!(res.status(), status);
@@ -573,17 +583,7 @@ async fn upstream_tokens_open_sessions_for_linked_users(engine: Engine) {
     assert_eq!(claims["aud"], AUD);
     // The session refreshes like any other.
     let refresh = body["refresh_token"].as_str().unwrap();
-    let res = app
-        .form(
-            "/oauth/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "bff"),
-                ("refresh_token", refresh),
-            ],
-            None,
-        )
-        .await;
+    let res = refresh_bff(app, refresh).await;
     assert_eq!(res.status(), 200);
     // The same upstream user again (a `jwt` this time): the same tessera user.
     let res = exchange(app, ("bff", None), &upstream.id_token("u-42"), JWT, &[]).await;
@@ -776,17 +776,7 @@ async fn disabling_an_issuer_ends_its_sessions(engine: Engine) {
     assert_eq!(change["issuer"]["disabled"], true);
     assert_eq!(f.introspect(&access).await["active"], false);
     assert_eq!(f.introspect(&alice_access).await["active"], true);
-    let res = app
-        .form(
-            "/oauth/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "bff"),
-                ("refresh_token", &refresh),
-            ],
-            None,
-        )
-        .await;
+    let res = refresh_bff(app, &refresh).await;
     refused(res, 400, "invalid_grant").await;
     let why = refused(
         exchange(app, ("bff", None), &upstream.id_token("u-1"), ID_TOKEN, &[]).await,
@@ -1081,17 +1071,7 @@ async fn disabling_an_issuer_during_exchanges_leaves_no_live_session(engine: Eng
             "a session outlived the disable"
         );
         let refresh = body["refresh_token"].as_str().unwrap();
-        let res = app
-            .form(
-                "/oauth/token",
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "bff"),
-                    ("refresh_token", refresh),
-                ],
-                None,
-            )
-            .await;
+        let res = refresh_bff(app, refresh).await;
         assert_eq!(res.status(), 400);
     }
 }
