@@ -164,8 +164,9 @@ fn redirect_uri(value: &str) -> Result<String, AccountError> {
     Ok(value.to_owned())
 }
 
-/// Plain http is allowed only where no network is crossed.
-fn is_local(url: &url::Url) -> bool {
+/// Plain http is allowed only where no network is crossed (client URIs,
+/// upstream issuers and their JWKS URLs).
+pub(crate) fn is_local(url: &url::Url) -> bool {
     matches!(url.host(), Some(url::Host::Domain("localhost")))
         || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
         || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback())

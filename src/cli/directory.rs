@@ -233,7 +233,7 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
             let (issuers, store) = super::federation::issuers(config).await?;
             let links = issuers.links(&username).await;
             store.close().await;
-            for link in links? {
+            for link in links?.1 {
                 println!("{} {}", link.issuer, link.subject);
             }
         }

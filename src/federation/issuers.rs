@@ -148,10 +148,11 @@ impl Issuers {
         })
     }
 
-    /// A user's upstream identities.
-    pub async fn links(&self, username: &str) -> Result<Vec<UserLink>, AccountError> {
+    /// A user and their upstream identities.
+    pub async fn links(&self, username: &str) -> Result<(User, Vec<UserLink>), AccountError> {
         let user = self.user(username).await?;
-        Ok(self.store.user_links(user.id).await?)
+        let links = self.store.user_links(user.id).await?;
+        Ok((user, links))
     }
 
     /// Links a user to their identity (`subject`) at a registered issuer,
@@ -255,12 +256,9 @@ fn url_setting(what: &str, value: &str) -> Result<String, AccountError> {
         return Err(invalid("at most 512 characters, without spaces"));
     }
     let url = url::Url::parse(value).map_err(|_| invalid("not an absolute URL"))?;
-    let loopback = matches!(url.host(), Some(url::Host::Domain("localhost")))
-        || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
-        || matches!(url.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
     let allowed = match url.scheme() {
         "https" => url.host_str().is_some(),
-        "http" => loopback,
+        "http" => crate::auth::accounts::is_local(&url),
         _ => false,
     };
     if !allowed {

@@ -22,7 +22,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
 use reqwest::{StatusCode, redirect};
 use serde_json::{Map, Value};
-use url::{Host, Url};
+use url::Url;
 
 /// Every RSA algorithm a JWT may use; an RSA key without `alg` fits all.
 const RSA_ALGS: [Algorithm; 6] = [
@@ -361,20 +361,11 @@ fn check_url(raw: &str) -> Result<Url, JwksError> {
     }
     match url.scheme() {
         "https" => Ok(url),
-        "http" if is_loopback(&url) => Ok(url),
+        "http" if crate::auth::accounts::is_local(&url) => Ok(url),
         "http" => Err(JwksError::BadUrl(
             "plain http is allowed only to a loopback host; use https".into(),
         )),
         other => Err(JwksError::BadUrl(format!("scheme {other:?} is not https"))),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
     }
 }
 

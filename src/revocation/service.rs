@@ -360,11 +360,7 @@ impl Revoker {
         let Ok(claims) = self.verifier.verify_ignoring_binding(token).await else {
             return Ok(Introspection::inactive());
         };
-        let for_caller = client
-            .audiences
-            .iter()
-            .any(|a| *a != self.issuer && claims.aud.contains(a));
-        if !for_caller {
+        if !crate::tokens::policy::addressed_to(client, &claims.aud, &self.issuer) {
             return Ok(Introspection::inactive());
         }
         Ok(Introspection::access(claims))

@@ -97,13 +97,7 @@ pub fn audiences(
     client: &Client,
     params: &HashMap<String, String>,
 ) -> Result<Vec<String>, OAuthError> {
-    let requested = match (params.get("audience"), params.get("resource")) {
-        (Some(_), Some(_)) => {
-            return Err(invalid_request("give audience or resource, not both"));
-        }
-        (a, r) => a.or(r),
-    };
-    match requested {
+    match requested_audience(params)? {
         None => Ok(client.audiences.clone()),
         Some(aud) if client.audiences.contains(aud) => Ok(vec![aud.clone()]),
         Some(aud) => Err(OAuthError::new(
@@ -111,6 +105,26 @@ pub fn audiences(
             format!("audience {aud:?} is not allowed for client {}", client.id),
         )),
     }
+}
+
+/// The audience a request names: `audience`, or RFC 8707 `resource`
+/// (not both).
+pub fn requested_audience(params: &HashMap<String, String>) -> Result<Option<&String>, OAuthError> {
+    match (params.get("audience"), params.get("resource")) {
+        (Some(_), Some(_)) => Err(invalid_request("give audience or resource, not both")),
+        (a, r) => Ok(a.or(r)),
+    }
+}
+
+/// Whether a token with audience `aud` is addressed to `client`: one of
+/// the client's audiences, never `issuer` itself (the admin API's, which
+/// no resource server serves). Decides what a resource server may
+/// introspect and what a service may exchange on a user's behalf.
+pub fn addressed_to(client: &Client, aud: &crate::verify::Audience, issuer: &str) -> bool {
+    client
+        .audiences
+        .iter()
+        .any(|a| a != issuer && aud.contains(a))
 }
 
 /// The scopes of `list` a token may carry: all of them for a client acting

@@ -117,8 +117,7 @@ pub(crate) async fn list_links(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> AdminResult {
-    let user = state.accounts.user(&path).await?;
-    let links = state.issuers.links(&user.username).await?;
+    let (user, links) = state.issuers.links(&path).await?;
     Ok(json(
         StatusCode::OK,
         &LinkList {

@@ -22,7 +22,9 @@ use crate::federation::upstream::{Expectations, UpstreamError, peek_issuer};
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
 use crate::store::{Client, NewUser, TrustedIssuer, User};
 use crate::tokens::mint::TokenRequest;
-use crate::tokens::policy::{audiences, grantable, narrow, scopes};
+use crate::tokens::policy::{
+    addressed_to, audiences, grantable, narrow, requested_audience, scopes,
+};
 use crate::verify::{AccessClaims, Actor};
 
 /// RFC 8693 §3: a tessera access token.
@@ -146,11 +148,7 @@ impl TokenEndpoint {
         let claims = self.subject_claims(subject).await?;
         // Only a token addressed to the caller (an audience it serves) is
         // its to exchange; a token it merely saw is not.
-        let for_caller = client
-            .audiences
-            .iter()
-            .any(|a| *a != self.issuer && claims.aud.contains(a));
-        if !for_caller {
+        if !addressed_to(client, &claims.aud, &self.issuer) {
             return Err(invalid_grant(format!(
                 "the subject token is not addressed to client {}: its audience is none of the client's (--audience)",
                 client.id
@@ -474,11 +472,10 @@ fn exchange_audience(
     params: &HashMap<String, String>,
 ) -> Result<String, OAuthError> {
     let target = |m: String| OAuthError::new(ErrorCode::InvalidTarget, m);
-    let requested = match (params.get("audience"), params.get("resource")) {
-        (Some(_), Some(_)) => return Err(invalid_request("give audience or resource, not both")),
-        (a, r) => a.or(r),
-    };
-    match (requested, client.exchange_audiences.as_slice()) {
+    match (
+        requested_audience(params)?,
+        client.exchange_audiences.as_slice(),
+    ) {
         (_, []) => Err(target(format!(
             "client {} may exchange tokens for no audience (register one with --exchange-audience)",
             client.id
