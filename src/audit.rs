@@ -568,6 +568,16 @@ impl Event {
     }
 }
 
+/// At most `max` characters of an untrusted value, with `…` when cut: what
+/// an error message or an audit detail may echo of what a client or a
+/// token chose, so neither grows by whatever is sent.
+pub fn clip(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_owned(),
+    }
+}
+
 /// The actor string for a client.
 pub fn client_actor(client_id: &str) -> String {
     format!("client:{client_id}")

@@ -46,6 +46,8 @@ pub struct Application {
     watchdog: tokio::task::JoinHandle<()>,
     chain_key: ChainKey,
     signals: ShutdownSignals,
+    /// Finalised once the server has stopped.
+    hsm: Option<Arc<crate::keys::pkcs11::Hsm>>,
 }
 
 /// How soon after new audit rows a checkpoint of the head is written.
@@ -67,6 +69,7 @@ impl Application {
         let store = open_store(&config, migrations).await?;
         let master_key = load_master_key(&config, store.as_ref()).await?;
         let keys = open_key_ring(&config, store.clone(), master_key.clone()).await?;
+        let hsm = keys.hsm().cloned();
         let now = chrono::Utc::now().timestamp();
         let cache = RevocationCache::load(store.clone(), now)
             .await
@@ -243,6 +246,7 @@ impl Application {
             watchdog,
             chain_key,
             signals,
+            hsm,
         })
     }
 
@@ -275,6 +279,11 @@ impl Application {
         self.revocations.abort();
         self.checkpoints.abort();
         self.watchdog.abort();
+        // No request signs any more; a maintenance tick still in the module
+        // finishes first.
+        if let Some(hsm) = &self.hsm {
+            hsm.close();
+        }
         // The server (and with it every auditor clone) is gone: the writer
         // stores what is queued and ends.
         if tokio::time::timeout(std::time::Duration::from_secs(10), &mut self.audit_writer)

@@ -24,6 +24,8 @@ use reqwest::{StatusCode, redirect};
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::audit::clip;
+
 /// Every RSA algorithm a JWT may use; an RSA key without `alg` fits all.
 const RSA_ALGS: [Algorithm; 6] = [
     Algorithm::RS256,
@@ -457,7 +459,10 @@ fn parse_jwks(body: &[u8], max_keys: usize) -> Result<Vec<Arc<UpstreamKey>>, Str
             Ok(key) => keys.push(Arc::new(key)),
             Err(reason) => {
                 skipped += 1;
-                let kid = jwk.get("kid").and_then(Value::as_str).map(clip);
+                let kid = jwk
+                    .get("kid")
+                    .and_then(Value::as_str)
+                    .map(|kid| clip(kid, MAX_KID_IN_ERROR));
                 tracing::debug!(?kid, %reason, "upstream JWK skipped");
             }
         }
@@ -485,7 +490,12 @@ fn parse_jwk(jwk: &Value) -> Result<UpstreamKey, String> {
         "RSA" => rsa_key(jwk)?,
         "EC" => ec_key(jwk)?,
         "OKP" => okp_key(jwk)?,
-        other => return Err(format!("unsupported kty {:?}", clip(other))),
+        other => {
+            return Err(format!(
+                "unsupported kty {:?}",
+                clip(other, MAX_KID_IN_ERROR)
+            ));
+        }
     };
     Ok(UpstreamKey {
         kid: str_member(jwk, "kid")?.map(str::to_owned),
@@ -498,7 +508,12 @@ fn parse_jwk(jwk: &Value) -> Result<UpstreamKey, String> {
 fn check_use(jwk: &Map<String, Value>) -> Result<(), String> {
     match str_member(jwk, "use")? {
         None | Some("sig") => {}
-        Some(other) => return Err(format!("use is {:?}, not sig", clip(other))),
+        Some(other) => {
+            return Err(format!(
+                "use is {:?}, not sig",
+                clip(other, MAX_KID_IN_ERROR)
+            ));
+        }
     }
     match jwk.get("key_ops") {
         None => Ok(()),
@@ -530,7 +545,12 @@ fn ec_key(jwk: &Map<String, Value>) -> Result<(&'static [Algorithm], DecodingKey
     let (size, fits): (usize, &'static [Algorithm]) = match str_member(jwk, "crv")? {
         Some("P-256") => (32, &[Algorithm::ES256]),
         Some("P-384") => (48, &[Algorithm::ES384]),
-        Some(other) => return Err(format!("unsupported EC curve {:?}", clip(other))),
+        Some(other) => {
+            return Err(format!(
+                "unsupported EC curve {:?}",
+                clip(other, MAX_KID_IN_ERROR)
+            ));
+        }
         None => return Err("EC key without crv".into()),
     };
     let x = str_member(jwk, "x")?.ok_or("EC key without x")?;
@@ -546,7 +566,12 @@ fn ec_key(jwk: &Map<String, Value>) -> Result<(&'static [Algorithm], DecodingKey
 fn okp_key(jwk: &Map<String, Value>) -> Result<(&'static [Algorithm], DecodingKey), String> {
     match str_member(jwk, "crv")? {
         Some("Ed25519") => {}
-        Some(other) => return Err(format!("unsupported OKP curve {:?}", clip(other))),
+        Some(other) => {
+            return Err(format!(
+                "unsupported OKP curve {:?}",
+                clip(other, MAX_KID_IN_ERROR)
+            ));
+        }
         None => return Err("OKP key without crv".into()),
     }
     let x = str_member(jwk, "x")?.ok_or("OKP key without x")?;
@@ -565,7 +590,10 @@ fn key_algs(declared: Option<&str>, fits: &[Algorithm]) -> Result<Vec<Algorithm>
     match name.parse::<Algorithm>() {
         Ok(alg) if fits.contains(&alg) => Ok(vec![alg]),
         Ok(_) => Err(format!("alg {name} does not fit the key type")),
-        Err(_) => Err(format!("unsupported alg {:?}", clip(name))),
+        Err(_) => Err(format!(
+            "unsupported alg {:?}",
+            clip(name, MAX_KID_IN_ERROR)
+        )),
     }
 }
 
@@ -588,7 +616,9 @@ fn select(
         .find(|k| k.algs.contains(&alg))
         .or_else(|| named().next())
         .map(Arc::clone)
-        .ok_or_else(|| JwksError::UnknownKey { kid: clip(kid) })
+        .ok_or_else(|| JwksError::UnknownKey {
+            kid: clip(kid, MAX_KID_IN_ERROR),
+        })
 }
 
 /// A string member: absent is `None`, another JSON type is an error.
@@ -613,11 +643,6 @@ fn bit_length(be: &[u8]) -> usize {
         Some(first) => (be.len() - first) * 8 - be[first].leading_zeros() as usize,
         None => 0,
     }
-}
-
-/// An untrusted string cut short enough for a log line or an error.
-fn clip(s: &str) -> String {
-    s.chars().take(MAX_KID_IN_ERROR).collect()
 }
 
 /// A JWKS server, keys and tokens for the tests of this module and of

@@ -16,6 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::jwks::{JwksCache, JwksError};
+use crate::audit::clip;
 
 /// Longest token accepted, in bytes: ID tokens are far smaller, and a bound
 /// keeps parsing cheap.
@@ -284,7 +285,7 @@ fn accepted_alg(name: &str) -> Result<Algorithm, UpstreamError> {
     if name.eq_ignore_ascii_case("none") || name.to_ascii_uppercase().starts_with("HS") {
         return Err(UpstreamError::Algorithm(format!(
             "{}: alg none/HMAC is never accepted",
-            clip(name)
+            clip(name, MAX_ECHO)
         )));
     }
     ACCEPTED_ALGS
@@ -294,7 +295,7 @@ fn accepted_alg(name: &str) -> Result<Algorithm, UpstreamError> {
         .ok_or_else(|| {
             UpstreamError::Algorithm(format!(
                 "{} is not supported (RS256..RS512, PS256..PS512, ES256, ES384, EdDSA are)",
-                clip(name)
+                clip(name, MAX_ECHO)
             ))
         })
 }
@@ -309,7 +310,7 @@ fn check_typ(typ: Option<&Value>) -> Result<(), UpstreamError> {
     let lower = typ.to_ascii_lowercase();
     let media = lower.strip_prefix("application/").unwrap_or(&lower);
     if REFUSED_TYPES.contains(&media) {
-        return Err(UpstreamError::TokenType(clip(typ)));
+        return Err(UpstreamError::TokenType(clip(typ, MAX_ECHO)));
     }
     Ok(())
 }
@@ -435,11 +436,6 @@ fn check_subject(sub: Option<&Value>) -> Result<String, UpstreamError> {
 
 fn string_claim(claims: &Map<String, Value>, name: &str) -> Option<String> {
     claims.get(name).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// An untrusted header value cut short enough for an error message.
-fn clip(s: &str) -> String {
-    s.chars().take(MAX_ECHO).collect()
 }
 
 #[cfg(test)]

@@ -14,6 +14,12 @@
 //! that returns is used again without a restart. While it is gone, minting
 //! fails with a clear error (HTTP 503) and `/readyz` reports the signer as
 //! not ready.
+//!
+//! At shutdown [`Hsm::close`] closes the sessions and calls `C_Finalize`
+//! with no operation in flight, and the module is never unloaded: a
+//! module's own exit handlers (SoftHSM's C++ destructors) racing a thread
+//! that is still closing sessions or unloading the library corrupt the heap
+//! as the process exits.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -59,6 +65,9 @@ pub enum HsmError {
         "signing key {0} is held in a PKCS#11 token, but no module is configured: set TESSERA_PKCS11_MODULE and TESSERA_PKCS11_PIN_FILE"
     )]
     NotConfigured(String),
+    /// The module was finalised at shutdown.
+    #[error("the PKCS#11 module was closed at shutdown")]
+    Closed,
     /// The token refused or failed an operation.
     #[error("PKCS#11 token {token:?}: {message}")]
     Token {
@@ -156,6 +165,14 @@ pub struct Hsm {
     pools: Mutex<HashMap<String, Vec<(Session, ObjectHandle)>>>,
     /// Unix seconds of the last re-initialisation.
     last_reinit: AtomicI64,
+    /// Set (under the exclusive epoch) by [`Hsm::close`].
+    closed: AtomicBool,
+}
+
+impl Drop for Hsm {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl std::fmt::Debug for Hsm {
@@ -177,6 +194,8 @@ impl Hsm {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(err(e)),
         }
+        // Never unloaded (see the module docs): this handle keeps it mapped.
+        std::mem::forget(ctx.clone());
         Ok(Arc::new(Hsm {
             ctx,
             pin: AuthPin::from(pin.to_owned()),
@@ -184,7 +203,31 @@ impl Hsm {
             epoch: RwLock::new(()),
             pools: Mutex::new(HashMap::new()),
             last_reinit: AtomicI64::new(0),
+            closed: AtomicBool::new(false),
         }))
+    }
+
+    /// Waits for operations in flight, closes every session and finalises
+    /// the module. Later operations fail with [`HsmError::Closed`]. Called
+    /// when the server has stopped, before the process exits.
+    pub fn close(&self) {
+        let _exclusive = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        self.pools.lock().expect("session pools").clear();
+        if let Err(e) = self.ctx.clone().finalize() {
+            tracing::warn!(module = %self.module, error = %e, "C_Finalize failed at shutdown");
+        }
+    }
+
+    /// Shared access for one operation, unless the module was closed.
+    fn operation(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, HsmError> {
+        let guard = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+        match self.closed.load(Ordering::Relaxed) {
+            true => Err(HsmError::Closed),
+            false => Ok(guard),
+        }
     }
 
     /// Runs `op` on a pooled (or new) session of `uri`'s key. A failure
@@ -195,7 +238,7 @@ impl Hsm {
         op: impl FnOnce(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
         let result = {
-            let _epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+            let _epoch = self.operation()?;
             let key = uri.to_uri();
             let pooled = self
                 .pools
@@ -235,6 +278,9 @@ impl Hsm {
             return;
         }
         let _exclusive = self.epoch.write().unwrap_or_else(|e| e.into_inner());
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         self.pools.lock().expect("session pools").clear();
         let finalized = self.ctx.clone().finalize();
         let initialized = self
@@ -299,7 +345,7 @@ impl Hsm {
     /// the private key matches it.
     pub fn key(self: &Arc<Hsm>, uri: &KeyUri) -> Result<HsmKey, HsmError> {
         let point = {
-            let _epoch = self.epoch.read().unwrap_or_else(|e| e.into_inner());
+            let _epoch = self.operation()?;
             self.public_point(uri)?
         };
         let key = HsmKey {

@@ -272,6 +272,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
+    /// The running server, awaited by [`TestApp::stop`].
+    running: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     master_key: String,
     /// A separate connection to the app's database, for arranging test data.
     pub store: Arc<dyn Store>,
@@ -288,6 +290,21 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Stops the server and waits for its whole shutdown (audit queue,
+    /// PKCS#11 module), as `serve` does before the process exits. Tests
+    /// whose process must not exit while the app is still tearing down
+    /// (a PKCS#11 module's exit handlers race it) end with this.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+        let running = self.running.lock().expect("server task").take();
+        if let Some(running) = running {
+            running
+                .await
+                .expect("the server task ends")
+                .expect("the server stops cleanly");
+        }
+    }
+
     /// The URL of this app's database (for CLI commands against it).
     pub fn database_url(&self) -> &str {
         &self._db.url
@@ -368,11 +385,12 @@ async fn start_app_on(
     let address = format!("http://127.0.0.1:{}", app.port());
     let (store, _) = connect_store(&db).await;
     let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let running = std::sync::Mutex::new(Some(tokio::spawn(app.run_until_stopped())));
     TestApp {
         address,
         client: reqwest::Client::new(),
         handle,
+        running,
         master_key,
         store,
         _db: Arc::new(db),
@@ -466,11 +484,12 @@ pub async fn spawn_on_with_key(app: &TestApp, master_key: &str) -> Result<TestAp
         .map_err(|e| format!("{e:#}"))?;
     let address = format!("http://127.0.0.1:{}", peer.port());
     let handle = peer.handle();
-    tokio::spawn(peer.run_until_stopped());
+    let running = std::sync::Mutex::new(Some(tokio::spawn(peer.run_until_stopped())));
     Ok(TestApp {
         address,
         client: reqwest::Client::new(),
         handle,
+        running,
         master_key: master_key.to_owned(),
         store: app.store.clone(),
         _db: app._db.clone(),

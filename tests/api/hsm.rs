@@ -276,6 +276,7 @@ async fn a_key_in_a_token_signs_and_its_private_half_stays_there(engine: Engine)
             .windows(32)
             .any(|w| key.pkcs8().unwrap().windows(32).any(|k| k == w))
     );
+    f.app.stop().await;
 }
 
 /// The token disappears under load: every request gets a clear 503 (never a
@@ -344,6 +345,56 @@ async fn a_token_that_disappears_gives_clear_errors_and_comes_back(engine: Engin
         let res = f.app.refresh(refresh).await;
         assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
     }
+    f.app.stop().await;
+}
+
+/// Shutdown closes the module while signers run on other threads: each
+/// signature in flight completes, every later one fails with a clear error
+/// (never another error, never a crash), and the module is never unloaded,
+/// so nothing tears down while the process exits.
+#[test]
+fn a_closed_module_refuses_to_sign() {
+    softhsm_conf();
+    let label = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    token_with_key(&label, "sig1", &SigningKeyPair::generate());
+    let hsm = tessera::keys::pkcs11::Hsm::load(&module(), PIN).unwrap();
+    let uri =
+        tessera::keys::pkcs11::KeyUri::parse(&format!("pkcs11:token={label};object=sig1")).unwrap();
+    let key = hsm.key(&uri).unwrap();
+    let closed = "the PKCS#11 module was closed at shutdown";
+    std::thread::scope(|s| {
+        let signers: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut signed = 0;
+                    loop {
+                        match key.sign(b"in flight") {
+                            Ok(sig) => {
+                                assert_eq!(sig.len(), 64);
+                                signed += 1;
+                            }
+                            Err(e) => {
+                                assert_eq!(e.to_string(), closed);
+                                return signed;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        hsm.close();
+        for signer in signers {
+            assert!(
+                signer.join().unwrap() > 0,
+                "each signer signed before the close"
+            );
+        }
+    });
+    assert_eq!(key.sign(b"after").unwrap_err().to_string(), closed);
+    assert!(!key.ready(), "a closed module is not ready");
+    assert_eq!(hsm.key(&uri).unwrap_err().to_string(), closed);
+    hsm.close();
 }
 
 on_both_engines!(

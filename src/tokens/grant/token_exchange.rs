@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use super::{TokenEndpoint, TokenResponse, credentials_changed};
-use crate::audit::{Action, Event, client_actor, user_actor};
+use crate::audit::{Action, Event, client_actor, clip, user_actor};
 use crate::auth::network;
 use crate::federation::upstream::{Expectations, UpstreamError, peek_issuer};
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
@@ -26,6 +26,9 @@ use crate::tokens::policy::{
     addressed_to, audiences, grantable, narrow, requested_audience, scopes,
 };
 use crate::verify::{AccessClaims, Actor};
+
+/// Characters of a value the client chose that messages and the audit log echo.
+const MAX_ECHO: usize = 100;
 
 /// RFC 8693 §3: a tessera access token.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -113,7 +116,7 @@ impl TokenEndpoint {
                         Event::new(client_actor(&client.id), Action::TokenExchangeRefused)
                             .detail("kind", kind)
                             .detail("error", e.code.as_str())
-                            .detail("reason", clip_to(&e.description, 300))
+                            .detail("reason", clip(&e.description, 300))
                             .network(ip.map(network::prefix));
                     if let Some(issuer) = issuer {
                         event = event.detail("issuer", issuer);
@@ -275,10 +278,12 @@ impl TokenEndpoint {
         let scope = scopes(client, params, true)?;
         let audiences = audiences(client, params)?;
         let claimed = peek_issuer(subject).map_err(upstream_error)?;
-        let issuer = self
-            .trusted_issuer(&claimed)
-            .await?
-            .ok_or_else(|| invalid_grant(format!("issuer {:?} is not trusted", clip(&claimed))))?;
+        let issuer = self.trusted_issuer(&claimed).await?.ok_or_else(|| {
+            invalid_grant(format!(
+                "issuer {:?} is not trusted",
+                clip(&claimed, MAX_ECHO)
+            ))
+        })?;
         *audited_issuer = Some(issuer.issuer.clone());
         let identity = self
             .upstream
@@ -435,7 +440,7 @@ fn exchange_kind(params: &HashMap<String, String>) -> Result<(Kind, &str), OAuth
     {
         return Err(invalid_request(format!(
             "requested_token_type {:?} is not supported (use {ACCESS_TOKEN_TYPE})",
-            clip(requested)
+            clip(requested, MAX_ECHO)
         )));
     }
     let kind = match subject_type.as_str() {
@@ -444,25 +449,11 @@ fn exchange_kind(params: &HashMap<String, String>) -> Result<(Kind, &str), OAuth
         other => {
             return Err(invalid_request(format!(
                 "subject_token_type {:?} is not supported (use {ACCESS_TOKEN_TYPE}, {ID_TOKEN_TYPE} or {JWT_TYPE})",
-                clip(other)
+                clip(other, MAX_ECHO)
             )));
         }
     };
     Ok((kind, subject.as_str()))
-}
-
-/// At most 100 characters of a value the client chose, for messages and
-/// the audit log (which must not grow by whatever a client sends).
-fn clip(value: &str) -> String {
-    clip_to(value, 100)
-}
-
-/// At most `max` characters of `value`, with `…` when cut.
-fn clip_to(value: &str, max: usize) -> String {
-    match value.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &value[..i]),
-        None => value.to_owned(),
-    }
 }
 
 /// The target audience: `audience` (or RFC 8707 `resource`), one of the
