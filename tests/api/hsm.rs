@@ -362,6 +362,7 @@ fn a_closed_module_refuses_to_sign() {
         tessera::keys::pkcs11::KeyUri::parse(&format!("pkcs11:token={label};object=sig1")).unwrap();
     let key = hsm.key(&uri).unwrap();
     let closed = "the PKCS#11 module was closed at shutdown";
+    let signing = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         let signers: Vec<_> = (0..4)
             .map(|_| {
@@ -371,6 +372,9 @@ fn a_closed_module_refuses_to_sign() {
                         match key.sign(b"in flight") {
                             Ok(sig) => {
                                 assert_eq!(sig.len(), 64);
+                                if signed == 0 {
+                                    signing.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
                                 signed += 1;
                             }
                             Err(e) => {
@@ -382,7 +386,11 @@ fn a_closed_module_refuses_to_sign() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(200));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while signing.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+            assert!(std::time::Instant::now() < deadline, "the signers sign");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         hsm.close();
         for signer in signers {
             assert!(
