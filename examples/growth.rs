@@ -87,7 +87,7 @@ async fn main() -> Result<(), Error> {
                     network_prefix: None,
                     user_agent_summary: None,
                     credential_version: 0,
-                    upstream_issuer: None,
+                    upstream: None,
                 },
                 &secret,
             )

@@ -450,6 +450,9 @@ pub enum Action {
     IssuerChanged,
     /// A user was linked to an identity at an upstream issuer.
     UserLinked,
+    /// A user's link to an upstream identity was removed (the sessions it
+    /// opened revoked).
+    UserUnlinked,
 }
 
 impl Action {
@@ -493,6 +496,7 @@ impl Action {
             Action::IssuerAdded => "issuer_added",
             Action::IssuerChanged => "issuer_changed",
             Action::UserLinked => "user_linked",
+            Action::UserUnlinked => "user_unlinked",
         }
     }
 

@@ -24,6 +24,8 @@ CREATE TABLE user_links (
 );
 CREATE INDEX user_links_by_user ON user_links (user_id);
 
--- The upstream issuer a session was opened from: disabling it ends them.
+-- The upstream identity (issuer and its sub) a session was opened from:
+-- disabling the issuer, or removing the link, ends them.
 ALTER TABLE sessions ADD COLUMN upstream_issuer TEXT;
+ALTER TABLE sessions ADD COLUMN upstream_subject TEXT;
 CREATE INDEX sessions_by_upstream_issuer ON sessions (upstream_issuer) WHERE upstream_issuer IS NOT NULL;

@@ -21,4 +21,5 @@ CREATE TABLE user_links (
 CREATE INDEX user_links_by_user ON user_links (user_id);
 
 ALTER TABLE sessions ADD COLUMN upstream_issuer TEXT;
+ALTER TABLE sessions ADD COLUMN upstream_subject TEXT;
 CREATE INDEX sessions_by_upstream_issuer ON sessions (upstream_issuer) WHERE upstream_issuer IS NOT NULL;

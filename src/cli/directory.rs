@@ -61,6 +61,18 @@ pub enum UserCommand {
         #[arg(long)]
         subject: String,
     },
+    /// Remove the user's link to SUBJECT at a trusted upstream issuer:
+    /// every session that identity opened is revoked.
+    Unlink {
+        /// Login name.
+        username: String,
+        /// The issuer's `iss` (tessera user links USERNAME).
+        #[arg(long)]
+        issuer: String,
+        /// The user's `sub` at the issuer.
+        #[arg(long)]
+        subject: String,
+    },
     /// Show the user's accounts at upstream issuers.
     Links {
         /// Login name.
@@ -227,6 +239,21 @@ pub(super) async fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()
             println!(
                 "user {username} linked to {} at {}",
                 link.subject, link.issuer
+            );
+        }
+        UserCommand::Unlink {
+            username,
+            issuer,
+            subject,
+        } => {
+            let (issuers, store) = super::federation::issuers(config).await?;
+            let done = issuers
+                .unlink(ACTOR, &username, &issuer, &subject, now())
+                .await;
+            store.close().await;
+            let revoked = done?;
+            println!(
+                "user {username} unlinked from {subject} at {issuer}; {revoked} session(s) revoked"
             );
         }
         UserCommand::Links { username } => {

@@ -1,7 +1,8 @@
 //! Provisioning trusted upstream issuers and users' links to them: the
 //! rules shared by `tessera issuer …`/`tessera user link…` and the admin
 //! API. Every change is audited with its actor; disabling an issuer ends
-//! every session its tokens opened.
+//! every session its tokens opened, removing a link every session the
+//! linked identity opened.
 
 use std::sync::Arc;
 
@@ -195,6 +196,53 @@ impl Issuers {
             )
             .await;
         Ok(link)
+    }
+
+    /// Removes a user's link to `subject` at `issuer`: that identity's
+    /// tokens no longer open sessions for the user (an issuer with
+    /// `create_users` makes a new user of it on its next exchange), and
+    /// every session it opened is revoked at once. The number revoked.
+    pub async fn unlink(
+        &self,
+        actor: &str,
+        username: &str,
+        issuer: &str,
+        subject: &str,
+        now: i64,
+    ) -> Result<u64, AccountError> {
+        plain_text("issuer", issuer)?;
+        plain_text("subject", subject)?;
+        let user = self.user(username).await?;
+        let revoked = self
+            .store
+            .unlink_user(
+                issuer,
+                subject,
+                user.id,
+                now,
+                relevant_until(now, self.access_ttl),
+            )
+            .await?
+            .ok_or_else(|| {
+                AccountError::NotFound(format!(
+                    "{username} is not linked to {subject:?} at {issuer} (tessera user links {username})"
+                ))
+            })?;
+        if revoked > 0
+            && let Some(cache) = &self.cache
+        {
+            cache.refresh_now().await;
+        }
+        self.auditor
+            .record_durable(
+                Event::new(actor, Action::UserUnlinked)
+                    .subject(user.id)
+                    .detail("issuer", issuer.to_owned())
+                    .detail("upstream_sub", subject.to_owned())
+                    .detail("sessions_revoked", revoked),
+            )
+            .await;
+        Ok(revoked)
     }
 
     async fn user(&self, username: &str) -> Result<User, AccountError> {

@@ -203,6 +203,7 @@ pub(crate) fn route_table() -> Vec<Route> {
             get a::federation::list_links => a::federation::__path_list_links,
             post a::federation::add_link => a::federation::__path_add_link,
         ),
+        route!(post a::federation::remove_link => a::federation::__path_remove_link),
     ]
 }
 

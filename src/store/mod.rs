@@ -23,7 +23,7 @@ pub use models::{
     Audience, AuditCheckpoint, AuditRecord, BindingPolicy, Client, CredentialChange, LoginFailures,
     NewAuditEvent, NewClient, NewIssuer, NewSession, NewSigningKey, NewUser, PresentedRefresh,
     RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
-    SigningKey, TokenState, TrustedIssuer, User, UserLink,
+    SigningKey, TokenState, TrustedIssuer, UpstreamIdentity, User, UserLink,
 };
 
 use crate::config::Config;
@@ -449,9 +449,11 @@ pub trait Sessions: Send + Sync {
     /// is either refused or visible to the change's revocation. A session
     /// whose id exists already is not opened either (false): the id of the
     /// session an authorization code opens is chosen with the code, so a
-    /// code opens at most one. A session with an `upstream_issuer` is opened
-    /// only while that issuer is enabled, decided under a lock on its row,
-    /// so a session is either refused or visible to the disable's sweep.
+    /// code opens at most one. A session from an `upstream` identity is
+    /// opened only while its issuer is enabled and the identity is linked
+    /// to the session's user, decided under locks on both rows, so a
+    /// session is either refused or visible to the disable's (or the
+    /// unlink's) sweep.
     async fn create_session(
         &self,
         session: &NewSession,
@@ -654,6 +656,18 @@ pub trait Federation: Send + Sync {
     ) -> StoreResult<UserLink>;
     /// A user's upstream identities, oldest first.
     async fn user_links(&self, user: uuid::Uuid) -> StoreResult<Vec<UserLink>>;
+    /// Removes the link of `subject` at `issuer` to `user` and revokes every
+    /// live session it opened (each `sid` listed until `relevant_until`),
+    /// in one transaction. The number of sessions revoked; `None` if the
+    /// user has no such link.
+    async fn unlink_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        user: uuid::Uuid,
+        now: i64,
+        relevant_until: i64,
+    ) -> StoreResult<Option<u64>>;
 }
 
 /// Everything tessera persists. The application holds an `Arc<dyn Store>`.

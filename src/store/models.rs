@@ -300,9 +300,18 @@ pub struct NewSession {
     pub user_agent_summary: Option<String>,
     /// The user's credential version the login checked.
     pub credential_version: i64,
-    /// The trusted upstream issuer whose token opened the session (token
-    /// exchange): disabling the issuer ends it.
-    pub upstream_issuer: Option<String>,
+    /// The upstream identity whose token opened the session (token
+    /// exchange): disabling its issuer, or removing its link, ends it.
+    pub upstream: Option<UpstreamIdentity>,
+}
+
+/// A user's identity at a trusted upstream issuer: its `iss` and `sub`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamIdentity {
+    /// The issuer, as registered.
+    pub issuer: String,
+    /// The user's `sub` there.
+    pub subject: String,
 }
 
 /// A session (refresh-token family) as stored.

@@ -879,16 +879,30 @@ macro_rules! portable_sessions {
                 // enabled, under a share lock (PostgreSQL): a disable either
                 // commits first (and this inserts nothing) or waits for this
                 // commit (and its sweep then revokes this session).
-                if let Some(issuer) = &s.upstream_issuer {
+                // Likewise the link it was found through: an unlink either
+                // commits first or sweeps this session.
+                if let Some(upstream) = &s.upstream {
                     let sql = format!(
                         "SELECT disabled FROM trusted_issuers WHERE issuer = $1 {}",
                         Self::USER_SHARE_LOCK
                     );
                     let disabled: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .bind(issuer)
+                        .bind(&upstream.issuer)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if disabled != Some(false) {
+                        return Ok(false);
+                    }
+                    let sql = format!(
+                        "SELECT user_id FROM user_links WHERE issuer = $1 AND subject = $2 {}",
+                        Self::USER_SHARE_LOCK
+                    );
+                    let linked: Option<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                        .bind(&upstream.issuer)
+                        .bind(&upstream.subject)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if linked != Some(s.user_id) {
                         return Ok(false);
                     }
                 }
@@ -900,8 +914,9 @@ macro_rules! portable_sessions {
                 let sql = format!(
                     "INSERT INTO sessions (id, user_id, client_id, scope, created_at, last_used_at, \
                      idle_expires_at, absolute_expires_at, user_agent_hash, network_prefix, user_agent_summary, \
-                     credential_version, refresh_secret, refresh_generation, refresh_rotated_at, upstream_issuer) \
-                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5, $13 FROM users \
+                     credential_version, refresh_secret, refresh_generation, refresh_rotated_at, upstream_issuer, \
+                     upstream_subject) \
+                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12, 0, $5, $13, $14 FROM users \
                      WHERE id = $2 AND credential_version = $11 AND NOT disabled {} \
                      ON CONFLICT (id) DO NOTHING",
                     Self::USER_SHARE_LOCK
@@ -919,7 +934,8 @@ macro_rules! portable_sessions {
                     .bind(&s.user_agent_summary)
                     .bind(s.credential_version)
                     .bind(secret_digest.to_vec())
-                    .bind(&s.upstream_issuer)
+                    .bind(s.upstream.as_ref().map(|u| &u.issuer))
+                    .bind(s.upstream.as_ref().map(|u| &u.subject))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
@@ -1645,6 +1661,49 @@ macro_rules! portable_federation {
                 .bind(user)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn unlink_user(
+                &self,
+                issuer: &str,
+                subject: &str,
+                user: uuid::Uuid,
+                now: i64,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<Option<u64>> {
+                let mut tx = self.begin_write().await?;
+                let found = sqlx::query(
+                    "DELETE FROM user_links WHERE issuer = $1 AND subject = $2 AND user_id = $3",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !found {
+                    return Ok(None);
+                }
+                let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE upstream_issuer = $1 AND upstream_subject = $2 \
+                     AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(issuer)
+                .bind(subject)
+                .bind(user)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut revoked = 0;
+                for id in ids {
+                    if Self::revoke_session_in(&mut tx, id, now, "upstream identity unlinked", relevant_until, true)
+                        .await?
+                    {
+                        revoked += 1;
+                    }
+                }
+                tx.commit().await?;
+                Ok(Some(revoked))
             }
         }
     };

@@ -850,6 +850,39 @@ fn issuers_and_links_from_the_command_line() {
     assert!(stderr(&out).contains("no issuer"), "{}", stderr(&out));
     let out = cli(&["user", "links", "alice"]);
     assert_eq!(stdout(&out), format!("{iss} f81d4fae\n"));
+    // Unlinking: the link goes (a second unlink finds nothing).
+    let unlink = [
+        "user",
+        "unlink",
+        "alice",
+        "--issuer",
+        iss,
+        "--subject",
+        "f81d4fae",
+    ];
+    let out = cli(&unlink);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("user alice unlinked from f81d4fae at {iss}; 0 session(s) revoked\n")
+    );
+    assert_eq!(stdout(&cli(&["user", "links", "alice"])), "");
+    let out = cli(&unlink);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is not linked"), "{}", stderr(&out));
+    assert!(
+        cli(&[
+            "user",
+            "link",
+            "alice",
+            "--issuer",
+            iss,
+            "--subject",
+            "f81d4fae"
+        ])
+        .status
+        .success()
+    );
 
     let out = cli(&["issuer", "disable", iss]);
     assert!(out.status.success(), "{}", stderr(&out));

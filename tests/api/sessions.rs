@@ -45,7 +45,7 @@ fn spa_session(sid: Uuid, user: Uuid) -> NewSession {
         network_prefix: None,
         user_agent_summary: None,
         credential_version: 0,
-        upstream_issuer: None,
+        upstream: None,
     }
 }
 
@@ -347,7 +347,7 @@ async fn expired_sessions_are_purged_and_live_ones_kept(engine: Engine) {
                 network_prefix: None,
                 user_agent_summary: None,
                 credential_version: 0,
-                upstream_issuer: None,
+                upstream: None,
             },
             &secret(short),
         )

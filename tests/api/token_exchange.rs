@@ -525,6 +525,7 @@ on_both_engines!(
     upstream_tokens_open_sessions_for_linked_users,
     upstream_refusals,
     disabling_an_issuer_ends_its_sessions,
+    unlinking_ends_the_sessions_of_that_identity_only,
     parallel_first_exchanges_create_one_user,
     disabling_an_issuer_during_exchanges_leaves_no_live_session,
     a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session,
@@ -802,6 +803,129 @@ async fn disabling_an_issuer_ends_its_sessions(engine: Engine) {
     assert_eq!(res.status(), 200);
     let res = exchange(app, ("bff", None), &upstream.id_token("u-1"), ID_TOKEN, &[]).await;
     assert_eq!(res.status(), 200);
+}
+
+/// Removing a link ends exactly the sessions that identity opened (not
+/// those of the user's other link, not their password sessions), its tokens
+/// then open nothing, and an unlink racing exchanges leaves none alive.
+async fn unlinking_ends_the_sessions_of_that_identity_only(engine: Engine) {
+    let (f, upstream, admin) = with_upstream(engine, false).await;
+    let app = &f.app;
+    let link = |subject: &'static str, path: &'static str| {
+        let admin = admin.clone();
+        let issuer = upstream.issuer();
+        async move {
+            app.admin_api(
+                Method::POST,
+                path,
+                Some(&admin),
+                Some(json!({ "issuer": issuer, "subject": subject })),
+            )
+            .await
+        }
+    };
+    for subject in ["u-7", "u-8", "u-9"] {
+        assert_eq!(link(subject, "/users/alice/links").await.status(), 201);
+    }
+    let session = async |subject: &str| -> (String, String) {
+        let res = exchange(
+            app,
+            ("bff", None),
+            &upstream.id_token(subject),
+            ID_TOKEN,
+            &[],
+        )
+        .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        (
+            body["access_token"].as_str().unwrap().to_owned(),
+            body["refresh_token"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (access_7, refresh_7) = session("u-7").await;
+    let (access_8, refresh_8) = session("u-8").await;
+    let (alice_access, _) = app.login("alice").await;
+    assert_eq!(payload(&access_7)["sub"], payload(&alice_access)["sub"]);
+
+    let res = link("u-7", "/users/alice/links/remove").await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["sessions_revoked"], 1);
+    assert_eq!(f.introspect(&access_7).await["active"], false);
+    refused(refresh_bff(app, &refresh_7).await, 400, "invalid_grant").await;
+    assert_eq!(f.introspect(&access_8).await["active"], true);
+    assert_eq!(refresh_bff(app, &refresh_8).await.status(), 200);
+    assert_eq!(f.introspect(&alice_access).await["active"], true);
+    // The identity opens nothing any more (this issuer creates no users).
+    let why = refused(
+        exchange(app, ("bff", None), &upstream.id_token("u-7"), ID_TOKEN, &[]).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    assert!(why.contains("no tessera user is linked"), "{why}");
+    // Nothing to remove: a second removal, another user's link, an unknown user.
+    app.add_user("bob").await;
+    for (subject, path) in [
+        ("u-7", "/users/alice/links/remove"),
+        ("u-8", "/users/bob/links/remove"),
+        ("u-8", "/users/nobody/links/remove"),
+    ] {
+        refused(link(subject, path).await, 404, "not_found").await;
+    }
+    let res = link("u-8", "/users/alice/links/remove").await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .admin_api(Method::GET, "/users/alice/links", Some(&admin), None)
+        .await;
+    let links: Value = res.json().await.unwrap();
+    assert_eq!(links["links"].as_array().unwrap().len(), 1, "{links}");
+    assert_eq!(links["links"][0]["subject"], "u-9");
+
+    // Exchanges of u-9 racing its unlink: none of what they got survives.
+    let token = upstream.id_token("u-9");
+    let exchanges = futures_util::future::join_all(
+        (0..16).map(|_| exchange(app, ("bff", None), &token, ID_TOKEN, &[])),
+    );
+    let unlink = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        link("u-9", "/users/alice/links/remove").await
+    };
+    let (answers, unlinked) = tokio::join!(exchanges, unlink);
+    assert_eq!(unlinked.status(), 200);
+    for res in answers {
+        match res.status().as_u16() {
+            200 => {
+                let body: Value = res.json().await.unwrap();
+                let access = body["access_token"].as_str().unwrap();
+                assert_eq!(
+                    f.introspect(access).await["active"],
+                    false,
+                    "a session outlived the unlink"
+                );
+                let refresh = body["refresh_token"].as_str().unwrap();
+                assert_eq!(refresh_bff(app, refresh).await.status(), 400);
+            }
+            400 => {
+                let body: Value = res.json().await.unwrap();
+                assert_eq!(body["error"], "invalid_grant", "{body}");
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+
+    f.audit_written().await;
+    let unlinks: Vec<Value> = audit_actions(app)
+        .await
+        .into_iter()
+        .filter(|(a, _)| a == "user_unlinked")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(unlinks.len(), 3);
+    assert_eq!(unlinks[0]["upstream_sub"], "u-7");
+    assert_eq!(unlinks[0]["issuer"], upstream.issuer());
+    assert_eq!(unlinks[0]["sessions_revoked"], 1);
 }
 
 /// Eight first exchanges of one upstream user at once: one user is created

@@ -9,6 +9,7 @@
 //! | `POST /issuers/enable` | `{issuer}`: trust it again |
 //! | `GET /users/{username}/links` | the user's upstream identities |
 //! | `POST /users/{username}/links` | link `{issuer, subject}` to the user |
+//! | `POST /users/{username}/links/remove` | remove the link `{issuer, subject}`; end its sessions |
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, web};
@@ -148,4 +149,27 @@ pub(crate) async fn add_link(
         )
         .await?;
     Ok(json(StatusCode::CREATED, &link))
+}
+
+#[utoipa::path(post, path = "/admin/v1/users/{username}/links/remove", tag = "admin", security(("admin_bearer" = [])), params(("username" = String, Path, description = "the user's name")), request_body = LinkBody,
+    responses((status = 200, description = "unlinked: the identity's tokens no longer open sessions for the user, and every session they opened is revoked", body = super::Revoked), (status = 404, description = "no such user, or no such link of the user", body = super::super::errors::ErrorBody), super::super::errors::AdminCallerErrors))]
+pub(crate) async fn remove_link(
+    admin: AdminCaller,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> AdminResult {
+    let body: LinkBody = json_body(&req, payload).await?;
+    let revoked = state
+        .issuers
+        .unlink(
+            &admin.actor,
+            &path,
+            &body.issuer,
+            &body.subject,
+            state.clock.now(),
+        )
+        .await?;
+    Ok(super::revoked(revoked))
 }

@@ -482,7 +482,7 @@ impl TokenEndpoint {
         now: i64,
         id: uuid::Uuid,
         jkt: Option<&str>,
-        upstream_issuer: Option<&str>,
+        upstream: Option<crate::store::UpstreamIdentity>,
     ) -> Result<Option<OpenedSession>, OAuthError> {
         // RFC 9449 §5: a public client's refresh tokens are bound to its
         // DPoP key (a cookie-mode client's stay in their cookie, and a
@@ -503,7 +503,7 @@ impl TokenEndpoint {
             user_agent_hash: user_agent.map(|ua| crate::digest::sha256(ua.as_bytes()).to_vec()),
             network_prefix: network,
             credential_version: user.credential_version,
-            upstream_issuer: upstream_issuer.map(str::to_owned),
+            upstream,
         };
         if !self
             .store

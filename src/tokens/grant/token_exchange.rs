@@ -20,7 +20,7 @@ use crate::audit::{Action, Event, client_actor, clip, user_actor};
 use crate::auth::network;
 use crate::federation::upstream::{Expectations, UpstreamError, peek_issuer};
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
-use crate::store::{Client, NewUser, TrustedIssuer, User};
+use crate::store::{Client, NewUser, TrustedIssuer, UpstreamIdentity, User};
 use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{
     addressed_to, audiences, grantable, narrow, requested_audience, scopes,
@@ -314,17 +314,30 @@ impl TokenEndpoint {
                 now,
                 uuid::Uuid::new_v4(),
                 jkt,
-                Some(&issuer.issuer),
+                Some(UpstreamIdentity {
+                    issuer: issuer.issuer.clone(),
+                    subject: identity.subject.clone(),
+                }),
             )
             .await?
         else {
-            // The store refuses the session if the issuer was disabled
-            // meanwhile, or the user's credentials changed.
+            // The store refuses the session if the issuer was disabled or
+            // the link removed meanwhile, or the user's credentials changed.
             if self.trusted_issuer(&issuer.issuer).await?.is_none() {
                 return Err(invalid_grant(format!(
                     "issuer {:?} is not trusted",
                     issuer.issuer
                 )));
+            }
+            let linked = self
+                .store
+                .linked_user(&issuer.issuer, &identity.subject)
+                .await
+                .map_err(unavailable)?;
+            if linked.is_none_or(|linked| linked.id != user.id) {
+                return Err(invalid_grant(
+                    "the upstream identity was unlinked from its user meanwhile",
+                ));
             }
             self.audit_credentials_changed(client, &user, ip).await;
             return Err(credentials_changed());
