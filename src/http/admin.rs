@@ -247,11 +247,14 @@ pub(crate) struct SessionView {
     /// Coarse location: the /24 (IPv4) or /48 (IPv6) it was opened from.
     network: Option<String>,
     user_agent: Option<String>,
+    /// The upstream account whose token opened it (token exchange), else null.
+    upstream: Option<crate::store::UpstreamIdentity>,
 }
 
 impl From<Session> for SessionView {
     fn from(s: Session) -> SessionView {
         SessionView {
+            upstream: s.upstream(),
             sid: s.id.to_string(),
             client_id: s.client_id,
             scope: s.scope,

@@ -306,7 +306,7 @@ pub struct NewSession {
 }
 
 /// A user's identity at a trusted upstream issuer: its `iss` and `sub`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UpstreamIdentity {
     /// The issuer, as registered.
     pub issuer: String,
@@ -349,9 +349,21 @@ pub struct Session {
     /// Unix seconds the current refresh token was issued (`None` until the
     /// first rotation of a session opened before this column existed).
     pub refresh_rotated_at: Option<i64>,
+    /// The upstream issuer whose token opened the session (token exchange).
+    pub upstream_issuer: Option<String>,
+    /// The user's `sub` at that issuer.
+    pub upstream_subject: Option<String>,
 }
 
 impl Session {
+    /// The upstream identity whose token opened the session, if one did.
+    pub fn upstream(&self) -> Option<UpstreamIdentity> {
+        Some(UpstreamIdentity {
+            issuer: self.upstream_issuer.clone()?,
+            subject: self.upstream_subject.clone()?,
+        })
+    }
+
     /// Whether the session can still be refreshed at `now` (its user's
     /// state aside).
     pub fn is_live(&self, now: i64) -> bool {

@@ -847,6 +847,26 @@ async fn unlinking_ends_the_sessions_of_that_identity_only(engine: Engine) {
     let (access_8, refresh_8) = session("u-8").await;
     let (alice_access, _) = app.login("alice").await;
     assert_eq!(payload(&access_7)["sub"], payload(&alice_access)["sub"]);
+    // The admin sees which account opened which session.
+    let res = app
+        .admin_api(Method::GET, "/users/alice/sessions", Some(&admin), None)
+        .await;
+    let listed: Value = res.json().await.unwrap();
+    let opened_by = |access: &str| {
+        let sid = payload(access)["sid"].clone();
+        listed["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["sid"] == sid)
+            .unwrap_or_else(|| panic!("{listed}"))["upstream"]
+            .clone()
+    };
+    assert_eq!(
+        opened_by(&access_7),
+        json!({ "issuer": upstream.issuer(), "subject": "u-7" })
+    );
+    assert_eq!(opened_by(&alice_access), Value::Null);
 
     let res = link("u-7", "/users/alice/links/remove").await;
     assert_eq!(res.status(), 200);
