@@ -24,6 +24,14 @@ CREATE TABLE user_links (
 );
 CREATE INDEX user_links_by_user ON user_links (user_id);
 
+-- Upstream tokens that opened a session (SHA-256 of the signed part):
+-- each opens one (RFC 7523 §3), remembered until it expires.
+CREATE TABLE upstream_tokens_used (
+    digest     BYTEA PRIMARY KEY CHECK (length(digest) = 32),
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX upstream_tokens_used_by_expiry ON upstream_tokens_used (expires_at);
+
 -- The upstream identity (issuer and its sub) a session was opened from:
 -- disabling the issuer, or removing the link, ends them.
 ALTER TABLE sessions ADD COLUMN upstream_issuer TEXT;

@@ -20,6 +20,12 @@ CREATE TABLE user_links (
 ) STRICT;
 CREATE INDEX user_links_by_user ON user_links (user_id);
 
+CREATE TABLE upstream_tokens_used (
+    digest     BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),
+    expires_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX upstream_tokens_used_by_expiry ON upstream_tokens_used (expires_at);
+
 ALTER TABLE sessions ADD COLUMN upstream_issuer TEXT;
 ALTER TABLE sessions ADD COLUMN upstream_subject TEXT;
 CREATE INDEX sessions_by_upstream_issuer ON sessions (upstream_issuer) WHERE upstream_issuer IS NOT NULL;

@@ -145,8 +145,12 @@ pub struct UpstreamIdentity {
     pub email: Option<String>,
     /// `preferred_username`, if a string (display only; not unique).
     pub preferred_username: Option<String>,
-    /// `jti`, if a string (for replay checks by the caller).
-    pub jti: Option<String>,
+    /// Until when the token is accepted: `exp` plus the leeway.
+    pub accepted_until: i64,
+    /// SHA-256 of the signed part (`header.payload`): the token's identity
+    /// for replay checks, the same whatever its signature's encoding (an
+    /// ECDSA signature `(r, s)` has a twin `(r, n - s)` that verifies too).
+    pub token_digest: [u8; 32],
 }
 
 /// Verifies upstream tokens with keys from a [`JwksCache`].
@@ -219,7 +223,7 @@ impl UpstreamVerifier {
             return Err(UpstreamError::AlgorithmMismatch);
         }
         let claims = verify_signature(token, &key.key, alg)?;
-        check_claims(&claims, expect, now, self.leeway)
+        check_claims(&claims, expect, now, self.leeway, signed_part_digest(token))
     }
 }
 
@@ -344,12 +348,19 @@ fn verify_signature(
         })
 }
 
+/// SHA-256 of `header.payload`, the part of a JWS its signature covers.
+fn signed_part_digest(token: &str) -> [u8; 32] {
+    let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+    crate::digest::sha256(signed.as_bytes())
+}
+
 /// `iss`, `aud`, `exp`, `nbf`, `iat`, `sub`, in that order, at `now`.
 fn check_claims(
     claims: &Map<String, Value>,
     expect: &Expectations<'_>,
     now: i64,
     leeway: i64,
+    token_digest: [u8; 32],
 ) -> Result<UpstreamIdentity, UpstreamError> {
     match claims.get("iss") {
         Some(Value::String(iss)) if iss == expect.issuer => {}
@@ -380,7 +391,8 @@ fn check_claims(
         expires_at,
         email: string_claim(claims, "email"),
         preferred_username: string_claim(claims, "preferred_username"),
-        jti: string_claim(claims, "jti"),
+        accepted_until: expires_at.saturating_add(leeway),
+        token_digest,
     })
 }
 
@@ -539,7 +551,13 @@ mod tests {
     #[tokio::test]
     async fn valid_rs256_token_passes() {
         let f = Fixture::new().await;
-        let identity = f.verify_claims(|_| {}).await.unwrap();
+        let token = sign(
+            &header(Algorithm::RS256, "rsa-1"),
+            &f.claims(),
+            &f.rsa.encoding,
+        );
+        let identity = f.verify(&token).await.unwrap();
+        let (signed, _) = token.rsplit_once('.').unwrap();
         assert_eq!(
             identity,
             UpstreamIdentity {
@@ -548,9 +566,48 @@ mod tests {
                 expires_at: f.now + 300,
                 email: Some("ada@example.com".into()),
                 preferred_username: Some("ada".into()),
-                jti: Some("j-1".into()),
+                accepted_until: f.now + 300 + DEFAULT_LEEWAY,
+                token_digest: crate::digest::sha256(signed.as_bytes()),
             }
         );
+    }
+
+    /// The replay digest covers what the signature signs, not the
+    /// signature: ECDSA's twin signature `(r, n - s)` verifies too, and
+    /// must not make the same token new.
+    #[tokio::test]
+    async fn the_replay_digest_ignores_the_signature() {
+        // The order of P-256's group.
+        const N: [u8; 32] = [
+            0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+            0xff, 0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2,
+            0xfc, 0x63, 0x25, 0x51,
+        ];
+        let f = Fixture::new().await;
+        let token = sign(
+            &header(Algorithm::ES256, "ec-1"),
+            &f.claims(),
+            &f.ec.encoding,
+        );
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+        // s := n - s, big-endian, with borrow.
+        let mut borrow = 0i16;
+        for i in (0..32).rev() {
+            let d = i16::from(N[i]) - i16::from(sig[32 + i]) - borrow;
+            borrow = i16::from(d < 0);
+            sig[32 + i] = d.rem_euclid(256) as u8;
+        }
+        let twin = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&sig));
+        assert_ne!(twin, token);
+        let (first, second) = (f.verify(&token).await, f.verify(&twin).await);
+        let first = first.unwrap();
+        match second {
+            // Whether a verifier accepts the high-s twin is its choice;
+            // if it does, the twin is the same token.
+            Ok(second) => assert_eq!(second.token_digest, first.token_digest),
+            Err(e) => assert!(matches!(e, UpstreamError::Signature), "{e:?}"),
+        }
     }
 
     #[tokio::test]

@@ -248,7 +248,7 @@ pub(crate) struct SessionView {
     network: Option<String>,
     user_agent: Option<String>,
     /// The upstream account whose token opened it (token exchange), else null.
-    upstream: Option<crate::store::UpstreamIdentity>,
+    upstream: Option<crate::store::UpstreamAccount>,
 }
 
 impl From<Session> for SessionView {

@@ -23,7 +23,7 @@ pub use models::{
     Audience, AuditCheckpoint, AuditRecord, BindingPolicy, Client, CredentialChange, LoginFailures,
     NewAuditEvent, NewClient, NewIssuer, NewSession, NewSigningKey, NewUser, PresentedRefresh,
     RefreshTokenInfo, RevocationEntry, RevocationKind, Rotation, RotationRequest, Session,
-    SigningKey, TokenState, TrustedIssuer, UpstreamIdentity, User, UserLink,
+    SigningKey, TokenState, TrustedIssuer, UpstreamAccount, UpstreamOrigin, User, UserLink,
 };
 
 use crate::config::Config;
@@ -449,11 +449,12 @@ pub trait Sessions: Send + Sync {
     /// is either refused or visible to the change's revocation. A session
     /// whose id exists already is not opened either (false): the id of the
     /// session an authorization code opens is chosen with the code, so a
-    /// code opens at most one. A session from an `upstream` identity is
-    /// opened only while its issuer is enabled and the identity is linked
+    /// code opens at most one. A session from an `upstream` token is
+    /// opened only while its issuer is enabled and its account is linked
     /// to the session's user, decided under locks on both rows, so a
     /// session is either refused or visible to the disable's (or the
-    /// unlink's) sweep.
+    /// unlink's) sweep; and only if that token opened no session before
+    /// (its digest is recorded in the same transaction).
     async fn create_session(
         &self,
         session: &NewSession,
@@ -656,6 +657,9 @@ pub trait Federation: Send + Sync {
     ) -> StoreResult<UserLink>;
     /// A user's upstream identities, oldest first.
     async fn user_links(&self, user: uuid::Uuid) -> StoreResult<Vec<UserLink>>;
+    /// Whether the upstream token with this digest opened a session
+    /// (remembered until it expires).
+    async fn upstream_token_used(&self, digest: &[u8; 32]) -> StoreResult<bool>;
     /// Removes the link of `subject` at `issuer` to `user` and revokes every
     /// live session it opened (each `sid` listed until `relevant_until`),
     /// in one transaction. The number of sessions revoked; `None` if the

@@ -300,14 +300,26 @@ pub struct NewSession {
     pub user_agent_summary: Option<String>,
     /// The user's credential version the login checked.
     pub credential_version: i64,
-    /// The upstream identity whose token opened the session (token
-    /// exchange): disabling its issuer, or removing its link, ends it.
-    pub upstream: Option<UpstreamIdentity>,
+    /// The upstream token that opened the session (token exchange).
+    pub upstream: Option<UpstreamOrigin>,
+}
+
+/// The upstream token a session is opened from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamOrigin {
+    /// Whose token it is: disabling its issuer, or removing its link to
+    /// the user, ends the session.
+    pub account: UpstreamAccount,
+    /// SHA-256 of the token's signed part: a token opens one session.
+    pub token_digest: [u8; 32],
+    /// Until when the token is accepted (its `exp` plus the leeway): how
+    /// long its use is remembered.
+    pub token_expires_at: i64,
 }
 
 /// A user's identity at a trusted upstream issuer: its `iss` and `sub`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct UpstreamIdentity {
+pub struct UpstreamAccount {
     /// The issuer, as registered.
     pub issuer: String,
     /// The user's `sub` there.
@@ -357,8 +369,8 @@ pub struct Session {
 
 impl Session {
     /// The upstream identity whose token opened the session, if one did.
-    pub fn upstream(&self) -> Option<UpstreamIdentity> {
-        Some(UpstreamIdentity {
+    pub fn upstream(&self) -> Option<UpstreamAccount> {
+        Some(UpstreamAccount {
             issuer: self.upstream_issuer.clone()?,
             subject: self.upstream_subject.clone()?,
         })

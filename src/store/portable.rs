@@ -881,13 +881,16 @@ macro_rules! portable_sessions {
                 // commit (and its sweep then revokes this session).
                 // Likewise the link it was found through: an unlink either
                 // commits first or sweeps this session.
+                // And the token opens one session: its digest is recorded
+                // here, so a failed opening does not use it up.
                 if let Some(upstream) = &s.upstream {
+                    let account = &upstream.account;
                     let sql = format!(
                         "SELECT disabled FROM trusted_issuers WHERE issuer = $1 {}",
                         Self::USER_SHARE_LOCK
                     );
                     let disabled: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .bind(&upstream.issuer)
+                        .bind(&account.issuer)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if disabled != Some(false) {
@@ -898,11 +901,24 @@ macro_rules! portable_sessions {
                         Self::USER_SHARE_LOCK
                     );
                     let linked: Option<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .bind(&upstream.issuer)
-                        .bind(&upstream.subject)
+                        .bind(&account.issuer)
+                        .bind(&account.subject)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if linked != Some(s.user_id) {
+                        return Ok(false);
+                    }
+                    let first_use = sqlx::query(
+                        "INSERT INTO upstream_tokens_used (digest, expires_at) VALUES ($1, $2) \
+                         ON CONFLICT (digest) DO NOTHING",
+                    )
+                    .bind(upstream.token_digest.to_vec())
+                    .bind(upstream.token_expires_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if !first_use {
                         return Ok(false);
                     }
                 }
@@ -934,8 +950,8 @@ macro_rules! portable_sessions {
                     .bind(&s.user_agent_summary)
                     .bind(s.credential_version)
                     .bind(secret_digest.to_vec())
-                    .bind(s.upstream.as_ref().map(|u| &u.issuer))
-                    .bind(s.upstream.as_ref().map(|u| &u.subject))
+                    .bind(s.upstream.as_ref().map(|u| &u.account.issuer))
+                    .bind(s.upstream.as_ref().map(|u| &u.account.subject))
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
@@ -1316,7 +1332,16 @@ macro_rules! portable_sessions {
                 .execute(&mut *self.write_conn(false).await?)
                 .await?
                 .rows_affected();
-                Ok(sessions.max(revocations))
+                let upstream_tokens = sqlx::query(
+                    "DELETE FROM upstream_tokens_used WHERE digest IN \
+                     (SELECT digest FROM upstream_tokens_used WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(now)
+                .bind(batch)
+                .execute(&mut *self.write_conn(false).await?)
+                .await?
+                .rows_affected();
+                Ok(sessions.max(revocations).max(upstream_tokens))
             }
 
             async fn session(
@@ -1661,6 +1686,18 @@ macro_rules! portable_federation {
                 .bind(user)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn upstream_token_used(
+                &self,
+                digest: &[u8; 32],
+            ) -> $crate::store::StoreResult<bool> {
+                let found: Option<i64> =
+                    sqlx::query_scalar("SELECT expires_at FROM upstream_tokens_used WHERE digest = $1")
+                        .bind(digest.to_vec())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(found.is_some())
             }
 
             async fn unlink_user(

@@ -122,12 +122,14 @@ impl Upstream {
         *self.state.mode.lock().unwrap() = mode;
     }
 
-    /// Claims of a fresh ID token for upstream user `sub`.
+    /// Claims of a fresh ID token for upstream user `sub` (a new `jti`
+    /// each time, as providers do: every token is a different one).
     pub(crate) fn claims(&self, sub: &str) -> Value {
         let now = now();
         json!({
             "iss": self.issuer(), "sub": sub, "aud": UPSTREAM_AUD,
             "iat": now, "exp": now + 300, "email": format!("{sub}@idp.example"),
+            "jti": uuid::Uuid::new_v4().to_string(),
         })
     }
 
@@ -526,6 +528,7 @@ on_both_engines!(
     upstream_refusals,
     disabling_an_issuer_ends_its_sessions,
     unlinking_ends_the_sessions_of_that_identity_only,
+    an_upstream_token_opens_one_session,
     parallel_first_exchanges_create_one_user,
     disabling_an_issuer_during_exchanges_leaves_no_live_session,
     a_service_revoking_its_exchanged_tokens_does_not_end_the_users_session,
@@ -657,7 +660,8 @@ async fn upstream_refusals(engine: Engine) {
         .await
     };
     // Not linked, and the issuer does not create users.
-    let why = refuse(upstream.id_token("alice-at-idp")).await;
+    let first = upstream.id_token("alice-at-idp");
+    let why = refuse(first.clone()).await;
     assert!(why.contains("no tessera user is linked"), "{why}");
     // Once linked (as an operator would), alice's upstream account signs in as alice.
     let res = app
@@ -669,7 +673,8 @@ async fn upstream_refusals(engine: Engine) {
         )
         .await;
     assert_eq!(res.status(), 201);
-    let res = exchange(app, bff, &upstream.id_token("alice-at-idp"), ID_TOKEN, &[]).await;
+    // The refused token was not used up: it opens alice's session now.
+    let res = exchange(app, bff, &first, ID_TOKEN, &[]).await;
     assert_eq!(res.status(), 200);
     let alice = app.store.user_by_username("alice").await.unwrap().unwrap();
     let body: Value = res.json().await.unwrap();
@@ -904,9 +909,11 @@ async fn unlinking_ends_the_sessions_of_that_identity_only(engine: Engine) {
     assert_eq!(links["links"][0]["subject"], "u-9");
 
     // Exchanges of u-9 racing its unlink: none of what they got survives.
-    let token = upstream.id_token("u-9");
+    let tokens: Vec<String> = (0..16).map(|_| upstream.id_token("u-9")).collect();
     let exchanges = futures_util::future::join_all(
-        (0..16).map(|_| exchange(app, ("bff", None), &token, ID_TOKEN, &[])),
+        tokens
+            .iter()
+            .map(|t| exchange(app, ("bff", None), t, ID_TOKEN, &[])),
     );
     let unlink = async {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -948,14 +955,85 @@ async fn unlinking_ends_the_sessions_of_that_identity_only(engine: Engine) {
     assert_eq!(unlinks[0]["sessions_revoked"], 1);
 }
 
+/// An upstream token opens one session (RFC 7523 §3): presented again,
+/// as an ID token or a JWT, one by one or eight at once, it is refused and
+/// audited, and the session it opened lives on. Its use is remembered
+/// until it expires, then purged.
+async fn an_upstream_token_opens_one_session(engine: Engine) {
+    let (f, upstream, _) = with_upstream(engine, true).await;
+    let app = &f.app;
+    let token = upstream.id_token("once");
+    let res = exchange(app, ("bff", None), &token, ID_TOKEN, &[]).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    for kind in [ID_TOKEN, JWT] {
+        let why = refused(
+            exchange(app, ("bff", None), &token, kind, &[]).await,
+            400,
+            "invalid_grant",
+        )
+        .await;
+        assert!(why.contains("exchanged already"), "{why}");
+    }
+    assert_eq!(refresh_bff(app, &refresh).await.status(), 200);
+    // Eight at once: exactly one opens a session.
+    let token = upstream.id_token("once");
+    let answers = futures_util::future::join_all(
+        (0..8).map(|_| exchange(app, ("bff", None), &token, ID_TOKEN, &[])),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 400].contains(s)),
+        "{statuses:?}"
+    );
+
+    f.audit_written().await;
+    let replays = audit_actions(app)
+        .await
+        .into_iter()
+        .filter(|(a, d)| {
+            a == "token_exchange_refused"
+                && d["reason"].as_str().unwrap().contains("exchanged already")
+        })
+        .count();
+    assert_eq!(replays, 9);
+    // Remembered until the token is no longer accepted, then purged.
+    let (signed, _) = token.rsplit_once('.').unwrap();
+    let digest = tessera::digest::sha256(signed.as_bytes());
+    assert!(app.store.upstream_token_used(&digest).await.unwrap());
+    let expires = payload(&token)["exp"].as_i64().unwrap();
+    app.store
+        .purge_expired(expires - 86_400, expires, 1000)
+        .await
+        .unwrap();
+    assert!(
+        app.store.upstream_token_used(&digest).await.unwrap(),
+        "kept while it is accepted"
+    );
+    app.store
+        .purge_expired(expires - 86_400, expires + 3600, 1000)
+        .await
+        .unwrap();
+    assert!(!app.store.upstream_token_used(&digest).await.unwrap());
+}
+
 /// Eight first exchanges of one upstream user at once: one user is created
 /// and every session is that user's.
 async fn parallel_first_exchanges_create_one_user(engine: Engine) {
     let (f, upstream, _) = with_upstream(engine, true).await;
     let app = &f.app;
-    let token = upstream.id_token("racer");
+    let tokens: Vec<String> = (0..8).map(|_| upstream.id_token("racer")).collect();
     let answers = futures_util::future::join_all(
-        (0..8).map(|_| exchange(app, ("bff", None), &token, ID_TOKEN, &[])),
+        tokens
+            .iter()
+            .map(|t| exchange(app, ("bff", None), t, ID_TOKEN, &[])),
     )
     .await;
     let mut subs = std::collections::HashSet::new();

@@ -482,7 +482,7 @@ impl TokenEndpoint {
         now: i64,
         id: uuid::Uuid,
         jkt: Option<&str>,
-        upstream: Option<crate::store::UpstreamIdentity>,
+        upstream: Option<crate::store::UpstreamOrigin>,
     ) -> Result<Option<OpenedSession>, OAuthError> {
         // RFC 9449 §5: a public client's refresh tokens are bound to its
         // DPoP key (a cookie-mode client's stay in their cookie, and a

@@ -20,7 +20,7 @@ use crate::audit::{Action, Event, client_actor, clip, user_actor};
 use crate::auth::network;
 use crate::federation::upstream::{Expectations, UpstreamError, peek_issuer};
 use crate::oauth::{ErrorCode, OAuthError, invalid_request, unavailable};
-use crate::store::{Client, NewUser, TrustedIssuer, UpstreamIdentity, User};
+use crate::store::{Client, NewUser, TrustedIssuer, UpstreamAccount, UpstreamOrigin, User};
 use crate::tokens::mint::TokenRequest;
 use crate::tokens::policy::{
     addressed_to, audiences, grantable, narrow, requested_audience, scopes,
@@ -314,15 +314,20 @@ impl TokenEndpoint {
                 now,
                 uuid::Uuid::new_v4(),
                 jkt,
-                Some(UpstreamIdentity {
-                    issuer: issuer.issuer.clone(),
-                    subject: identity.subject.clone(),
+                Some(UpstreamOrigin {
+                    account: UpstreamAccount {
+                        issuer: issuer.issuer.clone(),
+                        subject: identity.subject.clone(),
+                    },
+                    token_digest: identity.token_digest,
+                    token_expires_at: identity.accepted_until,
                 }),
             )
             .await?
         else {
             // The store refuses the session if the issuer was disabled or
-            // the link removed meanwhile, or the user's credentials changed.
+            // the link removed meanwhile, if the token opened a session
+            // already, or if the user's credentials changed.
             if self.trusted_issuer(&issuer.issuer).await?.is_none() {
                 return Err(invalid_grant(format!(
                     "issuer {:?} is not trusted",
@@ -337,6 +342,16 @@ impl TokenEndpoint {
             if linked.is_none_or(|linked| linked.id != user.id) {
                 return Err(invalid_grant(
                     "the upstream identity was unlinked from its user meanwhile",
+                ));
+            }
+            if self
+                .store
+                .upstream_token_used(&identity.token_digest)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(invalid_grant(
+                    "this token was exchanged already: each upstream token opens one session; sign in at the provider again for a new one",
                 ));
             }
             self.audit_credentials_changed(client, &user, ip).await;
