@@ -125,11 +125,7 @@ impl Issuers {
             )
             .await?
             .ok_or_else(|| not_found(issuer))?;
-        if revoked > 0
-            && let Some(cache) = &self.cache
-        {
-            cache.refresh_now().await;
-        }
+        self.revoked(revoked).await;
         self.auditor
             .record_durable(
                 Event::new(actor, Action::IssuerChanged)
@@ -166,12 +162,7 @@ impl Issuers {
         subject: &str,
         now: i64,
     ) -> Result<UserLink, AccountError> {
-        plain_text("issuer", issuer)?;
-        if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
-            return Err(AccountError::Invalid(
-                "subject: the user's `sub` at the issuer, 1–255 bytes".into(),
-            ));
-        }
+        check_account(issuer, subject)?;
         let user = self.user(username).await?;
         self.store
             .issuer(issuer)
@@ -210,8 +201,7 @@ impl Issuers {
         subject: &str,
         now: i64,
     ) -> Result<u64, AccountError> {
-        plain_text("issuer", issuer)?;
-        plain_text("subject", subject)?;
+        check_account(issuer, subject)?;
         let user = self.user(username).await?;
         let revoked = self
             .store
@@ -228,11 +218,7 @@ impl Issuers {
                     "{username} is not linked to {subject:?} at {issuer} (tessera user links {username})"
                 ))
             })?;
-        if revoked > 0
-            && let Some(cache) = &self.cache
-        {
-            cache.refresh_now().await;
-        }
+        self.revoked(revoked).await;
         self.auditor
             .record_durable(
                 Event::new(actor, Action::UserUnlinked)
@@ -243,6 +229,16 @@ impl Issuers {
             )
             .await;
         Ok(revoked)
+    }
+
+    /// After `count` sessions were revoked: this instance's revocation
+    /// list takes them in now, not at its next poll.
+    async fn revoked(&self, count: u64) {
+        if count > 0
+            && let Some(cache) = &self.cache
+        {
+            cache.refresh_now().await;
+        }
     }
 
     async fn user(&self, username: &str) -> Result<User, AccountError> {
@@ -257,6 +253,18 @@ fn plain_text(what: &str, value: &str) -> Result<(), AccountError> {
         return Err(AccountError::Invalid(format!(
             "{what}: at most 512 characters without control characters"
         )));
+    }
+    Ok(())
+}
+
+/// An upstream account from the caller: a plain issuer and a `sub` of
+/// 1–255 bytes without control characters.
+fn check_account(issuer: &str, subject: &str) -> Result<(), AccountError> {
+    plain_text("issuer", issuer)?;
+    if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
+        return Err(AccountError::Invalid(
+            "subject: the user's `sub` at the issuer, 1–255 bytes".into(),
+        ));
     }
     Ok(())
 }

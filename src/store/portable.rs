@@ -600,6 +600,24 @@ macro_rules! portable_directory {
 macro_rules! portable_sessions {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Revokes each live session of `ids` (as `revoke_session_in`,
+            /// sid listed); how many were live.
+            async fn revoke_sessions_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                ids: Vec<uuid::Uuid>,
+                now: i64,
+                reason: &str,
+                relevant_until: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut revoked = 0;
+                for id in ids {
+                    if Self::revoke_session_in(tx, id, now, reason, relevant_until, true).await? {
+                        revoked += 1;
+                    }
+                }
+                Ok(revoked)
+            }
+
             /// Revokes a session (and with it every refresh token) inside
             /// the caller's transaction; with `list_sid`, lists its `sid` as
             /// revoked. True if it was not revoked before.
@@ -995,12 +1013,7 @@ macro_rules! portable_sessions {
                     return Ok(None);
                 }
                 let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
-                let mut revoked = 0;
-                for id in ids {
-                    if Self::revoke_session_in(&mut tx, id, now, reason, relevant_until, true).await? {
-                        revoked += 1;
-                    }
-                }
+                let revoked = Self::revoke_sessions_in(&mut tx, ids, now, reason, relevant_until).await?;
                 tx.commit().await?;
                 Ok(Some(revoked))
             }
@@ -1137,14 +1150,10 @@ macro_rules! portable_sessions {
             ) -> $crate::store::StoreResult<u64> {
                 let mut tx = self.begin_write().await?;
                 let ids = Self::live_session_ids_in(&mut tx, "user_id", &user.to_string()).await?;
-                let mut revoked = 0;
                 // Each sid is listed too: a token minted from one of these
                 // sessions is revoked whatever second it was minted in.
-                for id in ids {
-                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, true).await? {
-                        revoked += 1;
-                    }
-                }
+                let revoked =
+                    Self::revoke_sessions_in(&mut tx, ids, now, reason, revocation_relevant_until).await?;
                 // Browser sign-ins end with the sessions.
                 sqlx::query("UPDATE users SET signed_out_at = $2 WHERE id = $1 AND signed_out_at < $2")
                     .bind(user)
@@ -1175,12 +1184,8 @@ macro_rules! portable_sessions {
             ) -> $crate::store::StoreResult<u64> {
                 let mut tx = self.begin_write().await?;
                 let ids = Self::live_session_ids_in(&mut tx, "client_id", client_id).await?;
-                let mut revoked = 0;
-                for id in ids {
-                    if Self::revoke_session_in(&mut tx, id, now, reason, revocation_relevant_until, true).await? {
-                        revoked += 1;
-                    }
-                }
+                let revoked =
+                    Self::revoke_sessions_in(&mut tx, ids, now, reason, revocation_relevant_until).await?;
                 Self::insert_revocation_in(
                     &mut tx,
                     $crate::store::RevocationKind::Client,
@@ -1578,11 +1583,7 @@ macro_rules! portable_federation {
                 let mut revoked = 0;
                 if disabled {
                     let ids = Self::live_session_ids_in(&mut tx, "upstream_issuer", issuer).await?;
-                    for id in ids {
-                        if Self::revoke_session_in(&mut tx, id, now, reason, relevant_until, true).await? {
-                            revoked += 1;
-                        }
-                    }
+                    revoked = Self::revoke_sessions_in(&mut tx, ids, now, reason, relevant_until).await?;
                 }
                 tx.commit().await?;
                 Ok(Some(revoked))
@@ -1731,14 +1732,9 @@ macro_rules! portable_federation {
                 .bind(user)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut revoked = 0;
-                for id in ids {
-                    if Self::revoke_session_in(&mut tx, id, now, "upstream identity unlinked", relevant_until, true)
-                        .await?
-                    {
-                        revoked += 1;
-                    }
-                }
+                let revoked =
+                    Self::revoke_sessions_in(&mut tx, ids, now, "upstream identity unlinked", relevant_until)
+                        .await?;
                 tx.commit().await?;
                 Ok(Some(revoked))
             }
