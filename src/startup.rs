@@ -280,9 +280,15 @@ impl Application {
         self.checkpoints.abort();
         self.watchdog.abort();
         // No request signs any more; a maintenance tick still in the module
-        // finishes first.
-        if let Some(hsm) = &self.hsm {
-            hsm.close();
+        // finishes first. A token that hangs does not hang the shutdown.
+        if let Some(hsm) = self.hsm.take() {
+            let closing = tokio::task::spawn_blocking(move || hsm.close());
+            if tokio::time::timeout(std::time::Duration::from_secs(10), closing)
+                .await
+                .is_err()
+            {
+                tracing::error!("the PKCS#11 module did not close within 10 s; exiting anyway");
+            }
         }
         // The server (and with it every auditor clone) is gone: the writer
         // stores what is queued and ends.

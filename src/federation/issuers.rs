@@ -190,9 +190,11 @@ impl Issuers {
     }
 
     /// Removes a user's link to `subject` at `issuer`: that identity's
-    /// tokens no longer open sessions for the user (an issuer with
-    /// `create_users` makes a new user of it on its next exchange), and
-    /// every session it opened is revoked at once. The number revoked.
+    /// tokens no longer open sessions for the user, and every session it
+    /// opened is revoked at once. The number revoked. (With `create_users`,
+    /// its next exchange creates an `ext-` user for it, unless it was
+    /// unlinked from that very user: its generated name is taken, so the
+    /// exchange is refused until an operator links it again.)
     pub async fn unlink(
         &self,
         actor: &str,

@@ -15,15 +15,17 @@
 //! fails with a clear error (HTTP 503) and `/readyz` reports the signer as
 //! not ready.
 //!
-//! At shutdown [`Hsm::close`] closes the sessions and calls `C_Finalize`
-//! with no operation in flight, and the module is never unloaded: a
-//! module's own exit handlers (SoftHSM's C++ destructors) racing a thread
-//! that is still closing sessions or unloading the library corrupt the heap
-//! as the process exits.
+//! A module is loaded once per process and shared by every [`Hsm`] of its
+//! path (`C_Initialize` and `C_Finalize` are process-wide). At shutdown
+//! [`Hsm::close`] closes the handle; the last one closes the sessions and
+//! calls `C_Finalize` with no operation in flight. The module is never
+//! unloaded: a module's own exit handlers (SoftHSM's C++ destructors)
+//! racing a thread that is still closing sessions or unloading the library
+//! corrupt the heap as the process exits.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -153,19 +155,34 @@ impl KeyUri {
     }
 }
 
-/// A loaded PKCS#11 module, the PIN to log in with, and idle sessions.
-pub struct Hsm {
+/// A loaded PKCS#11 module, shared by every [`Hsm`] of its path in this
+/// process: `C_Initialize` and `C_Finalize` act on the whole process, so
+/// the lock that keeps operations out of a re-initialisation or the final
+/// `C_Finalize` is the module's, not one handle's.
+struct Module {
     ctx: Pkcs11,
-    pin: AuthPin,
-    module: String,
-    /// Operations hold it shared; re-initialisation holds it exclusively,
-    /// so no session is in use when the module is finalised.
+    name: String,
+    /// Operations hold it shared; re-initialisation and finalisation hold
+    /// it exclusively, so no session is in use when the module is finalised.
     epoch: RwLock<()>,
     /// Idle logged-in sessions per key URI, with the key's handle.
     pools: Mutex<HashMap<String, Vec<(Session, ObjectHandle)>>>,
     /// Unix seconds of the last re-initialisation.
     last_reinit: AtomicI64,
-    /// Set (under the exclusive epoch) by [`Hsm::close`].
+    /// Open [`Hsm`] handles (changed under the exclusive epoch); 0 means
+    /// finalised.
+    users: AtomicUsize,
+}
+
+/// The modules this process loaded, by path. Never removed: a module is
+/// never unloaded (see the module docs).
+static MODULES: Mutex<Vec<Arc<Module>>> = Mutex::new(Vec::new());
+
+/// A handle on a loaded PKCS#11 module and the PIN to log in with.
+pub struct Hsm {
+    m: Arc<Module>,
+    pin: AuthPin,
+    /// Set by [`Hsm::close`].
     closed: AtomicBool,
 }
 
@@ -177,54 +194,83 @@ impl Drop for Hsm {
 
 impl std::fmt::Debug for Hsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hsm({})", self.module)
+        write!(f, "Hsm({})", self.m.name)
     }
 }
 
 impl Hsm {
-    /// Loads and initialises `module`.
+    /// Loads and initialises `module` (or shares this process's copy).
     pub fn load(module: &Path, pin: &str) -> Result<Arc<Hsm>, HsmError> {
         let name = module.display().to_string();
         let err = |e: CkError| HsmError::Module {
             module: name.clone(),
             message: e.to_string(),
         };
-        let ctx = Pkcs11::new(module).map_err(err)?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(err(e)),
+        let m = {
+            let mut modules = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+            match modules.iter().find(|m| m.name == name) {
+                Some(m) => m.clone(),
+                None => {
+                    let ctx = Pkcs11::new(module).map_err(err)?;
+                    // Never unloaded (see the module docs): this copy keeps it mapped.
+                    std::mem::forget(ctx.clone());
+                    let m = Arc::new(Module {
+                        ctx,
+                        name: name.clone(),
+                        epoch: RwLock::new(()),
+                        pools: Mutex::new(HashMap::new()),
+                        last_reinit: AtomicI64::new(0),
+                        users: AtomicUsize::new(0),
+                    });
+                    modules.push(m.clone());
+                    m
+                }
+            }
+        };
+        {
+            let _exclusive = m.epoch.write().unwrap_or_else(|e| e.into_inner());
+            if m.users.load(Ordering::Relaxed) == 0 {
+                match m
+                    .ctx
+                    .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+                {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            m.users.fetch_add(1, Ordering::Relaxed);
         }
-        // Never unloaded (see the module docs): this handle keeps it mapped.
-        std::mem::forget(ctx.clone());
         Ok(Arc::new(Hsm {
-            ctx,
+            m,
             pin: AuthPin::from(pin.to_owned()),
-            module: name,
-            epoch: RwLock::new(()),
-            pools: Mutex::new(HashMap::new()),
-            last_reinit: AtomicI64::new(0),
             closed: AtomicBool::new(false),
         }))
     }
 
-    /// Waits for operations in flight, closes every session and finalises
-    /// the module. Later operations fail with [`HsmError::Closed`]. Called
+    /// Closes this handle: later operations through it fail with
+    /// [`HsmError::Closed`]. The last open handle of a module waits for
+    /// operations in flight, closes every session and finalises it. Called
     /// when the server has stopped, before the process exits.
     pub fn close(&self) {
-        let _exclusive = self.epoch.write().unwrap_or_else(|e| e.into_inner());
         if self.closed.swap(true, Ordering::Relaxed) {
             return;
         }
-        self.pools.lock().expect("session pools").clear();
-        if let Err(e) = self.ctx.clone().finalize() {
-            tracing::warn!(module = %self.module, error = %e, "C_Finalize failed at shutdown");
+        let m = &self.m;
+        let _exclusive = m.epoch.write().unwrap_or_else(|e| e.into_inner());
+        if m.users.fetch_sub(1, Ordering::Relaxed) != 1 {
+            return;
+        }
+        m.pools.lock().expect("session pools").clear();
+        if let Err(e) = m.ctx.clone().finalize() {
+            tracing::warn!(module = %m.name, error = %e, "C_Finalize failed at shutdown");
         }
     }
 
-    /// Shared access for one operation, unless the module was closed.
+    /// Shared access for one operation, unless this handle (or the module)
+    /// was closed.
     fn operation(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, HsmError> {
-        let guard = self.epoch.read().unwrap_or_else(|e| e.into_inner());
-        match self.closed.load(Ordering::Relaxed) {
+        let guard = self.m.epoch.read().unwrap_or_else(|e| e.into_inner());
+        match self.closed.load(Ordering::Relaxed) || self.m.users.load(Ordering::Relaxed) == 0 {
             true => Err(HsmError::Closed),
             false => Ok(guard),
         }
@@ -241,6 +287,7 @@ impl Hsm {
             let _epoch = self.operation()?;
             let key = uri.to_uri();
             let pooled = self
+                .m
                 .pools
                 .lock()
                 .expect("session pools")
@@ -250,7 +297,7 @@ impl Hsm {
                 Err(e) => Err(e),
                 Ok((session, handle)) => match op(&session, handle) {
                     Ok(value) => {
-                        let mut pools = self.pools.lock().expect("session pools");
+                        let mut pools = self.m.pools.lock().expect("session pools");
                         let pool = pools.entry(key).or_default();
                         if pool.len() < POOL {
                             pool.push((session, handle));
@@ -274,20 +321,21 @@ impl Hsm {
     /// most once a second.
     fn reinitialize(&self, cause: &HsmError) {
         let now = crate::clock::now();
-        if self.last_reinit.swap(now, Ordering::Relaxed) == now {
+        let m = &self.m;
+        if m.last_reinit.swap(now, Ordering::Relaxed) == now {
             return;
         }
-        let _exclusive = self.epoch.write().unwrap_or_else(|e| e.into_inner());
-        if self.closed.load(Ordering::Relaxed) {
+        let _exclusive = m.epoch.write().unwrap_or_else(|e| e.into_inner());
+        if m.users.load(Ordering::Relaxed) == 0 {
             return;
         }
-        self.pools.lock().expect("session pools").clear();
-        let finalized = self.ctx.clone().finalize();
-        let initialized = self
+        m.pools.lock().expect("session pools").clear();
+        let finalized = m.ctx.clone().finalize();
+        let initialized = m
             .ctx
             .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
         tracing::warn!(
-            module = %self.module,
+            module = %m.name,
             finalized = finalized.is_ok(),
             initialized = initialized.is_ok(),
             error = %cause,
@@ -300,8 +348,8 @@ impl Hsm {
             token: token.to_owned(),
             message: e.to_string(),
         };
-        for slot in self.ctx.get_slots_with_token().map_err(failed)? {
-            let info = self.ctx.get_token_info(slot).map_err(failed)?;
+        for slot in self.m.ctx.get_slots_with_token().map_err(failed)? {
+            let info = self.m.ctx.get_token_info(slot).map_err(failed)?;
             if info.label().trim_end() == token {
                 return Ok(slot);
             }
@@ -316,7 +364,7 @@ impl Hsm {
             message: e.to_string(),
         };
         let slot = self.slot(&uri.token)?;
-        let session = self.ctx.open_ro_session(slot).map_err(failed)?;
+        let session = self.m.ctx.open_ro_session(slot).map_err(failed)?;
         match session.login(UserType::User, Some(&self.pin)) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => return Err(failed(e)),

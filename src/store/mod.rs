@@ -580,8 +580,10 @@ pub trait Sessions: Send + Sync {
 
     /// Deletes up to `batch` sessions (with their refresh tokens) that
     /// expired or were revoked before `before`, and up to `batch` revocation
-    /// entries no longer relevant at `now`. Returns the larger of the two
-    /// counts (a full batch of either means more may be left).
+    /// entries no longer relevant at `now`, and up to `batch` used upstream
+    /// tokens no longer accepted at `now` (less [`CLOCK_SKEW_MARGIN`]).
+    /// Returns the largest of the counts (a full batch of any means more
+    /// may be left).
     async fn purge_expired(&self, before: i64, now: i64, batch: i64) -> StoreResult<u64>;
 }
 
@@ -612,6 +614,10 @@ pub trait AuditLog: Send + Sync {
     /// Up to `limit` checkpoints, newest first.
     async fn audit_checkpoints(&self, limit: i64) -> StoreResult<Vec<AuditCheckpoint>>;
 }
+
+/// Seconds a used upstream token is remembered past its acceptance, for
+/// instances whose clocks disagree.
+pub const CLOCK_SKEW_MARGIN: i64 = 300;
 
 /// Trusted upstream issuers and the users linked to them (token exchange).
 #[async_trait]

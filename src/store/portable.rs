@@ -1337,11 +1337,13 @@ macro_rules! portable_sessions {
                 .execute(&mut *self.write_conn(false).await?)
                 .await?
                 .rows_affected();
+                // Kept a margin longer: an instance whose clock is behind
+                // this one's still accepts the token a little while.
                 let upstream_tokens = sqlx::query(
                     "DELETE FROM upstream_tokens_used WHERE digest IN \
                      (SELECT digest FROM upstream_tokens_used WHERE expires_at < $1 LIMIT $2)",
                 )
-                .bind(now)
+                .bind(now - $crate::store::CLOCK_SKEW_MARGIN)
                 .bind(batch)
                 .execute(&mut *self.write_conn(false).await?)
                 .await?

@@ -405,6 +405,29 @@ fn a_closed_module_refuses_to_sign() {
     hsm.close();
 }
 
+/// Two handles on one module in one process (two applications, say):
+/// closing one leaves the other signing (`C_Finalize` is process-wide, so
+/// only the last handle finalises); a handle loaded after that initialises
+/// the module again.
+#[test]
+fn a_module_is_finalised_by_its_last_handle() {
+    softhsm_conf();
+    let label = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    token_with_key(&label, "sig1", &SigningKeyPair::generate());
+    let uri =
+        tessera::keys::pkcs11::KeyUri::parse(&format!("pkcs11:token={label};object=sig1")).unwrap();
+    let load = || tessera::keys::pkcs11::Hsm::load(&module(), PIN).unwrap();
+    let (first, second) = (load(), load());
+    let (key1, key2) = (first.key(&uri).unwrap(), second.key(&uri).unwrap());
+    first.close();
+    assert!(key1.sign(b"x").is_err(), "the closed handle refuses");
+    assert_eq!(key2.sign(b"x").unwrap().len(), 64, "the other still signs");
+    drop((key2, second));
+    let third = load();
+    let key3 = third.key(&uri).unwrap();
+    assert_eq!(key3.sign(b"x").unwrap().len(), 64, "loaded again, it signs");
+}
+
 on_both_engines!(
     a_key_in_a_token_signs_and_its_private_half_stays_there,
     a_token_that_disappears_gives_clear_errors_and_comes_back,

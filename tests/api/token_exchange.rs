@@ -960,7 +960,7 @@ async fn unlinking_ends_the_sessions_of_that_identity_only(engine: Engine) {
 /// audited, and the session it opened lives on. Its use is remembered
 /// until it expires, then purged.
 async fn an_upstream_token_opens_one_session(engine: Engine) {
-    let (f, upstream, _) = with_upstream(engine, true).await;
+    let (f, upstream, admin) = with_upstream(engine, true).await;
     let app = &f.app;
     let token = upstream.id_token("once");
     let res = exchange(app, ("bff", None), &token, ID_TOKEN, &[]).await;
@@ -1018,10 +1018,69 @@ async fn an_upstream_token_opens_one_session(engine: Engine) {
         "kept while it is accepted"
     );
     app.store
+        .purge_expired(expires - 86_400, expires + 31, 1000)
+        .await
+        .unwrap();
+    assert!(
+        app.store.upstream_token_used(&digest).await.unwrap(),
+        "kept a margin longer, for instances whose clocks are behind"
+    );
+    app.store
         .purge_expired(expires - 86_400, expires + 3600, 1000)
         .await
         .unwrap();
     assert!(!app.store.upstream_token_used(&digest).await.unwrap());
+
+    // A used token is refused before it can create a user: alice's account
+    // is unlinked, and its used token replayed; the next fresh token is the
+    // one that gets the account an `ext-` user.
+    let link = json!({ "issuer": upstream.issuer(), "subject": "alice-acct" });
+    let res = app
+        .admin_api(
+            Method::POST,
+            "/users/alice/links",
+            Some(&admin),
+            Some(link.clone()),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    let used = upstream.id_token("alice-acct");
+    assert_eq!(
+        exchange(app, ("bff", None), &used, ID_TOKEN, &[])
+            .await
+            .status(),
+        200
+    );
+    let res = app
+        .admin_api(
+            Method::POST,
+            "/users/alice/links/remove",
+            Some(&admin),
+            Some(link),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    refused(
+        exchange(app, ("bff", None), &used, ID_TOKEN, &[]).await,
+        400,
+        "invalid_grant",
+    )
+    .await;
+    let fresh = upstream.id_token("alice-acct");
+    assert_eq!(
+        exchange(app, ("bff", None), &fresh, ID_TOKEN, &[])
+            .await
+            .status(),
+        200
+    );
+    f.audit_written().await;
+    let created: Vec<bool> = audit_actions(app)
+        .await
+        .into_iter()
+        .filter(|(a, d)| a == "upstream_login" && d["upstream_sub"] == "alice-acct")
+        .map(|(_, d)| d["user_created"].as_bool().unwrap())
+        .collect();
+    assert_eq!(created, [false, true], "the replay created nobody");
 }
 
 /// Eight first exchanges of one upstream user at once: one user is created

@@ -299,6 +299,11 @@ impl TokenEndpoint {
             )
             .await
             .map_err(upstream_error)?;
+        // A replay is refused before it can create a user; the insert with
+        // the session is what makes it one session, also in a race.
+        if self.used_already(&identity.token_digest).await? {
+            return Err(exchanged_already());
+        }
         let (user, created) = self.upstream_user(&issuer, &identity.subject, now).await?;
         if user.disabled {
             return Err(invalid_grant("the linked user is disabled"));
@@ -344,15 +349,8 @@ impl TokenEndpoint {
                     "the upstream identity was unlinked from its user meanwhile",
                 ));
             }
-            if self
-                .store
-                .upstream_token_used(&identity.token_digest)
-                .await
-                .map_err(unavailable)?
-            {
-                return Err(invalid_grant(
-                    "this token was exchanged already: each upstream token opens one session; sign in at the provider again for a new one",
-                ));
+            if self.used_already(&identity.token_digest).await? {
+                return Err(exchanged_already());
             }
             self.audit_credentials_changed(client, &user, ip).await;
             return Err(credentials_changed());
@@ -370,6 +368,14 @@ impl TokenEndpoint {
             .await;
         self.session_response(client, &user, session, audiences, scope, jkt, now)
             .await
+    }
+
+    /// Whether the upstream token with this digest opened a session.
+    async fn used_already(&self, digest: &[u8; 32]) -> Result<bool, OAuthError> {
+        self.store
+            .upstream_token_used(digest)
+            .await
+            .map_err(unavailable)
     }
 
     /// The enabled issuer registered as `iss`, if any.
@@ -433,6 +439,12 @@ impl TokenEndpoint {
         }
         Ok((user, created))
     }
+}
+
+fn exchanged_already() -> OAuthError {
+    invalid_grant(
+        "this token was exchanged already: each upstream token opens one session; sign in at the provider again for a new one",
+    )
 }
 
 /// The name of a user created from an upstream identity: `ext-` and 16 hex
