@@ -893,34 +893,22 @@ macro_rules! portable_sessions {
                 secret_digest: &[u8; 32],
             ) -> $crate::store::StoreResult<bool> {
                 let mut tx = self.begin_write().await?;
-                // A session from an upstream issuer's token needs the issuer
-                // enabled, under a share lock (PostgreSQL): a disable either
+                // A session from an upstream token needs its issuer enabled
+                // and its account still linked to this user, both rows under
+                // a share lock (PostgreSQL): a disable or an unlink either
                 // commits first (and this inserts nothing) or waits for this
-                // commit (and its sweep then revokes this session).
-                // Likewise the link it was found through: an unlink either
-                // commits first or sweeps this session.
-                // And the token opens one session: its digest is recorded
-                // here, so a failed opening does not use it up.
+                // commit (and its sweep then revokes this session). And the
+                // token opens one session: its digest is recorded here, so a
+                // failed opening does not use it up.
                 if let Some(upstream) = &s.upstream {
-                    let account = &upstream.account;
                     let sql = format!(
-                        "SELECT disabled FROM trusted_issuers WHERE issuer = $1 {}",
-                        Self::USER_SHARE_LOCK
-                    );
-                    let disabled: Option<bool> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .bind(&account.issuer)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if disabled != Some(false) {
-                        return Ok(false);
-                    }
-                    let sql = format!(
-                        "SELECT user_id FROM user_links WHERE issuer = $1 AND subject = $2 {}",
+                        "SELECT l.user_id FROM user_links l JOIN trusted_issuers i ON i.issuer = l.issuer \
+                         WHERE l.issuer = $1 AND l.subject = $2 AND NOT i.disabled {}",
                         Self::USER_SHARE_LOCK
                     );
                     let linked: Option<uuid::Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                        .bind(&account.issuer)
-                        .bind(&account.subject)
+                        .bind(&upstream.account.issuer)
+                        .bind(&upstream.account.subject)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if linked != Some(s.user_id) {
