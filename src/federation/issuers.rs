@@ -259,16 +259,16 @@ fn plain_text(what: &str, value: &str) -> Result<(), AccountError> {
     Ok(())
 }
 
-/// An upstream account from the caller: a plain issuer and a `sub` of
-/// 1–255 bytes without control characters.
+/// An upstream account from the caller: a plain issuer and a `sub` its
+/// tokens could carry.
 fn check_account(issuer: &str, subject: &str) -> Result<(), AccountError> {
     plain_text("issuer", issuer)?;
-    if subject.is_empty() || subject.len() > 255 || subject.chars().any(char::is_control) {
-        return Err(AccountError::Invalid(
-            "subject: the user's `sub` at the issuer, 1–255 bytes".into(),
-        ));
+    match super::upstream::subject_fault(subject) {
+        Some(fault) => Err(AccountError::Invalid(format!(
+            "subject: the user's `sub` at the issuer, 1–255 bytes ({fault})"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn not_found(issuer: &str) -> AccountError {

@@ -898,6 +898,11 @@ mod tests {
         JwksCache::new(test_limits())
     }
 
+    /// The reason a fresh cache's first lookup at `url` fails.
+    async fn first_fetch_fails(url: &str) -> String {
+        unavailable(cache().key(url, Some("k"), Algorithm::RS256, 0).await)
+    }
+
     fn unavailable(result: Result<Arc<UpstreamKey>, JwksError>) -> String {
         match result {
             Err(JwksError::Unavailable(reason)) => reason,
@@ -1049,11 +1054,7 @@ mod tests {
 
     #[tokio::test]
     async fn server_down_is_unavailable() {
-        let reason = unavailable(
-            cache()
-                .key(&closed_url().await, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&closed_url().await).await;
         assert!(reason.contains("could not connect"), "{reason}");
     }
 
@@ -1061,11 +1062,7 @@ mod tests {
     async fn status_500_is_unavailable() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Status500);
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("500"), "{reason}");
     }
 
@@ -1074,11 +1071,7 @@ mod tests {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Slow);
         let started = std::time::Instant::now();
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("timed out"), "{reason}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
@@ -1087,22 +1080,14 @@ mod tests {
     async fn huge_body_is_cut_off() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Huge);
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("larger than 65536 bytes"), "{reason}");
     }
 
     #[tokio::test]
     async fn declared_huge_body_is_refused() {
         let server = JwksServer::start(" ".repeat(70 * 1024)).await;
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("larger than 65536 bytes"), "{reason}");
     }
 
@@ -1112,11 +1097,7 @@ mod tests {
         let target = JwksServer::start(jwks(&[rsa.jwk])).await;
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::Redirect(target.url.clone()));
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("redirects are not followed"), "{reason}");
         assert_eq!(target.hits(), 0);
     }
@@ -1125,11 +1106,7 @@ mod tests {
     async fn non_json_is_unavailable() {
         let server = JwksServer::start(String::new()).await;
         server.set_mode(Mode::NotJson);
-        let reason = unavailable(
-            cache()
-                .key(&server.url, Some("k"), Algorithm::RS256, 0)
-                .await,
-        );
+        let reason = first_fetch_fails(&server.url).await;
         assert!(reason.contains("not a JSON JWK set"), "{reason}");
     }
 

@@ -434,15 +434,26 @@ fn numeric_date(
 fn check_subject(sub: Option<&Value>) -> Result<String, UpstreamError> {
     match sub {
         None => Err(UpstreamError::MissingClaim("sub")),
-        Some(Value::String(sub)) if sub.is_empty() => Err(UpstreamError::Subject("empty".into())),
-        Some(Value::String(sub)) if sub.len() > MAX_SUBJECT_BYTES => Err(UpstreamError::Subject(
-            format!("{} bytes; at most {MAX_SUBJECT_BYTES}", sub.len()),
-        )),
-        Some(Value::String(sub)) if sub.chars().any(char::is_control) => {
-            Err(UpstreamError::Subject("control characters".into()))
-        }
-        Some(Value::String(sub)) => Ok(sub.clone()),
+        Some(Value::String(sub)) => match subject_fault(sub) {
+            Some(fault) => Err(UpstreamError::Subject(fault)),
+            None => Ok(sub.clone()),
+        },
         Some(_) => Err(UpstreamError::Subject("not a string".into())),
+    }
+}
+
+/// What is wrong with an upstream `sub` (from a token, or from an operator
+/// linking one): it must be 1–[`MAX_SUBJECT_BYTES`] bytes without control
+/// characters.
+pub fn subject_fault(sub: &str) -> Option<String> {
+    if sub.is_empty() {
+        Some("empty".into())
+    } else if sub.len() > MAX_SUBJECT_BYTES {
+        Some(format!("{} bytes; at most {MAX_SUBJECT_BYTES}", sub.len()))
+    } else if sub.chars().any(char::is_control) {
+        Some("control characters".into())
+    } else {
+        None
     }
 }
 

@@ -1009,27 +1009,22 @@ async fn an_upstream_token_opens_one_session(engine: Engine) {
     let digest = tessera::digest::sha256(signed.as_bytes());
     assert!(app.store.upstream_token_used(&digest).await.unwrap());
     let expires = payload(&token)["exp"].as_i64().unwrap();
-    app.store
-        .purge_expired(expires - 86_400, expires, 1000)
-        .await
-        .unwrap();
+    let kept_after_purge_at = async |now: i64| {
+        app.store
+            .purge_expired(expires - 86_400, now, 1000)
+            .await
+            .unwrap();
+        app.store.upstream_token_used(&digest).await.unwrap()
+    };
     assert!(
-        app.store.upstream_token_used(&digest).await.unwrap(),
+        kept_after_purge_at(expires).await,
         "kept while it is accepted"
     );
-    app.store
-        .purge_expired(expires - 86_400, expires + 31, 1000)
-        .await
-        .unwrap();
     assert!(
-        app.store.upstream_token_used(&digest).await.unwrap(),
+        kept_after_purge_at(expires + 31).await,
         "kept a margin longer, for instances whose clocks are behind"
     );
-    app.store
-        .purge_expired(expires - 86_400, expires + 3600, 1000)
-        .await
-        .unwrap();
-    assert!(!app.store.upstream_token_used(&digest).await.unwrap());
+    assert!(!kept_after_purge_at(expires + 3600).await);
 
     // A used token is refused before it can create a user: alice's account
     // is unlinked, and its used token replayed; the next fresh token is the
